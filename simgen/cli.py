@@ -1,0 +1,144 @@
+"""The ``simgen`` command line (click).
+
+This module is deliberately thin: it defines the root group, the command
+groups shared by several stages (``simulate``, ``export``, ...) and the error
+policy.  Commands themselves live in :mod:`simgen.commands` — one module per
+topic, each exposing ``register(groups)`` — and every command calls one
+documented library function.  Heavy libraries (torch, ultralytics, jax) are
+imported inside command bodies so that ``simgen --help`` stays fast.
+
+Error policy: a :class:`~simgen.errors.SimgenError` (bad parameter, unreadable
+or foreign file, malformed spec) or an ``OSError`` becomes one line on stderr,
+``Error: <message>``, and exit code 2, with no traceback.  Anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+from . import __version__
+from .errors import SimgenError
+
+__all__ = ["main", "DefaultGroup", "CliError"]
+
+
+class CliError(click.ClickException):
+    """A user error reported as one line with exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return _one_line_text(text)
+
+
+class SimgenGroup(click.Group):
+    """Root group: every user error becomes one line on stderr and exit code 2.
+
+    Click's own usage errors normally print the usage line and a hint as well;
+    we print ``Error: <message> (see '<command> --help')`` on a single line instead.
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (SimgenError, OSError) as exc:
+            raise CliError(_one_line(exc)) from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            message = _one_line_text(exc.format_message())
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                message += f" (see '{ctx.command_path} --help')"
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class DefaultGroup(click.Group):
+    """A group that runs ``default_command`` when the first argument is not a subcommand.
+
+    Lets ``simgen augment in.h5 --spec ...`` and ``simgen augment extract-noise ...``
+    coexist.
+    """
+
+    def __init__(self, *args, default_command: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx, args):
+        if (
+            self.default_command
+            and args
+            and args[0] not in self.commands
+            and args[0] not in ("--help", "-h")
+        ):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=SimgenGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="simgen")
+def main():
+    """simgen: simulation-first synthetic data and detectors for microscopy defects.
+
+    \b
+    Typical flow:
+      simgen simulate film --n 1000 --size 512 --seed 0 -o film.h5
+      simgen preview film.h5 -o film.png
+      simgen export yolo film.h5 yolo_dir/
+    Run `simgen COMMAND --help` for each command's options and examples.
+    """
+
+
+@main.group(context_settings=CONTEXT)
+def simulate():
+    """Generate annotated synthetic datasets (film, tem, video, filament)."""
+
+
+@main.group(context_settings=CONTEXT)
+def export():
+    """Export an HDF5 dataset to an interchange format (yolo, coco, mot)."""
+
+
+GROUPS = {"main": main, "simulate": simulate, "export": export}
+
+
+def _register_commands() -> None:
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(GROUPS)
+
+
+_register_commands()

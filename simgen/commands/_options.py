@@ -1,0 +1,34 @@
+"""Option helpers shared by command modules (not a command module itself)."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import ParameterError
+
+
+def output_option(**kwargs):
+    return click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=True), **kwargs)
+
+
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output (only once the new one is complete).")
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
+seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Master seed; sample i uses SeedSequence(seed, spawn_key=(i,)).")
+
+
+def parse_range(text: str, name: str, cast=int) -> tuple:
+    """Parse ``"5"`` or ``"2-12"`` / ``"2:12"`` into an inclusive ``(lo, hi)`` tuple."""
+    text = str(text).strip()
+    for sep in (":", "-", ","):
+        if sep in text.lstrip("-"):
+            lo, _, hi = text.partition(sep) if not text.startswith("-") else ("-" + text[1:].partition(sep)[0], sep, text[1:].partition(sep)[2])
+            break
+    else:
+        lo = hi = text
+    try:
+        lo, hi = cast(lo), cast(hi)
+    except ValueError:
+        raise ParameterError(f"{name} must be a number or a range like 2-12, got {text!r}") from None
+    if hi < lo:
+        raise ParameterError(f"{name} range {text!r} is empty (high < low)")
+    return lo, hi

@@ -1,0 +1,89 @@
+"""Dataset commands: ``simgen info``, ``simgen preview``, ``simgen export yolo``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ._options import output_option, overwrite_option, seed_option
+
+
+def _print_summary(summary: dict) -> None:
+    gen = summary.pop("generator", None)
+    tables = summary.pop("tables", {})
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        click.echo(f"{key:<{width}}  {value}")
+    for name, entry in tables.items():
+        click.echo(f"{'table ' + name:<{width}}  " + ", ".join(f"{k}={v}" for k, v in entry.items()))
+    if gen:
+        click.echo(f"{'generator':<{width}}  {json.dumps(gen, sort_keys=True)}")
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info_command(path, as_json):
+    """Summarize a dataset: schema, counts, classes and generator parameters.
+
+    \b
+    Example:
+      simgen info film.h5
+    """
+    from ..datasets.h5io import open_dataset
+
+    with open_dataset(path) as ds:
+        summary = ds.summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        _print_summary(summary)
+
+
+@click.command("preview")
+@click.argument("path", type=click.Path(dir_okay=False))
+@output_option(help="Output PNG.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Number of samples.")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First sample.")
+@click.option("--cols", type=click.IntRange(min=1), default=None, help="Grid columns.")
+@click.option("--no-boxes", is_flag=True, help="Do not draw boxes.")
+@overwrite_option
+def preview_command(path, output, n, start, cols, no_boxes, overwrite):
+    """Contact sheet PNG with annotations drawn (+1 red '+', -1 blue 'o', boxes by class).
+
+    \b
+    Example:
+      simgen preview film.h5 -o sheet.png --n 9
+    """
+    from ..datasets.preview import preview_sheet
+
+    out = preview_sheet(path, output, n=n, start=start, cols=cols, boxes=not no_boxes, overwrite=overwrite)
+    click.echo(f"wrote {out}")
+
+
+@click.command("yolo")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Fraction of images held out as the validation split.")
+@click.option("--min-box", type=float, default=1.0, show_default=True, help="Drop boxes smaller than this (px).")
+@seed_option
+@overwrite_option
+def export_yolo_command(path, out_dir, val_fraction, min_box, seed, overwrite):
+    """Export a dataset to a YOLO folder (images/, labels/, data.yaml).
+
+    \b
+    Example:
+      simgen export yolo film.h5 film_yolo/ --val-fraction 0.1
+    """
+    from ..datasets.formats.yolo import export_yolo
+
+    data_yaml = export_yolo(path, out_dir, val_fraction=val_fraction, min_box=min_box, seed=seed, overwrite=overwrite)
+    click.echo(f"wrote {data_yaml}")
+
+
+def register(groups):
+    groups["main"].add_command(info_command)
+    groups["main"].add_command(preview_command)
+    groups["export"].add_command(export_yolo_command)

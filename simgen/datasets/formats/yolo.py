@@ -1,0 +1,329 @@
+"""YOLO folders: reading (real annotated data, predictions) and exporting simgen datasets.
+
+A YOLO folder is ``root/images/<stem>.<ext>`` + ``root/labels/<stem>.txt`` with one
+line per object, ``class xc yc w h [confidence]`` normalised by the image width
+and height.  Optional extras understood here: ``root/masks/<stem>.png`` (instance
+id label images), ``root/classes.txt`` (one class name per line) and
+``root/data.yaml`` (Ultralytics dataset description).
+
+Export writes exactly that layout plus a ``data.yaml`` that Ultralytics trains
+from.  The whole folder is written under a temporary name and renamed at the
+end, so an interrupted export never leaves a half folder under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...errors import DataError, ParameterError
+from ..h5io import open_dataset
+from ..imageio import IMAGE_SUFFIXES, read_image, to_uint8
+
+__all__ = [
+    "read_yolo_labels",
+    "format_yolo_labels",
+    "YoloFolder",
+    "open_yolo_folder",
+    "export_yolo",
+    "BOX_COLUMNS",
+]
+
+BOX_COLUMNS = ["x0", "y0", "x1", "y1", "class"]
+
+
+def read_yolo_labels(path, width: int, height: int) -> pd.DataFrame:
+    """Read one YOLO label file into pixel boxes.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.txt`` file; a missing file means "no objects".
+    width, height : int
+        Image size in pixels.
+
+    Returns
+    -------
+    DataFrame with columns x0, y0, x1, y1 (float, pixels), class (int) and, when the
+    file has a sixth column, score (the confidence).
+
+    Raises
+    ------
+    DataError
+        On malformed lines (wrong column count, non-numbers, negative sizes).
+    """
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame({c: np.zeros(0, np.float32) for c in BOX_COLUMNS}).astype({"class": np.int16})
+    rows = []
+    ncols = None
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) not in (5, 6):
+            raise DataError(f"{path}:{lineno}: expected 5 or 6 columns (class xc yc w h [conf]), got {len(parts)}")
+        if ncols is not None and len(parts) != ncols:
+            raise DataError(f"{path}:{lineno}: mixes lines with and without a confidence column")
+        ncols = len(parts)
+        try:
+            rows.append([float(p) for p in parts])
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: non-numeric value in {line.strip()!r}") from None
+    arr = np.array(rows, np.float64).reshape(-1, ncols or 5)
+    cls, xc, yc, w, h = arr[:, 0], arr[:, 1] * width, arr[:, 2] * height, arr[:, 3] * width, arr[:, 4] * height
+    if np.any(w < 0) or np.any(h < 0) or not np.all(np.isfinite(arr[:, 1:5])):
+        raise DataError(f"{path}: boxes with negative or non-finite size")
+    if np.any(cls < 0) or np.any(cls != np.round(cls)):
+        raise DataError(f"{path}: class ids must be non-negative integers")
+    df = pd.DataFrame(
+        {
+            "x0": (xc - w / 2).astype(np.float32),
+            "y0": (yc - h / 2).astype(np.float32),
+            "x1": (xc + w / 2).astype(np.float32),
+            "y1": (yc + h / 2).astype(np.float32),
+            "class": cls.astype(np.int16),
+        }
+    )
+    if ncols == 6:
+        df["score"] = arr[:, 5].astype(np.float32)
+    return df
+
+
+def format_yolo_labels(boxes, width: int, height: int, min_size: float = 0.0) -> str:
+    """Pixel boxes (x0, y0, x1, y1, class [, score]) → YOLO label text.
+
+    Boxes are clipped to the image; boxes narrower or lower than ``min_size``
+    pixels after clipping are dropped (Ultralytics discards boxes under ~3 px
+    anyway; dropping them here keeps labels and training in agreement).
+    """
+    if boxes is None or len(boxes) == 0:
+        return ""
+    b = pd.DataFrame(boxes) if not isinstance(boxes, pd.DataFrame) else boxes
+    x0 = np.clip(b["x0"].to_numpy(np.float64), 0, width)
+    x1 = np.clip(b["x1"].to_numpy(np.float64), 0, width)
+    y0 = np.clip(b["y0"].to_numpy(np.float64), 0, height)
+    y1 = np.clip(b["y1"].to_numpy(np.float64), 0, height)
+    keep = ((x1 - x0) >= max(min_size, 1e-9)) & ((y1 - y0) >= max(min_size, 1e-9))
+    cls = b["class"].to_numpy()[keep].astype(int)
+    xc, yc = (x0 + x1)[keep] / 2 / width, (y0 + y1)[keep] / 2 / height
+    w, h = (x1 - x0)[keep] / width, (y1 - y0)[keep] / height
+    cols = [cls, xc, yc, w, h]
+    if "score" in b:
+        cols.append(b["score"].to_numpy()[keep])
+        fmt = "{:d} {:.6f} {:.6f} {:.6f} {:.6f} {:.5f}"
+    else:
+        fmt = "{:d} {:.6f} {:.6f} {:.6f} {:.6f}"
+    return "".join(fmt.format(*row) + "\n" for row in zip(*cols))
+
+
+class YoloFolder:
+    """A folder of images with YOLO labels (real annotated data or predictions).
+
+    Parameters
+    ----------
+    root : path-like
+        Folder with ``images/`` and ``labels/`` (optional ``masks/``, ``classes.txt``).
+        A folder holding only ``labels/`` or bare ``*.txt`` files is a *label-only*
+        folder (predictions); its boxes need image sizes from elsewhere.
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root} is not a directory")
+        images_dir = self.root / "images"
+        labels_dir = self.root / "labels"
+        self.labels_dir = labels_dir if labels_dir.is_dir() else self.root
+        self._images: dict[str, Path] = {}
+        if images_dir.is_dir():
+            for p in sorted(images_dir.iterdir()):
+                if p.suffix.lower() in IMAGE_SUFFIXES:
+                    self._images[p.stem] = p
+            self.names = sorted(self._images)
+        else:
+            self.names = sorted(p.stem for p in self.labels_dir.glob("*.txt") if p.name != "classes.txt")
+        if not self.names:
+            raise DataError(f"{self.root} holds no images (images/) and no label files")
+        self.masks_dir = self.root / "masks" if (self.root / "masks").is_dir() else None
+        self.class_names = self._read_class_names()
+        self._shapes: dict[str, tuple[int, int]] = {}
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self._images)
+
+    def _read_class_names(self) -> list[str]:
+        txt = self.root / "classes.txt"
+        if txt.exists():
+            return [line.strip() for line in txt.read_text().splitlines() if line.strip()]
+        yaml_path = self.root / "data.yaml"
+        if yaml_path.exists():
+            import yaml
+
+            names = (yaml.safe_load(yaml_path.read_text()) or {}).get("names", [])
+            if isinstance(names, dict):
+                return [names[k] for k in sorted(names)]
+            return list(names)
+        return []
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _key(self, i) -> str:
+        return i if isinstance(i, str) else self.names[i]
+
+    def image_path(self, i) -> Path:
+        key = self._key(i)
+        if key not in self._images:
+            raise DataError(f"{self.root}: no image for {key!r}")
+        return self._images[key]
+
+    def image(self, i) -> np.ndarray:
+        """Image as float32 ``(H, W)`` in [0, 1]."""
+        img = read_image(self.image_path(i))
+        self._shapes[self._key(i)] = img.shape
+        return img
+
+    def shape(self, i) -> tuple[int, int]:
+        """``(H, W)`` of an image (read from the header only)."""
+        key = self._key(i)
+        if key not in self._shapes:
+            from PIL import Image
+
+            with Image.open(self.image_path(key)) as im:
+                self._shapes[key] = (im.height, im.width)
+        return self._shapes[key]
+
+    def label_path(self, i) -> Path:
+        return self.labels_dir / f"{self._key(i)}.txt"
+
+    def boxes(self, i, shape: tuple[int, int] | None = None) -> pd.DataFrame:
+        """Boxes of one image in pixels (``shape`` needed for label-only folders)."""
+        h, w = shape if shape is not None else self.shape(i)
+        return read_yolo_labels(self.label_path(i), w, h)
+
+    def mask(self, i) -> np.ndarray | None:
+        """Instance-id label image (``masks/<stem>.png``) or ``None``."""
+        if self.masks_dir is None:
+            return None
+        path = self.masks_dir / f"{self._key(i)}.png"
+        if not path.exists():
+            return None
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im).astype(np.uint16)
+
+
+def open_yolo_folder(root) -> YoloFolder:
+    """Open a YOLO-layout folder (see :class:`YoloFolder`)."""
+    return YoloFolder(root)
+
+
+def export_yolo(
+    source,
+    out_dir,
+    *,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    min_box: float = 1.0,
+    overwrite: bool = False,
+    table: str = "boxes",
+) -> Path:
+    """Export a simgen HDF5 dataset to a YOLO folder Ultralytics can train from.
+
+    Layout: ``images/{train,val}/<name>.png`` (8-bit greyscale), ``labels/{train,val}/<name>.txt``,
+    ``data.yaml`` (absolute ``path``, ``train``, ``val``, ``names``) and ``classes.txt``.
+    With ``val_fraction = 0`` everything goes to ``train`` and ``val`` points at it too.
+
+    Parameters
+    ----------
+    source : path-like
+        simgen HDF5 file with images and a ``boxes`` table.
+    out_dir : path-like
+        Destination folder (must not exist unless ``overwrite``).
+    val_fraction : float in [0, 1)
+        Fraction of samples held out for validation (seeded random split).
+    min_box : float
+        Drop boxes smaller than this many pixels after clipping.
+    table : str
+        Which table holds the boxes.
+
+    Returns
+    -------
+    Path of ``data.yaml``.
+    """
+    import yaml
+
+    out_dir = Path(out_dir)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ParameterError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if out_dir.exists() and not overwrite:
+        raise ParameterError(f"output {out_dir} exists; pass --overwrite to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ParameterError(f"output {out_dir} is a file, expected a directory")
+    with open_dataset(source) as ds:
+        if ds.images is None:
+            raise DataError(f"{source} stores no images; nothing to export")
+        if table not in ds.tables:
+            raise DataError(f"{source} has no {table!r} table (has {ds.tables or 'none'})")
+        names = ds.class_names or [str(c) for c in range(int(ds.table(table)["class"].max(initial=0)) + 1)]
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0x9010,)))
+        is_val = np.zeros(ds.n, bool)
+        n_val = int(round(val_fraction * ds.n))
+        if n_val:
+            is_val[rng.choice(ds.n, n_val, replace=False)] = True
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        try:
+            from PIL import Image
+
+            for split in ("train", "val"):
+                (tmp / "images" / split).mkdir(parents=True)
+                (tmp / "labels" / split).mkdir(parents=True)
+            h, w = ds.image_shape
+            for i in range(ds.n):
+                split = "val" if is_val[i] else "train"
+                stem = _safe_stem(ds.name(i)) if ds.has("names") else f"{i:06d}"
+                Image.fromarray(to_uint8(ds.image(i))).save(tmp / "images" / split / f"{stem}.png")
+                text = format_yolo_labels(ds.rows(table, i), w, h, min_size=min_box)
+                (tmp / "labels" / split / f"{stem}.txt").write_text(text)
+            data = {
+                "path": str(out_dir.resolve()),
+                "train": "images/train",
+                "val": "images/val" if n_val else "images/train",
+                "names": {k: n for k, n in enumerate(names)},
+            }
+            (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+            (tmp / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+            (tmp / "source.json").write_text(
+                json.dumps({"source": str(Path(source).resolve()), "n": ds.n, "val": int(n_val), "seed": seed})
+            )
+            _replace_dir(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out_dir / "data.yaml"
+
+
+def _safe_stem(name: str) -> str:
+    stem = Path(name).stem or name
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temp folder to ``final``, replacing an old one only after success."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

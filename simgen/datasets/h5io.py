@@ -1,0 +1,644 @@
+"""Reading and writing simgen HDF5 datasets (see :mod:`simgen.datasets.schema`).
+
+Writing goes through :class:`DatasetWriter`, which writes to a temporary file in
+the destination directory and renames it only when the writer is closed
+without error, so an interrupted run never leaves a partial dataset under the
+final name.  Reading goes through :func:`open_dataset`, which validates the
+schema version first.
+
+Examples
+--------
+>>> with DatasetWriter("out.h5", kind="film", seed=0) as w:          # doctest: +SKIP
+...     w.append(image, points={"x": xs, "y": ys, "charge": q})
+>>> with open_dataset("out.h5") as ds:                                 # doctest: +SKIP
+...     ds.image(0).shape, ds.rows("points", 0)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..errors import ParameterError, SchemaError
+from .atomic import check_output, fsync_path
+from .schema import (
+    IMAGE_DTYPES,
+    OPTIONAL_COLUMNS,
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    TABLE_COLUMNS,
+    _table_names,
+    _text,
+    table_path,
+    validate_file,
+)
+
+__all__ = [
+    "DatasetWriter",
+    "Dataset",
+    "open_dataset",
+    "read_table",
+    "to_storage_dtype",
+    "to_float_image",
+    "records_to_columns",
+]
+
+_STR = h5py.string_dtype("utf-8")
+
+
+def to_storage_dtype(image: np.ndarray, dtype: str) -> np.ndarray:
+    """Convert a float image in [0, 1] (or an already integer image) to the on-disk dtype.
+
+    Floats are clipped to [0, 1] and scaled to the full integer range with rounding;
+    integer inputs of the target dtype are passed through unchanged.
+    """
+    image = np.asarray(image)
+    if image.dtype == np.dtype(dtype):
+        return image
+    if dtype == "float32":
+        if np.issubdtype(image.dtype, np.integer):
+            return (image / np.iinfo(image.dtype).max).astype(np.float32)
+        return image.astype(np.float32)
+    if np.issubdtype(image.dtype, np.integer):
+        raise ParameterError(f"cannot store a {image.dtype} image as {dtype}; pass floats in [0, 1]")
+    top = np.iinfo(dtype).max
+    return np.rint(np.clip(image, 0.0, 1.0) * top).astype(dtype)
+
+
+def to_float_image(image: np.ndarray) -> np.ndarray:
+    """On-disk image (uint8, uint16 or float) → float32 in [0, 1]."""
+    image = np.asarray(image)
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+    return image.astype(np.float32, copy=False)
+
+
+def records_to_columns(records, table: str | None = None) -> dict[str, np.ndarray]:
+    """Normalize annotation records to ``{column: 1-D array}``.
+
+    Accepts a pandas DataFrame, a NumPy structured array, a dict of array-likes
+    or a list of dicts.  Columns of well-known tables are cast to their schema
+    dtypes; a missing required column raises :class:`ParameterError`.
+    """
+    if records is None:
+        return {}
+    if isinstance(records, pd.DataFrame):
+        cols = {c: records[c].to_numpy() for c in records.columns}
+    elif isinstance(records, np.ndarray) and records.dtype.names:
+        cols = {c: records[c] for c in records.dtype.names}
+    elif isinstance(records, dict):
+        cols = {c: np.asarray(v) for c, v in records.items()}
+    elif isinstance(records, (list, tuple)):
+        if not records:
+            cols = {}
+        else:
+            keys = list(records[0].keys())
+            cols = {k: np.asarray([r[k] for r in records]) for k in keys}
+    else:
+        raise ParameterError(f"unsupported annotation records of type {type(records).__name__}")
+    cols = {str(c): np.atleast_1d(np.asarray(v)) for c, v in cols.items()}
+    lengths = {len(v) for v in cols.values()}
+    if len(lengths) > 1:
+        raise ParameterError(f"table {table!r}: columns have different lengths {sorted(lengths)}")
+    required = TABLE_COLUMNS.get(table or "", {})
+    for col, dtype in required.items():
+        if col == "sample":
+            continue
+        if col not in cols:
+            if not cols:  # an empty record set may omit columns
+                cols[col] = np.zeros(0, dtype)
+                continue
+            raise ParameterError(f"table {table!r} is missing column {col!r} (has {sorted(cols)})")
+    out = {}
+    for col, values in cols.items():
+        dtype = required.get(col) or OPTIONAL_COLUMNS.get(col)
+        if dtype is None:
+            if values.dtype.kind not in "biuf":
+                raise ParameterError(f"table {table!r} column {col!r} must be numeric, got {values.dtype}")
+            dtype = values.dtype
+        out[col] = values.astype(dtype, copy=False)
+    return out
+
+
+class _TableBuffer:
+    """Rows of one indexed table, buffered in memory and flushed in blocks."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.columns: list[str] | None = None
+        self.dtypes: dict[str, np.dtype] = {}
+        self.counts: list[int] = []  # rows per sample, aligned with sample index
+        self.pending: dict[str, list[np.ndarray]] = {}
+
+    def add(self, index: int, records) -> None:
+        cols = records_to_columns(records, self.name)
+        cols.pop("sample", None)
+        if self.columns is None:
+            self.columns = ["sample", *cols.keys()]
+            self.dtypes = {"sample": np.dtype("int64"), **{c: v.dtype for c, v in cols.items()}}
+            self.pending = {c: [] for c in self.columns}
+        elif cols and set(cols) != set(self.columns[1:]):
+            raise ParameterError(
+                f"table {self.name!r}: sample {index} has columns {sorted(cols)}, "
+                f"earlier samples had {sorted(self.columns[1:])}"
+            )
+        n = len(next(iter(cols.values()))) if cols else 0
+        while len(self.counts) < index:
+            self.counts.append(0)
+        self.counts.append(n)
+        if n:
+            self.pending["sample"].append(np.full(n, index, np.int64))
+            for c in self.columns[1:]:
+                self.pending[c].append(cols[c].astype(self.dtypes[c], copy=False))
+
+    def flush(self, f: h5py.File) -> None:
+        if self.columns is None:
+            return
+        group = f.require_group(table_path(self.name))
+        if "columns" not in group.attrs:
+            group.attrs["columns"] = json.dumps(self.columns)
+            for c in self.columns:
+                group.create_dataset(c, shape=(0,), maxshape=(None,), dtype=self.dtypes[c], chunks=(65536,))
+        if not self.pending["sample"]:
+            return
+        for c in self.columns:
+            block = np.concatenate(self.pending[c])
+            ds = group[c]
+            start = ds.shape[0]
+            ds.resize((start + len(block),))
+            ds[start:] = block
+            self.pending[c] = []
+
+    def finish(self, f: h5py.File, n_samples: int) -> None:
+        if self.columns is None:
+            return
+        self.flush(f)
+        counts = np.zeros(n_samples, np.int64)
+        counts[: len(self.counts)] = self.counts
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        f[table_path(self.name)].create_dataset("offsets", data=offsets)
+
+
+class DatasetWriter:
+    """Append samples to a new simgen HDF5 dataset, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file name.  Nothing appears there until :meth:`close` succeeds.
+    kind : str
+        What the samples are (``"film"``, ``"tem"``, ``"video"``, ``"filament"``,
+        ``"predictions"``, ...).
+    image_dtype : {"uint8", "uint16", "float32"}
+        On-disk image dtype.  Float images in [0, 1] are scaled to integer ranges.
+    class_names : sequence of str, optional
+        Names of class ids used in box/track tables.
+    generator : dict, optional
+        JSON-serialisable description of how the data was made (stored as JSON).
+    seed : int, optional
+        Master seed.
+    attrs : dict, optional
+        Extra root attributes (scalars or strings).
+    overwrite : bool
+        Replace an existing file at ``path`` (only when the new one is complete).
+    compression : {"gzip", "lzf", None}
+        Filter for images and masks (gzip level 1 by default: small and fast).
+    flush_every : int
+        Flush buffered table rows every this many samples.
+
+    Notes
+    -----
+    Optional per-sample arrays (``mask``, ``phase``) are created the first time a
+    sample provides them; earlier samples read back as all-zero masks / NaN phase.
+    Tables likewise: a sample that does not mention a table has no rows in it.
+    """
+
+    def __init__(
+        self,
+        path,
+        *,
+        kind: str,
+        image_dtype: str = "uint8",
+        class_names=None,
+        generator: dict | None = None,
+        seed: int | None = None,
+        attrs: dict | None = None,
+        overwrite: bool = False,
+        compression: str | None = "gzip",
+        flush_every: int = 256,
+    ):
+        if image_dtype not in IMAGE_DTYPES:
+            raise ParameterError(f"image_dtype must be one of {IMAGE_DTYPES}, got {image_dtype!r}")
+        self.path = check_output(path, overwrite)
+        self.overwrite = overwrite
+        self.kind = kind
+        self.image_dtype = image_dtype
+        self.compression = compression
+        self.flush_every = max(1, int(flush_every))
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{id(self):x}.tmp")
+        self._f = h5py.File(self._tmp, "w", libver=("earliest", "v110"))
+        self.n = 0
+        self._tables: dict[str, _TableBuffer] = {}
+        self._provenance: list[str] = []
+        self._names: list[str] = []
+        self._shapes: list[tuple[int, int]] = []
+        self._closed = False
+        root = self._f.attrs
+        root["schema"] = SCHEMA_NAME
+        root["schema_version"] = SCHEMA_VERSION
+        root["simgen_version"] = __version__
+        root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        root["kind"] = kind
+        root["generator"] = json.dumps(generator or {}, default=_json_default)
+        if seed is not None:
+            root["seed"] = int(seed)
+        if class_names is not None:
+            self.set_class_names(class_names)
+        if attrs:
+            self.set_attrs(**attrs)
+
+    # -- building ---------------------------------------------------------
+    def set_attrs(self, **attrs) -> None:
+        """Set extra root attributes; dicts and lists are stored as JSON strings."""
+        reserved = {"schema", "schema_version", "n_samples"}
+        for key, value in attrs.items():
+            if key in reserved:
+                raise ParameterError(f"attribute {key!r} is reserved")
+            if isinstance(value, (dict, list, tuple)):
+                value = json.dumps(value, default=_json_default)
+            elif value is None:
+                continue
+            self._f.attrs[key] = value
+
+    def set_class_names(self, names) -> None:
+        names = [str(n) for n in names]
+        grp = self._f.require_group("labels")
+        if "classes" in grp:
+            del grp["classes"]
+        grp.create_dataset("classes", data=np.array(names, dtype=object), dtype=_STR)
+
+    def append(
+        self,
+        image=None,
+        *,
+        points=None,
+        boxes=None,
+        tracks=None,
+        tables: dict | None = None,
+        mask=None,
+        phase=None,
+        provenance: dict | None = None,
+        name: str | None = None,
+        shape: tuple[int, int] | None = None,
+    ) -> int:
+        """Add one sample and its annotations; returns its index.
+
+        Parameters
+        ----------
+        image : (H, W) array, optional
+            Float in [0, 1] or already in the on-disk dtype.  All images of a file
+            share one shape.  Omit for label-only files (then give ``shape``).
+        points, boxes, tracks : records, optional
+            Annotation records (DataFrame, structured array, dict of columns).
+        tables : dict, optional
+            Further tables ``{name: records}``.
+        mask : (H, W) integer array, optional
+            Instance-id label image (0 = background).
+        phase : (H, W) float array, optional
+            Phase field in radians.
+        provenance : dict, optional
+            JSON-serialisable per-sample parameters (seeds, artifact spec, ...).
+        name : str, optional
+            Source name of the sample (e.g. an image file name).
+        shape : (H, W), optional
+            Image shape for label-only samples.
+        """
+        self._check_open()
+        i = self.n
+        if image is not None:
+            image = np.asarray(image)
+            if image.ndim != 2:
+                raise ParameterError(f"images must be 2-D (H, W), got shape {image.shape}")
+            self._append_image("images", to_storage_dtype(image, self.image_dtype), fill=0)
+            shape = image.shape
+        elif "images" in self._f:
+            raise ParameterError("this dataset stores images; every sample needs one")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.min(initial=0) < 0 or mask.max(initial=0) > np.iinfo(np.uint16).max:
+                raise ParameterError("instance masks must hold ids in [0, 65535]")
+            self._append_image("labels/masks", mask.astype(np.uint16), fill=0)
+        if phase is not None:
+            self._append_image("phase", np.asarray(phase, np.float32), fill=np.nan)
+        for tname, records in (("points", points), ("boxes", boxes), ("tracks", tracks), *(tables or {}).items()):
+            if records is not None:
+                self._tables.setdefault(tname, _TableBuffer(tname)).add(i, records)
+        self._provenance.append(json.dumps(provenance or {}, default=_json_default, sort_keys=True))
+        self._names.append("" if name is None else str(name))
+        self._shapes.append(tuple(int(s) for s in shape) if shape is not None else (0, 0))
+        self.n += 1
+        if self.n % self.flush_every == 0:
+            for buf in self._tables.values():
+                buf.flush(self._f)
+        return i
+
+    def create_array(self, path: str, data, **kwargs) -> None:
+        """Store an extra array (e.g. ``pairs/index``) at ``path``; kwargs go to h5py."""
+        self._check_open()
+        if path in self._f:
+            del self._f[path]
+        self._f.create_dataset(path, data=data, **kwargs)
+
+    def _append_image(self, path: str, array: np.ndarray, fill) -> None:
+        f = self._f
+        if path not in f:
+            kwargs = {}
+            if self.compression == "gzip":
+                kwargs = {"compression": "gzip", "compression_opts": 1, "shuffle": array.dtype.itemsize > 1}
+            elif self.compression:
+                kwargs = {"compression": self.compression}
+            f.create_dataset(
+                path,
+                shape=(self.n, *array.shape),
+                maxshape=(None, *array.shape),
+                dtype=array.dtype,
+                chunks=(1, *array.shape),
+                fillvalue=fill,
+                **kwargs,
+            )
+        ds = f[path]
+        if ds.shape[1:] != array.shape:
+            raise ParameterError(f"{path}: sample {self.n} has shape {array.shape}, earlier ones {ds.shape[1:]}")
+        if ds.shape[0] < self.n + 1:
+            ds.resize((self.n + 1, *array.shape))
+        ds[self.n] = array
+
+    # -- finishing --------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ParameterError("dataset writer is closed")
+
+    def close(self) -> Path:
+        """Finish the file and move it to its final name; returns that path."""
+        if self._closed:
+            return self.path
+        f = self._f
+        n = self.n
+        try:
+            for path in ("images", "labels/masks", "phase"):
+                if path in f and f[path].shape[0] < n:
+                    f[path].resize((n, *f[path].shape[1:]))
+            for buf in self._tables.values():
+                buf.finish(f, n)
+            f.create_dataset("provenance", data=np.array(self._provenance, dtype=object), dtype=_STR)
+            if any(self._names):
+                f.create_dataset("names", data=np.array(self._names, dtype=object), dtype=_STR)
+            if "images" not in f and n:
+                f.create_dataset("shapes", data=np.array(self._shapes, np.int64).reshape(n, 2))
+            f.attrs["n_samples"] = n
+            f.close()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        fsync_path(self._tmp)
+        if self.path.exists() and not self.overwrite:
+            self._tmp.unlink()
+            raise ParameterError(f"output {self.path} appeared while writing; not replacing it")
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far; the final path is left untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._f.close()
+        except Exception:  # noqa: BLE001 - closing a broken file must not mask the original error
+            pass
+        try:
+            self._tmp.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def __del__(self):  # a writer dropped without close() must not leave its temp file
+        if not getattr(self, "_closed", True):
+            self.abort()
+
+
+class Dataset:
+    """A read-only simgen HDF5 dataset (use :func:`open_dataset`).
+
+    Attributes
+    ----------
+    path : Path
+    attrs : dict
+        Root attributes; ``generator`` parsed from JSON.
+    n : int
+        Number of samples.
+    class_names : list of str
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SchemaError(f"{self.path} does not exist")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise SchemaError(f"cannot read {self.path} as HDF5 ({_short(exc)})") from None
+        try:
+            self.attrs = validate_file(self.file, str(self.path))
+        except BaseException:
+            self.file.close()
+            raise
+        self.n = int(self.attrs["n_samples"])
+        self.kind = self.attrs.get("kind", "")
+        f = self.file
+        self.class_names = [_text(x) or x.decode() for x in f["labels/classes"][()]] if "labels/classes" in f else []
+        self._offsets: dict[str, np.ndarray] = {}
+
+    # -- arrays -----------------------------------------------------------
+    @property
+    def images(self):
+        """The on-disk ``/images`` dataset (lazy h5py Dataset) or ``None``."""
+        return self.file.get("images")
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        return tuple(self.images.shape[1:]) if self.images is not None else None
+
+    def image(self, i: int, as_float: bool = True) -> np.ndarray:
+        """Image ``i`` as float32 in [0, 1] (or raw on-disk dtype with ``as_float=False``)."""
+        if self.images is None:
+            raise SchemaError(f"{self.path} stores no images")
+        raw = self.images[self._index(i)]
+        return to_float_image(raw) if as_float else raw
+
+    def mask(self, i: int) -> np.ndarray | None:
+        """Instance-id label image of sample ``i`` (uint16) or ``None``."""
+        ds = self.file.get("labels/masks")
+        return None if ds is None else ds[self._index(i)]
+
+    def phase(self, i: int) -> np.ndarray | None:
+        ds = self.file.get("phase")
+        return None if ds is None else ds[self._index(i)]
+
+    def array(self, path: str) -> np.ndarray:
+        """An extra stored array, e.g. ``pairs/index``."""
+        if path not in self.file:
+            raise SchemaError(f"{self.path} has no {path!r}")
+        return self.file[path][()]
+
+    def has(self, path: str) -> bool:
+        return path in self.file
+
+    def name(self, i: int) -> str:
+        ds = self.file.get("names")
+        return f"{self._index(i):06d}" if ds is None else (_text(ds[self._index(i)]) or f"{i:06d}")
+
+    def shape(self, i: int) -> tuple[int, int]:
+        if self.images is not None:
+            return self.image_shape
+        if "shapes" in self.file:
+            return tuple(int(s) for s in self.file["shapes"][self._index(i)])
+        raise SchemaError(f"{self.path} stores neither images nor shapes")
+
+    def provenance(self, i: int) -> dict:
+        ds = self.file.get("provenance")
+        if ds is None:
+            return {}
+        return json.loads(_text(ds[self._index(i)]) or "{}")
+
+    # -- tables -----------------------------------------------------------
+    @property
+    def tables(self) -> list[str]:
+        return _table_names(self.file)
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """Whole table ``name`` as a DataFrame (``None`` if the file has no such table)."""
+        path = table_path(name)
+        if path not in self.file or "columns" not in self.file[path].attrs:
+            return None
+        group = self.file[path]
+        columns = json.loads(_text(group.attrs["columns"]))
+        return pd.DataFrame({c: group[c][()] for c in columns})
+
+    def rows(self, name: str, i: int) -> pd.DataFrame | None:
+        """Rows of table ``name`` belonging to sample ``i``."""
+        path = table_path(name)
+        if path not in self.file or "columns" not in self.file[path].attrs:
+            return None
+        group = self.file[path]
+        if name not in self._offsets:
+            self._offsets[name] = group["offsets"][()]
+        off = self._offsets[name]
+        i = self._index(i)
+        a, b = int(off[i]), int(off[i + 1])
+        columns = json.loads(_text(group.attrs["columns"]))
+        return pd.DataFrame({c: group[c][a:b] for c in columns})
+
+    # -- plumbing ---------------------------------------------------------
+    def _index(self, i: int) -> int:
+        i = int(i)
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(f"sample {i} out of range for {self.n} samples")
+        return i
+
+    def __len__(self) -> int:
+        return self.n
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def summary(self) -> dict:
+        """Counts and parameters, as shown by ``simgen info``."""
+        out = {
+            "path": str(self.path),
+            "schema_version": self.attrs.get("schema_version"),
+            "simgen_version": self.attrs.get("simgen_version"),
+            "kind": self.kind,
+            "created": self.attrs.get("created"),
+            "seed": self.attrs.get("seed"),
+            "n_samples": self.n,
+            "image_shape": list(self.image_shape) if self.images is not None else None,
+            "image_dtype": str(self.images.dtype) if self.images is not None else None,
+            "classes": self.class_names,
+            "tables": {},
+            "masks": "labels/masks" in self.file,
+            "phase": "phase" in self.file,
+            "generator": self.attrs.get("generator"),
+        }
+        for name in self.tables:
+            group = self.file[table_path(name)]
+            rows = int(group["offsets"][-1])
+            entry = {"rows": rows, "per_sample": round(rows / max(self.n, 1), 3)}
+            if name == "points" and rows:
+                charge = group["charge"][()]
+                entry["charge+"] = int((charge > 0).sum())
+                entry["charge-"] = int((charge < 0).sum())
+            if "class" in group and rows and self.class_names:
+                counts = np.bincount(group["class"][()].astype(np.int64), minlength=len(self.class_names))
+                entry["per_class"] = {n: int(c) for n, c in zip(self.class_names, counts)}
+            out["tables"][name] = entry
+        return out
+
+
+def open_dataset(path) -> Dataset:
+    """Open and validate a simgen HDF5 dataset for reading.
+
+    Raises
+    ------
+    SchemaError
+        If the file is missing, not HDF5, not a simgen dataset or of an unsupported version.
+    """
+    return Dataset(path)
+
+
+def read_table(path, name: str) -> pd.DataFrame | None:
+    """Read one whole table from a dataset file."""
+    with open_dataset(path) as ds:
+        return ds.table(name)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,101 @@
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from simgen.cli import main
+from simgen.datasets.h5io import open_dataset
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _one_line_error(res):
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.fixture
+def film(tmp_path):
+    out = tmp_path / "film.h5"
+    res = run("simulate", "film", "--n", 6, "--size", 64, "--seed", 3, "--box-size", 8, "--n-defects", "1-4",
+              "--min-separation", 6, "--margin", 4, "--no-progress", "-o", out)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_simulate_info_preview_export(film, tmp_path):
+    with open_dataset(film) as ds:
+        assert ds.n == 6 and ds.image_shape == (64, 64) and ds.attrs["seed"] == 3
+        assert ds.attrs["generator"]["config"]["box_size"] == 8
+    res = run("info", film, "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["n_samples"] == 6
+    res = run("info", film)
+    assert "table points" in res.output
+    res = run("preview", film, "-o", tmp_path / "p.png", "--n", 4)
+    assert res.exit_code == 0 and (tmp_path / "p.png").stat().st_size > 1000
+    res = run("export", "yolo", film, tmp_path / "y")
+    assert res.exit_code == 0 and (tmp_path / "y" / "data.yaml").exists()
+
+
+def test_thermal_cli(tmp_path):
+    res = run("simulate", "film", "--model", "thermal", "--n", 2, "--size", 32, "--steps", 20, "--no-progress",
+              "-o", tmp_path / "t.h5")
+    assert res.exit_code == 0, res.output
+    with open_dataset(tmp_path / "t.h5") as ds:
+        pts = ds.table("points")
+        assert pts.groupby("sample")["charge"].sum().eq(0).all()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--backend", "cuda"],
+        ["--size", "-5"],
+        ["--n", "0"],
+        ["--n-defects", "9-2"],
+        ["--n-defects", "many"],
+        ["--model", "lattice"],
+        ["--box-size", "1000"],
+        ["--seed", "-1"],
+    ],
+)
+def test_bad_simulate_input(tmp_path, args):
+    out = tmp_path / "bad.h5"
+    res = run("simulate", "film", "--size", 64, "--n", 2, "--no-progress", "-o", out, *args)
+    _one_line_error(res)
+    assert not out.exists()
+
+
+def test_existing_output_needs_overwrite(film):
+    before = film.read_bytes()
+    res = run("simulate", "film", "--n", 2, "--size", 32, "--no-progress", "-o", film)
+    _one_line_error(res)
+    assert "--overwrite" in res.output
+    assert film.read_bytes() == before
+
+
+def test_unreadable_and_foreign_files(tmp_path):
+    garbage = tmp_path / "g.h5"
+    garbage.write_bytes(b"garbage")
+    _one_line_error(run("info", garbage))
+    foreign = tmp_path / "f.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(2)
+    res = run("info", foreign)
+    _one_line_error(res)
+    assert "not a simgen dataset" in res.output
+    _one_line_error(run("info", tmp_path / "missing.h5"))
+    _one_line_error(run("preview", foreign, "-o", tmp_path / "p.png"))
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_help_pages():
+    for args in (["--help"], ["simulate", "film", "--help"], ["info", "--help"], ["export", "yolo", "--help"]):
+        res = run(*args)
+        assert res.exit_code == 0 and "Usage" in res.output

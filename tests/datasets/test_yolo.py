@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import yaml
+
+from simgen.datasets.formats.yolo import export_yolo, format_yolo_labels, open_yolo_folder, read_yolo_labels
+from simgen.datasets.generate import write_dataset
+from simgen.datasets.h5io import open_dataset
+from simgen.errors import DataError, ParameterError
+from simgen.simulate.film import FilmConfig, FilmSampler
+
+
+@pytest.fixture
+def film(tmp_path):
+    s = FilmSampler(FilmConfig(size=64, n_defects=(2, 5), min_separation=8, margin=4, box_size=10), seed=1)
+    return write_dataset(tmp_path / "film.h5", s, 6)
+
+
+def test_export_roundtrip(film, tmp_path):
+    data_yaml = export_yolo(film, tmp_path / "yolo", val_fraction=0.34, seed=0)
+    meta = yaml.safe_load(data_yaml.read_text())
+    assert meta["names"] == {0: "plus", 1: "minus"} and meta["val"] == "images/val"
+    n_train = len(list((tmp_path / "yolo/images/train").glob("*.png")))
+    n_val = len(list((tmp_path / "yolo/images/val").glob("*.png")))
+    assert (n_train, n_val) == (4, 2)
+    with open_dataset(film) as ds:
+        for split in ("train", "val"):
+            for lbl in (tmp_path / "yolo/labels" / split).glob("*.txt"):
+                i = int(lbl.stem)
+                got = read_yolo_labels(lbl, 64, 64)
+                want = ds.rows("boxes", i)
+                np.testing.assert_allclose(got[["x0", "y0", "x1", "y1"]].to_numpy(), want[["x0", "y0", "x1", "y1"]].to_numpy(), atol=1e-3)
+                assert list(got["class"]) == list(want["class"])
+
+
+def test_export_refuses_existing_dir(film, tmp_path):
+    (tmp_path / "yolo").mkdir()
+    (tmp_path / "yolo" / "keep.txt").write_text("x")
+    with pytest.raises(ParameterError, match="exists"):
+        export_yolo(film, tmp_path / "yolo")
+    assert (tmp_path / "yolo" / "keep.txt").exists()
+    export_yolo(film, tmp_path / "yolo", overwrite=True)
+    assert not (tmp_path / "yolo" / "keep.txt").exists()
+
+
+def test_labels_with_confidence_and_errors(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("0 0.5 0.5 0.2 0.1 0.9\n1 0.1 0.1 0.1 0.1 0.3\n")
+    df = read_yolo_labels(p, 100, 50)
+    assert list(df.columns) == ["x0", "y0", "x1", "y1", "class", "score"]
+    np.testing.assert_allclose(df.iloc[0][["x0", "y0", "x1", "y1"]].to_numpy(float), [40, 22.5, 60, 27.5])
+    assert format_yolo_labels(df, 100, 50).splitlines()[0] == "0 0.500000 0.500000 0.200000 0.100000 0.90000"
+    p.write_text("0 0.5 0.5 -0.2 0.1\n")
+    with pytest.raises(DataError, match="negative"):
+        read_yolo_labels(p, 10, 10)
+    p.write_text("0 0.5 0.5\n")
+    with pytest.raises(DataError, match="5 or 6 columns"):
+        read_yolo_labels(p, 10, 10)
+    assert len(read_yolo_labels(tmp_path / "missing.txt", 10, 10)) == 0
+
+
+def test_real_folders_open(realdata_dir):
+    for sub in sorted(realdata_dir.iterdir()):
+        folder = open_yolo_folder(sub)
+        assert len(folder) > 0 and folder.class_names == ["loop"]
+        img = folder.image(0)
+        assert img.ndim == 2 and img.dtype == np.float32 and 0 <= img.min() < img.max() <= 1
+        b = folder.boxes(0)
+        assert len(b) > 0
+        h, w = img.shape
+        assert (b["x1"] <= w + 1).all() and (b["y1"] <= h + 1).all() and (b["x1"] > b["x0"]).all()
+        m = folder.mask(0)
+        if m is not None:
+            assert m.shape == img.shape and m.max() > 0
