@@ -1,0 +1,1 @@
+"""Interchange formats: YOLO folders, COCO JSON, MOTChallenge."""
