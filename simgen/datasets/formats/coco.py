@@ -1,0 +1,347 @@
+"""COCO JSON: reading detection annotations/results and exporting simgen datasets.
+
+Conventions
+-----------
+* ``bbox`` is ``[x, y, width, height]`` in pixels with the simgen origin (top-left
+  corner of the top-left pixel), so ``x0 = x, x1 = x + width``; no ``+1``.
+* Category ids are written 1-based (``category_id = class + 1``); on reading,
+  categories sorted by id become classes ``0..K-1``.
+* Image ids are written 1-based in sample order (``image_id = sample + 1``); on
+  reading, the order of the ``images`` list defines the samples.
+* A *results* file (a JSON list of ``{image_id, category_id, bbox, score}``, what
+  detectors and pycocotools' ``loadRes`` use) has no image or category list; it is
+  read against a dataset's ``image_ids`` / ``category_ids``.
+* Instance masks, when a dataset has them and its boxes carry an ``instance``
+  column, are exported as compressed RLE ``segmentation`` (pycocotools format).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...errors import DataError, ParameterError
+
+__all__ = ["CocoData", "read_coco", "coco_dict", "coco_results", "write_coco_json", "export_coco"]
+
+
+@dataclass
+class CocoData:
+    """Boxes of a COCO file as a simgen table.
+
+    Attributes
+    ----------
+    boxes : DataFrame
+        ``sample, x0, y0, x1, y1, class [, score]`` (float64 coordinates).
+    names : list of str
+        ``file_name`` of each image ('' when unknown).
+    shapes : list of (H, W)
+    class_names : list of str
+    image_ids, category_ids : list of int
+        COCO ids of samples and classes.
+    is_results : bool
+        Whether the file was a results list.
+    """
+
+    boxes: pd.DataFrame
+    names: list = field(default_factory=list)
+    shapes: list = field(default_factory=list)
+    class_names: list = field(default_factory=list)
+    image_ids: list = field(default_factory=list)
+    category_ids: list = field(default_factory=list)
+    is_results: bool = False
+
+
+def _load_json(source):
+    if isinstance(source, (dict, list)):
+        return source, "<memory>"
+    path = Path(source)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"COCO file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text (JSON) file") from None
+    try:
+        return json.loads(text), str(path)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _boxes_from_annotations(anns, img_index, cat_index, where) -> pd.DataFrame:
+    rows, scores = [], []
+    has_score = bool(anns) and all("score" in a for a in anns)
+    for k, a in enumerate(anns):
+        if not isinstance(a, dict):
+            raise DataError(f"{where}: annotation {k} is not an object")
+        try:
+            bb = [float(v) for v in a["bbox"]]
+            img, cat = a["image_id"], a["category_id"]
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{where}: annotation {k} needs image_id, category_id and a numeric bbox") from None
+        if len(bb) != 4 or not np.all(np.isfinite(bb)):
+            raise DataError(f"{where}: annotation {k} bbox must be 4 finite numbers [x, y, w, h], got {a['bbox']}")
+        if bb[2] < 0 or bb[3] < 0:
+            raise DataError(f"{where}: annotation {k} has a negative box size {bb}")
+        if img not in img_index:
+            raise DataError(f"{where}: annotation {k} refers to unknown image_id {img!r}")
+        if cat not in cat_index:
+            raise DataError(f"{where}: annotation {k} refers to unknown category_id {cat!r}")
+        rows.append((img_index[img], bb[0], bb[1], bb[0] + bb[2], bb[1] + bb[3], cat_index[cat]))
+        if has_score:
+            try:
+                scores.append(float(a["score"]))
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: annotation {k} has a non-numeric score {a['score']!r}") from None
+    arr = np.array(rows, np.float64).reshape(-1, 6)
+    df = pd.DataFrame({
+        "sample": arr[:, 0].astype(np.int64),
+        "x0": arr[:, 1].astype(np.float64), "y0": arr[:, 2].astype(np.float64),
+        "x1": arr[:, 3].astype(np.float64), "y1": arr[:, 4].astype(np.float64),
+        "class": arr[:, 5].astype(np.int16),
+    })
+    if has_score:
+        df["score"] = np.asarray(scores, np.float64)
+    return df.sort_values("sample", kind="stable").reset_index(drop=True)
+
+
+def read_coco(source, *, image_ids=None, category_ids=None) -> CocoData:
+    """Read a COCO dataset JSON or a COCO results list.
+
+    Parameters
+    ----------
+    source : path-like, dict or list
+        ``{"images": [...], "annotations": [...], "categories": [...]}`` or a
+        results list ``[{"image_id", "category_id", "bbox", "score"}, ...]``.
+    image_ids, category_ids : sequence of int, optional
+        For a results list: the COCO ids of the samples / classes (normally from
+        the ground-truth dataset).  Default: ``image_id = sample + 1`` and
+        ``category_id = class + 1`` (what :func:`export_coco` writes).
+
+    Returns
+    -------
+    CocoData
+
+    Raises
+    ------
+    DataError
+        Malformed JSON, unknown image/category ids, negative box sizes.
+    """
+    data, where = _load_json(source)
+    if isinstance(data, list):
+        anns = data
+        if image_ids is None:
+            top = max((a.get("image_id", 0) for a in anns if isinstance(a, dict)), default=0)
+            image_ids = list(range(1, int(top) + 1))
+        if category_ids is None:
+            top = max((a.get("category_id", 0) for a in anns if isinstance(a, dict)), default=0)
+            category_ids = list(range(1, int(top) + 1))
+        img_index = {i: k for k, i in enumerate(image_ids)}
+        cat_index = {c: k for k, c in enumerate(category_ids)}
+        boxes = _boxes_from_annotations(anns, img_index, cat_index, where)
+        return CocoData(boxes, [""] * len(image_ids), [], [str(c) for c in category_ids], list(image_ids),
+                        list(category_ids), is_results=True)
+    if not isinstance(data, dict) or "images" not in data:
+        raise DataError(f"{where}: not a COCO file (no 'images' list and not a results list)")
+    images = data.get("images") or []
+    cats = sorted(data.get("categories") or [], key=lambda c: c.get("id", 0))
+    try:
+        img_ids = [im["id"] for im in images]
+        shapes = [(int(im.get("height", 0)), int(im.get("width", 0))) for im in images]
+        names = [str(im.get("file_name", "")) for im in images]
+        cat_ids = [c["id"] for c in cats]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where}: every image and category needs an 'id'") from None
+    if len(set(img_ids)) != len(img_ids):
+        raise DataError(f"{where}: duplicate image ids")
+    anns = data.get("annotations") or []
+    if not cat_ids:  # no category list: classes from the ids used
+        cat_ids = sorted({a.get("category_id") for a in anns if isinstance(a, dict)})
+        class_names = [str(c) for c in cat_ids]
+    else:
+        class_names = [str(c.get("name", c["id"])) for c in cats]
+    boxes = _boxes_from_annotations(anns, {i: k for k, i in enumerate(img_ids)},
+                                    {c: k for k, c in enumerate(cat_ids)}, where)
+    return CocoData(boxes, names, shapes, class_names, img_ids, cat_ids)
+
+
+def _rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def coco_dict(boxes: pd.DataFrame, names, shapes, class_names, *, masks=None, info: dict | None = None) -> dict:
+    """Build a COCO dataset dict from a simgen box table.
+
+    Parameters
+    ----------
+    boxes : DataFrame
+        ``sample, x0, y0, x1, y1, class [, score, instance]``.
+    names : sequence of str
+        ``file_name`` per sample.
+    shapes : sequence of (H, W)
+        Image size per sample.
+    class_names : sequence of str
+    masks : callable, optional
+        ``masks(sample) -> instance label image or None``; with an ``instance``
+        column, each box gets the RLE of its instance as ``segmentation``.
+    info : dict, optional
+        COCO ``info`` block.
+    """
+    names, shapes = list(names), list(shapes)
+    if len(names) != len(shapes):
+        raise ParameterError("names and shapes must have one entry per sample")
+    n_cls = int(boxes["class"].max()) + 1 if len(boxes) else 0
+    class_names = list(class_names) + [str(c) for c in range(len(class_names), n_cls)]
+    out = {
+        "info": info or {"description": "exported by simgen"},
+        "images": [{"id": i + 1, "file_name": n, "height": int(s[0]), "width": int(s[1])}
+                   for i, (n, s) in enumerate(zip(names, shapes))],
+        "categories": [{"id": c + 1, "name": str(n), "supercategory": "defect"} for c, n in enumerate(class_names)],
+        "annotations": [],
+    }
+    if len(boxes) == 0:
+        return out
+    b = boxes.sort_values("sample", kind="stable")
+    s = b["sample"].to_numpy(np.int64)
+    xy = b[["x0", "y0", "x1", "y1"]].to_numpy(np.float64)
+    cls = b["class"].to_numpy(np.int64)
+    score = b["score"].to_numpy(np.float64) if "score" in b.columns else None
+    inst = b["instance"].to_numpy(np.int64) if "instance" in b.columns and masks is not None else None
+    current, mask = -1, None
+    for k in range(len(b)):
+        w, h = xy[k, 2] - xy[k, 0], xy[k, 3] - xy[k, 1]
+        ann = {"id": k + 1, "image_id": int(s[k]) + 1, "category_id": int(cls[k]) + 1,
+               "bbox": [round(float(xy[k, 0]), 4), round(float(xy[k, 1]), 4), round(float(w), 4), round(float(h), 4)],
+               "area": round(float(w * h), 4), "iscrowd": 0}
+        if score is not None:
+            ann["score"] = round(float(score[k]), 6)
+        if inst is not None:
+            if s[k] != current:
+                current, mask = s[k], masks(int(s[k]))
+            if mask is not None and inst[k] > 0:
+                region = mask == inst[k]
+                if region.any():
+                    ann["segmentation"] = _rle(region)
+                    ann["area"] = int(region.sum())
+        out["annotations"].append(ann)
+    return out
+
+
+def coco_results(boxes: pd.DataFrame, *, image_ids=None, category_ids=None) -> list:
+    """Predictions as a COCO results list (``image_id, category_id, bbox, score``)."""
+    out = []
+    s = boxes["sample"].to_numpy(np.int64)
+    xy = boxes[["x0", "y0", "x1", "y1"]].to_numpy(np.float64)
+    cls = boxes["class"].to_numpy(np.int64) if "class" in boxes.columns else np.zeros(len(boxes), np.int64)
+    score = boxes["score"].to_numpy(np.float64) if "score" in boxes.columns else np.ones(len(boxes))
+    for k in range(len(boxes)):
+        img = image_ids[s[k]] if image_ids is not None else int(s[k]) + 1
+        cat = category_ids[cls[k]] if category_ids is not None else int(cls[k]) + 1
+        out.append({"image_id": int(img), "category_id": int(cat),
+                    "bbox": [float(xy[k, 0]), float(xy[k, 1]), float(xy[k, 2] - xy[k, 0]), float(xy[k, 3] - xy[k, 1])],
+                    "score": float(score[k])})
+    return out
+
+
+def write_coco_json(data, path, overwrite: bool = False) -> Path:
+    """Write a COCO dict or results list to ``path`` atomically."""
+    from ..atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(data, separators=(",", ":")), overwrite=overwrite)
+
+
+def export_coco(source, out_dir, *, table: str = "boxes", images: bool = True, overwrite: bool = False) -> Path:
+    """Export a simgen HDF5 dataset as a COCO folder.
+
+    Layout: ``out_dir/annotations.json`` and, with ``images``, ``out_dir/images/<name>.png``
+    (8-bit greyscale; ``file_name`` in the JSON is ``<name>.png``).  The folder is
+    written under a temporary name and renamed when complete.
+
+    Parameters
+    ----------
+    source : path-like or Dataset
+        simgen HDF5 file with a box table.
+    out_dir : path-like
+        Destination folder (must not exist unless ``overwrite``).
+    table : str
+        Table holding the boxes.
+    images : bool
+        Also write the images (otherwise only the JSON; ``file_name`` still set).
+    overwrite : bool
+
+    Returns
+    -------
+    Path of ``annotations.json``.
+    """
+    from ..h5io import Dataset, open_dataset
+    from ..imageio import to_uint8
+
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, overwrite)
+    own = not isinstance(source, Dataset)
+    ds = open_dataset(source) if own else source
+    try:
+        if table not in ds.tables:
+            raise DataError(f"{ds.path} has no {table!r} table (has {ds.tables or 'none'})")
+        if images and ds.images is None:
+            raise DataError(f"{ds.path} stores no images; export with images=False (--no-images)")
+        boxes = ds.table(table)
+        stems = [_stem(ds, i) for i in range(ds.n)]
+        names = [f"{s}.png" for s in stems]
+        shapes = [ds.shape(i) for i in range(ds.n)]
+        has_masks = ds.has("labels/masks")
+        data = coco_dict(boxes, names, shapes, ds.class_names, masks=ds.mask if has_masks else None,
+                         info={"description": f"simgen export of {Path(ds.path).name}", "kind": ds.kind})
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        try:
+            if images:
+                from PIL import Image
+
+                (tmp / "images").mkdir()
+                for i, name in enumerate(names):
+                    Image.fromarray(to_uint8(ds.image(i))).save(tmp / "images" / name)
+            (tmp / "annotations.json").write_text(json.dumps(data, separators=(",", ":")))
+            _replace_dir(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        if own:
+            ds.close()
+    return out_dir / "annotations.json"
+
+
+def _stem(ds, i: int) -> str:
+    name = ds.name(i) if ds.has("names") else f"{i:06d}"
+    stem = Path(name).stem or name
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ParameterError(f"output {out_dir} is a file, expected a directory")
+    if out_dir.exists() and not overwrite:
+        raise ParameterError(f"output {out_dir} exists; pass --overwrite to replace it")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    import os
+
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

@@ -1,0 +1,486 @@
+"""``simgen evaluate``: every metric that applies to a prediction/ground-truth pair, as one report.
+
+:func:`evaluate` loads both sides (any supported source, see :mod:`simgen.evaluate.io`),
+pairs frames, and computes
+
+* detection metrics (always): per-class AP, mAP, counts/precision/recall/F1 at
+  ``conf``, PR curve and peak F1;
+* per-frame statistics (always): counts, TP/FP/FN, mean nearest-neighbour
+  distance, areal density (when image sizes are known);
+* tracking (when the ground truth has tracks): MOT metrics of the predicted
+  tracks (linked with trackpy when the predictions carry no identities),
+  position RMSE, lifetime comparison, diffusivity;
+* segmentation (when both sides have instance masks): foreground Dice/IoU;
+* sizes (``sizes=True`` and ground-truth images): per-frame median and quartiles
+  of the watershed/ellipse size of predicted and true boxes.
+
+and writes a report folder::
+
+    metrics.json      all scalar results and parameters
+    per_class.csv     AP, counts, P/R/F1, peak F1 per class
+    pr_curve.csv      all-class PR curve
+    per_frame.csv     per-frame counts, NN distance, density (+ sizes)
+    pr_curve.png      PR curve with the peak F1 marked
+    count_vs_time.png, nn_distance_vs_time.png      (more than one frame)
+    lifetimes.png     lifetime histograms (tracking)
+    sizes.png         size per frame (sizes=True)
+
+The folder is assembled under a temporary name and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, ParameterError
+from .detection import AP_METHODS, evaluate_detections
+from .io import align, load_annotations, validate_options
+
+__all__ = ["evaluate", "to_jsonable"]
+
+
+def to_jsonable(obj):
+    """Nested results → JSON-safe plain Python (NaN/inf → None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    return obj
+
+
+def _check_report_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ParameterError(f"output {out_dir} is a file, expected a directory")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ParameterError(f"output {out_dir} exists and is not empty; pass --overwrite to replace it")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def evaluate(
+    pred,
+    gt,
+    out_dir=None,
+    *,
+    iou: float = 0.15,
+    match: str = "auto",
+    max_distance: float = 5.0,
+    conf: float = 0.25,
+    ap_method: str = "coco",
+    class_agnostic: bool = False,
+    table: str | None = None,
+    tracking: bool = True,
+    search_range: float = 5.0,
+    memory: int = 2,
+    mot_iou: float = 0.5,
+    sizes: bool = False,
+    polarity: str = "dark",
+    visibility: float = 7.0 / 4.0,
+    pixel_size: float | None = None,
+    frame_interval: float = 1.0,
+    plots: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Evaluate predictions against ground truth and (optionally) write a report folder.
+
+    Parameters
+    ----------
+    pred, gt : path-like
+        Predictions and ground truth: HDF5, YOLO folder, COCO JSON, MOTChallenge
+        file/folder or CSV (see :mod:`simgen.evaluate.io`).
+    out_dir : path-like, optional
+        Report folder (nothing is written when ``None``).
+    iou : float
+        IoU cut-off for detection matching (default 0.15).
+    match : {"auto", "iou", "distance"}
+        Detection matching by box IoU or centre distance; ``"auto"``: IoU when
+        both sides have boxes, else distance.
+    max_distance : float
+        Centre-distance cut-off (pixels) for distance matching and point tracks.
+    conf : float
+        Confidence threshold for counts, P/R/F1 and linking.
+    ap_method : {"coco", "continuous", "voc11"}
+    class_agnostic : bool
+        Ignore classes when matching.
+    table : str, optional
+        HDF5 table to read on both sides (default: boxes, else points).
+    tracking : bool
+        Compute tracking metrics when the ground truth has tracks.
+    search_range, memory : float, int
+        trackpy linking of predictions without identities.
+    mot_iou : float
+        Similarity threshold of the MOT metrics (MOTChallenge: 0.5).
+    sizes : bool
+        Measure defect sizes on the ground-truth images.
+    polarity : {"dark", "bright"}
+        Defect contrast for size measurement.
+    visibility : float
+        Areal-density correction factor (default 7/4).
+    pixel_size : float, optional
+        Pixel length (e.g. nm) for densities, sizes and diffusivity in physical units.
+    frame_interval : float
+        Time between frames for lifetimes and diffusivity.
+    plots : bool
+        Write PNG plots.
+    overwrite : bool
+        Replace an existing report folder.
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``.
+    """
+    validate_options(iou=iou, max_distance=max_distance, conf=conf)
+    if match not in ("auto", "iou", "distance"):
+        raise ParameterError(f"--match must be auto, iou or distance, got {match!r}")
+    if ap_method not in AP_METHODS:
+        raise ParameterError(f"--ap must be one of {', '.join(AP_METHODS)}, got {ap_method!r}")
+    if not (np.isfinite(mot_iou) and 0 < mot_iou <= 1):
+        raise ParameterError(f"--mot-iou must be in (0, 1], got {mot_iou}")
+    if not (np.isfinite(search_range) and search_range > 0):
+        raise ParameterError(f"--search-range must be > 0 pixels, got {search_range}")
+    if int(memory) != memory or memory < 0:
+        raise ParameterError(f"--memory must be a non-negative integer, got {memory}")
+    if not (np.isfinite(visibility) and visibility > 0):
+        raise ParameterError(f"--visibility must be > 0, got {visibility}")
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise ParameterError(f"--pixel-size must be > 0, got {pixel_size}")
+    if not (np.isfinite(frame_interval) and frame_interval > 0):
+        raise ParameterError(f"--frame-interval must be > 0, got {frame_interval}")
+    if polarity not in ("dark", "bright"):
+        raise ParameterError(f"--polarity must be dark or bright, got {polarity!r}")
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        _check_report_dir(out_dir, overwrite)
+
+    gt_ann = load_annotations(gt, table=table, role="ground truth")
+    try:
+        pred_raw = load_annotations(pred, like=gt_ann, table=table, role="predictions")
+        try:
+            pred_ann = align(pred_raw, gt_ann)
+        except BaseException:
+            pred_raw.close()
+            raise
+        try:
+            report, tables, figures = _compute(
+                pred_ann, gt_ann, iou=iou, match=match, max_distance=max_distance, conf=conf,
+                ap_method=ap_method, class_agnostic=class_agnostic, tracking=tracking,
+                search_range=search_range, memory=memory, mot_iou=mot_iou, sizes=sizes, polarity=polarity,
+                visibility=visibility, pixel_size=pixel_size, frame_interval=frame_interval, plots=plots,
+            )
+        finally:
+            pred_ann.close()
+    finally:
+        gt_ann.close()
+    report["inputs"] = {"pred": str(pred), "gt": str(gt), "pred_format": pred_raw.fmt, "gt_format": gt_ann.fmt}
+    report = to_jsonable(report)
+    if out_dir is not None:
+        _write_report(out_dir, report, tables, figures, overwrite)
+    return report
+
+
+def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnostic, tracking, search_range,
+             memory, mot_iou, sizes, polarity, visibility, pixel_size, frame_interval, plots):
+    from . import tracking as trk
+
+    if match == "auto":
+        metric = "iou" if (pred.has_boxes and gt.has_boxes) else "distance"
+    else:
+        metric = match
+    if metric == "iou" and not (pred.has_boxes and gt.has_boxes):
+        side = "predictions" if not pred.has_boxes else "ground truth"
+        raise DataError(f"IoU matching needs boxes but the {side} are points; use --match distance")
+    threshold = iou if metric == "iou" else max_distance
+    n = gt.n
+    det = evaluate_detections(pred.table, gt.table, metric=metric, threshold=threshold, conf=conf,
+                              ap_method=ap_method, by_class=not class_agnostic, n_frames=n)
+    class_names = gt.class_names or pred.class_names
+    per_class = det.per_class.reset_index()
+    per_class.insert(1, "name", [class_names[c] if c < len(class_names) else str(c) for c in per_class["class"]])
+    report = {
+        "detection": det.summary,
+        "per_class": per_class.set_index("class").to_dict(orient="index"),
+        "parameters": {"iou": iou, "match": metric, "max_distance": max_distance, "conf": conf,
+                       "ap_method": ap_method, "class_agnostic": class_agnostic, "n_frames": n,
+                       "visibility": visibility, "pixel_size": pixel_size, "frame_interval": frame_interval},
+    }
+    if not pred.has_scores:
+        report["detection"]["note"] = "predictions carry no confidence; all scores taken as 1"
+    kept = pred.table[det.kept].reset_index(drop=True)
+
+    # per-frame statistics
+    per_frame = det.per_frame.copy()
+    per_frame.insert(1, "name", gt.names[:len(per_frame)] + [""] * max(0, len(per_frame) - len(gt.names)))
+    per_frame["nn_gt"] = trk.nn_distance_per_frame(gt.table, n)
+    per_frame["nn_pred"] = trk.nn_distance_per_frame(kept, n)
+    unit = "px" if pixel_size is None else "unit"
+    if gt.shapes is not None:
+        from .geometry import areal_density
+
+        area = np.array([h * w for h, w in gt.shapes], np.float64)
+        scale = 1.0 if pixel_size is None else pixel_size**2
+        if np.all(area > 0):
+            per_frame["density_gt"] = per_frame["n_gt"] * visibility / (area * scale)
+            per_frame["density_pred"] = per_frame["n_pred"] * visibility / (area * scale)
+            report["density"] = {
+                "visibility": visibility, "unit": f"1/{unit}^2",
+                "mean_gt": float(per_frame["density_gt"].mean()), "mean_pred": float(per_frame["density_pred"].mean()),
+                "total_gt": areal_density(per_frame["n_gt"].sum(), float(area.sum()), visibility=visibility,
+                                          pixel_size=pixel_size),
+                "total_pred": areal_density(per_frame["n_pred"].sum(), float(area.sum()), visibility=visibility,
+                                            pixel_size=pixel_size),
+            }
+    tables = {"per_class.csv": per_class, "pr_curve.csv": det.curve, "per_frame.csv": per_frame}
+    figures = {}
+    if plots:
+        from .plots import plot_per_frame, plot_pr_curve
+
+        figures["pr_curve.png"] = plot_pr_curve(det.curve, det.curves, class_names,
+                                                title=f"PR ({metric} {threshold:g}), AP {det.summary['mAP']:.3f}")
+        if n > 1:
+            figures["count_vs_time.png"] = plot_per_frame(per_frame["sample"], per_frame["n_pred"], per_frame["n_gt"],
+                                                          "defects per frame", "defect count vs time", frame_interval)
+            figures["nn_distance_vs_time.png"] = plot_per_frame(
+                per_frame["sample"], per_frame["nn_pred"], per_frame["nn_gt"], "mean NN distance (px)",
+                "nearest-neighbour distance vs time", frame_interval)
+
+    # tracking
+    if tracking and gt.tracks is not None and len(gt.tracks):
+        report["tracking"], track_tables, track_figs = _tracking(
+            pred, gt, kept, conf=conf, search_range=search_range, memory=memory, mot_iou=mot_iou,
+            max_distance=max_distance, n=n, pixel_size=pixel_size, frame_interval=frame_interval, plots=plots)
+        tables.update(track_tables)
+        figures.update(track_figs)
+
+    # segmentation
+    if pred.mask is not None and gt.mask is not None:
+        from .segmentation import foreground, segmentation_scores
+
+        pm, gm, used = [], [], []
+        for i in range(n):
+            g, p = gt.mask(i), pred.mask(i)
+            if g is not None and p is not None:
+                pm.append(foreground(p))
+                gm.append(foreground(g))
+                used.append(i)
+        if used:
+            seg = segmentation_scores(pm, gm, 2, ["background", "defect"])
+            fg = seg["dataset"].iloc[1]
+            mean = seg["mean_per_image"].iloc[1]
+            report["segmentation"] = {"n_images": len(used), "dice": float(fg["dice"]), "iou": float(fg["iou"]),
+                                      "mean_dice_per_image": float(mean["dice"]),
+                                      "mean_iou_per_image": float(mean["iou"])}
+            per_img = seg["per_image"]
+            per_img = per_img[per_img["class"] == 1].assign(sample=[used[i] for i in per_img.loc[per_img["class"] == 1, "image"]])
+            tables["segmentation_per_image.csv"] = per_img
+
+    # sizes
+    if sizes:
+        if gt.image is None:
+            raise DataError(f"size measurement needs ground-truth images; {gt.source} has none")
+        if not (pred.has_boxes and gt.has_boxes):
+            raise DataError("size measurement needs boxes on both sides")
+        from .geometry import measure_sizes, size_stats_per_frame
+
+        s_gt = measure_sizes(gt.image, gt.table, polarity=polarity)
+        s_pred = measure_sizes(gt.image, kept, polarity=polarity)
+        scale = 1.0 if pixel_size is None else pixel_size
+        st_gt = size_stats_per_frame(s_gt, n)
+        st_pred = size_stats_per_frame(s_pred, n)
+        for col in ("median", "q1", "q3"):
+            per_frame[f"size_{col}_gt"] = st_gt[col] * scale
+            per_frame[f"size_{col}_pred"] = st_pred[col] * scale
+        fin_gt = s_gt["size"].dropna() * scale
+        fin_pred = s_pred["size"].dropna() * scale
+        report["sizes"] = {
+            "unit": unit, "median_gt": float(fin_gt.median()) if len(fin_gt) else None,
+            "median_pred": float(fin_pred.median()) if len(fin_pred) else None,
+            "measured_gt": int(len(fin_gt)), "measured_pred": int(len(fin_pred)),
+        }
+        if plots:
+            from .plots import plot_sizes
+
+            figures["sizes.png"] = plot_sizes(st_pred.assign(**{c: st_pred[c] * scale for c in ("median", "q1", "q3")}),
+                                              st_gt.assign(**{c: st_gt[c] * scale for c in ("median", "q1", "q3")}),
+                                              unit)
+    return report, tables, figures
+
+
+def _tracking(pred, gt, kept, *, conf, search_range, memory, mot_iou, max_distance, n, pixel_size, frame_interval,
+              plots):
+    from . import tracking as trk
+    from .geometry import diffusivity
+    from .lifetimes import compare_lifetimes, track_lifetimes
+
+    if pred.tracks is not None and len(pred.tracks):
+        ptracks = pred.tracks
+        if "score" in ptracks.columns:
+            ptracks = ptracks[ptracks["score"].to_numpy() >= conf]
+        linked = False
+    else:
+        ptracks = trk.link_tracks(kept, search_range=search_range, memory=memory)
+        linked = True
+    gtracks = gt.tracks
+    res = trk.mot_metrics(ptracks, gtracks, threshold=mot_iou, max_distance=max_distance, n_frames=n)
+    out = dict(res.summary)
+    out["linked_with_trackpy"] = linked
+    if linked:
+        out["search_range"] = search_range
+        out["memory"] = memory
+    lt_pred = track_lifetimes(ptracks, frame_interval=frame_interval, n_frames=n)
+    lt_gt = track_lifetimes(gtracks, frame_interval=frame_interval, n_frames=n)
+    cmp = compare_lifetimes(lt_pred["lifetime"], lt_gt["lifetime"])
+    out["lifetimes"] = cmp
+    scale = 1.0 if pixel_size is None else pixel_size
+    d_pred = diffusivity(ptracks, 1, pixel_size=scale, frame_interval=frame_interval) if len(ptracks) else float("nan")
+    d_gt = diffusivity(gtracks, 1, pixel_size=scale, frame_interval=frame_interval)
+    out["diffusivity"] = {"lag_frames": 1, "pred": d_pred, "gt": d_gt,
+                          "unit": ("px" if pixel_size is None else "unit") + "^2/" + ("frame" if frame_interval == 1 else "time")}
+    tables = {"tracks_pred.csv": ptracks.reset_index(drop=True)} if linked else {}
+    figs = {}
+    if plots:
+        from .plots import plot_lifetimes
+
+        figs["lifetimes.png"] = plot_lifetimes(lt_pred["lifetime"], lt_gt["lifetime"], cmp["bins"], cmp,
+                                               "frames" if frame_interval == 1 else "time")
+    return out, tables, figs
+
+
+def _write_report(out_dir: Path, report: dict, tables: dict, figures: dict, overwrite: bool) -> None:
+    _check_report_dir(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        (tmp / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+        for name, df in tables.items():
+            df.to_csv(tmp / name, index=False)
+        for name, fig in figures.items():
+            fig.savefig(tmp / name, format="png")
+        os.chmod(tmp, 0o755)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def track(
+    detections,
+    output,
+    *,
+    search_range: float = 5.0,
+    memory: int = 2,
+    conf: float | None = None,
+    table: str | None = None,
+    link_strategy: str = "nonrecursive",
+    like=None,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Link detections from any supported source into tracks and write them.
+
+    Parameters
+    ----------
+    detections : path-like
+        HDF5, YOLO folder (with images), COCO JSON, MOTChallenge file or CSV.
+    output : path-like
+        ``.csv`` (columns ``sample, track_id, x, y`` + the detection columns),
+        ``.h5`` (a label-only simgen dataset with a ``tracks`` table) or ``.txt``
+        (MOTChallenge tracker results).
+    search_range, memory, link_strategy
+        See :func:`simgen.evaluate.tracking.link_tracks`.
+    conf : float, optional
+        Drop detections with ``score < conf`` first.
+    table : str, optional
+        HDF5 table to read.
+    like : path-like, optional
+        Ground truth giving image sizes for a label-only YOLO folder.
+    overwrite : bool
+
+    Returns
+    -------
+    DataFrame of the tracks.
+    """
+    from ..datasets.atomic import atomic_path, check_output
+    from .tracking import LINK_STRATEGIES, link_tracks
+
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in (".csv", ".h5", ".hdf5", ".txt"):
+        raise ParameterError(f"output {output} must end in .csv, .h5 or .txt (MOTChallenge)")
+    if not (np.isfinite(search_range) and search_range > 0):
+        raise ParameterError(f"--search-range must be > 0 pixels, got {search_range}")
+    if int(memory) != memory or memory < 0:
+        raise ParameterError(f"--memory must be a non-negative integer, got {memory}")
+    if link_strategy not in LINK_STRATEGIES:
+        raise ParameterError(f"--link-strategy must be one of {', '.join(LINK_STRATEGIES)}")
+    if conf is not None and not np.isfinite(conf):
+        raise ParameterError(f"--conf must be a number, got {conf}")
+    check_output(output, overwrite)
+    ref = load_annotations(like, role="reference") if like is not None else None
+    try:
+        ann = load_annotations(detections, like=ref, table=table, role="detections")
+        try:
+            det = ann.table
+            if suffix == ".txt" and not ann.has_boxes:
+                raise DataError("MOTChallenge output needs boxes; the detections are points (write .csv or .h5)")
+            if conf is not None and "score" in det.columns:
+                det = det[det["score"].to_numpy() >= conf]
+            from .matching import check_detections
+
+            check_detections(det, "detections", boxes=ann.has_boxes)
+            tracks = link_tracks(det, search_range=search_range, memory=memory, link_strategy=link_strategy)
+            names, shapes, class_names = ann.names, ann.shapes, ann.class_names
+        finally:
+            ann.close()
+    finally:
+        if ref is not None:
+            ref.close()
+    front = [c for c in ("sample", "track_id", "x", "y") if c in tracks.columns]
+    tracks = tracks[front + [c for c in tracks.columns if c not in front]]
+    if suffix == ".csv":
+        with atomic_path(output, overwrite=overwrite) as tmp:
+            tracks.to_csv(tmp, index=False)
+    elif suffix == ".txt":
+        from ..datasets.formats.mot import write_mot_file
+
+        write_mot_file(tracks, output, kind="results", overwrite=overwrite)
+    else:
+        from ..datasets.h5io import DatasetWriter
+
+        n = max(len(names), int(tracks["sample"].max()) + 1 if len(tracks) else 0)
+        keep = [c for c in tracks.columns if tracks[c].dtype.kind in "biuf"]
+        with DatasetWriter(output, kind="tracks", class_names=class_names or None, overwrite=overwrite,
+                           generator={"function": "simgen.evaluate.report.track", "search_range": search_range,
+                                      "memory": memory, "source": str(detections)}) as w:
+            s = tracks["sample"].to_numpy(np.int64)
+            lo = np.searchsorted(s, np.arange(n), "left")
+            hi = np.searchsorted(s, np.arange(n), "right")
+            for i in range(n):
+                shape = shapes[i] if shapes is not None and i < len(shapes) else (0, 0)
+                name = names[i] if i < len(names) else f"{i:06d}"
+                w.append(None, tracks=tracks.iloc[lo[i]:hi[i]][keep], shape=shape, name=name)
+    return tracks
