@@ -1,0 +1,181 @@
+"""Throughput of the simgen augmentation pipeline vs albumentations on 512x512 images.
+
+Both run in the same process on the same float32 (H, W) images with one thread
+(OMP/MKL/OpenBLAS env vars, ``cv2.setNumThreads(1)``).  Measured, interleaved round by
+round so machine load hits both alike (median per-image time over rounds):
+
+* ``equivalent`` — the operations albumentations has: Gaussian blur (sigma 0.4-2.5),
+  brightness/contrast (gain ±0.4, offset ±0.15) and Gaussian noise (sigma 0.01-0.12):
+  simgen ``GB+RV+GN`` vs ``A.Compose([GaussianBlur, RandomBrightnessContrast, GaussNoise])``.
+* ``full`` — simgen's domain-matching pipeline ``image+ST`` (islands, RB, GB, RV, FN,
+  standardization) vs the same albumentations compose (the closest it has).
+* per-code timings of every simgen image-level code.
+
+With ``--realism`` it instead measures, per real data set in ``../shared/realdata/dev``,
+the realism distances (power spectrum, intensity histogram; see
+:mod:`simgen.augment.realism`) of simulated TEM images to the real ones, raw and after
+the pre-registered specs ``L-image`` and ``image`` (FN RV RB GB islands), same seeds.
+
+Usage:  python benchmarks/augment.py [--quick] [--size 512] [--rounds N]
+        python benchmarks/augment.py --realism [--quick] [--n 16] [--realdata DIR]
+The last line printed is one JSON object of figures.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _albumentations():
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import albumentations as A
+    import cv2
+
+    cv2.setNumThreads(1)
+    compose = A.Compose(
+        [
+            A.GaussianBlur(blur_limit=0, sigma_limit=(0.4, 2.5), p=1.0),
+            A.RandomBrightnessContrast(brightness_limit=(-0.15, 0.15), contrast_limit=(-0.4, 0.4), p=1.0),
+            A.GaussNoise(std_range=(0.01, 0.12), p=1.0),
+        ],
+        seed=0,
+    )
+    return A.__version__, lambda img: compose(image=img)["image"]
+
+
+def _time_batch(fn, images) -> float:
+    t0 = time.perf_counter()
+    for img in images:
+        fn(img)
+    return (time.perf_counter() - t0) / len(images)
+
+
+REALISM_SPECS = ("none", "L-image", "image")
+
+
+def realism(realdata, n: int, max_side: int = 1024, seed: int = 0) -> dict:
+    """Distances of TEM simulations (raw and augmented) to each real data set."""
+    from collections import Counter
+    from pathlib import Path
+
+    from simgen.augment import Pipeline
+    from simgen.augment.pipeline import TAG_AUGMENT
+    from simgen.augment.realism import ImageSetStats, realism_distance
+    from simgen.datasets.augment_io import iter_images
+    from simgen.rng import sample_rng
+    from simgen.simulate import tem
+
+    out = {}
+    for folder in sorted(p for p in Path(realdata).iterdir() if (p / "images").is_dir()):
+        real = list(iter_images(folder))
+        real_stats = ImageSetStats().extend(real)
+        shape = Counter(im.shape for im in real).most_common(1)[0][0]
+        shape = tuple(min(s, max_side) for s in shape)
+        preset = folder.name.split("_")[0]
+        try:
+            config = tem.TemConfig.from_preset(preset, size=shape)
+            used = preset
+        except Exception:  # noqa: BLE001 - presets are optional
+            config, used = tem.TemConfig(size=shape), "defaults"
+        sampler = tem.TemSampler(config, seed=seed)
+        sims = [sampler(i)["image"] for i in range(n)]
+        rows = {}
+        for spec in REALISM_SPECS:
+            pipe = Pipeline(spec)
+            stats = ImageSetStats()
+            for i, img in enumerate(sims):
+                stats.add(pipe.apply(img, Pipeline.new_key(sample_rng(seed, i, TAG_AUGMENT)))[0])
+            d = realism_distance(stats, real_stats)
+            rows[spec] = {"psd": round(d.psd, 4), "histogram": round(d.histogram, 4)}
+        out[folder.name] = {"n_real": len(real), "n_sim": n, "sim_shape": list(shape), "tem_preset": used,
+                            "distances": rows}
+        print(f"{folder.name:<14} " + "  ".join(f"{k}: psd {v['psd']:.3f} hist {v['histogram']:.4f}" for k, v in rows.items()))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (< 1 min)")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--realism", action="store_true", help="TEM realism distances instead of throughput")
+    ap.add_argument("--n", type=int, default=None, help="--realism: simulated images per data set (default 16)")
+    ap.add_argument("--realdata", default=None, help="--realism: folder of real data sets (default ../shared/realdata/dev)")
+    args = ap.parse_args(argv)
+    if args.realism:
+        from pathlib import Path
+
+        realdata = args.realdata or Path(__file__).resolve().parents[2] / "shared" / "realdata" / "dev"
+        n = args.n or (4 if args.quick else 16)
+        figures = {"benchmark": "augment-realism", "threads": 1, "specs": list(REALISM_SPECS),
+                   "datasets": realism(realdata, n)}
+        print(json.dumps(figures))
+        return 0
+    rounds = args.rounds or (5 if args.quick else 25)
+
+    from simgen.augment import Pipeline
+    from simgen.simulate.film import FilmConfig, simulate_film
+
+    rng = np.random.default_rng(0)
+    cfg = FilmConfig(size=args.size, n_defects=(4, 12))
+    images = [simulate_film(rng, cfg).image for _ in range(args.batch)]
+    albu_version, albu = _albumentations()
+    ours = {
+        "equivalent": Pipeline("GB+RV+GN"),
+        "full": Pipeline("image+ST"),
+    }
+    calls = {name: (lambda p: (lambda img, r=np.random.default_rng(1): p(img, r)))(p) for name, p in ours.items()}
+    for fn in (*calls.values(), albu):  # warm-up (caches, imports)
+        fn(images[0])
+    times: dict[str, list[float]] = {k: [] for k in (*calls, "albumentations")}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            times[name].append(_time_batch(fn, images))
+        times["albumentations"].append(_time_batch(albu, images))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+
+    per_code = {}
+    for code in ("islands", "RB", "GB", "PN", "RV", "FN", "GN", "SP", "ST"):
+        p = Pipeline(code)
+        r = np.random.default_rng(2)
+        p(images[0], r)
+        per_code[code] = round(1e3 * float(np.median([_time_batch(lambda im: p(im, r), images[:4])
+                                                      for _ in range(max(2, rounds // 5))])), 3)
+
+    figures = {
+        "benchmark": "augment",
+        "image_size": args.size,
+        "threads": 1,
+        "rounds": rounds,
+        "batch": args.batch,
+        "albumentations_version": albu_version,
+        "python": platform.python_version(),
+        "images_per_s": {k: round(1.0 / v, 1) for k, v in med.items()},
+        "ms_per_image": {k: round(1e3 * v, 3) for k, v in med.items()},
+        "ratio_equivalent_vs_albumentations": round(med["albumentations"] / med["equivalent"], 3),
+        "ratio_full_vs_albumentations": round(med["albumentations"] / med["full"], 3),
+        "ms_per_code": per_code,
+        "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+    print(f"simgen GB+RV+GN     : {figures['images_per_s']['equivalent']:8.1f} img/s")
+    print(f"simgen image+ST     : {figures['images_per_s']['full']:8.1f} img/s")
+    print(f"albumentations (3)  : {figures['images_per_s']['albumentations']:8.1f} img/s")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
