@@ -22,19 +22,28 @@ def _print_summary(summary: dict) -> None:
 
 
 @click.command("info")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info_command(path, as_json):
     """Summarize a dataset: schema, counts, classes and generator parameters.
 
+    PATH is an HDF5 dataset, or a sharded set's manifest.json (or its directory).
+
     \b
     Example:
       simgen info film.h5
+      simgen info film_shards/manifest.json
     """
     from ..datasets.h5io import open_dataset
+    from ..datasets.shards import is_manifest_path
 
-    with open_dataset(path) as ds:
-        summary = ds.summary()
+    if is_manifest_path(path):  # sharded dataset (simgen.datasets.sharded)
+        from ..datasets.sharded import summarize_manifest
+
+        summary = summarize_manifest(path)
+    else:
+        with open_dataset(path) as ds:
+            summary = ds.summary()
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:

@@ -7,6 +7,7 @@ import math
 import click
 
 from ._options import output_option, overwrite_option, parse_range, progress_option, seed_option
+from .scale import run_sharded, shard_options
 
 
 @click.command("film")
@@ -30,18 +31,24 @@ from ._options import output_option, overwrite_option, parse_range, progress_opt
 @click.option("--temperature", type=float, default=0.05, show_default=True, help="Thermal model: temperature T.")
 @click.option("--upsample", type=click.IntRange(min=1), default=1, show_default=True, help="Thermal model: pixels per lattice site.")
 @click.option("--store-phase", is_flag=True, help="Also store the phase field (allows DC re-rendering later).")
+@click.option("--spec", default="none", show_default=True,
+              help="Artifact codes, e.g. 'L-FN+GB+RB+islands+RD': DC/RD/LR act at simulation time, the rest on the image.")
+@click.option("--noise-profile", default="default", show_default=True, help="Read-noise profile for FN (.npz or 'default').")
 @click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8", show_default=True)
-@output_option(help="Output HDF5 file.")
+@output_option(help="Output HDF5 file (a directory with --shard-size).")
+@shard_options
 @overwrite_option
 @progress_option
 def film_command(model, n, size, seed, backend, n_defects, min_separation, margin, neutral, decross, regime, box_size,
-                 single_class, steps, dt, kappa, temperature, upsample, store_phase, image_dtype, output, overwrite, progress):
+                 single_class, steps, dt, kappa, temperature, upsample, store_phase, spec, noise_profile, image_dtype, output, shard,
+                 overwrite, progress):
     """Simulate annotated Schlieren images of smectic-C films.
 
     \b
     Examples:
       simgen simulate film --n 1000 --size 512 --seed 0 -o film.h5
       simgen simulate film --model thermal --backend numba --steps 2000 --n 50 --size 256 -o thermal.h5
+      simgen simulate film --n 100000 --shard-size 1000 --workers 2 -o film_shards/
     """
     from ..datasets.generate import write_dataset
     from ..datasets.atomic import check_output
@@ -53,8 +60,15 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
         single_class=single_class, steps=steps, dt=dt, kappa=kappa, temperature=temperature, backend=backend,
         upsample=upsample,
     ).validate()
-    check_output(output, overwrite)
     sampler = FilmSampler(config, seed=seed, store_phase=store_phase)
+    if spec != "none":  # artifacts (simgen.augment): simulation-time codes adjust the config per sample
+        from ..datasets.augment_io import augmented_sampler
+
+        sampler = augmented_sampler(sampler, spec, noise_profile=noise_profile)
+    if shard is not None:  # -o is a directory of shards + manifest.json (simgen.datasets.shards)
+        run_sharded(output, sampler, n, shard, image_dtype=image_dtype, overwrite=overwrite, progress=progress)
+        return
+    check_output(output, overwrite)
     path = write_dataset(output, sampler, n, overwrite=overwrite, image_dtype=image_dtype, progress=progress)
     click.echo(f"wrote {n} {model}-model film images ({size}x{size}) to {path}")
 

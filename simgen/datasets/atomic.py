@@ -34,6 +34,12 @@ def check_output(path, overwrite: bool = False) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def fsync_path(path) -> None:
     """Flush a closed file's data to stable storage (best effort on exotic filesystems)."""
     try:
@@ -66,6 +72,7 @@ def atomic_path(path, overwrite: bool = False, suffix: str | None = None):
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the final file normal permissions
     try:
         yield tmp
         fsync_path(tmp)

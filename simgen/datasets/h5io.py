@@ -165,7 +165,11 @@ class _TableBuffer:
         if "columns" not in group.attrs:
             group.attrs["columns"] = json.dumps(self.columns)
             for c in self.columns:
-                group.create_dataset(c, shape=(0,), maxshape=(None,), dtype=self.dtypes[c], chunks=(65536,))
+                # modest compressed chunks: small files stay small, big tables still stream fast
+                group.create_dataset(
+                    c, shape=(0,), maxshape=(None,), dtype=self.dtypes[c], chunks=(4096,), compression="gzip",
+                    compression_opts=1, shuffle=True,
+                )
         if not self.pending["sample"]:
             return
         for c in self.columns:
