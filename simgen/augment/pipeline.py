@@ -77,8 +77,9 @@ class Pipeline:
     dc : {"simulation", "image"}
         Where ``DC`` acts: handed to the sampler (``"simulation"``) or re-rendered from the
         phase field passed in ``context["phase"]`` (``"image"``).
-    decross, regime :
-        Base decross angle (radians) and Schlieren regime for ``dc="image"``.
+    decross, regime, anisotropy :
+        Base decross angle (radians), Schlieren regime and analyzer-regime anisotropy for
+        ``dc="image"`` (taken from the dataset's generator parameters).
 
     Examples
     --------
@@ -96,6 +97,7 @@ class Pipeline:
         dc: str = "simulation",
         decross: float = 0.0,
         regime: str = "decrossed",
+        anisotropy: float = 0.2,
     ):
         if dc not in ("simulation", "image"):
             raise ParameterError(f"dc must be 'simulation' or 'image', got {dc!r}")
@@ -106,7 +108,7 @@ class Pipeline:
         self.simulation: list[SpecItem] = []
         for item in self.spec.items:
             if item.code == "DC" and dc == "image":
-                self.steps.append((item, Decross(**item.ranges(), base=decross, regime=regime)))
+                self.steps.append((item, Decross(**item.ranges(), base=decross, regime=regime, anisotropy=anisotropy)))
             elif item.stage == "simulation":
                 self.simulation.append(item)
             elif item.code == "FN":

@@ -439,14 +439,16 @@ class Decross(Transform):
     this transform re-renders from the stored φ (``context["phase"]``) with
     :func:`simgen.simulate.schlieren.schlieren`, discarding the old pixels.
 
-    Note: the renderer depends on ``φ - δ`` only, so for the random-defect and thermal
-    models (whose global phase is uniform) DC changes each image but not the
-    distribution of images.
+    Note: in the pure ``"decrossed"``/``"crossed"`` limits the renderer depends on
+    ``φ - δ`` only, so for the random-defect and thermal models (whose global phase is
+    uniform) DC changes each image but not the distribution of images.  In the
+    ``"analyzer"`` regime δ sets the balance of the two- and four-brush contributions,
+    and DC changes the look of the texture.
     """
 
     code = "DC"
 
-    def __init__(self, angle=None, base: float = 0.0, regime: str = "decrossed"):
+    def __init__(self, angle=None, base: float = 0.0, regime: str = "decrossed", anisotropy: float = 0.2):
         from ..simulate.schlieren import REGIMES
 
         self.angle = self._range("angle", angle)
@@ -454,6 +456,7 @@ class Decross(Transform):
         if regime not in REGIMES:
             raise ParameterError(f"unknown Schlieren regime {regime!r}; choose one of {', '.join(REGIMES)}")
         self.regime = regime
+        self.anisotropy = float(anisotropy)
 
     def get_params(self, rng, shape):
         return {"angle": round(math.radians(self._draw(rng, "angle", self.angle)), 6)}
@@ -464,7 +467,7 @@ class Decross(Transform):
         phase = None if context is None else context.get("phase")
         if phase is None:
             raise ParameterError("DC re-renders from the phase field, but this sample has none (simulate with --store-phase)")
-        out = schlieren(np.asarray(phase, np.float32), self.base + float(params["angle"]), self.regime)
+        out = schlieren(np.asarray(phase, np.float32), self.base + float(params["angle"]), self.regime, self.anisotropy)
         return _finish(np.array(out, np.float32, copy=True), clip), annotations
 
     def __call__(self, image, rng, annotations=None, phase=None):

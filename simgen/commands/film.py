@@ -22,7 +22,10 @@ from .scale import run_sharded, shard_options
 @click.option("--margin", type=float, default=8.0, show_default=True, help="Random model: minimum distance from the border (px).")
 @click.option("--neutral", is_flag=True, help="Random model: equal numbers of +1 and -1 defects.")
 @click.option("--decross", type=float, default=0.0, show_default=True, help="Decross angle in degrees (DC).")
-@click.option("--regime", type=click.Choice(["decrossed", "crossed"]), default="decrossed", show_default=True)
+@click.option("--regime", type=click.Choice(["decrossed", "crossed", "analyzer"]), default="decrossed", show_default=True,
+              help="Schlieren optics: pure decrossed (cos 2phi) or crossed limits, or the general analyzer model.")
+@click.option("--anisotropy", type=float, default=0.2, show_default=True,
+              help="Analyzer regime: film cross-polarised amplitude relative to the analyzer leak.")
 @click.option("--box-size", type=float, default=16.0, show_default=True, help="Side of the box around each defect (px).")
 @click.option("--single-class", is_flag=True, help="One class 'defect' instead of plus/minus.")
 @click.option("--steps", type=click.IntRange(min=0), default=200, show_default=True, help="Thermal model: steps after the quench (LR raises it).")
@@ -39,7 +42,7 @@ from .scale import run_sharded, shard_options
 @shard_options
 @overwrite_option
 @progress_option
-def film_command(model, n, size, seed, backend, n_defects, min_separation, margin, neutral, decross, regime, box_size,
+def film_command(model, n, size, seed, backend, n_defects, min_separation, margin, neutral, decross, regime, anisotropy, box_size,
                  single_class, steps, dt, kappa, temperature, upsample, store_phase, spec, noise_profile, image_dtype, output, shard,
                  overwrite, progress):
     """Simulate annotated Schlieren images of smectic-C films.
@@ -56,7 +59,7 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
 
     config = FilmConfig(
         model=model, size=size, n_defects=parse_range(n_defects, "--n-defects"), min_separation=min_separation,
-        margin=margin, neutral=neutral, decross=math.radians(decross), regime=regime, box_size=box_size,
+        margin=margin, neutral=neutral, decross=math.radians(decross), regime=regime, anisotropy=anisotropy, box_size=box_size,
         single_class=single_class, steps=steps, dt=dt, kappa=kappa, temperature=temperature, backend=backend,
         upsample=upsample,
     ).validate()

@@ -208,6 +208,7 @@ def augment_dataset(
         pipeline = build_pipeline(
             spec, noise_profile=noise_profile, dc="image",
             decross=float(cfg.get("decross", 0.0)), regime=str(cfg.get("regime", "decrossed")),
+            anisotropy=float(cfg.get("anisotropy", 0.2)),
         )
         dtype = image_dtype or str(ds.images.dtype)
         check_output(out, overwrite)
@@ -371,7 +372,7 @@ def transform_sheet(
         else:
             cfg = sample.get("_config", {})
             pipe = Pipeline(sub, noise_profile=profile, dc="image", decross=float(cfg.get("decross", 0.0)),
-                            regime=str(cfg.get("regime", "decrossed")))
+                            regime=str(cfg.get("regime", "decrossed")), anisotropy=float(cfg.get("anisotropy", 0.2)))
             key = Pipeline.new_key(sample_rng(seed, index, TAG_AUGMENT))
             img, _, params = pipe.apply(sample["image"], key, None, context={"phase": sample.get("phase")})
         note = _fmt_params(params[sub.items[0].code]) if len(sub.items) == 1 else ""

@@ -62,8 +62,10 @@ class FilmConfig:
         Random model: force equal numbers of +1 and −1 defects (odd counts get one extra).
     decross : float
         Decross angle δ of the Schlieren rendering (the DC code).
-    regime : {"decrossed", "crossed"}
-        Schlieren regime.
+    regime : {"decrossed", "crossed", "analyzer"}
+        Schlieren regime (see :mod:`simgen.simulate.schlieren`).
+    anisotropy : float
+        Film cross-polarised amplitude ρ of the ``"analyzer"`` regime.
     box_size : float
         Side of the square box put around every defect (clipped to the image).
     single_class : bool
@@ -85,6 +87,7 @@ class FilmConfig:
     neutral: bool = False
     decross: float = 0.0
     regime: str = "decrossed"
+    anisotropy: float = 0.2
     box_size: float = 16.0
     single_class: bool = False
     steps: int = 200
@@ -113,6 +116,8 @@ class FilmConfig:
             raise ParameterError("min_separation and margin must be >= 0")
         if 2 * self.margin >= self.size:
             raise ParameterError(f"margin {self.margin} leaves no room in a {self.size}-pixel image")
+        if not self.anisotropy > 0:
+            raise ParameterError(f"anisotropy must be > 0, got {self.anisotropy}")
         if self.box_size <= 0:
             raise ParameterError(f"box_size must be > 0, got {self.box_size}")
         if self.box_size > self.size:
@@ -319,7 +324,7 @@ def simulate_film(rng: np.random.Generator, config: FilmConfig | None = None, **
         points["y"] *= config.upsample
         phi = _upsample_phase(snap.astype(np.float32), config.upsample)
         params.update(noise_seed=noise_seed, n_defects=int(len(points)), steps=config.steps)
-    image = schlieren(phi, config.decross, config.regime)
+    image = schlieren(phi, config.decross, config.regime, config.anisotropy)
     boxes = defect_boxes(points, config.box_size, (size, size), config.single_class)
     return FilmSample(image=image, phi=phi.astype(np.float32, copy=False), points=points, boxes=boxes, params=params)
 

@@ -10,8 +10,17 @@ polariser axis.  Two regimes are rendered:
   two dark and two bright brushes.  ``δ`` (the *decross angle*) rotates the
   extinction direction — the DC artifact of the augment pipeline.
 * ``"crossed"``: ``I ∝ sin² 2(φ − δ)``; a ±1 defect shows four dark brushes.
+* ``"analyzer"``: the general case both limits come from.  Polariser fixed, analyser
+  decrossed by δ; the film adds a cross-polarised amplitude ``ρ sin 2φ`` in phase with
+  the leak ``sin δ`` through the decrossed analyser, so ``I ∝ (sin δ + ρ sin 2φ)²``.
+  For ``|sin δ| ≫ ρ`` this is the decrossed regime (linear in ``sin 2φ``, two brushes);
+  at ``δ = 0`` it is the crossed regime (four brushes); in between the four brushes
+  have unequal darkness.  Here δ changes the *look* of the texture, not just its
+  orientation — which is what the DC artifact needs (in the two limits δ only rotates
+  the extinction direction, which a uniform random global phase already does).
 
-Both are mapped to [0, 1]: ``I = (1 + cos 2(φ − δ)) / 2`` and ``I = sin² 2(φ − δ)``.
+Mapped to [0, 1]: ``(1 + cos 2(φ − δ)) / 2``, ``sin² 2(φ − δ)`` and
+``(sin δ + ρ sin 2φ)² / (|sin δ| + ρ)²``.
 """
 
 from __future__ import annotations
@@ -22,10 +31,12 @@ from ..errors import ParameterError
 
 __all__ = ["schlieren", "REGIMES"]
 
-REGIMES = ("decrossed", "crossed")
+REGIMES = ("decrossed", "crossed", "analyzer")
 
 
-def schlieren(phi: np.ndarray, decross: float = 0.0, regime: str = "decrossed") -> np.ndarray:
+def schlieren(
+    phi: np.ndarray, decross: float = 0.0, regime: str = "decrossed", anisotropy: float = 0.2
+) -> np.ndarray:
     """Render the Schlieren intensity of a phase field.
 
     Parameters
@@ -34,8 +45,11 @@ def schlieren(phi: np.ndarray, decross: float = 0.0, regime: str = "decrossed") 
         c-director angle in radians.
     decross : float
         Decross angle δ in radians (rotation of the extinction direction).
-    regime : {"decrossed", "crossed"}
+    regime : {"decrossed", "crossed", "analyzer"}
         Optical regime, see module docstring.
+    anisotropy : float
+        ``"analyzer"`` regime only: amplitude ρ > 0 of the film's cross-polarised
+        reflection relative to the analyser leak per unit ``sin δ``.
 
     Returns
     -------
@@ -43,6 +57,13 @@ def schlieren(phi: np.ndarray, decross: float = 0.0, regime: str = "decrossed") 
     """
     if regime not in REGIMES:
         raise ParameterError(f"unknown Schlieren regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    if regime == "analyzer":
+        if not anisotropy > 0:
+            raise ParameterError(f"anisotropy must be > 0, got {anisotropy}")
+        leak = np.float32(np.sin(decross))
+        rho = np.float32(anisotropy)
+        amp = leak + rho * np.sin(2.0 * np.asarray(phi, dtype=np.float32))
+        return (amp * amp / (abs(leak) + rho) ** 2).astype(np.float32, copy=False)
     arg = 2.0 * (np.asarray(phi, dtype=np.float32) - np.float32(decross))
     if regime == "decrossed":
         out = 0.5 * (1.0 + np.cos(arg))

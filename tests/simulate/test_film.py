@@ -159,3 +159,17 @@ def test_thermal_model_annotations_are_windings():
 def test_bad_config_raises(bad):
     with pytest.raises(ParameterError):
         FilmConfig(**bad).validate()
+
+
+def test_analyzer_regime_limits_and_decross_effect():
+    phi = np.linspace(-np.pi, np.pi, 721, dtype=np.float32)
+    # crossed limit: delta = 0 gives sin^2(2 phi)
+    np.testing.assert_allclose(schlieren(phi, 0.0, "analyzer", 0.3), np.sin(2 * phi) ** 2, atol=1e-6)
+    # strongly decrossed: linear in sin(2 phi) -> one minimum per half turn (two brushes per defect)
+    strong = schlieren(phi, np.radians(60), "analyzer", 0.05)
+    assert np.argmin(strong) in (np.argmin(np.sin(2 * phi)), np.argmin(np.sin(2 * phi)) + 360)
+    assert np.corrcoef(strong, np.sin(2 * phi))[0, 1] > 0.99
+    # in between the decross angle changes the intensity distribution, not just its orientation
+    a, b = schlieren(phi, np.radians(3), "analyzer", 0.2), schlieren(phi, np.radians(20), "analyzer", 0.2)
+    assert abs(np.mean(a) - np.mean(b)) > 0.05
+    assert 0 <= a.min() and a.max() <= 1 + 1e-6
