@@ -353,12 +353,23 @@ class DatasetWriter:
                 buf.flush(self._f)
         return i
 
-    def create_array(self, path: str, data, **kwargs) -> None:
-        """Store an extra array (e.g. ``pairs/index``) at ``path``; kwargs go to h5py."""
+    def create_array(self, path: str, data=None, **kwargs):
+        """Store an extra array (e.g. ``pairs/index``) at ``path``; kwargs go to h5py.
+
+        With ``data=None`` and ``shape``/``dtype`` in ``kwargs`` an empty dataset is created
+        to be filled incrementally.  Returns the h5py dataset (valid until :meth:`close`).
+        """
         self._check_open()
         if path in self._f:
             del self._f[path]
-        self._f.create_dataset(path, data=data, **kwargs)
+        return self._f.create_dataset(path, data=data, **kwargs)
+
+    def set_group_attrs(self, path: str, **attrs) -> None:
+        """Set attributes on the group or dataset at ``path``; dicts/lists are stored as JSON."""
+        self._check_open()
+        obj = self._f[path] if path in self._f else self._f.require_group(path)
+        for key, value in attrs.items():
+            obj.attrs[key] = json.dumps(value, default=_json_default) if isinstance(value, (dict, list, tuple)) else value
 
     def _append_image(self, path: str, array: np.ndarray, fill) -> None:
         f = self._f

@@ -100,6 +100,10 @@ def preview_sheet(
     own = not isinstance(source, Dataset)
     ds = open_dataset(source) if own else source
     try:
+        if ds.has("pairs/change_a1"):  # filament change pairs: frames + change maps per pair
+            from .video_io import preview_pairs
+
+            return preview_pairs(ds, out, n=min(n, 8), start=start, overwrite=overwrite, dpi=dpi)
         if ds.images is None:
             raise DataError(f"{ds.path} stores no images to preview")
         if not 0 <= start < ds.n:

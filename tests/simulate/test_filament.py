@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from simgen.errors import ParameterError
+from simgen.simulate.filament import FilamentConfig, FilamentSampler, change_map, pair_list
+
+CFG = FilamentConfig(size=96, frames=5, gaps=(1, 2), pairing=("forward", "backward", "consecutive"))
+
+
+def test_change_map_classes():
+    a = np.array([[0, 0, 1, 1]], bool)
+    b = np.array([[0, 1, 0, 1]], bool)
+    assert change_map(a, b).tolist() == [[0, 1, 2, 3]]
+    assert change_map(b, a).tolist() == [[0, 2, 1, 3]]
+
+
+def test_pair_list():
+    pairs = pair_list(4, (1, 2), ("forward", "backward", "consecutive"))
+    keys = [(p["first"], p["second"]) for p in pairs]
+    assert len(keys) == len(set(keys))  # consecutive duplicates forward gap 1
+    assert (0, 2) in keys and (2, 0) in keys and (0, 1) in keys
+    assert all(p["direction"] == (1 if p["second"] > p["first"] else -1) for p in pairs)
+    assert all(abs(p["second"] - p["first"]) == p["gap"] for p in pairs)
+
+
+def test_sequence_targets_and_change_maps():
+    s = FilamentSampler(CFG, seed=1)
+    seq = s(0)
+    a1, a2 = seq["a1"].astype(bool), seq["a2"].astype(bool)
+    assert a1.shape == (5, 96, 96) and not (a2 & ~a1).any()  # the core lies inside the filament
+    # gasification and wall thinning only remove filament: A1 never grows forward in time
+    assert all(not (a1[t + 1] & ~a1[t]).any() for t in range(4))
+    assert a1[-1].sum() < a1[0].sum()
+    for pr in seq["pairs"]:
+        i, j = pr["first"], pr["second"]
+        assert np.array_equal(pr["change_a1"], change_map(a1[i], a1[j]))
+        assert np.array_equal(pr["change_a2"], change_map(a2[i], a2[j]))
+        if pr["direction"] > 0:
+            assert not (pr["change_a1"] == 1).any()
+    for t, frame in enumerate(seq["frames"]):
+        assert np.array_equal(frame["mask"] > 0, a1[t])
+        assert frame["image"].shape == (96, 96) and 0 <= frame["image"].min() and frame["image"].max() <= 1
+
+
+def test_backward_pairs_mirror_forward_pairs():
+    seq = FilamentSampler(CFG, seed=2)(0)
+    by = {(p["first"], p["second"]): p for p in seq["pairs"]}
+    swap = np.array([0, 2, 1, 3], np.uint8)
+    for (i, j), p in by.items():
+        if (j, i) in by:
+            assert np.array_equal(swap[p["change_a1"]], by[(j, i)]["change_a1"])
+
+
+def test_determinism():
+    a, b = FilamentSampler(CFG, seed=3)(1), FilamentSampler(CFG, seed=3)(1)
+    assert np.array_equal(a["a1"], b["a1"]) and np.array_equal(a["frames"][2]["image"], b["frames"][2]["image"])
+
+
+@pytest.mark.parametrize("changes", [dict(gaps=(0,)), dict(gaps=(5,)), dict(pairing=("sideways",)),
+                                     dict(n_filaments=(3, 1)), dict(size=16), dict(rate=-1.0)])
+def test_bad_filament_parameters(changes):
+    with pytest.raises(ParameterError):
+        CFG.replace(**changes).validate()
