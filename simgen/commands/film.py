@@ -16,7 +16,8 @@ from .scale import run_sharded, shard_options
 @click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of images.")
 @click.option("--size", type=int, default=512, show_default=True, help="Image side in pixels.")
 @seed_option
-@click.option("--backend", default="numpy", show_default=True, help="Thermal dynamics backend: numpy, numba or jax.")
+@click.option("--backend", default="numba", show_default=True,
+              help="Compute backend: numba (default), numpy (reference) or jax (GPU when present).")
 @click.option("--n-defects", default="2-12", show_default=True, help="Random model: defect count or inclusive range (RD).")
 @click.option("--min-separation", type=float, default=12.0, show_default=True, help="Random model: minimum defect distance (px).")
 @click.option("--margin", type=float, default=8.0, show_default=True, help="Random model: minimum distance from the border (px).")

@@ -29,6 +29,7 @@ from .winding import DEFECT_DTYPE, find_defects
 __all__ = [
     "FilmConfig",
     "FilmSample",
+    "FilmSampler",
     "sample_defects",
     "random_defect_phase",
     "defect_boxes",
@@ -74,7 +75,8 @@ class FilmConfig:
         Thermal model: number of steps after the quench (LR raises it), time step,
         coupling κ and temperature T (noise variance 2T/Δt per step).
     backend : {"numpy", "numba", "jax"}
-        Compute backend of the thermal dynamics.
+        Compute backend: thermal dynamics (all three) and the random-defect field
+        (numba kernel; numpy otherwise).  Thermal noise streams differ between backends.
     upsample : int
         Thermal model: render at ``upsample`` pixels per lattice site (bilinear in cos φ, sin φ).
     """
@@ -94,7 +96,7 @@ class FilmConfig:
     dt: float = 0.1
     kappa: float = 1.0
     temperature: float = 0.05
-    backend: str = "numpy"
+    backend: str = "numba"
     upsample: int = 1
 
     def validate(self) -> "FilmConfig":
@@ -303,7 +305,12 @@ def simulate_film(rng: np.random.Generator, config: FilmConfig | None = None, **
         n = int(rng.integers(lo, hi + 1))
         points = sample_defects(rng, n, size, config.min_separation, config.margin, config.neutral)
         phi0 = float(rng.uniform(0, 2 * np.pi))
-        phi = random_defect_phase(points, (size, size), phi0)
+        if config.backend == "numba":  # same field to ~1e-6 rad, ~10x faster
+            from .kernels_numba import random_defect_phase_numba
+
+            phi = random_defect_phase_numba(points["x"], points["y"], points["charge"], (size, size), phi0)
+        else:
+            phi = random_defect_phase(points, (size, size), phi0)
         params.update(n_defects=n, phi0=phi0)
     else:
         from .xy import quench
