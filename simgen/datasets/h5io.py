@@ -108,11 +108,12 @@ def records_to_columns(records, table: str | None = None) -> dict[str, np.ndarra
     if len(lengths) > 1:
         raise ParameterError(f"table {table!r}: columns have different lengths {sorted(lengths)}")
     required = TABLE_COLUMNS.get(table or "", {})
+    empty = not cols
     for col, dtype in required.items():
         if col == "sample":
             continue
         if col not in cols:
-            if not cols:  # an empty record set may omit columns
+            if empty:  # an empty record set may omit columns
                 cols[col] = np.zeros(0, dtype)
                 continue
             raise ParameterError(f"table {table!r} is missing column {col!r} (has {sorted(cols)})")
@@ -509,9 +510,19 @@ class Dataset:
         return to_float_image(raw) if as_float else raw
 
     def mask(self, i: int) -> np.ndarray | None:
-        """Instance-id label image of sample ``i`` (uint16) or ``None``."""
+        """Instance-id label image of sample ``i`` (uint16) or ``None``.
+
+        Label-only files of mixed-size images store masks zero-padded to the largest
+        size (root attribute ``masks_padded``); they are cropped back to ``shape(i)``.
+        """
         ds = self.file.get("labels/masks")
-        return None if ds is None else ds[self._index(i)]
+        if ds is None:
+            return None
+        m = ds[self._index(i)]
+        if self.attrs.get("masks_padded") and self.images is None:
+            h, w = self.shape(i)
+            m = m[:h, :w]
+        return m
 
     def phase(self, i: int) -> np.ndarray | None:
         ds = self.file.get("phase")

@@ -137,3 +137,13 @@ def test_generated_film_is_deterministic(tmp_path):
         )
         assert da.phase(0).dtype == np.float32 and np.isfinite(da.phase(4)).all()
         assert db.attrs["first_index"] == 2
+
+
+def test_empty_record_list_and_padded_masks(tmp_path):
+    with DatasetWriter(tmp_path / "e.h5", kind="predictions", attrs={"masks_padded": 1}) as w:
+        w.append(boxes=[], mask=np.ones((6, 8), np.uint16), shape=(4, 5), name="a")
+        w.append(boxes={"x0": [1.0], "y0": [1.0], "x1": [2.0], "y1": [2.0], "class": [0]},
+                 mask=np.full((6, 8), 2, np.uint16), shape=(6, 8), name="b")
+    with open_dataset(tmp_path / "e.h5") as ds:
+        assert len(ds.rows("boxes", 0)) == 0 and len(ds.rows("boxes", 1)) == 1
+        assert ds.mask(0).shape == (4, 5) and ds.mask(1).shape == (6, 8)
