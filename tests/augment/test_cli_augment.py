@@ -2,22 +2,11 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from simgen.cli import main
 from simgen.datasets.h5io import open_dataset
+from clitools import assert_one_line_error, run
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _one_line_error(res, *fragments):
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +32,16 @@ def test_augment_default_command_and_provenance(film, tmp_path):
 def test_augment_errors_are_one_line_and_touch_nothing(film, tmp_path):
     out = tmp_path / "x.h5"
     res = run("augment", film, "--spec", "FN+XY", "-o", out)
-    _one_line_error(res, "unknown augmentation code 'XY'", "valid codes: LR, RD, DC, islands, RB, GB")
+    assert_one_line_error(res, "unknown augmentation code 'XY'", "valid codes: LR, RD, DC, islands, RB, GB")
     res = run("augment", film, "--spec", "GB+RD+LR", "-o", out)
-    _one_line_error(res, "LR, RD act at simulation time", "image-level part: 'GB'")
+    assert_one_line_error(res, "LR, RD act at simulation time", "image-level part: 'GB'")
     assert not out.exists()
     out.write_bytes(b"keep")
     res = run("augment", film, "--spec", "GB", "-o", out)
-    _one_line_error(res, "--overwrite")
+    assert_one_line_error(res, "--overwrite")
     assert out.read_bytes() == b"keep"
     res = run("augment", tmp_path / "missing.h5", "--spec", "GB", "-o", tmp_path / "y.h5")
-    _one_line_error(res)
+    assert_one_line_error(res)
 
 
 def test_simulate_film_with_spec(tmp_path):
@@ -64,7 +53,7 @@ def test_simulate_film_with_spec(tmp_path):
         assert ds.attrs["generator"]["augment"]["canonical"] == "RD+DC+islands+RB+GB+L-FN"
         assert "RD" in ds.provenance(0)["augment"]
     res = run("simulate", "film", "--n", 2, "--size", 64, "--spec", "GB+bogus", "--no-progress", "-o", tmp_path / "g.h5")
-    _one_line_error(res, "unknown augmentation code 'bogus'")
+    assert_one_line_error(res, "unknown augmentation code 'bogus'")
     assert not (tmp_path / "g.h5").exists()
 
 
@@ -83,7 +72,7 @@ def test_extract_noise_preview_codes_realism(film, tmp_path):
     flat = tmp_path / "flat.png"
     write_image(flat, np.full((64, 64), 0.5))
     res = run("augment", "extract-noise", flat, "-o", tmp_path / "m.npz")
-    _one_line_error(res)
+    assert_one_line_error(res)
     res = run("augment", "preview", film, "--spec", "L-FN+GB+islands", "-o", tmp_path / "s.png")
     assert res.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 5000, res.output
     res = run("augment", "codes")

@@ -3,21 +3,11 @@ import json
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from simgen.cli import main
 from simgen.datasets.h5io import open_dataset
+from clitools import assert_one_line_error, run
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _one_line_error(res):
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
-    assert "Traceback" not in res.output
 
 
 @pytest.fixture
@@ -68,14 +58,14 @@ def test_thermal_cli(tmp_path):
 def test_bad_simulate_input(tmp_path, args):
     out = tmp_path / "bad.h5"
     res = run("simulate", "film", "--size", 64, "--n", 2, "--no-progress", "-o", out, *args)
-    _one_line_error(res)
+    assert_one_line_error(res)
     assert not out.exists()
 
 
 def test_existing_output_needs_overwrite(film):
     before = film.read_bytes()
     res = run("simulate", "film", "--n", 2, "--size", 32, "--no-progress", "-o", film)
-    _one_line_error(res)
+    assert_one_line_error(res)
     assert "--overwrite" in res.output
     assert film.read_bytes() == before
 
@@ -83,15 +73,15 @@ def test_existing_output_needs_overwrite(film):
 def test_unreadable_and_foreign_files(tmp_path):
     garbage = tmp_path / "g.h5"
     garbage.write_bytes(b"garbage")
-    _one_line_error(run("info", garbage))
+    assert_one_line_error(run("info", garbage))
     foreign = tmp_path / "f.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = np.zeros(2)
     res = run("info", foreign)
-    _one_line_error(res)
+    assert_one_line_error(res)
     assert "not a simgen dataset" in res.output
-    _one_line_error(run("info", tmp_path / "missing.h5"))
-    _one_line_error(run("preview", foreign, "-o", tmp_path / "p.png"))
+    assert_one_line_error(run("info", tmp_path / "missing.h5"))
+    assert_one_line_error(run("preview", foreign, "-o", tmp_path / "p.png"))
     assert not (tmp_path / "p.png").exists()
 
 

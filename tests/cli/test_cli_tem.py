@@ -1,21 +1,11 @@
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from simgen.cli import main
 from simgen.datasets.h5io import open_dataset
 from simgen.datasets.imageio import write_image
+from clitools import assert_one_line_error, run
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _one_line_error(res):
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
-    assert "Traceback" not in res.output
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +78,13 @@ def test_presets_match_and_spec(tmp_path):
 def test_bad_tem_input(tmp_path, args):
     out = tmp_path / "bad.h5"
     res = run("simulate", "tem", "--n", 2, "--size", 96, "--no-progress", "-o", out, *args)
-    _one_line_error(res)
+    assert_one_line_error(res)
     assert not out.exists()
 
 
 def test_existing_output_is_kept(tem):
     before = tem.read_bytes()
-    _one_line_error(run("simulate", "tem", "--n", 1, "--size", 64, "--no-progress", "-o", tem))
+    assert_one_line_error(run("simulate", "tem", "--n", 1, "--size", 64, "--no-progress", "-o", tem))
     assert tem.read_bytes() == before
 
 
@@ -117,7 +107,7 @@ def test_video_and_mot_export(tmp_path):
     assert len(list((tmp_path / "mot" / "img1").glob("*.jpg"))) == 6
     res = run("preview", out, "-o", tmp_path / "v.png", "--n", 3)
     assert res.exit_code == 0
-    _one_line_error(run("simulate", "video", "--frames", 5, "--diffusion", "-1", "-o", tmp_path / "bad.h5"))
+    assert_one_line_error(run("simulate", "video", "--frames", 5, "--diffusion", "-1", "-o", tmp_path / "bad.h5"))
     assert not (tmp_path / "bad.h5").exists()
 
 
@@ -133,8 +123,8 @@ def test_filament_pairs(tmp_path):
         assert set(np.unique(ds.file["pairs/change_a2"][()])) <= {0, 1, 2, 3}
     res = run("preview", out, "-o", tmp_path / "f.png", "--n", 2)
     assert res.exit_code == 0 and (tmp_path / "f.png").exists()
-    _one_line_error(run("simulate", "filament", "--gaps", "9", "--frames", 4, "-o", tmp_path / "bad.h5"))
-    _one_line_error(run("simulate", "filament", "--pairing", "sideways", "-o", tmp_path / "bad.h5"))
+    assert_one_line_error(run("simulate", "filament", "--gaps", "9", "--frames", 4, "-o", tmp_path / "bad.h5"))
+    assert_one_line_error(run("simulate", "filament", "--pairing", "sideways", "-o", tmp_path / "bad.h5"))
     assert not (tmp_path / "bad.h5").exists()
 
 
