@@ -1,0 +1,223 @@
+"""Tiling large micrographs for detectors, and merging tile predictions across seams.
+
+Real micrographs are large (up to 2048²) and their defects small (4-50 px), so
+detectors see them as overlapping square tiles at native (or a fixed rescaled)
+resolution instead of one image shrunk to the network size, which would make
+black dots vanish.
+
+* :func:`tile_windows` lays out tiles of side ``tile`` with at least ``overlap``
+  pixels shared between neighbours; the last row/column is aligned with the image
+  edge, so every tile is full size when the image is at least one tile big.
+* :func:`crop_boxes` cuts the annotation of one tile out of the image's boxes
+  (boxes clipped to the tile, kept when enough of them is inside).
+* :func:`merge_tiles` turns per-tile predictions into image predictions: each tile
+  keeps only detections whose centre lies in its *core* (the tile minus half the
+  overlap on sides shared with a neighbour), which removes the truncated copies of
+  objects cut by a seam, then class-wise non-maximum suppression across all tiles
+  removes the remaining duplicates near seams.
+
+With ``overlap`` at least the largest object size, every object lies wholly
+inside the tile whose core holds its centre.
+
+Box records follow the simgen convention (``x0, y0, x1, y1, class [, score]`` in
+continuous pixel coordinates, origin at the top-left image corner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ParameterError
+
+__all__ = ["Window", "tile_windows", "crop_boxes", "merge_tiles", "nms", "pad_to"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One tile: rows ``y0:y1``, columns ``x0:x1`` and the core region (same frame)."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    core: tuple[float, float, float, float]  # cx0, cy0, cx1, cy1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.y1 - self.y0, self.x1 - self.x0)
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        return image[self.y0 : self.y1, self.x0 : self.x1]
+
+
+def _starts(n: int, tile: int, overlap: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    step = tile - overlap
+    count = int(np.ceil((n - tile) / step)) + 1
+    # spread the tiles evenly so that every overlap is >= the requested one
+    return [int(round(i * (n - tile) / (count - 1))) for i in range(count)]
+
+
+def tile_windows(shape: tuple[int, int], tile: int, overlap: int = 0) -> list[Window]:
+    """Square tiles covering an image of ``shape = (H, W)``.
+
+    Parameters
+    ----------
+    tile : int
+        Tile side in pixels.  Images smaller than a tile along an axis get one
+        (shorter) tile along that axis.
+    overlap : int
+        Minimum overlap between neighbouring tiles (0 <= overlap < tile).
+
+    Returns
+    -------
+    list of :class:`Window`, row-major.  Cores partition the image: every point lies
+    in exactly one core (boundaries are half-open ``[c0, c1)``).
+    """
+    h, w = (int(s) for s in shape)
+    tile, overlap = int(tile), int(overlap)
+    if tile < 1:
+        raise ParameterError(f"tile size must be >= 1 pixel, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ParameterError(f"tile overlap must be in [0, tile) = [0, {tile}), got {overlap}")
+    if h < 1 or w < 1:
+        raise ParameterError(f"cannot tile an empty image of shape {shape}")
+    ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
+
+    def cores(starts, n):
+        ends = [min(s + tile, n) for s in starts]
+        lo = [0.0] + [(ends[i - 1] + starts[i]) / 2 for i in range(1, len(starts))]
+        hi = lo[1:] + [float(n)]
+        return list(zip(starts, ends, lo, hi))
+
+    out = []
+    for y0, y1, cy0, cy1 in cores(ys, h):
+        for x0, x1, cx0, cx1 in cores(xs, w):
+            out.append(Window(y0, x0, y1, x1, (cx0, cy0, cx1, cy1)))
+    return out
+
+
+def crop_boxes(boxes: pd.DataFrame, window: Window, min_visible: float = 0.5) -> pd.DataFrame:
+    """Boxes of one tile, in tile coordinates.
+
+    Boxes are clipped to the tile; a box is kept when at least ``min_visible`` of its
+    area lies inside (and the clipped box is not empty).
+    """
+    cols = list(boxes.columns)
+    if len(boxes) == 0:
+        return boxes.iloc[:0].copy()
+    b = boxes
+    x0, y0, x1, y1 = (b[c].to_numpy(np.float64) for c in ("x0", "y0", "x1", "y1"))
+    cx0, cy0 = np.clip(x0, window.x0, window.x1), np.clip(y0, window.y0, window.y1)
+    cx1, cy1 = np.clip(x1, window.x0, window.x1), np.clip(y1, window.y0, window.y1)
+    area = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
+    inside = np.maximum(cx1 - cx0, 0) * np.maximum(cy1 - cy0, 0)
+    frac = np.divide(inside, area, out=(inside > 0).astype(np.float64), where=area > 0)
+    keep = (inside > 0) & (frac >= min_visible - 1e-9)
+    out = b.loc[keep].copy()
+    out["x0"] = (cx0[keep] - window.x0).astype(np.float32)
+    out["x1"] = (cx1[keep] - window.x0).astype(np.float32)
+    out["y0"] = (cy0[keep] - window.y0).astype(np.float32)
+    out["y1"] = (cy1[keep] - window.y0).astype(np.float32)
+    return out[cols].reset_index(drop=True)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression (highest score first).
+
+    Uses ``torchvision.ops.nms`` when available (fast), else a NumPy loop.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    try:
+        import torch
+        from torchvision.ops import nms as tv_nms
+
+        return tv_nms(torch.tensor(boxes), torch.tensor(scores), float(iou)).numpy().astype(np.int64)
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        pass
+    order = np.argsort(-scores, kind="stable")
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while len(order):
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0])
+        ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
+        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+        union = area[i] + area[rest] - inter
+        ious = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[ious <= iou]
+    return np.asarray(keep, np.int64)
+
+
+def merge_tiles(tile_boxes, windows, iou: float = 0.5, core_only: bool = True) -> pd.DataFrame:
+    """Merge per-tile predictions into one image's predictions.
+
+    Parameters
+    ----------
+    tile_boxes : sequence of DataFrame
+        Predictions of each tile in *tile* coordinates (``x0, y0, x1, y1, class, score``).
+    windows : sequence of :class:`Window`
+        The tiles, aligned with ``tile_boxes``.
+    iou : float
+        NMS IoU across seams (class-wise).  ``>= 1`` disables NMS.
+    core_only : bool
+        Keep only detections whose centre lies in the tile core.
+
+    Returns
+    -------
+    DataFrame in image coordinates, sorted by decreasing score.
+    """
+    if len(tile_boxes) != len(windows):
+        raise ParameterError(f"{len(tile_boxes)} tile predictions for {len(windows)} tiles")
+    parts = []
+    for df, win in zip(tile_boxes, windows):
+        if df is None or len(df) == 0:
+            continue
+        df = df.copy()
+        df["x0"] = df["x0"].astype(np.float32) + np.float32(win.x0)
+        df["x1"] = df["x1"].astype(np.float32) + np.float32(win.x0)
+        df["y0"] = df["y0"].astype(np.float32) + np.float32(win.y0)
+        df["y1"] = df["y1"].astype(np.float32) + np.float32(win.y0)
+        if core_only:
+            cx = (df["x0"].to_numpy() + df["x1"].to_numpy()) / 2
+            cy = (df["y0"].to_numpy() + df["y1"].to_numpy()) / 2
+            c0x, c0y, c1x, c1y = win.core
+            df = df[(cx >= c0x) & (cx < c1x) & (cy >= c0y) & (cy < c1y)]
+        parts.append(df)
+    if not parts:
+        cols = ["x0", "y0", "x1", "y1", "class", "score"]
+        empty = tile_boxes[0].iloc[:0].copy() if len(tile_boxes) and tile_boxes[0] is not None else pd.DataFrame(
+            {c: np.zeros(0, np.float32) for c in cols})
+        return empty.reset_index(drop=True)
+    df = pd.concat(parts, ignore_index=True)
+    if iou < 1 and len(parts) > 1 and len(df):
+        keep = []
+        for _, idx in df.groupby("class").indices.items():
+            sub = df.iloc[idx]
+            k = nms(sub[["x0", "y0", "x1", "y1"]].to_numpy(), sub["score"].to_numpy(), iou)
+            keep.append(np.asarray(idx)[k])
+        df = df.iloc[np.sort(np.concatenate(keep))]
+    return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def pad_to(image: np.ndarray, shape: tuple[int, int], value: float | None = None) -> np.ndarray:
+    """Pad an ``(h, w)`` image at the bottom/right to ``shape`` (default fill: the image mean)."""
+    h, w = image.shape[:2]
+    H, W = shape
+    if h == H and w == W:
+        return image
+    if h > H or w > W:
+        raise ParameterError(f"cannot pad a {h}x{w} image to {H}x{W}")
+    fill = float(np.mean(image)) if value is None else value
+    out = np.full((H, W, *image.shape[2:]), fill, dtype=image.dtype)
+    out[:h, :w] = image
+    return out

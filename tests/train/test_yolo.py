@@ -1,0 +1,360 @@
+"""YOLO bridge: tiling and seam merging, cached export, training/resume, prediction, CLI, video tracking."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from simgen.cli import main
+from simgen.datasets.h5io import DatasetWriter, open_dataset
+from simgen.errors import ParameterError
+from simgen.train.tiling import Window, crop_boxes, merge_tiles, nms, pad_to, tile_windows
+from simgen.train.yolo import (
+    PRESETS,
+    YoloConfig,
+    YoloDetector,
+    normalize_image,
+    prepare_yolo_data,
+    predict_yolo,
+    read_predictions,
+    train_yolo,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- tiling -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,tile,overlap", [((100, 250), 64, 16), ((64, 64), 64, 8), ((30, 200), 64, 10),
+                                                ((700, 1120), 320, 64)])
+def test_tile_windows_cover_with_overlap_and_cores_partition(shape, tile, overlap):
+    wins = tile_windows(shape, tile, overlap)
+    h, w = shape
+    cover = np.zeros(shape, int)
+    core = np.zeros(shape, int)
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    for win in wins:
+        assert win.y1 - win.y0 == min(tile, h) and win.x1 - win.x0 == min(tile, w)
+        cover[win.y0:win.y1, win.x0:win.x1] += 1
+        c0x, c0y, c1x, c1y = win.core
+        core += (xx >= c0x) & (xx < c1x) & (yy >= c0y) & (yy < c1y)
+    assert cover.min() >= 1 and np.all(core == 1)
+    xs = sorted({wn.x0 for wn in wins})
+    if len(xs) > 1:
+        assert min(b - a for a, b in zip(xs, xs[1:])) <= tile - overlap  # neighbours overlap enough
+
+
+def test_tile_windows_rejects_bad_parameters():
+    with pytest.raises(ParameterError):
+        tile_windows((10, 10), 0)
+    with pytest.raises(ParameterError):
+        tile_windows((10, 10), 8, 8)
+
+
+def test_crop_boxes_clips_and_keeps_mostly_visible():
+    boxes = pd.DataFrame({"x0": [10.0, 60.0, 62.0], "y0": [10.0, 10.0, 10.0], "x1": [20.0, 70.0, 80.0],
+                          "y1": [20.0, 20.0, 20.0], "class": np.array([0, 0, 1], np.int16)})
+    win = Window(0, 0, 64, 66, (0, 0, 66, 64))
+    out = crop_boxes(boxes, win, min_visible=0.5)
+    assert len(out) == 2  # the box with 4/18 inside is dropped, 6/10 inside is kept and clipped
+    assert out["x1"].max() == 66 and list(out.columns) == list(boxes.columns)
+
+
+def test_merge_tiles_removes_seam_duplicates():
+    wins = tile_windows((64, 112), 64, 16)  # two tiles, x0 = 0 and 48, seam core boundary at x = 56
+    assert len(wins) == 2
+    # one object at x 50..62: seen whole by both tiles (+ a truncated copy in the left one)
+    left = pd.DataFrame({"x0": [50.0, 50.0, 5.0], "y0": [10.0, 10.0, 5.0], "x1": [62.0, 64.0, 15.0],
+                         "y1": [22.0, 22.0, 15.0], "class": np.int16(0), "score": [0.9, 0.6, 0.8]})
+    right = pd.DataFrame({"x0": [2.0, 40.0], "y0": [10.0, 40.0], "x1": [14.0, 50.0], "y1": [22.0, 50.0],
+                          "class": np.int16(0), "score": [0.95, 0.7]})
+    merged = merge_tiles([left, right], wins, iou=0.5)
+    assert len(merged) == 3
+    assert merged["score"].tolist() == sorted(merged["score"].tolist(), reverse=True)
+    seam = merged[(merged["x0"] > 40) & (merged["x0"] < 60)]
+    assert len(seam) == 1 and seam["score"].iloc[0] == pytest.approx(0.95)
+    assert len(merge_tiles([left.iloc[:0], right.iloc[:0]], wins)) == 0
+
+
+def test_nms_matches_numpy_fallback(monkeypatch):
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 50, (40, 2))
+    boxes = np.column_stack([xy, xy + rng.uniform(3, 10, (40, 2))])
+    scores = rng.uniform(size=40)
+    fast = nms(boxes, scores, 0.3)
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torchvision(name, *a, **k):
+        if name.startswith("torchvision"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_torchvision)
+    slow = nms(boxes, scores, 0.3)
+    assert sorted(fast.tolist()) == sorted(slow.tolist())
+
+
+def test_pad_and_normalize():
+    assert pad_to(np.ones((2, 3)), (4, 4), 0.0).sum() == 6
+    low = np.linspace(0.10, 0.12, 100, dtype=np.float32).reshape(10, 10)  # a dim 16-bit-like image
+    out = normalize_image(low)
+    assert out.min() == 0 and out.max() == 1
+    assert np.all(normalize_image(np.full((4, 4), 0.3)) == 0.5)
+    assert normalize_image(np.array([[2.0, -1.0]]), "none").tolist() == [[1.0, 0.0]]
+
+
+def test_config_validation():
+    with pytest.raises(ParameterError, match="multiple of 32"):
+        YoloConfig(imgsz=100).validate()
+    with pytest.raises(ParameterError, match="overlap"):
+        YoloConfig(tile=64, overlap=64).validate()
+    with pytest.raises(ParameterError, match="unknown YOLO setting"):
+        YoloConfig().replace(colour=1)
+    with pytest.raises(ParameterError, match="weights file"):
+        YoloConfig(model="yolo11n.pt").validate()
+
+
+# -- data ---------------------------------------------------------------------------------------
+def _film(path, n=8, size=64, seed=1):
+    from simgen.datasets.generate import write_dataset
+    from simgen.simulate.film import FilmConfig, FilmSampler
+
+    cfg = FilmConfig(size=size, n_defects=(2, 5), box_size=12, min_separation=12, single_class=True).validate()
+    return write_dataset(path, FilmSampler(cfg, seed=seed), n)
+
+
+def _yolo_folder(root, sizes=((96, 150), (64, 64))):
+    """A real-data-like folder: grey PNGs of different sizes with dark discs and YOLO labels."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("loop\n")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        img = np.full((h, w), 0.7) + rng.normal(0, 0.02, (h, w))
+        yy, xx = np.mgrid[0:h, 0:w]
+        lines = []
+        for _ in range(4):
+            cx, cy, r = rng.uniform(8, w - 8), rng.uniform(8, h - 8), rng.uniform(2.5, 4.5)
+            img[(xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 < r * r] = 0.25
+            lines.append(f"0 {cx / w:.6f} {cy / h:.6f} {2 * r / w:.6f} {2 * r / h:.6f}")
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(root / "images" / f"im{i}.png")
+        (root / "labels" / f"im{i}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_prepare_yolo_data_tiles_caches_and_keys(tmp_path):
+    import yaml
+
+    data = _film(tmp_path / "f.h5", n=4, size=128)
+    cfg = YoloConfig(tile=64, overlap=16, imgsz=64, val_fraction=0.25, min_box=14)
+    y1 = prepare_yolo_data(data, config=cfg, cache_dir=tmp_path / "cache")
+    spec = yaml.safe_load(y1.read_text())
+    assert spec["channels"] == 1 and spec["names"] == {0: "defect"} and spec["val"] == "images/val"
+    root = y1.parent
+    tiles = sorted((root / "images" / "train").glob("*.png"))
+    assert len(tiles) == 3 * 9 and len(list((root / "images" / "val").glob("*.png"))) == 9  # 3x3 tiles per image
+    from PIL import Image
+
+    assert Image.open(tiles[0]).size == (64, 64) and Image.open(tiles[0]).mode == "L"
+    widths = [float(line.split()[3]) * 64 for f in (root / "labels" / "train").glob("*.txt")
+              for line in f.read_text().splitlines()]
+    assert widths and min(widths) >= 6  # grown to min_box, then clipped at tile edges (>= half visible)
+    stamp = (root / "source.json").stat().st_mtime_ns
+    assert prepare_yolo_data(data, config=cfg, cache_dir=tmp_path / "cache") == y1  # cache hit
+    assert (root / "source.json").stat().st_mtime_ns == stamp
+    y2 = prepare_yolo_data(data, config=cfg.replace(min_box=4), cache_dir=tmp_path / "cache")
+    assert y2 != y1  # export settings are part of the key
+    real = _yolo_folder(tmp_path / "real")
+    y3 = prepare_yolo_data(real, config=cfg.replace(val_fraction=0.0), cache_dir=tmp_path / "cache",
+                           train_names=[["im0"]])
+    assert yaml.safe_load(y3.read_text())["names"] == {0: "loop"}
+    assert len(list((y3.parent / "images" / "train").glob("*.png"))) == 6  # 96x150 → 2 rows x 3 columns
+
+
+# -- training, resume, prediction --------------------------------------------------------------------
+TRAIN_SCRIPT = """
+import sys
+from simgen.train.yolo import PRESETS, train_yolo
+train_yolo(sys.argv[1], sys.argv[2], config=PRESETS["small"].replace(epochs=int(sys.argv[3])), progress=False,
+           cache_dir=sys.argv[4])
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run killed after its first epoch, then resumed to the end (module-wide)."""
+    tmp = tmp_path_factory.mktemp("yolo")
+    data = _film(tmp / "film.h5", n=8)
+    run = tmp / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(data), str(run), "3", str(tmp / "cache")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    last = run / "ultralytics" / "weights" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # killed right after the first checkpoint
+    proc.wait()
+    assert last.exists(), proc.stderr.read().decode()[-2000:]
+    assert not (run / "best.pt").exists()
+    best = train_yolo(data, run, config=PRESETS["small"].replace(epochs=3), resume=True, progress=False,
+                      cache_dir=tmp / "cache")
+    return {"data": data, "run": run, "best": best, "tmp": tmp}
+
+
+def test_resume_after_kill_finishes_the_run(trained):
+    run = trained["run"]
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs[-1] == 2 and 0 not in epochs[1:]  # the resumed run continued, it did not restart
+    meta = json.loads((run / "simgen.json").read_text())
+    assert meta["tile"] == 64 and 0 < meta["conf_f1"] < 1
+    import ultralytics
+
+    from simgen.train.common import load_checkpoint
+
+    assert load_checkpoint(trained["best"])["simgen"]["tile"] == 64
+    model = ultralytics.YOLO(str(trained["best"]))  # a standard Ultralytics checkpoint
+    res = model.predict(np.zeros((64, 64, 3), np.uint8), verbose=False)
+    assert len(res) == 1
+    # a finished run is not silently overwritten
+    with pytest.raises(ParameterError, match="--resume"):
+        train_yolo(trained["data"], run, config=PRESETS["small"], progress=False)
+
+
+def test_predict_tiles_large_images_and_writes_schema(trained, tmp_path):
+    real = _yolo_folder(tmp_path / "real", sizes=((130, 200), (40, 50)))
+    det = YoloDetector(trained["best"], conf=0.001)
+    assert det.tile == 64 and det.overlap == 16
+    boxes = det.detect(np.random.default_rng(0).uniform(size=(130, 200)).astype(np.float32))
+    assert list(boxes.columns) == ["x0", "y0", "x1", "y1", "class", "score"]
+    if len(boxes):
+        assert boxes["x1"].max() <= 200 and boxes["y1"].max() <= 130 and boxes["x0"].min() >= 0
+    out = predict_yolo(trained["best"], real, tmp_path / "pred.h5", progress=False, detector=det)
+    with open_dataset(out) as ds:
+        assert ds.kind == "predictions" and ds.n == 2 and ds.images is None
+        assert [ds.name(i) for i in range(2)] == ["im0", "im1"]
+        assert ds.shape(0) == (130, 200) and ds.shape(1) == (40, 50)
+        assert ds.attrs["fps"] > 0 and 0 < ds.attrs["conf_f1"] < 1
+    pred = read_predictions(out)
+    assert {"sample", "score"} <= set(pred.columns)
+    with pytest.raises(ParameterError, match="exists"):
+        predict_yolo(trained["best"], real, out, progress=False)
+
+
+def test_cli_train_predict_and_errors(trained, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["predict", str(trained["best"]), str(trained["data"]), "-o", str(tmp_path / "p.h5"),
+                               "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert len(read_predictions(tmp_path / "p.h5")) >= 0
+    res = runner.invoke(main, ["predict", str(tmp_path / "nope.pt"), str(trained["data"]), "-o",
+                               str(tmp_path / "q.h5")])
+    assert res.exit_code == 2 and res.output.startswith("Error:") and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(main, ["train", "yolo", "--data", str(trained["data"]), "--model", "yolov8n.pt", "-o",
+                               str(tmp_path / "r")])
+    assert res.exit_code == 2 and "weights file" in res.output and not (tmp_path / "r").exists()
+    stamp = (trained["run"] / "best.pt").stat().st_mtime_ns
+    res = runner.invoke(main, ["train", "yolo", "--data", str(trained["data"]), "--config", "small", "-o",
+                               str(trained["run"]), "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 2 and "--resume" in res.output
+    assert (trained["run"] / "best.pt").stat().st_mtime_ns == stamp  # untouched
+
+
+def test_track_video_with_truth(tmp_path):
+    """Detector on every frame → trackpy links → MOT metrics (LoG detector: fast and exact here)."""
+    from simgen.train.baseline_log import LogParams, save_params
+    from simgen.train.yolo import track_video
+
+    rng = np.random.default_rng(2)
+    h = w = 64
+    starts = rng.uniform(12, 52, (3, 2))
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    with DatasetWriter(tmp_path / "video.h5", kind="video", class_names=["loop"]) as wr:
+        for t in range(6):
+            img = np.full((h, w), 0.7, np.float32) + rng.normal(0, 0.01, (h, w)).astype(np.float32)
+            pos = starts + [0.7 * t, 0.3 * t]
+            for x, y in pos:
+                img[(xx - x) ** 2 + (yy - y) ** 2 < 9] = 0.2
+            tracks = {"track_id": np.arange(3), "x": pos[:, 0], "y": pos[:, 1],
+                      "x0": pos[:, 0] - 3, "y0": pos[:, 1] - 3, "x1": pos[:, 0] + 3, "y1": pos[:, 1] + 3}
+            boxes = {"x0": pos[:, 0] - 3, "y0": pos[:, 1] - 3, "x1": pos[:, 0] + 3, "y1": pos[:, 1] + 3,
+                     "class": np.zeros(3, np.int16)}
+            wr.append(img, boxes=boxes, tracks=tracks)
+    params = save_params(tmp_path / "log.json", LogParams(min_sigma=1.5, max_sigma=4, threshold=0.2))
+    res = track_video(params, tmp_path / "video.h5", tmp_path / "track", progress=False)
+    assert res["n_frames"] == 6 and res["fps"] > 0 and res["n_tracks"] == 3
+    assert res["tracking"]["MOTA"] > 0.9 and res["tracking"]["IDSW"] == 0
+    assert (tmp_path / "track" / "tracks.csv").exists() and (tmp_path / "track" / "summary.json").exists()
+    with pytest.raises(ParameterError, match="exists"):
+        track_video(params, tmp_path / "video.h5", tmp_path / "track", progress=False)
+
+
+def test_sim2real_smoke(tmp_path, monkeypatch):
+    """The whole experiment end to end on a tiny fake real folder (small preset, no matching)."""
+    from simgen.train.sim2real import Sim2RealConfig, run_sim2real
+
+    monkeypatch.setenv("SIMGEN_CACHE_DIR", str(tmp_path / "cache"))
+    real = _yolo_folder(tmp_path / "real", sizes=((96, 96), (64, 80)))
+    cfg = Sim2RealConfig.preset("small").replace(n_train=8, n_val=4, match=False)
+    rep = run_sim2real(real, tmp_path / "s2r", cfg, progress=False)
+    out = tmp_path / "s2r"
+    for name in ("report.md", "report.json", "pr_curves.png", "examples.png", "synthetic_examples.png",
+                 "log_params.json", "pred_synthetic_yolo.h5", "yolo/best.pt"):
+        assert (out / name).exists(), name
+    assert set(rep["methods"]) == {"synthetic_yolo", "synthetic_yolo_loo_threshold", "log_baseline",
+                                   "log_baseline_insample"}
+    assert set(rep["robustness"]) == {"poisson", "salt_pepper", "gaussian"}
+    assert rep["methods"]["log_baseline"]["f1"] > 0.5  # the discs are easy for LoG
+    assert "| YOLO, synthetic only (threshold from synthetic validation) |" in (out / "report.md").read_text()
+    json.loads((out / "report.json").read_text())
+    with pytest.raises(ParameterError, match="--resume"):
+        run_sim2real(real, out, cfg, progress=False)
+    runner = CliRunner()
+    res = runner.invoke(main, ["sim2real", "--real", str(tmp_path / "missing"), "-o", str(tmp_path / "x")])
+    assert res.exit_code == 2 and not (tmp_path / "x").exists()
+
+
+def test_finetune_starts_from_the_given_weights(trained, tmp_path, monkeypatch):
+    import socket
+
+    import torch
+
+    from simgen.train.common import load_checkpoint
+
+    def refuse(*a, **k):
+        raise OSError("network disabled by test")
+
+    for obj, name in ((socket.socket, "connect"), (socket, "create_connection"), (socket, "getaddrinfo")):
+        monkeypatch.setattr(obj, name, refuse)
+
+    def first_conv(path):
+        ck = load_checkpoint(path)
+        model = ck["ema"] or ck["model"]
+        return next(p for n, p in model.named_parameters() if p.ndim == 4)
+
+    # source weights far from any seeded initialisation: first conv replaced by random values
+    ck = load_checkpoint(trained["best"])
+    model = ck["ema"] or ck["model"]
+    with torch.no_grad():
+        w = next(p for n, p in model.named_parameters() if p.ndim == 4)
+        w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(7)).to(w.dtype))
+    from simgen.train.common import save_checkpoint
+
+    source = save_checkpoint(tmp_path / "source.pt", ck)
+    tuned = train_yolo(trained["data"], tmp_path / "ft", config=PRESETS["small"].replace(epochs=1, lr0=1e-5),
+                       weights=source, progress=False, cache_dir=trained["tmp"] / "cache")
+    before = first_conv(source).detach().float().flatten()
+    after = first_conv(tuned).detach().float().flatten()
+    corr = torch.corrcoef(torch.stack([before, after]))[0, 1]
+    assert corr > 0.9  # fine-tuned from the given weights, not re-initialised
