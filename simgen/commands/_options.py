@@ -13,6 +13,10 @@ def output_option(**kwargs):
 
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output (only once the new one is complete).")
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
+noise_profile_option = click.option("--noise-profile", default="default", show_default=True,
+                                    help="Read-noise profile for FN (.npz or 'default').")
+dtype_option = click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8",
+                            show_default=True, help="Stored image dtype.")
 seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Master seed; sample i uses SeedSequence(seed, spawn_key=(i,)).")
 
 

@@ -6,7 +6,15 @@ import math
 
 import click
 
-from ._options import output_option, overwrite_option, parse_range, progress_option, seed_option
+from ._options import (
+    dtype_option,
+    noise_profile_option,
+    output_option,
+    overwrite_option,
+    parse_range,
+    progress_option,
+    seed_option,
+)
 from .scale import run_sharded, shard_options
 
 
@@ -37,8 +45,8 @@ from .scale import run_sharded, shard_options
 @click.option("--store-phase", is_flag=True, help="Also store the phase field (allows DC re-rendering later).")
 @click.option("--spec", default="none", show_default=True,
               help="Artifact codes, e.g. 'L-FN+GB+RB+islands+RD': DC/RD/LR act at simulation time, the rest on the image.")
-@click.option("--noise-profile", default="default", show_default=True, help="Read-noise profile for FN (.npz or 'default').")
-@click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8", show_default=True)
+@noise_profile_option
+@dtype_option
 @output_option(help="Output HDF5 file (a directory with --shard-size).")
 @shard_options
 @overwrite_option
@@ -54,8 +62,8 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
       simgen simulate film --model thermal --backend numba --steps 2000 --n 50 --size 256 -o thermal.h5
       simgen simulate film --n 100000 --shard-size 1000 --workers 2 -o film_shards/
     """
-    from ..datasets.generate import write_dataset
     from ..datasets.atomic import check_output
+    from ..datasets.generate import write_dataset
     from ..simulate.film import FilmConfig, FilmSampler
 
     config = FilmConfig(

@@ -7,7 +7,15 @@ import math
 import click
 
 from ..errors import ParameterError
-from ._options import output_option, overwrite_option, parse_range, progress_option, seed_option
+from ._options import (
+    dtype_option,
+    noise_profile_option,
+    output_option,
+    overwrite_option,
+    parse_range,
+    progress_option,
+    seed_option,
+)
 from .scale import run_sharded, shard_options
 
 
@@ -83,8 +91,8 @@ def _print_match(est: dict) -> None:
 @click.option("--blur", default=None, help="Detector blur sigma in px, number or range.")
 @click.option("--spec", default="none", show_default=True,
               help="Artifact codes applied to every image, e.g. 'FN+GB+RV'; RD sets the defect density.")
-@click.option("--noise-profile", default="default", show_default=True, help="Read-noise profile for FN (.npz or 'default').")
-@click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8", show_default=True)
+@noise_profile_option
+@dtype_option
 @output_option(help="Output HDF5 file (a directory with --shard-size).")
 @shard_options
 @overwrite_option
@@ -183,7 +191,7 @@ def _match_summary(estimates, path):
 @click.option("--no-coalescence", is_flag=True, help="Let defects overlap instead of merging on contact.")
 @click.option("--drift", type=float, default=None, help="Per-frame intensity drift (relative random-walk step, default 0.003).")
 @click.option("--dose", default=None, help="Electrons per pixel per frame, number or range.")
-@click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8", show_default=True)
+@dtype_option
 @output_option(help="Output HDF5 file (one sample per frame; tracks in /tracks).")
 @overwrite_option
 @progress_option
@@ -237,7 +245,7 @@ def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, 
               help="Which pairs: comma list of forward (t, t+k), backward (t+k, t), consecutive (t, t+1).")
 @click.option("--filaments", default="2-5", show_default=True, help="Filaments per field, number or range.")
 @click.option("--rate", type=float, default=None, help="Mean gasification speed in px/frame (default 3).")
-@click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8", show_default=True)
+@dtype_option
 @output_option(help="Output HDF5 file (frames as samples, change maps under /pairs).")
 @overwrite_option
 @progress_option

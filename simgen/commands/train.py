@@ -210,7 +210,13 @@ def log_tune_command(source, output, grid, cv, polarity, overwrite, progress):
     """
     from ..datasets.atomic import check_output
     from ..errors import ParameterError
-    from ..train.baseline_log import DEFAULT_GRID, QUICK_GRID, LogParams, save_params, tune_log
+    from ..train.baseline_log import (
+        DEFAULT_GRID,
+        QUICK_GRID,
+        LogParams,
+        save_params,
+        tune_log,
+    )
 
     check_output(output, overwrite)
     cv_value = cv.strip().lower()

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from ..errors import ParameterError
 
-__all__ = ["check_output", "atomic_path", "atomic_write_bytes", "atomic_write_text", "fsync_path"]
+__all__ = [
+    "check_output",
+    "check_output_dir",
+    "atomic_path",
+    "atomic_dir",
+    "replace_dir",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_path",
+]
 
 
 def check_output(path, overwrite: bool = False) -> Path:
@@ -95,3 +105,55 @@ def atomic_write_bytes(path, data: bytes, overwrite: bool = False) -> Path:
 def atomic_write_text(path, text: str, overwrite: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns the final path."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite)
+
+
+def check_output_dir(path, overwrite: bool = False, allow_empty: bool = False) -> Path:
+    """Validate an output *folder* before any work is done.
+
+    Raises :class:`ParameterError` if ``path`` is a file, or exists (and, with
+    ``allow_empty``, is not empty) while ``overwrite`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ParameterError(f"output {path} is a file, expected a directory")
+    if path.exists() and not overwrite and not (allow_empty and not any(path.iterdir())):
+        raise ParameterError(f"output {path} exists; pass --overwrite to replace it")
+    return path
+
+
+def replace_dir(tmp, final) -> None:
+    """Move a finished temporary folder to ``final``.
+
+    An existing ``final`` is moved aside first and deleted only after the new
+    folder is in place, so a crash in between never leaves neither.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def atomic_dir(path, overwrite: bool = False, allow_empty: bool = False):
+    """Context manager yielding a temporary folder that becomes ``path`` on success.
+
+    The folder is created next to ``path`` (same filesystem, so the final rename is
+    atomic); on an exception it is deleted and ``path`` is untouched.
+    """
+    final = check_output_dir(path, overwrite, allow_empty)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(f"cannot create directory {final.parent}: {exc.strerror}") from None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the final folder normal permissions
+    try:
+        yield tmp
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -70,15 +70,9 @@ def write_dataset(
         raise ParameterError(f"number of samples must be a positive integer, got {n}")
     if start < 0:
         raise ParameterError(f"start index must be >= 0, got {start}")
-    with DatasetWriter(
-        path,
-        kind=sampler.kind,
-        image_dtype=image_dtype,
-        class_names=sampler.class_names,
-        generator=sampler.describe(),
-        seed=getattr(sampler, "seed", None),
+    with DatasetWriter.for_sampler(
+        path, sampler, image_dtype=image_dtype, overwrite=overwrite,
         attrs={"first_index": int(start), **(attrs or {})},
-        overwrite=overwrite,
     ) as writer:
         for i in track(range(start, start + n), total=n, description=f"{sampler.kind} → {Path(path).name}", enabled=progress):
             append_sample(writer, sampler(i))

@@ -41,6 +41,7 @@ from .schema import (
 )
 
 __all__ = [
+    "json_default",
     "DatasetWriter",
     "Dataset",
     "open_dataset",
@@ -225,6 +226,14 @@ class DatasetWriter:
     Tables likewise: a sample that does not mention a table has no rows in it.
     """
 
+    @classmethod
+    def for_sampler(cls, path, sampler, *, attrs: dict | None = None, image_dtype: str = "uint8",
+                    overwrite: bool = False) -> "DatasetWriter":
+        """A writer whose kind, class names, generator description and seed come from ``sampler``."""
+        return cls(path, kind=sampler.kind, image_dtype=image_dtype, class_names=sampler.class_names,
+                   generator=sampler.describe(), seed=getattr(sampler, "seed", None), attrs=attrs,
+                   overwrite=overwrite)
+
     def __init__(
         self,
         path,
@@ -261,7 +270,7 @@ class DatasetWriter:
         root["simgen_version"] = __version__
         root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         root["kind"] = kind
-        root["generator"] = json.dumps(generator or {}, default=_json_default)
+        root["generator"] = json.dumps(generator or {}, default=json_default)
         if seed is not None:
             root["seed"] = int(seed)
         if class_names is not None:
@@ -277,7 +286,7 @@ class DatasetWriter:
             if key in reserved:
                 raise ParameterError(f"attribute {key!r} is reserved")
             if isinstance(value, (dict, list, tuple)):
-                value = json.dumps(value, default=_json_default)
+                value = json.dumps(value, default=json_default)
             elif value is None:
                 continue
             self._f.attrs[key] = value
@@ -345,7 +354,7 @@ class DatasetWriter:
         for tname, records in (("points", points), ("boxes", boxes), ("tracks", tracks), *(tables or {}).items()):
             if records is not None:
                 self._tables.setdefault(tname, _TableBuffer(tname)).add(i, records)
-        self._provenance.append(json.dumps(provenance or {}, default=_json_default, sort_keys=True))
+        self._provenance.append(json.dumps(provenance or {}, default=json_default, sort_keys=True))
         self._names.append("" if name is None else str(name))
         self._shapes.append(tuple(int(s) for s in shape) if shape is not None else (0, 0))
         self.n += 1
@@ -370,7 +379,7 @@ class DatasetWriter:
         self._check_open()
         obj = self._f[path] if path in self._f else self._f.require_group(path)
         for key, value in attrs.items():
-            obj.attrs[key] = json.dumps(value, default=_json_default) if isinstance(value, (dict, list, tuple)) else value
+            obj.attrs[key] = json.dumps(value, default=json_default) if isinstance(value, (dict, list, tuple)) else value
 
     def _append_image(self, path: str, array: np.ndarray, fill) -> None:
         f = self._f
@@ -658,7 +667,8 @@ def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps(default=...)`` hook for NumPy scalars/arrays, paths, sets and tuples."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

@@ -26,10 +26,33 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import DataError
-from .shards import MANIFEST_SCHEMA, VIRTUAL_NAME, is_manifest_path, load_manifest, manifest_path, verify_manifest
+from .shards import (
+    MANIFEST_SCHEMA,
+    VIRTUAL_NAME,
+    is_manifest_path,
+    load_manifest,
+    manifest_path,
+    verify_manifest,
+)
 
 __all__ = ["ShardedDataset", "open_sharded", "open_any", "summarize_manifest"]
 
+
+
+def locate_sample(starts: np.ndarray, i: int) -> tuple[int, int]:
+    """Global sample index → ``(shard number, index inside the shard)``.
+
+    ``starts`` holds the first global index of every shard followed by the total
+    count (length ``n_shards + 1``); negative ``i`` counts from the end.
+    """
+    n = int(starts[-1])
+    i = int(i)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"sample {i} out of range for {n} samples")
+    k = int(np.searchsorted(starts, i, side="right")) - 1
+    return k, i - int(starts[k])
 
 class ShardedDataset:
     """A complete sharded dataset, read through its manifest.
@@ -102,13 +125,7 @@ class ShardedDataset:
 
     def locate(self, i: int) -> tuple[int, int]:
         """Global sample index → ``(shard number, index inside the shard)``."""
-        i = int(i)
-        if i < 0:
-            i += self.n
-        if not 0 <= i < self.n:
-            raise IndexError(f"sample {i} out of range for {self.n} samples")
-        k = int(np.searchsorted(self.starts, i, side="right")) - 1
-        return k, i - int(self.starts[k])
+        return locate_sample(self.starts, i)
 
     def shard(self, k: int):
         """Open (or reuse) shard ``k`` as a :class:`simgen.datasets.h5io.Dataset`."""

@@ -201,9 +201,9 @@ def write_shard(out_dir, shard: Shard, sampler, image_dtype: str = "uint8", over
 
 def _normalise(obj):
     """JSON round trip (tuples → lists, numpy scalars → Python) so descriptions compare equal."""
-    from .h5io import _json_default
+    from .h5io import json_default
 
-    return json.loads(json.dumps(obj, default=_json_default, sort_keys=True))
+    return json.loads(json.dumps(obj, default=json_default, sort_keys=True))
 
 
 def _adopt_shard(path: Path, shard: Shard, identity: dict) -> dict | None:

@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..errors import ParameterError
+from .sharded import locate_sample
 
 __all__ = ["SimgenDataset", "SimgenIterableDataset", "collate_detection", "dataset_files"]
 
@@ -69,13 +70,7 @@ class _Reader:
         self._open: OrderedDict[int, object] = OrderedDict()
 
     def locate(self, i: int) -> tuple[int, int]:
-        i = int(i)
-        if i < 0:
-            i += self.n
-        if not 0 <= i < self.n:
-            raise IndexError(f"sample {i} out of range for {self.n} samples")
-        k = int(np.searchsorted(self.starts, i, side="right")) - 1
-        return k, i - int(self.starts[k])
+        return locate_sample(self.starts, i)
 
     def file(self, k: int):
         from .h5io import open_dataset

@@ -38,15 +38,9 @@ def write_video(path, sampler, *, overwrite: bool = False, image_dtype: str = "u
     """Write every frame of a :class:`~simgen.simulate.video.VideoSampler` to one HDF5 file, atomically."""
     from ..simulate.video import END_CAUSES
 
-    with DatasetWriter(
-        path,
-        kind=sampler.kind,
-        image_dtype=image_dtype,
-        class_names=sampler.class_names,
-        generator=sampler.describe(),
-        seed=getattr(sampler, "seed", None),
+    with DatasetWriter.for_sampler(
+        path, sampler, image_dtype=image_dtype, overwrite=overwrite,
         attrs={"n_frames": int(sampler.n_frames), "n_tracks": int(sampler.n_tracks)},
-        overwrite=overwrite,
     ) as writer:
         for t in track(range(sampler.n_frames), total=sampler.n_frames, description=f"video → {Path(path).name}",
                        enabled=progress):
@@ -82,15 +76,9 @@ def write_filament(path, sampler, n: int, *, overwrite: bool = False, image_dtyp
     pairs_template = sampler.pairs()
     m_per = len(pairs_template)
     total_pairs = m_per * n
-    with DatasetWriter(
-        path,
-        kind=sampler.kind,
-        image_dtype=image_dtype,
-        class_names=sampler.class_names,
-        generator=sampler.describe(),
-        seed=getattr(sampler, "seed", None),
+    with DatasetWriter.for_sampler(
+        path, sampler, image_dtype=image_dtype, overwrite=overwrite,
         attrs={"n_sequences": int(n), "frames_per_sequence": int(cfg.frames), "n_pairs": int(total_pairs)},
-        overwrite=overwrite,
     ) as writer:
         comp = {"compression": "gzip", "compression_opts": 1, "chunks": (1, h, w)}
         a1 = writer.create_array("filament/a1", shape=(n * cfg.frames, h, w), dtype="u1", **comp)

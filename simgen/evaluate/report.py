@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..datasets.atomic import atomic_dir, check_output_dir
 from ..errors import DataError, ParameterError
 from .detection import AP_METHODS, evaluate_detections
 from .io import align, load_annotations, validate_options
@@ -63,23 +61,6 @@ def to_jsonable(obj):
     if isinstance(obj, (np.bool_,)):
         return bool(obj)
     return obj
-
-
-def _check_report_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ParameterError(f"output {out_dir} is a file, expected a directory")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ParameterError(f"output {out_dir} exists and is not empty; pass --overwrite to replace it")
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def evaluate(
@@ -176,7 +157,7 @@ def evaluate(
         raise ParameterError(f"--polarity must be dark or bright, got {polarity!r}")
     if out_dir is not None:
         out_dir = Path(out_dir)
-        _check_report_dir(out_dir, overwrite)
+        check_output_dir(out_dir, overwrite, allow_empty=True)
 
     gt_ann = load_annotations(gt, table=table, role="ground truth")
     try:
@@ -372,20 +353,12 @@ def _tracking(pred, gt, kept, *, conf, search_range, memory, mot_iou, max_distan
 
 
 def _write_report(out_dir: Path, report: dict, tables: dict, figures: dict, overwrite: bool) -> None:
-    _check_report_dir(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite, allow_empty=True) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
         for name, df in tables.items():
             df.to_csv(tmp / name, index=False)
         for name, fig in figures.items():
             fig.savefig(tmp / name, format="png")
-        os.chmod(tmp, 0o755)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def track(

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..datasets.h5io import json_default
 from ..errors import DataError, ParameterError
 
 __all__ = [
@@ -460,7 +461,7 @@ def save_params(path, params: LogParams, extra: dict | None = None, overwrite: b
     from ..datasets.atomic import atomic_write_text
 
     data = {"detector": "log", "params": params.to_dict(), **(extra or {})}
-    return atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n", overwrite=overwrite)
+    return atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n", overwrite=overwrite)
 
 
 def load_params(path) -> LogParams:
@@ -498,12 +499,3 @@ def predict_log(source, output, params: LogParams, *, overwrite: bool = False, p
             w.set_attrs(fps=len(src) / max(t.seconds, 1e-9), seconds=round(t.seconds, 3))
     return Path(output)
 
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.h5io import json_default
 from ..errors import DataError, ParameterError
 from ..rng import check_seed
 
@@ -441,11 +442,9 @@ def _plain(value):
 
 
 def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
+    try:
+        return json_default(obj)
+    except TypeError:  # run records may hold anything (devices, dtypes): keep them readable
         return str(obj)
     if isinstance(obj, (set, tuple)):
         return list(obj)

@@ -18,8 +18,6 @@ Conventions
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import DataError, ParameterError
+from ..atomic import atomic_dir, check_output_dir
 
 __all__ = ["CocoData", "read_coco", "coco_dict", "coco_results", "write_coco_json", "export_coco"]
 
@@ -287,7 +286,7 @@ def export_coco(source, out_dir, *, table: str = "boxes", images: bool = True, o
     from ..imageio import to_uint8
 
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite)
     own = not isinstance(source, Dataset)
     ds = open_dataset(source) if own else source
     try:
@@ -302,9 +301,7 @@ def export_coco(source, out_dir, *, table: str = "boxes", images: bool = True, o
         has_masks = ds.has("labels/masks")
         data = coco_dict(boxes, names, shapes, ds.class_names, masks=ds.mask if has_masks else None,
                          info={"description": f"simgen export of {Path(ds.path).name}", "kind": ds.kind})
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-        try:
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             if images:
                 from PIL import Image
 
@@ -312,10 +309,6 @@ def export_coco(source, out_dir, *, table: str = "boxes", images: bool = True, o
                 for i, name in enumerate(names):
                     Image.fromarray(to_uint8(ds.image(i))).save(tmp / "images" / name)
             (tmp / "annotations.json").write_text(json.dumps(data, separators=(",", ":")))
-            _replace_dir(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     finally:
         if own:
             ds.close()
@@ -327,21 +320,3 @@ def _stem(ds, i: int) -> str:
     stem = Path(name).stem or name
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
 
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ParameterError(f"output {out_dir} is a file, expected a directory")
-    if out_dir.exists() and not overwrite:
-        raise ParameterError(f"output {out_dir} exists; pass --overwrite to replace it")
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    import os
-
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import configparser
 import io
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import DataError, ParameterError
+from ..atomic import atomic_dir, check_output_dir
 
 __all__ = ["read_mot", "format_mot", "write_mot_file", "read_seqinfo", "format_seqinfo", "MotSequence",
            "open_mot_sequence", "export_mot", "tracks_with_boxes"]
@@ -326,10 +325,9 @@ def export_mot(
     """
     from ..h5io import Dataset, open_dataset
     from ..imageio import to_uint8
-    from .coco import _check_out_dir, _replace_dir
 
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite)
     if not frame_rate > 0:
         raise ParameterError(f"frame rate must be > 0, got {frame_rate}")
     own = not isinstance(source, Dataset)
@@ -345,9 +343,7 @@ def export_mot(
         text = format_mot(tracks, kind="gt", pixel_origin=pixel_origin, box_size=box_size)
         h, w = ds.shape(0) if ds.n else (0, 0)
         seq = name or out_dir.name
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-        try:
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             (tmp / "gt").mkdir()
             (tmp / "gt" / "gt.txt").write_text(text)
             (tmp / "seqinfo.ini").write_text(format_seqinfo(seq, ds.n, w, h, frame_rate))
@@ -357,10 +353,6 @@ def export_mot(
                 (tmp / "img1").mkdir()
                 for i in range(ds.n):
                     Image.fromarray(to_uint8(ds.image(i))).save(tmp / "img1" / f"{i + 1:06d}.jpg", quality=95)
-            _replace_dir(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     finally:
         if own:
             ds.close()

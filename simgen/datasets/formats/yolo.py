@@ -14,15 +14,13 @@ end, so an interrupted export never leaves a half folder under the final name.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ...errors import DataError, ParameterError
+from ..atomic import atomic_dir, check_output_dir
 from ..h5io import open_dataset
 from ..imageio import IMAGE_SUFFIXES, read_image, to_uint8
 
@@ -265,10 +263,7 @@ def export_yolo(
     out_dir = Path(out_dir)
     if not 0.0 <= val_fraction < 1.0:
         raise ParameterError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if out_dir.exists() and not overwrite:
-        raise ParameterError(f"output {out_dir} exists; pass --overwrite to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ParameterError(f"output {out_dir} is a file, expected a directory")
+    check_output_dir(out_dir, overwrite)
     with open_dataset(source) as ds:
         if ds.images is None:
             raise DataError(f"{source} stores no images; nothing to export")
@@ -280,9 +275,7 @@ def export_yolo(
         n_val = int(round(val_fraction * ds.n))
         if n_val:
             is_val[rng.choice(ds.n, n_val, replace=False)] = True
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-        try:
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             from PIL import Image
 
             for split in ("train", "val"):
@@ -306,24 +299,9 @@ def export_yolo(
             (tmp / "source.json").write_text(
                 json.dumps({"source": str(Path(source).resolve()), "n": ds.n, "val": int(n_val), "seed": seed})
             )
-            _replace_dir(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return out_dir / "data.yaml"
 
 
 def _safe_stem(name: str) -> str:
     stem = Path(name).stem or name
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temp folder to ``final``, replacing an old one only after success."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
