@@ -36,6 +36,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The synthetic-only -> real experiment (< 1 h on 2 CPU cores); REAL=... picks another real set.
+REAL ?= ../shared/realdata/dev/dsva_fecral
+S2R_OUT ?= runs/s2r
+sim2real: install
+	$(BIN)/simgen sim2real --real $(REAL) -o $(S2R_OUT) --resume
+
 bench: install
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick; done
 

@@ -14,7 +14,9 @@ round so machine load hits both alike (median per-image time over rounds):
 With ``--realism`` it instead measures, per real data set in ``../shared/realdata/dev``,
 the realism distances (power spectrum, intensity histogram; see
 :mod:`simgen.augment.realism`) of simulated TEM images to the real ones, raw and after
-the pre-registered specs ``L-image`` and ``image`` (FN RV RB GB islands), same seeds.
+the pre-registered specs ``L-image`` and ``image`` (FN RV RB GB islands), same seeds, for
+two bases: the dataset's preset as fitted (with its own camera model) and the same scenes
+rendered clean (dose, blur and read noise off).
 
 Usage:  python benchmarks/augment.py [--quick] [--size 512] [--rounds N]
         python benchmarks/augment.py --realism [--quick] [--n 16] [--realdata DIR]
@@ -89,19 +91,25 @@ def realism(realdata, n: int, max_side: int = 1024, seed: int = 0) -> dict:
             used = preset
         except Exception:  # noqa: BLE001 - presets are optional
             config, used = tem.TemConfig(size=shape), "defaults"
-        sampler = tem.TemSampler(config, seed=seed)
-        sims = [sampler(i)["image"] for i in range(n)]
+        # Two bases: the preset as fitted (its own camera model: dose, blur, read noise) and
+        # the same scenes rendered "clean" (camera off), which is what the augment pipeline
+        # is meant to turn into camera images.
+        bases = {"preset": config, "clean": config.replace(dose=(0.0, 0.0), blur=(0.0, 0.0), read_noise=(0.0, 0.0))}
         rows = {}
-        for spec in REALISM_SPECS:
-            pipe = Pipeline(spec)
-            stats = ImageSetStats()
-            for i, img in enumerate(sims):
-                stats.add(pipe.apply(img, Pipeline.new_key(sample_rng(seed, i, TAG_AUGMENT)))[0])
-            d = realism_distance(stats, real_stats)
-            rows[spec] = {"psd": round(d.psd, 4), "histogram": round(d.histogram, 4)}
+        for base, cfg in bases.items():
+            sampler = tem.TemSampler(cfg, seed=seed)
+            sims = [sampler(i)["image"] for i in range(n)]
+            for spec in REALISM_SPECS:
+                pipe = Pipeline(spec)
+                stats = ImageSetStats()
+                for i, img in enumerate(sims):
+                    stats.add(pipe.apply(img, Pipeline.new_key(sample_rng(seed, i, TAG_AUGMENT)))[0])
+                d = realism_distance(stats, real_stats)
+                rows[f"{base}:{spec}"] = {"psd": round(d.psd, 4), "histogram": round(d.histogram, 4)}
         out[folder.name] = {"n_real": len(real), "n_sim": n, "sim_shape": list(shape), "tem_preset": used,
                             "distances": rows}
-        print(f"{folder.name:<14} " + "  ".join(f"{k}: psd {v['psd']:.3f} hist {v['histogram']:.4f}" for k, v in rows.items()))
+        for k, v in rows.items():
+            print(f"{folder.name:<14} {k:<16} psd {v['psd']:.3f}  hist {v['histogram']:.4f}")
     return out
 
 

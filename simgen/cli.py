@@ -16,6 +16,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -58,6 +59,8 @@ class SimgenGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # the reader went away (`simgen ... | head`): not a user error, handled in main()
         except (SimgenError, OSError) as exc:
             raise CliError(_one_line(exc)) from None
 
@@ -68,6 +71,11 @@ class SimgenGroup(click.Group):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Abort:
             click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except BrokenPipeError:
+            # Python's documented recipe: point stdout at devnull so the interpreter's final
+            # flush does not raise again, and exit quietly like other Unix tools.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         except click.ClickException as exc:
             message = _one_line_text(exc.format_message())

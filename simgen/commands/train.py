@@ -114,7 +114,9 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--mask-conf", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Mask R-CNN: mask probability threshold.")
-@click.option("--fusion", default="ensemble", show_default=True, help="deltanet: fusion of the two pair orders.")
+@click.option("--fusion", type=click.Choice(["forward", "backward", "consecutive", "ensemble"]), default="ensemble",
+              show_default=True, help="DeltaNet: which pair prediction to store (forward, backward = reversed pair, "
+              "consecutive = chained t→t+1 steps, ensemble = mean of the available ones).")
 @overwrite_option
 @progress_option
 def predict_command(weights, source, output, conf, iou, tile, overlap, scale, device, threads, mask_conf, fusion,

@@ -486,6 +486,8 @@ class Dataset:
         self.path = Path(path)
         if not self.path.exists():
             raise SchemaError(f"{self.path} does not exist")
+        if self.path.is_dir():
+            raise SchemaError(f"{self.path} is a folder, not a simgen HDF5 file (sharded data sets have a manifest.json)")
         try:
             self.file = h5py.File(self.path, "r")
         except OSError as exc:

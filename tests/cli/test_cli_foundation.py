@@ -89,3 +89,20 @@ def test_help_pages():
     for args in (["--help"], ["simulate", "film", "--help"], ["info", "--help"], ["export", "yolo", "--help"]):
         res = run(*args)
         assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_closed_stdout_pipe_is_not_an_error():
+    """`simgen augment codes | head -1`: the reader went away; no 'Error:' line, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "simgen", "augment", "codes"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "Error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1

@@ -32,6 +32,24 @@ def test_export_roundtrip(film, tmp_path):
                 assert list(got["class"]) == list(want["class"])
 
 
+def test_split_export_reads_back_as_one_set(film, tmp_path):
+    """`simgen export yolo` writes images/{train,val}/; the reader sees one set, in index order."""
+    export_yolo(film, tmp_path / "yolo", val_fraction=0.34, seed=0)
+    folder = open_yolo_folder(tmp_path / "yolo")
+    assert folder.names == [f"{i:06d}" for i in range(6)] and folder.class_names == ["plus", "minus"]
+    with open_dataset(film) as ds:
+        for i in range(ds.n):
+            np.testing.assert_allclose(folder.image(i), ds.image(i), atol=0.6 / 255)
+            np.testing.assert_allclose(folder.boxes(i)[["x0", "y0", "x1", "y1"]].to_numpy(),
+                                       ds.rows("boxes", i)[["x0", "y0", "x1", "y1"]].to_numpy(), atol=1e-3)
+    labels_only = tmp_path / "labels_only"
+    (tmp_path / "yolo" / "labels").rename(labels_only)
+    assert open_yolo_folder(labels_only).names == folder.names
+    (labels_only / "val" / "000000.txt").write_text("")  # the same stem in two splits is ambiguous
+    with pytest.raises(DataError, match="more than one split"):
+        open_yolo_folder(labels_only)
+
+
 def test_export_refuses_existing_dir(film, tmp_path):
     (tmp_path / "yolo").mkdir()
     (tmp_path / "yolo" / "keep.txt").write_text("x")

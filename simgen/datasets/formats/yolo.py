@@ -139,19 +139,35 @@ class YoloFolder:
         images_dir = self.root / "images"
         labels_dir = self.root / "labels"
         self.labels_dir = labels_dir if labels_dir.is_dir() else self.root
+        self.masks_dir = self.root / "masks" if (self.root / "masks").is_dir() else None
         self._images: dict[str, Path] = {}
+        # Ultralytics' split layout (images/train/x.png + labels/train/x.txt, what
+        # `simgen export yolo` writes) is read as one set; stems must be unique across splits.
+        self._split: dict[str, str] = {}
         if images_dir.is_dir():
-            for p in sorted(images_dir.iterdir()):
-                if p.suffix.lower() in IMAGE_SUFFIXES:
-                    self._images[p.stem] = p
+            for folder in [images_dir, *sorted(d for d in images_dir.iterdir() if d.is_dir())]:
+                for p in sorted(folder.iterdir()):
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+                        self._add(p.stem, p, "" if folder == images_dir else folder.name)
             self.names = sorted(self._images)
         else:
-            self.names = sorted(p.stem for p in self.labels_dir.glob("*.txt") if p.name != "classes.txt")
+            labels = [(p, "") for p in self.labels_dir.glob("*.txt")]
+            labels += [(p, d.name) for d in sorted(self.labels_dir.iterdir()) if d.is_dir() for p in d.glob("*.txt")]
+            for p, split in labels:
+                if p.name != "classes.txt":
+                    self._add(p.stem, None, split)
+            self.names = sorted(self._split)
         if not self.names:
             raise DataError(f"{self.root} holds no images (images/) and no label files")
-        self.masks_dir = self.root / "masks" if (self.root / "masks").is_dir() else None
         self.class_names = self._read_class_names()
         self._shapes: dict[str, tuple[int, int]] = {}
+
+    def _add(self, key: str, image: Path | None, split: str) -> None:
+        if key in self._split:
+            raise DataError(f"{self.root}: {key!r} appears in more than one split folder; stems must be unique")
+        self._split[key] = split
+        if image is not None:
+            self._images[key] = image
 
     @property
     def has_images(self) -> bool:
@@ -200,7 +216,8 @@ class YoloFolder:
         return self._shapes[key]
 
     def label_path(self, i) -> Path:
-        return self.labels_dir / f"{self._key(i)}.txt"
+        key = self._key(i)
+        return self.labels_dir / self._split.get(key, "") / f"{key}.txt"
 
     def boxes(self, i, shape: tuple[int, int] | None = None) -> pd.DataFrame:
         """Boxes of one image in pixels (``shape`` needed for label-only folders)."""
@@ -211,7 +228,8 @@ class YoloFolder:
         """Instance-id label image (``masks/<stem>.png``) or ``None``."""
         if self.masks_dir is None:
             return None
-        path = self.masks_dir / f"{self._key(i)}.png"
+        key = self._key(i)
+        path = self.masks_dir / self._split.get(key, "") / f"{key}.png"
         if not path.exists():
             return None
         from PIL import Image
