@@ -202,6 +202,12 @@ def load_checkpoint(path, map_location="cpu", weights_only: bool = False) -> dic
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
+    if not weights_only:
+        # A full unpickle of an Ultralytics checkpoint imports ultralytics: make it offline and
+        # project-owned first (its environment is read at import time).
+        from .offline import setup_ultralytics
+
+        setup_ultralytics()
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file

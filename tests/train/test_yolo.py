@@ -271,6 +271,20 @@ def test_cli_train_predict_and_errors(trained, tmp_path):
     assert (trained["run"] / "best.pt").stat().st_mtime_ns == stamp  # untouched
 
 
+def test_predict_in_a_fresh_process(trained, tmp_path):
+    """`simgen predict best.pt` as a new process: reading the checkpoint must not import
+    Ultralytics before simgen has made it offline (it did once: 'imported before setup')."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "SIMGEN_ULTRALYTICS_DIR": str(tmp_path / "ucfg")}
+    proc = subprocess.run([sys.executable, "-m", "simgen", "predict", str(trained["best"]), str(trained["data"]),
+                           "-o", str(tmp_path / "p.h5"), "--no-progress"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "ucfg" / "Ultralytics" / "settings.json").exists()  # project-owned config, not ~/.config
+    with open_dataset(tmp_path / "p.h5") as ds:
+        assert ds.kind == "predictions" and ds.n == 8
+
+
 def test_track_video_with_truth(tmp_path):
     """Detector on every frame → trackpy links → MOT metrics (LoG detector: fast and exact here)."""
     from simgen.train.baseline_log import LogParams, save_params
