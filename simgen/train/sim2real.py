@@ -1002,10 +1002,14 @@ def run_film_experiment(output, config: FilmExperimentConfig | None = None, *, o
                 g = src.boxes(k)[["x0", "y0", "x1", "y1", "class"]].copy()
                 g.insert(0, "sample", k)
                 gts.append(g)
-        s = score_predictions(pd.concat(parts, ignore_index=True), pd.concat(gts, ignore_index=True),
-                              det.conf_f1, cfg.n_test)
+        pred, gt = pd.concat(parts, ignore_index=True), pd.concat(gts, ignore_index=True)
+        s = score_predictions(pred, gt, det.conf_f1, cfg.n_test)
         s["per_class"] = {class_names[int(c)] if int(c) < len(class_names) else c: v
                           for c, v in s["per_class"].items()}
+        # Finding a defect and telling +1 from -1 are separate skills: score detection alone too.
+        agnostic = score_predictions(pred.assign(**{"class": 0}), gt.assign(**{"class": 0}), det.conf_f1, cfg.n_test)
+        s["per_class"]["any (class-agnostic)"] = {k: agnostic[k] for k in ("precision", "recall", "f1", "ap",
+                                                                            "peak_f1")}
         results[name] = _public(s)
         log.message(_line(name, results[name]))
     timing["total"] = round(time.perf_counter() - t0, 1)

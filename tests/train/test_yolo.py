@@ -339,6 +339,25 @@ def test_sim2real_smoke(tmp_path, monkeypatch):
     assert res.exit_code == 2 and not (tmp_path / "x").exists()
 
 
+def test_film_experiment_smoke(tmp_path, monkeypatch):
+    """Random-defect films → thermal-model films: data, training, scores per class and class-agnostic."""
+    monkeypatch.setenv("SIMGEN_CACHE_DIR", str(tmp_path / "cache"))
+    res = CliRunner().invoke(main, ["sim2real-film", "--config", "small", "-o", str(tmp_path / "film"),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "film"
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["results"]) == {"thermal_clean", "thermal_artifacts"}
+    for scores in rep["results"].values():
+        assert {"plus", "minus", "any (class-agnostic)"} <= set(scores["per_class"])
+        assert all(0 <= scores[k] <= 1 for k in ("precision", "recall", "f1") if scores[k] is not None)
+    with open_dataset(out / "test_thermal_clean.h5") as ds:
+        assert ds.attrs["generator"]["config"]["model"] == "thermal"  # a different physics model than training
+    assert (out / "yolo" / "best.pt").exists() and "| thermal_clean | all |" in (out / "report.md").read_text()
+    res = CliRunner().invoke(main, ["sim2real-film", "--config", "small", "-o", str(out)])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+
+
 def test_finetune_starts_from_the_given_weights(trained, tmp_path, monkeypatch):
     import socket
 
