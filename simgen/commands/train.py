@@ -365,11 +365,16 @@ def sim2real_film_command(output, n_train, epochs, budget, train_spec, test_spec
               help="Largest step of a defect between frames (px).")
 @click.option("--memory", type=click.IntRange(min=0), default=2, show_default=True,
               help="Frames a defect may vanish and keep its id.")
+@click.option("--class-agnostic/--per-class", default=None,
+              help="Ignore classes when scoring (default: only if the detector's classes differ from the video's).")
+@click.option("--mot-iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="IoU threshold of the MOT metrics (0.15 = the detection cut-off, for small defects).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @overwrite_option
 @progress_option
-def track_video_command(weights, video, output, conf, search_range, memory, device, threads, overwrite, progress):
+def track_video_command(weights, video, output, conf, search_range, memory, class_agnostic, mot_iou, device, threads,
+                        overwrite, progress):
     """Detect defects in every frame of a video with a trained detector, link them (trackpy), score.
 
     VIDEO is an HDF5 video (e.g. simulated, with a tracks table) or a folder of frames
@@ -383,12 +388,17 @@ def track_video_command(weights, video, output, conf, search_range, memory, devi
     """
     from ..train.yolo import track_video
 
-    res = track_video(weights, video, output, conf=conf, search_range=search_range, memory=memory, device=device,
-                      threads=threads, overwrite=overwrite, progress=progress)
+    res = track_video(weights, video, output, conf=conf, search_range=search_range, memory=memory,
+                      class_agnostic=class_agnostic, mot_iou=mot_iou, device=device, threads=threads,
+                      overwrite=overwrite, progress=progress)
     click.echo(f"{res['n_frames']} frames at {res['fps']:.1f} frames/s; {res['n_tracks']} tracks")
     t = res.get("tracking")
     if t:
-        click.echo(f"tracking: MOTA {t['MOTA']:.3f} IDF1 {t['IDF1']:.3f} MT {t['MT']} IDSW {t['IDSW']}")
+        d = res["detection"]
+        click.echo(f"detection: P {d['precision']:.3f} R {d['recall']:.3f} F1 {d['f1']:.3f}"
+                   + (" (class-agnostic)" if res.get("class_agnostic") else ""))
+        click.echo(f"tracking (MOT IoU {res['mot_iou']:g}): MOTA {t['MOTA']:.3f} IDF1 {t['IDF1']:.3f} MT {t['MT']} "
+                   f"IDSW {t['IDSW']}")
     click.echo(f"wrote {output}")
 
 

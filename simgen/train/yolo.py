@@ -966,8 +966,8 @@ def read_predictions(path) -> pd.DataFrame:
 
 # -- video ------------------------------------------------------------------------------------------
 def track_video(weights, video, output, *, conf: float | None = None, search_range: float = 5.0, memory: int = 2,
-                device: str = "auto", threads: int | None = None, overwrite: bool = False,
-                progress: bool = True) -> dict:
+                class_agnostic: bool | None = None, mot_iou: float = 0.5, device: str = "auto",
+                threads: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Detect defects in every frame of a video, link them with trackpy and score against true tracks.
 
     Parameters
@@ -985,6 +985,14 @@ def track_video(weights, video, output, *, conf: float | None = None, search_ran
     conf : float, optional
         Confidence threshold for linking and scoring (default: the detector's F1-optimal
         threshold picked on its validation data).
+    class_agnostic : bool, optional
+        Ignore classes when scoring.  Default: only when the detector's class names differ
+        from the video's (a one-class "loop" detector on a video labelled dot/⟨111⟩/⟨100⟩
+        would otherwise be scored against the first class only); always for LoG, which has
+        no classes.
+    mot_iou : float
+        IoU threshold of the MOT metrics (MOTChallenge uses 0.5; small defects may want
+        the detection cut-off, 0.15).
 
     Returns
     -------
@@ -1014,10 +1022,12 @@ def track_video(weights, video, output, *, conf: float | None = None, search_ran
         params = load_params(weights)
         predict_log(video, det_path, params, overwrite=True, progress=progress)
         conf_default = params.threshold
+        detector_classes = None  # LoG finds blobs of one kind, whatever the file calls class 0
     else:
         det = YoloDetector(weights, device=device, threads=threads)
         predict_yolo(weights, video, det_path, overwrite=True, progress=progress, detector=det)
         conf_default = det.conf_f1
+        detector_classes = list(det.class_names)
     conf = float(conf_default if conf is None else conf)
     from ..datasets.h5io import open_dataset
 
@@ -1028,8 +1038,13 @@ def track_video(weights, video, output, *, conf: float | None = None, search_ran
               "conf": conf, "search_range": search_range, "memory": memory, "weights": str(weights),
               "video": str(video)}
     if has_truth:
+        if class_agnostic is None:
+            with open_source(video) as src:
+                class_agnostic = detector_classes != list(src.class_names)
         rep = evaluate(det_path, video, out / "report", conf=conf, tracking=True, search_range=search_range,
-                       memory=memory, overwrite=True)
+                       memory=memory, class_agnostic=class_agnostic, mot_iou=mot_iou, overwrite=True)
+        result["class_agnostic"] = bool(class_agnostic)
+        result["mot_iou"] = float(mot_iou)
         result["detection"] = {k: rep["detection"].get(k) for k in ("precision", "recall", "f1", "mAP", "peak_f1")}
         if "tracking" in rep:
             result["tracking"] = rep["tracking"]

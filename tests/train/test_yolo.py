@@ -285,16 +285,12 @@ def test_predict_in_a_fresh_process(trained, tmp_path):
         assert ds.kind == "predictions" and ds.n == 8
 
 
-def test_track_video_with_truth(tmp_path):
-    """Detector on every frame → trackpy links → MOT metrics (LoG detector: fast and exact here)."""
-    from simgen.train.baseline_log import LogParams, save_params
-    from simgen.train.yolo import track_video
-
+def _moving_discs_video(path, class_names=("loop",), label=0):
     rng = np.random.default_rng(2)
     h = w = 64
     starts = rng.uniform(12, 52, (3, 2))
     yy, xx = np.mgrid[0:h, 0:w] + 0.5
-    with DatasetWriter(tmp_path / "video.h5", kind="video", class_names=["loop"]) as wr:
+    with DatasetWriter(path, kind="video", class_names=list(class_names)) as wr:
         for t in range(6):
             img = np.full((h, w), 0.7, np.float32) + rng.normal(0, 0.01, (h, w)).astype(np.float32)
             pos = starts + [0.7 * t, 0.3 * t]
@@ -303,15 +299,38 @@ def test_track_video_with_truth(tmp_path):
             tracks = {"track_id": np.arange(3), "x": pos[:, 0], "y": pos[:, 1],
                       "x0": pos[:, 0] - 3, "y0": pos[:, 1] - 3, "x1": pos[:, 0] + 3, "y1": pos[:, 1] + 3}
             boxes = {"x0": pos[:, 0] - 3, "y0": pos[:, 1] - 3, "x1": pos[:, 0] + 3, "y1": pos[:, 1] + 3,
-                     "class": np.zeros(3, np.int16)}
+                     "class": np.full(3, label, np.int16)}
             wr.append(img, boxes=boxes, tracks=tracks)
+    return path
+
+
+def test_track_video_with_truth(tmp_path):
+    """Detector on every frame → trackpy links → MOT metrics (LoG detector: fast and exact here)."""
+    from simgen.train.baseline_log import LogParams, save_params
+    from simgen.train.yolo import track_video
+
+    video = _moving_discs_video(tmp_path / "video.h5")
     params = save_params(tmp_path / "log.json", LogParams(min_sigma=1.5, max_sigma=4, threshold=0.2))
-    res = track_video(params, tmp_path / "video.h5", tmp_path / "track", progress=False)
+    res = track_video(params, video, tmp_path / "track", progress=False)
     assert res["n_frames"] == 6 and res["fps"] > 0 and res["n_tracks"] == 3
     assert res["tracking"]["MOTA"] > 0.9 and res["tracking"]["IDSW"] == 0
     assert (tmp_path / "track" / "tracks.csv").exists() and (tmp_path / "track" / "summary.json").exists()
     with pytest.raises(ParameterError, match="exists"):
-        track_video(params, tmp_path / "video.h5", tmp_path / "track", progress=False)
+        track_video(params, video, tmp_path / "track", progress=False)
+
+
+def test_track_video_scores_class_agnostic_when_classes_differ(tmp_path):
+    """A one-class detector on a video labelled with other classes: per-class scoring finds
+    nothing, so by default the classes are ignored (and the report says so)."""
+    from simgen.train.baseline_log import LogParams, save_params
+    from simgen.train.yolo import track_video
+
+    video = _moving_discs_video(tmp_path / "video.h5", class_names=("black_dot", "loop111"), label=1)
+    params = save_params(tmp_path / "log.json", LogParams(min_sigma=1.5, max_sigma=4, threshold=0.2))
+    auto = track_video(params, video, tmp_path / "auto", progress=False)
+    assert auto["class_agnostic"] and auto["detection"]["f1"] > 0.9
+    strict = track_video(params, video, tmp_path / "strict", class_agnostic=False, progress=False)
+    assert not strict["class_agnostic"] and strict["detection"]["recall"] == 0
 
 
 def test_sim2real_smoke(tmp_path, monkeypatch):
