@@ -114,7 +114,9 @@ class Sim2RealConfig:
     diameter_px: tuple[float, float] = (5.0, 45.0)
     density_per_mpx: float = 150.0
     box_margin: float = 1.0
-    spec: str = "L-FN+RV+GB"
+    # GN + SP (white and impulse noise over both levels) made the detector robust to noise at no
+    # cost on clean real images (README: dsva F1 0.69 -> 0.72, noise drop 35-49 % -> none).
+    spec: str = "L-FN+RV+GB+GN+SP"
     model: str = "yolov8n"
     batch: int = 16
     overlap: int = 64
