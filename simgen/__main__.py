@@ -4,7 +4,7 @@ The ``__name__`` guard matters: Dask's local cluster starts worker processes wit
 ``spawn``, which re-imports the main module under another name.
 """
 
-from .cli import main
+from simgen.cli import main
 
 if __name__ == "__main__":
     main()

@@ -22,8 +22,9 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import SimgenError
+from simgen import __version__, commands
+from simgen.commands._options import CONTEXT, DefaultGroup  # noqa: F401 - DefaultGroup kept importable from cli
+from simgen.errors import SimgenError
 
 __all__ = ["main", "DefaultGroup", "CliError"]
 
@@ -87,29 +88,6 @@ class SimgenGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-class DefaultGroup(click.Group):
-    """A group that runs ``default_command`` when the first argument is not a subcommand.
-
-    Lets ``simgen augment in.h5 --spec ...`` and ``simgen augment extract-noise ...``
-    coexist.
-    """
-
-    def __init__(self, *args, default_command: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.default_command = default_command
-
-    def parse_args(self, ctx, args):
-        if (
-            self.default_command
-            and args
-            and args[0] not in self.commands
-            and args[0] not in ("--help", "-h")
-        ):
-            args = [self.default_command, *args]
-        return super().parse_args(ctx, args)
-
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(cls=SimgenGroup, context_settings=CONTEXT)
@@ -140,7 +118,6 @@ GROUPS = {"main": main, "simulate": simulate, "export": export}
 
 
 def _register_commands() -> None:
-    from . import commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):

@@ -1,10 +1,23 @@
-"""Progress bars for long loops (rich, on stderr), silent when disabled or not a terminal."""
+"""Progress reporting: bars for long loops (rich, on stderr) and per-epoch logs of training runs.
+
+:func:`track` shows a bar, silent when disabled or not a terminal; :class:`ProgressLog` prints
+one line per epoch and appends the same metrics to ``metrics.jsonl``.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
-__all__ = ["track"]
+import numpy as np
+
+from simgen.atomic import json_default_lenient
+
+__all__ = ["track", "ProgressLog", "Timer", "format_duration"]
 
 
 def track(iterable: Iterable, total: int | None = None, description: str = "working", enabled: bool = True) -> Iterator:
@@ -15,11 +28,20 @@ def track(iterable: Iterable, total: int | None = None, description: str = "work
     enabled : bool
         Show the bar at all (the CLI passes ``--progress/--no-progress``).
     """
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)
     if not enabled:
         yield from iterable
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     columns = (
@@ -35,3 +57,103 @@ def track(iterable: Iterable, total: int | None = None, description: str = "work
         for item in iterable:
             yield item
             bar.advance(task)
+
+
+# -- progress ------------------------------------------------------------------------
+def format_duration(seconds: float) -> str:
+    """``3725`` → ``"1h02m"``, ``65`` → ``"1m05s"``, ``4.2`` → ``"4.2s"``."""
+    seconds = float(seconds)
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+class Timer:
+    """Wall-clock stopwatch: ``with Timer() as t: ...; t.seconds``."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        return False
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+class ProgressLog:
+    """One line per epoch on stderr plus a JSON-lines metrics file.
+
+    Parameters
+    ----------
+    path : path-like or None
+        ``metrics.jsonl`` to append to (``None``: no file).
+    total_epochs : int, optional
+        For the ``epoch i/N`` counter and the time estimate.
+    enabled : bool
+        Print to stderr (the file is written regardless).
+    stream : file, optional
+        Where to print (default ``sys.stderr``).
+    """
+
+    def __init__(self, path=None, total_epochs: int | None = None, enabled: bool = True, stream=None, prefix: str = ""):
+        self.path = Path(path) if path is not None else None
+        self.total = total_epochs
+        self.enabled = enabled
+        self.stream = stream
+        self.prefix = prefix
+        self.t0 = time.perf_counter()
+        self._first_epoch: int | None = None
+
+    def message(self, text: str) -> None:
+        """Print a free-form line (when enabled)."""
+        if self.enabled:
+            print(f"{self.prefix}{text}", file=self.stream or sys.stderr, flush=True)
+
+    def epoch(self, epoch: int, **metrics) -> dict:
+        """Record epoch ``epoch`` (0-based) with its metrics; returns the record written."""
+        elapsed = time.perf_counter() - self.t0
+        if self._first_epoch is None:
+            self._first_epoch = int(epoch)
+        record = {"epoch": int(epoch), "time": round(elapsed, 3), **{k: _plain(v) for k, v in metrics.items()}}
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, default=json_default_lenient) + "\n")
+        if self.enabled:
+            done = int(epoch) + 1 - self._first_epoch
+            eta = ""
+            if self.total and done > 0:
+                remaining = (self.total - int(epoch) - 1) * elapsed / done
+                eta = f"  eta {format_duration(remaining)}"
+            counter = f"{int(epoch) + 1}/{self.total}" if self.total else f"{int(epoch) + 1}"
+            parts = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
+            self.message(f"epoch {counter}  {parts}  [{format_duration(elapsed)}{eta}]")
+        return record
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # 0-d tensors
+        return value.item()
+    return value

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ParameterError
+from simgen.errors import ParameterError
 
 __all__ = ["check_seed", "sample_seedseq", "sample_rng", "child_rng"]
 

@@ -8,11 +8,11 @@ augmented HDF5 datasets, ablation grids) are handled by
 :mod:`simgen.datasets.augment_io` and :mod:`simgen.datasets.ablate`.
 """
 
-from .pipeline import AugmentedSampler, Pipeline, register_simulation_hook
-from .readnoise import NoiseProfile, extract_profile, synthetic_profile
-from .realism import ImageSetStats, RealismDistance, realism_distance
-from .spec import CODES, Spec, code_ranges, levels_table, parse_spec
-from .transforms import standardize
+from simgen.augment.pipeline import AugmentedSampler, Pipeline, register_simulation_hook
+from simgen.augment.readnoise import NoiseProfile, extract_profile, synthetic_profile
+from simgen.augment.realism import ImageSetStats, RealismDistance, realism_distance
+from simgen.augment.spec import CODES, Spec, code_ranges, levels_table, parse_spec
+from simgen.augment.transforms import standardize
 
 __all__ = [
     "AugmentedSampler",

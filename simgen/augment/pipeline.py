@@ -40,11 +40,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import ParameterError, SpecError
-from ..rng import check_seed, sample_rng
-from .readnoise import NoiseProfile
-from .spec import CODES, Spec, SpecItem, parse_spec
-from .transforms import TRANSFORMS, Decross, Transform, _as_image, draw
+from simgen.augment.readnoise import NoiseProfile
+from simgen.augment.spec import CODES, Spec, SpecItem, parse_spec
+from simgen.augment.transforms import TRANSFORMS, Decross, Transform, _as_image, draw
+from simgen.errors import ParameterError, SpecError
+from simgen.rng import check_seed, sample_rng
 
 __all__ = [
     "Pipeline",

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft as sfft
 
-from ..errors import DataError, ParameterError
+from simgen.errors import DataError, ParameterError
 
 __all__ = [
     "NoiseProfile",

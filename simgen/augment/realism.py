@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft as sfft
 
-from ..errors import DataError, ParameterError
-from .readnoise import periodic_component
-from .transforms import standardize
+from simgen.augment.readnoise import periodic_component
+from simgen.augment.transforms import standardize
+from simgen.errors import DataError, ParameterError
 
 __all__ = ["ImageSetStats", "RealismDistance", "radial_psd", "set_stats", "realism_distance"]
 

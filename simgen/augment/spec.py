@@ -35,7 +35,7 @@ import difflib
 import math
 from dataclasses import dataclass
 
-from ..errors import SpecError
+from simgen.errors import SpecError
 
 __all__ = [
     "Param",

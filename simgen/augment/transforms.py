@@ -31,9 +31,10 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from ..errors import ParameterError
-from .readnoise import NoiseProfile, synthesize, synthetic_profile
-from .spec import CODES
+from simgen.augment.readnoise import NoiseProfile, synthesize, synthetic_profile
+from simgen.augment.spec import CODES
+from simgen.errors import ParameterError
+from simgen.simulate.schlieren import REGIMES, schlieren
 
 __all__ = [
     "Transform",
@@ -449,7 +450,6 @@ class Decross(Transform):
     code = "DC"
 
     def __init__(self, angle=None, base: float = 0.0, regime: str = "decrossed", anisotropy: float = 0.2):
-        from ..simulate.schlieren import REGIMES
 
         self.angle = self._range("angle", angle)
         self.base = float(base)
@@ -462,7 +462,6 @@ class Decross(Transform):
         return {"angle": round(math.radians(self._draw(rng, "angle", self.angle)), 6)}
 
     def apply(self, image, params, annotations=None, *, clip=True, context=None):
-        from ..simulate.schlieren import schlieren
 
         phase = None if context is None else context.get("phase")
         if phase is None:

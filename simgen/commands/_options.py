@@ -4,7 +4,32 @@ from __future__ import annotations
 
 import click
 
-from ..errors import ParameterError
+from simgen.errors import ParameterError
+
+#: Context settings of every command: ``-h`` as well as ``--help``, wider help text.
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class DefaultGroup(click.Group):
+    """A group that runs ``default_command`` when the first argument is not a subcommand.
+
+    Lets ``simgen augment in.h5 --spec ...`` and ``simgen augment extract-noise ...``
+    coexist.
+    """
+
+    def __init__(self, *args, default_command: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx, args):
+        if (
+            self.default_command
+            and args
+            and args[0] not in self.commands
+            and args[0] not in ("--help", "-h")
+        ):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
 
 
 def output_option(**kwargs):

@@ -6,8 +6,22 @@ import json
 
 import click
 
-from ..cli import CONTEXT, DefaultGroup
-from ._options import output_option, overwrite_option, progress_option, seed_option
+from simgen.augment.spec import KEYWORDS, levels_table
+from simgen.commands._options import (
+    CONTEXT,
+    DefaultGroup,
+    output_option,
+    overwrite_option,
+    progress_option,
+    seed_option,
+)
+from simgen.datasets.augment_io import augment_dataset, extract_noise_profile, realism_report, transform_sheet
+from simgen.errors import ParameterError
+from simgen.evaluate.report import evaluate
+from simgen.experiments.ablation import resolve_training_hooks, run_ablation
+from simgen.train.yolo.config import PRESETS
+from simgen.train.yolo.predict import predict_yolo
+from simgen.train.yolo.trainer import train_yolo
 
 spec_option = click.option(
     "--spec", required=True,
@@ -57,7 +71,6 @@ def apply_command(path, spec, seed, noise_profile, image_dtype, output, overwrit
     Example:
       simgen augment film.h5 --spec "L-FN+L-GB+RB+islands" --seed 1 -o film_aug.h5
     """
-    from ..datasets.augment_io import augment_dataset
 
     out = augment_dataset(path, output, spec, seed=seed, noise_profile=noise_profile, overwrite=overwrite,
                           progress=progress, image_dtype=image_dtype)
@@ -83,7 +96,6 @@ def extract_noise_command(images, output, tile, min_freq, line_ratio, peak_ratio
     Example:
       simgen augment extract-noise ../shared/realdata/dev/dsva_fecral/images -o dsva_noise.npz
     """
-    from ..datasets.augment_io import extract_noise_profile
 
     prof = extract_noise_profile(list(images), output, overwrite=overwrite, name=name, tile=tile, min_freq=min_freq,
                                  line_ratio=line_ratio, peak_ratio=peak_ratio)
@@ -116,7 +128,6 @@ def preview_command(source, spec, output, index, seed, size, noise_profile, over
       simgen augment preview film.h5 --spec "L-FN+GB+RB+islands" -o sheet.png
       simgen augment preview --spec "all+RD" -o sheet.png
     """
-    from ..datasets.augment_io import transform_sheet
 
     out = transform_sheet(source, output, spec, index=index, seed=seed, size=size, noise_profile=noise_profile,
                           overwrite=overwrite)
@@ -141,7 +152,6 @@ def realism_command(a, b, spec, seed, noise_profile, max_images):
     Example:
       simgen augment realism tem.h5 ../shared/realdata/dev/creme_316L --spec "L-FN+GB" --max-images 64
     """
-    from ..datasets.augment_io import realism_report
 
     report = realism_report(a, b, spec=spec, seed=seed, noise_profile=noise_profile, max_images=max_images)
     click.echo(json.dumps(report, indent=2))
@@ -151,7 +161,6 @@ def realism_command(a, b, spec, seed, noise_profile, max_images):
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def codes_command(as_json):
     """List the artifact codes, their stage and the L-/H- parameter ranges."""
-    from ..augment.spec import KEYWORDS, levels_table
 
     rows = levels_table()
     if as_json:
@@ -195,7 +204,6 @@ def ablate_command(grid_path, output, train, eval_on, hooks, train_preset, only,
       simgen ablate --grid simgen/configs/ablation.yaml -o runs/ablation
       simgen ablate --grid ablation.yaml -o runs/ablation --eval-on ../shared/realdata/dev/creme_316L --train
     """
-    from ..datasets.ablate import run_ablation
 
     names = [s.strip() for s in only.split(",") if s.strip()] if only else None
     train_fn = eval_fn = None
@@ -222,7 +230,6 @@ class YoloAblationHooks:
     def train(self, train_h5, run_dir):
         from pathlib import Path
 
-        from ..train.yolo import PRESETS, train_yolo
 
         run_dir = Path(run_dir)
         if (run_dir / "best.pt").exists():
@@ -233,8 +240,6 @@ class YoloAblationHooks:
     def evaluate(self, weights, real_dir) -> dict:
         from pathlib import Path
 
-        from ..evaluate.report import evaluate
-        from ..train.yolo import predict_yolo
 
         pred = Path(weights).parent / "predictions_real.h5"
         predict_yolo(weights, real_dir, pred, overwrite=True, progress=False)
@@ -245,8 +250,6 @@ class YoloAblationHooks:
 def training_hooks(module: str | None = None, preset: str = "full"):
     """``(train_fn, eval_fn)``: from ``module``, else ``simgen.train.yolo``'s ablation functions,
     else :class:`YoloAblationHooks`; a one-line error (exit 2) when no trainer exists."""
-    from ..datasets.ablate import resolve_training_hooks
-    from ..errors import ParameterError
 
     if module:
         return resolve_training_hooks(module)
@@ -254,8 +257,8 @@ def training_hooks(module: str | None = None, preset: str = "full"):
         return resolve_training_hooks()
     except ParameterError as missing:
         try:
-            from ..evaluate import report
-            from ..train import yolo
+            from simgen.evaluate import report
+            from simgen.train import yolo
         except ImportError:
             raise missing from None
         if not all(hasattr(yolo, n) for n in ("train_yolo", "predict_yolo", "PRESETS")) or not hasattr(report, "evaluate"):

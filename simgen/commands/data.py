@@ -6,7 +6,11 @@ import json
 
 import click
 
-from ._options import output_option, overwrite_option, seed_option
+from simgen.commands._options import output_option, overwrite_option, seed_option
+from simgen.datasets.formats.yolo import export_yolo
+from simgen.datasets.h5io import open_dataset
+from simgen.datasets.preview import preview_sheet
+from simgen.datasets.shards.write import is_manifest_path
 
 
 def _print_summary(summary: dict) -> None:
@@ -34,11 +38,9 @@ def info_command(path, as_json):
       simgen info film.h5
       simgen info film_shards/manifest.json
     """
-    from ..datasets.h5io import open_dataset
-    from ..datasets.shards import is_manifest_path
 
     if is_manifest_path(path):  # sharded dataset (simgen.datasets.sharded)
-        from ..datasets.sharded import summarize_manifest
+        from simgen.datasets.shards.read import summarize_manifest
 
         summary = summarize_manifest(path)
     else:
@@ -65,7 +67,6 @@ def preview_command(path, output, n, start, cols, no_boxes, overwrite):
     Example:
       simgen preview film.h5 -o sheet.png --n 9
     """
-    from ..datasets.preview import preview_sheet
 
     out = preview_sheet(path, output, n=n, start=start, cols=cols, boxes=not no_boxes, overwrite=overwrite)
     click.echo(f"wrote {out}")
@@ -86,7 +87,6 @@ def export_yolo_command(path, out_dir, val_fraction, min_box, seed, overwrite):
     Example:
       simgen export yolo film.h5 film_yolo/ --val-fraction 0.1
     """
-    from ..datasets.formats.yolo import export_yolo
 
     data_yaml = export_yolo(path, out_dir, val_fraction=val_fraction, min_box=min_box, seed=seed, overwrite=overwrite)
     click.echo(f"wrote {data_yaml}")

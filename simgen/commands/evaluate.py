@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ._options import overwrite_option
+from simgen.commands._options import overwrite_option
+from simgen.datasets.formats.coco import export_coco
+from simgen.datasets.formats.mot import export_mot
+from simgen.evaluate.report import evaluate, track
 
 
 def _fmt(v, spec=".3f"):
@@ -58,7 +61,6 @@ def evaluate_command(pred, gt, output, iou, match, max_distance, conf, ap_method
       simgen evaluate --pred runs/predict --gt realdata/dev/ti_anneal --iou 0.15 -o report/
       simgen evaluate --pred tracks.txt --gt video.h5 -o report/ --search-range 5
     """
-    from ..evaluate.report import evaluate
 
     rep = evaluate(pred, gt, output, iou=iou, match=match, max_distance=max_distance, conf=conf,
                    ap_method=ap_method, class_agnostic=class_agnostic, table=table, tracking=tracking,
@@ -100,7 +102,6 @@ def track_command(detections, output, search_range, memory, conf, table, link_st
     Example:
       simgen track detections.h5 --search-range 5 --memory 2 -o tracks.csv
     """
-    from ..evaluate.report import track
 
     tracks = track(detections, output, search_range=search_range, memory=memory, conf=conf, table=table,
                    link_strategy=link_strategy, like=like, overwrite=overwrite)
@@ -121,7 +122,6 @@ def export_coco_command(path, out_dir, table, images, overwrite):
     Example:
       simgen export coco tem.h5 tem_coco/
     """
-    from ..datasets.formats.coco import export_coco
 
     out = export_coco(path, out_dir, table=table, images=images, overwrite=overwrite)
     click.echo(f"wrote {out}")
@@ -145,7 +145,6 @@ def export_mot_command(path, out_dir, table, name, frame_rate, box_size, images,
     Example:
       simgen export mot video.h5 MOT-sim-01/
     """
-    from ..datasets.formats.mot import export_mot
 
     out = export_mot(path, out_dir, table=table, name=name, frame_rate=frame_rate, box_size=box_size,
                      images=images, pixel_origin=int(pixel_origin), overwrite=overwrite)

@@ -6,7 +6,8 @@ import math
 
 import click
 
-from ._options import (
+from simgen.atomic import check_output
+from simgen.commands._options import (
     dtype_option,
     noise_profile_option,
     output_option,
@@ -15,7 +16,9 @@ from ._options import (
     progress_option,
     seed_option,
 )
-from .scale import run_sharded, shard_options
+from simgen.commands.scale import run_sharded, shard_options
+from simgen.datasets.generate import write_dataset
+from simgen.simulate.film import FilmConfig, FilmSampler
 
 
 @click.command("film")
@@ -62,9 +65,6 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
       simgen simulate film --model thermal --backend numba --steps 2000 --n 50 --size 256 -o thermal.h5
       simgen simulate film --n 100000 --shard-size 1000 --workers 2 -o film_shards/
     """
-    from ..datasets.atomic import check_output
-    from ..datasets.generate import write_dataset
-    from ..simulate.film import FilmConfig, FilmSampler
 
     config = FilmConfig(
         model=model, size=size, n_defects=parse_range(n_defects, "--n-defects"), min_separation=min_separation,
@@ -74,7 +74,7 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
     ).validate()
     sampler = FilmSampler(config, seed=seed, store_phase=store_phase)
     if spec != "none":  # artifacts (simgen.augment): simulation-time codes adjust the config per sample
-        from ..datasets.augment_io import augmented_sampler
+        from simgen.datasets.augment_io import augmented_sampler
 
         sampler = augmented_sampler(sampler, spec, noise_profile=noise_profile)
     if shard is not None:  # -o is a directory of shards + manifest.json (simgen.datasets.shards)

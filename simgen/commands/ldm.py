@@ -13,9 +13,13 @@ import sys
 
 import click
 
-from ._options import output_option, overwrite_option, progress_option
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from simgen.atomic import atomic_write_text, check_output
+from simgen.augment.ldm.config import LDMConfig
+from simgen.augment.ldm.masks import mask_source_from_spec
+from simgen.augment.ldm.quality import quality_report
+from simgen.commands._options import CONTEXT, output_option, overwrite_option, progress_option
+from simgen.datasets.ldm_io import import_real, read_pairs, read_pairs_sample, write_generated
+from simgen.errors import ParameterError
 
 
 @click.group("ldm", context_settings=CONTEXT)
@@ -32,7 +36,6 @@ def ldm_group():
 
 
 def _parse_sets(items) -> dict:
-    from ..errors import ParameterError
 
     out = {}
     for item in items:
@@ -68,7 +71,6 @@ def import_real_command(folder, output, tile, scale, min_area, overwrite, progre
       simgen ldm import-real ../shared/realdata/dev/ti_anneal --scale 0.25 -o ti_pairs.h5
       simgen ldm import-real ../shared/realdata/dev/creme_316L --scale 0.5 --tile 128 -o creme_pairs.h5
     """
-    from ..datasets.ldm_io import import_real
 
     res = import_real(folder, output, tile=tile, scale=scale, min_area=min_area, overwrite=overwrite,
                       progress=progress)
@@ -105,12 +107,11 @@ def train_command(data, preset, max_steps, sets, seed, device, output, resume, o
       simgen ldm train --data ti_pairs.h5 --config tiny --max-steps 200 -o runs/smoke
       simgen ldm train --data ti_pairs.h5 --config full --device cuda -o runs/ldm_full
     """
-    from ..augment.ldm.config import LDMConfig
-    from ..datasets.ldm_io import read_pairs
+    from simgen.train.ldm import train_ldm
+
 
     config = LDMConfig.preset(preset, **_parse_sets(sets)).with_max_steps(max_steps).validate()
     pairs = read_pairs(data).validate(config.crop_size)
-    from ..augment.ldm.trainer import train_ldm
 
     log = None if (progress and sys.stderr.isatty()) else (lambda text: click.echo(f"ldm {text}", err=True))
     res = train_ldm(pairs, config, output, seed=seed, resume=resume, overwrite=overwrite, device=device,
@@ -153,13 +154,10 @@ def sample_command(run, n, output, seed, start, size, steps, scheduler, guidance
       simgen ldm sample runs/ldm --n 100 --size 128 --steps 50 --guidance 2 -o gen128.h5
       simgen ldm sample runs/ldm --n 100 --masks tem:ti:0.25 -o gen_sim_masks.h5
     """
-    from ..datasets.atomic import check_output
-    from ..errors import ParameterError
+    from simgen.augment.ldm.sampling import load_ldm
+
 
     check_output(output, overwrite)
-    from ..augment.ldm.masks import mask_source_from_spec
-    from ..augment.ldm.trainer import load_ldm
-    from ..datasets.ldm_io import write_generated
 
     model = load_ldm(run, device=device)
     size = size or model.config.crop_size
@@ -198,12 +196,9 @@ def quality_command(generated, real, output, max_images, overwrite):
     Example:
       simgen ldm quality generated.h5 --real ti_pairs.h5 -o quality.json
     """
-    from ..datasets.atomic import atomic_write_text, check_output
 
     if output:
         check_output(output, overwrite)
-    from ..augment.ldm.quality import quality_report
-    from ..datasets.ldm_io import read_pairs_sample
 
     gen = read_pairs_sample(generated, max_images)
     ref = read_pairs_sample(real, max_images)
@@ -260,8 +255,8 @@ def fewshot_command(real, output, shots, n_splits, test_images, conditions, n_ex
       simgen ldm fewshot --real ../shared/realdata/dev/ti_anneal -o studies/ti
       simgen ldm fewshot --real ../shared/realdata/dev/ti_anneal --shots 10,100 --iterations 1000 -o studies/ti_small
     """
-    from ..errors import ParameterError
-    from ..train.fewshot import FewShotConfig, format_table, run_fewshot
+    from simgen.experiments.fewshot_ldm import FewShotConfig, format_table, run_fewshot
+
 
     try:
         shot_list = tuple(int(k) for k in shots.replace(" ", "").split(","))

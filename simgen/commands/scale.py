@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import click
 
-from ..errors import ParameterError
+from simgen.datasets.shards.write import generate_sharded, is_manifest_path, verify_manifest
+from simgen.errors import DataError, ParameterError, SchemaError
 
 __all__ = ["ShardOptions", "shard_options", "run_sharded", "verify_command", "register"]
 
@@ -73,7 +74,6 @@ def shard_options(f):
 def run_sharded(output, sampler, n: int, shard: ShardOptions, *, image_dtype: str = "uint8",
                 overwrite: bool = False, progress: bool = False):
     """Generate (or resume) a sharded dataset for a simulate command and report it on stdout."""
-    from ..datasets.shards import generate_sharded
 
     run = generate_sharded(
         output, sampler, n, shard.shard_size, workers=shard.workers, scheduler=shard.scheduler,
@@ -101,8 +101,6 @@ def verify_command(path, as_json):
     Example:
       simgen verify film_shards/manifest.json
     """
-    from ..datasets.shards import is_manifest_path, verify_manifest
-    from ..errors import DataError, SchemaError
 
     if not is_manifest_path(path):
         raise SchemaError(f"{path} is not a shard manifest; give manifest.json or the directory holding it")

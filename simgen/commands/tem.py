@@ -6,8 +6,8 @@ import math
 
 import click
 
-from ..errors import ParameterError
-from ._options import (
+from simgen.atomic import check_output
+from simgen.commands._options import (
     dtype_option,
     noise_profile_option,
     output_option,
@@ -16,7 +16,13 @@ from ._options import (
     progress_option,
     seed_option,
 )
-from .scale import run_sharded, shard_options
+from simgen.commands.scale import run_sharded, shard_options
+from simgen.datasets.generate import write_dataset
+from simgen.datasets.video_io import write_filament, write_video
+from simgen.errors import ParameterError
+from simgen.simulate.filament import FilamentConfig, FilamentSampler
+from simgen.simulate.tem import TemConfig, TemSampler, config_from_match
+from simgen.simulate.video import VideoConfig, VideoSampler
 
 
 def _range(text, name):
@@ -116,9 +122,6 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
       simgen simulate tem --density 300-900 --size-nm 4-10 --classes loop111,loop100 -o loops.h5
       simgen simulate tem --preset creme --spec 'FN+GB' --n 100000 --shard-size 1000 --workers 2 -o creme/
     """
-    from ..datasets.atomic import check_output
-    from ..datasets.generate import write_dataset
-    from ..simulate.tem import TemConfig, TemSampler, config_from_match
 
     overrides = {
         "size": _size(size),
@@ -145,15 +148,15 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
     config.validate()
     estimates = None
     if match:
-        from ..datasets.imageio import read_image
-        from ..simulate.match import estimate
+        from simgen.datasets.imageio import read_image
+        from simgen.simulate.match import estimate
 
         estimates = estimate(read_image(match))
         explicit = {k: overrides[k] for k in ("density", "size_nm", "contrast", "dose", "blur") if k in overrides}
         config = config_from_match(estimates, config).replace(**explicit).validate()
     sampler = TemSampler(config, seed=seed, match=_match_summary(estimates, match))
     if spec != "none":  # artifacts (simgen.augment): RD adjusts the density per sample, the rest act on the image
-        from ..datasets.augment_io import augmented_sampler
+        from simgen.datasets.augment_io import augmented_sampler
 
         sampler = augmented_sampler(sampler, spec, noise_profile=noise_profile)
     if estimates is not None:
@@ -210,10 +213,6 @@ def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, 
       simgen simulate video --preset dsva --diffusion 2 --glide 0.5 --frames 100 -o glide.h5
       simgen export mot video.h5 mot_dir/
     """
-    from ..datasets.atomic import check_output
-    from ..datasets.video_io import write_video
-    from ..simulate.tem import TemConfig
-    from ..simulate.video import VideoConfig, VideoSampler
 
     tem_over = {"size": _size(size)}
     if dose is not None:
@@ -263,9 +262,6 @@ def filament_command(n, frames, size, seed, gaps, pairing, filaments, rate, imag
       simgen simulate filament --n 20 --frames 10 --gaps 1,3,5 --pairing forward,consecutive -o f.h5
       simgen preview filament.h5 -o filament.png
     """
-    from ..datasets.atomic import check_output
-    from ..datasets.video_io import write_filament
-    from ..simulate.filament import FilamentConfig, FilamentSampler
 
     changes = {
         "size": _size(size), "frames": frames,

@@ -11,9 +11,25 @@ from pathlib import Path
 
 import click
 
-from ._options import overwrite_option, progress_option
+from simgen.atomic import check_output
+from simgen.commands._options import CONTEXT, overwrite_option, progress_option
+from simgen.errors import DataError, ParameterError
+from simgen.experiments.sim2real_film import FilmExperimentConfig, run_film_experiment
+from simgen.experiments.sim2real_tem import Sim2RealConfig, run_sim2real
+from simgen.experiments.track_video import track_video
+from simgen.train.baselines.log import (
+    DEFAULT_GRID,
+    QUICK_GRID,
+    LogParams,
+    load_params,
+    predict_log,
+    save_params,
+    tune_log,
+)
+from simgen.train.yolo.checkpoint import load_yolo_checkpoint
+from simgen.train.yolo.config import PRESETS
+from simgen.train.yolo.trainer import train_yolo
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 restart_option = click.option("--overwrite", is_flag=True,
                               help="Start again in an existing run folder (its previous results are deleted first).")
 
@@ -81,7 +97,6 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
       simgen train yolo --data real_few/ --weights runs/yolo/best.pt --epochs 20 -o runs/finetune
       simgen predict runs/yolo/best.pt ../shared/realdata/dev/dsva_fecral -o pred.h5
     """
-    from ..train.yolo import PRESETS, train_yolo
 
     changes = {k: v for k, v in dict(model=model, epochs=epochs, batch=batch, imgsz=imgsz, overlap=overlap,
                                      min_box=min_box, scale=scale, normalize=normalize, val_fraction=val_fraction,
@@ -133,32 +148,30 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
       simgen predict log_params.json ../shared/realdata/dev/ti_anneal -o pred_log.h5
       simgen evaluate --pred pred.h5 --gt ../shared/realdata/dev/ti_anneal -o report/
     """
-    from ..datasets.atomic import check_output
-    from ..errors import ParameterError
 
     check_output(output, overwrite)
     path = Path(weights)
     if not path.is_file():
         raise ParameterError(f"weights {weights} do not exist")
     if path.suffix.lower() == ".json":
-        from ..train.baseline_log import load_params, predict_log
+        from simgen.train.baselines.log import load_params, predict_log
 
         out = predict_log(source, output, load_params(path), overwrite=overwrite, progress=progress)
         click.echo(f"wrote {out}")
         return
     model_type = _model_type(path)
     if model_type == "maskrcnn":
-        from ..train.maskrcnn import predict_maskrcnn
+        from simgen.train.maskrcnn.predict import predict_maskrcnn
 
         out = predict_maskrcnn(path, source, output, overwrite=overwrite, mask_conf=mask_conf, device=device,
                                progress=progress)
     elif model_type == "deltanet":
-        from ..train.deltanet import predict_deltanet
+        from simgen.train.changedet.predict import predict_deltanet
 
         out = predict_deltanet(path, source, output, fusion=fusion, overwrite=overwrite, device=device,
                                progress=progress)
     else:
-        from ..train.yolo import predict_yolo
+        from simgen.train.yolo.predict import predict_yolo
 
         out = predict_yolo(path, source, output, overwrite=overwrite, progress=progress, conf=conf, iou=iou,
                            tile=tile, overlap=overlap, scale=scale, device=device, threads=threads)
@@ -167,10 +180,8 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
 
 def _model_type(path: Path) -> str:
     """``maskrcnn``, ``deltanet`` or ``yolo`` from a checkpoint's contents."""
-    from ..errors import DataError
-    from ..train.common import load_checkpoint
 
-    state = load_checkpoint(path, weights_only=False)
+    state = load_yolo_checkpoint(path)
     if isinstance(state, dict):
         if state.get("model_type") in ("maskrcnn", "deltanet"):
             return state["model_type"]
@@ -210,15 +221,6 @@ def log_tune_command(source, output, grid, cv, polarity, overwrite, progress):
     the same images flatters the baseline, so a cross-validated score (parameters tuned
     without the held-out image) is reported as well; quote that one.
     """
-    from ..datasets.atomic import check_output
-    from ..errors import ParameterError
-    from ..train.baseline_log import (
-        DEFAULT_GRID,
-        QUICK_GRID,
-        LogParams,
-        save_params,
-        tune_log,
-    )
 
     check_output(output, overwrite)
     cv_value = cv.strip().lower()
@@ -249,7 +251,6 @@ def log_tune_command(source, output, grid, cv, polarity, overwrite, progress):
 @progress_option
 def log_predict_command(source, params_path, output, overwrite, progress):
     """Detect blobs in every image of SOURCE and write predictions (boxes + LoG response as score)."""
-    from ..train.baseline_log import LogParams, load_params, predict_log
 
     params = load_params(params_path) if params_path else LogParams()
     out = predict_log(source, output, params, overwrite=overwrite, progress=progress)
@@ -305,7 +306,6 @@ def sim2real_command(real, output, n_train, epochs, budget, match, preset, scale
     Example:
       simgen sim2real --real ../shared/realdata/dev/dsva_fecral -o runs/s2r
     """
-    from ..train.sim2real import Sim2RealConfig, run_sim2real
 
     cfg = Sim2RealConfig.preset(preset_cfg).replace(
         **{k: v for k, v in dict(n_train=n_train, epochs=epochs, budget_minutes=budget, match=match,
@@ -342,7 +342,6 @@ def sim2real_film_command(output, n_train, epochs, budget, train_spec, test_spec
     Example:
       simgen sim2real-film -o runs/film
     """
-    from ..train.sim2real import FilmExperimentConfig, run_film_experiment
 
     cfg = FilmExperimentConfig.preset(preset_cfg).replace(
         **{k: v for k, v in dict(n_train=n_train, epochs=epochs, budget_minutes=budget, train_spec=train_spec,
@@ -386,7 +385,6 @@ def track_video_command(weights, video, output, conf, search_range, memory, clas
     Example:
       simgen track-video runs/yolo/best.pt video.h5 -o runs/track
     """
-    from ..train.yolo import track_video
 
     res = track_video(weights, video, output, conf=conf, search_range=search_range, memory=memory,
                       class_agnostic=class_agnostic, mot_iou=mot_iou, device=device, threads=threads,

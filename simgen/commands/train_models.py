@@ -13,7 +13,10 @@ import math
 
 import click
 
-from ._options import overwrite_option, progress_option
+from simgen.commands._options import overwrite_option, progress_option
+from simgen.errors import ParameterError
+from simgen.train.maskrcnn.config import get_config as maskrcnn_config
+from simgen.train.maskrcnn.trainer import train_maskrcnn
 
 MASKRCNN_BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small")
 
@@ -67,8 +70,6 @@ def maskrcnn_command(data, val, epochs, batch_size, lr, patience, seed, device, 
       simgen train maskrcnn --data tem_train.h5 --config full --device cuda -o runs/mrcnn_full
       simgen predict runs/mrcnn/best.pt images/ -o pred.h5
     """
-    from ..errors import ParameterError
-    from ..train.maskrcnn import get_config, train_maskrcnn
 
     anchor_sizes = None
     if anchors:
@@ -76,7 +77,7 @@ def maskrcnn_command(data, val, epochs, batch_size, lr, patience, seed, device, 
             anchor_sizes = tuple(int(a) for a in anchors.replace(" ", "").split(","))
         except ValueError:
             raise ParameterError(f"--anchors must be comma-separated integers, got {anchors!r}") from None
-    cfg = get_config(preset, backbone=backbone, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+    cfg = maskrcnn_config(preset, backbone=backbone, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                      optimizer=optimizer, monitor=monitor, anchor_sizes=anchor_sizes, normalize=normalize,
                      crop=crop, augment=False if no_augment else None)
     res = train_maskrcnn(data, output, val=val, config=cfg, epochs=epochs, resume=resume, overwrite=overwrite,
@@ -114,8 +115,10 @@ def deltanet_command(data, val, epochs, batch_size, lr, patience, seed, device, 
       simgen train deltanet --data pairs_train.h5 --val pairs_val.h5 --arch unet -o runs/unet
       simgen predict runs/delta/best.pt pairs_test.h5 -o change_pred.h5
     """
-    from ..errors import ParameterError
-    from ..train.deltanet import evaluate_deltanet, get_config, train_deltanet
+    from simgen.train.changedet.config import get_config as changedet_config
+    from simgen.train.changedet.predict import evaluate_deltanet
+    from simgen.train.changedet.trainer import train_deltanet
+
 
     overrides = {}
     if alpha is not None:
@@ -129,7 +132,7 @@ def deltanet_command(data, val, epochs, batch_size, lr, patience, seed, device, 
                 overrides["alpha"] = tuple(float(v) for v in text.split(","))
             except ValueError:
                 raise ParameterError(f"--alpha must be auto, none or 4 comma-separated numbers, got {alpha!r}") from None
-    cfg = get_config(preset, arch=arch, batch_size=batch_size, lr=lr, patience=patience, seed=seed, crop=crop,
+    cfg = changedet_config(preset, arch=arch, batch_size=batch_size, lr=lr, patience=patience, seed=seed, crop=crop,
                      gamma=gamma, monitor=monitor, steps_per_epoch=steps_per_epoch, normalize=normalize)
     if overrides:
         from dataclasses import replace
@@ -141,7 +144,7 @@ def deltanet_command(data, val, epochs, batch_size, lr, patience, seed, device, 
     if val is not None and res["epochs_run"] > 0:
         from pathlib import Path
 
-        from ..datasets.atomic import atomic_write_text
+        from simgen.atomic import atomic_write_text
 
         scores = evaluate_deltanet(res["best_checkpoint"], val, device=device)
         atomic_write_text(Path(output) / "val_scores.csv", scores.to_csv(index=False), overwrite=True)

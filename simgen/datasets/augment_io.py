@@ -19,16 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..augment.pipeline import TAG_AUGMENT, AugmentedSampler, Pipeline
-from ..augment.readnoise import NoiseProfile, extract_profile
-from ..augment.realism import ImageSetStats, realism_distance
-from ..augment.spec import Spec, parse_spec
-from ..errors import DataError, ParameterError, SpecError
-from ..progress import track
-from ..rng import check_seed, sample_rng
-from .atomic import atomic_path, check_output
-from .h5io import DatasetWriter, open_dataset
-from .imageio import IMAGE_SUFFIXES, list_images, read_image
+from simgen.atomic import atomic_path, check_output
+from simgen.augment.pipeline import TAG_AUGMENT, AugmentedSampler, Pipeline
+from simgen.augment.readnoise import NoiseProfile, extract_profile
+from simgen.augment.realism import ImageSetStats, realism_distance
+from simgen.augment.spec import Spec, parse_spec
+from simgen.datasets.h5io import DatasetWriter, open_dataset
+from simgen.datasets.imageio import IMAGE_SUFFIXES, list_images, read_image
+from simgen.datasets.schema import table_path
+from simgen.errors import DataError, ParameterError, SpecError
+from simgen.progress import track
+from simgen.rng import check_seed, sample_rng
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -261,7 +262,6 @@ def augment_dataset(
 
 
 def _extra_arrays(f, tables) -> list[str]:
-    from .schema import table_path
 
     skip = set(_KNOWN) | {table_path(t) for t in tables}
     found: list[str] = []
@@ -282,7 +282,7 @@ def _extra_arrays(f, tables) -> list[str]:
 def _source_sample(source, index: int, size: int, seed: int):
     """``(sample dict, sampler or None, label)`` for a sheet."""
     if source is None:
-        from ..simulate.film import FilmConfig, FilmSampler
+        from simgen.simulate.film import FilmConfig, FilmSampler
 
         hi = max(2, min(12, size * size // 5000))  # the default 2-12 defects, fewer in small images
         sampler = FilmSampler(FilmConfig(size=size, n_defects=(2, hi)), seed=seed, store_phase=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ParameterError
-from ..progress import track
-from .h5io import DatasetWriter
+from simgen.datasets.h5io import DatasetWriter
+from simgen.errors import ParameterError
+from simgen.progress import track
 
 __all__ = ["write_dataset", "append_sample"]
 

@@ -25,10 +25,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .. import __version__
-from ..errors import ParameterError, SchemaError
-from .atomic import check_output, fsync_path
-from .schema import (
+from simgen import __version__
+from simgen.atomic import check_output, fsync_path, json_default
+from simgen.datasets.schema import (
     IMAGE_DTYPES,
     OPTIONAL_COLUMNS,
     SCHEMA_NAME,
@@ -39,9 +38,9 @@ from .schema import (
     table_path,
     validate_file,
 )
+from simgen.errors import ParameterError, SchemaError
 
 __all__ = [
-    "json_default",
     "DatasetWriter",
     "Dataset",
     "open_dataset",
@@ -667,16 +666,3 @@ def read_table(path, name: str) -> pd.DataFrame | None:
 
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-
-
-def json_default(obj):
-    """``json.dumps(default=...)`` hook for NumPy scalars/arrays, paths, sets and tuples."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, ParameterError
-from .atomic import atomic_path
+from simgen.atomic import atomic_path
+from simgen.errors import DataError, ParameterError
 
 __all__ = ["IMAGE_SUFFIXES", "read_image", "write_image", "list_images", "to_uint8"]
 

@@ -23,16 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..augment.ldm.data import TrainingPairs
-from ..augment.ldm.masks import (
+from simgen.atomic import check_output
+from simgen.augment.ldm.data import TrainingPairs
+from simgen.augment.ldm.masks import (
     class_map_from_instances,
     instance_properties,
     relabel_sequential,
 )
-from ..errors import DataError, ParameterError
-from ..progress import track
-from .atomic import check_output
-from .h5io import DatasetWriter, open_dataset
+from simgen.datasets.formats.yolo import open_yolo_folder
+from simgen.datasets.h5io import DatasetWriter, open_dataset
+from simgen.errors import DataError, ParameterError
+from simgen.progress import track
 
 __all__ = [
     "boxes_from_mask",
@@ -156,7 +157,6 @@ def import_real(
     DataError
         If the folder has no masks, or an image is smaller than a tile.
     """
-    from .formats.yolo import open_yolo_folder
 
     if int(tile) != tile or tile < 0 or 0 < tile < 8:
         raise ParameterError(f"tile must be 0 (whole images) or an integer >= 8, got {tile}")

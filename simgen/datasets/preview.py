@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, ParameterError
-from .atomic import atomic_path
-from .h5io import Dataset, open_dataset
+from simgen.atomic import atomic_path
+from simgen.datasets.h5io import Dataset, open_dataset
+from simgen.errors import DataError, ParameterError
 
 __all__ = ["preview_sheet", "CLASS_COLOURS"]
 
@@ -101,7 +101,7 @@ def preview_sheet(
     ds = open_dataset(source) if own else source
     try:
         if ds.has("pairs/change_a1"):  # filament change pairs: frames + change maps per pair
-            from .video_io import preview_pairs
+            from simgen.datasets.video_io import preview_pairs
 
             return preview_pairs(ds, out, n=min(n, 8), start=start, overwrite=overwrite, dpi=dpi)
         if ds.images is None:

@@ -38,7 +38,7 @@ import json
 
 import numpy as np
 
-from ..errors import SchemaError
+from simgen.errors import SchemaError
 
 __all__ = [
     "SCHEMA_NAME",

@@ -36,8 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ..errors import ParameterError
-from .sharded import locate_sample
+from simgen.datasets.h5io import open_dataset, to_float_image
+from simgen.datasets.shards.read import ShardedDataset, locate_sample
+from simgen.datasets.shards.write import is_manifest_path
+from simgen.errors import ParameterError
+from simgen.rng import check_seed
 
 __all__ = ["SimgenDataset", "SimgenIterableDataset", "collate_detection", "dataset_files"]
 
@@ -47,9 +50,6 @@ def dataset_files(path) -> tuple[list[Path], np.ndarray]:
 
     Validates the file (schema) or the manifest (complete, all shards present) once.
     """
-    from .h5io import open_dataset
-    from .sharded import ShardedDataset
-    from .shards import is_manifest_path
 
     if is_manifest_path(path):
         with ShardedDataset(path) as sd:
@@ -73,7 +73,6 @@ class _Reader:
         return locate_sample(self.starts, i)
 
     def file(self, k: int):
-        from .h5io import open_dataset
 
         if self._pid != os.getpid():  # new process (forked worker) or first use: start afresh
             self._open = OrderedDict()
@@ -121,7 +120,6 @@ class _Base:
         return self._reader.n
 
     def _sample(self, i: int):
-        from .h5io import to_float_image
 
         k, j = self._reader.locate(i)
         ds = self._reader.file(k)
@@ -204,7 +202,6 @@ class SimgenIterableDataset(_Base, IterableDataset):
     def __init__(self, path, *, shuffle: bool = False, seed: int = 0, block_size: int = 256, rank: int = 0,
                  world_size: int = 1, masks: bool = True, points: bool = True, label_offset: int = 0,
                  transform=None, max_open: int = 4):
-        from ..rng import check_seed
 
         if int(block_size) != block_size or block_size < 1:
             raise ParameterError(f"block_size must be a positive integer, got {block_size!r}")

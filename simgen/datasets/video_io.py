@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ParameterError
-from ..progress import track
-from .generate import append_sample
-from .h5io import DatasetWriter
+from simgen.atomic import atomic_path
+from simgen.datasets.generate import append_sample
+from simgen.datasets.h5io import Dataset, DatasetWriter, open_dataset
+from simgen.errors import ParameterError
+from simgen.progress import track
+from simgen.simulate.video import END_CAUSES
 
 __all__ = ["write_video", "write_filament", "read_lifetimes", "read_pairs", "preview_pairs", "CHANGE_CLASSES"]
 
@@ -36,7 +38,6 @@ CHANGE_CLASSES = ("background", "appearing", "disappearing", "unchanged")
 
 def write_video(path, sampler, *, overwrite: bool = False, image_dtype: str = "uint8", progress: bool = False) -> Path:
     """Write every frame of a :class:`~simgen.simulate.video.VideoSampler` to one HDF5 file, atomically."""
-    from ..simulate.video import END_CAUSES
 
     with DatasetWriter.for_sampler(
         path, sampler, image_dtype=image_dtype, overwrite=overwrite,
@@ -142,8 +143,6 @@ def preview_pairs(source, out, *, n: int = 6, start: int = 0, overwrite: bool = 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from .atomic import atomic_path
-    from .h5io import Dataset, open_dataset
 
     if n < 1:
         raise ParameterError(f"n must be >= 1, got {n}")

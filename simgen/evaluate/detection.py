@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import ParameterError
-from .matching import Matching, check_detections, match_detections
+from simgen.errors import ParameterError
+from simgen.evaluate.matching import Matching, check_detections, match_detections
 
 __all__ = [
     "AP_METHODS",

@@ -29,8 +29,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ParameterError
-from .matching import BOX_COLUMNS, box_centres
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate.matching import BOX_COLUMNS, box_centres
 
 __all__ = [
     "VISIBILITY",

@@ -32,8 +32,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ParameterError
-from .matching import BOX_COLUMNS, box_centres
+from simgen.datasets.formats.coco import read_coco
+from simgen.datasets.formats.mot import open_mot_sequence, read_mot
+from simgen.datasets.h5io import open_dataset
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate.matching import BOX_COLUMNS, box_centres
 
 __all__ = ["Annotations", "load_annotations", "align", "detect_format"]
 
@@ -198,7 +201,6 @@ def _stem(name: str) -> str:
 
 
 def _load_hdf5(path: Path, *, like, table, role) -> Annotations:
-    from ..datasets.h5io import open_dataset
 
     ds = open_dataset(path)
     try:
@@ -231,7 +233,6 @@ def _load_hdf5(path: Path, *, like, table, role) -> Annotations:
 
 
 def _load_coco(path: Path, *, like, table, role) -> Annotations:
-    from ..datasets.formats.coco import read_coco
 
     json_path = path / "annotations.json" if path.is_dir() else path
     kwargs = {}
@@ -255,7 +256,7 @@ def _load_coco(path: Path, *, like, table, role) -> Annotations:
     image = None
     images_dir = json_path.parent / "images"
     if images_dir.is_dir() and named:
-        from ..datasets.imageio import read_image
+        from simgen.datasets.imageio import read_image
 
         def image(i, _d=images_dir, _n=data.names):
             return read_image(_d / Path(_n[i]).name)
@@ -265,7 +266,6 @@ def _load_coco(path: Path, *, like, table, role) -> Annotations:
 
 
 def _load_mot(path: Path, *, like, table, role) -> Annotations:
-    from ..datasets.formats.mot import open_mot_sequence, read_mot
 
     if path.is_dir():
         seq = open_mot_sequence(path)
@@ -306,7 +306,7 @@ def _load_csv(path: Path, *, like, table, role) -> Annotations:
 
 def _load_yolo(path: Path, *, like, table, role) -> Annotations:
     try:
-        from ..datasets.formats.yolo import open_yolo_folder, read_yolo_labels
+        from simgen.datasets.formats.yolo import open_yolo_folder, read_yolo_labels
     except ImportError:  # pragma: no cover - yolo.py is part of simgen
         raise DataError("YOLO folders need simgen.datasets.formats.yolo, which is not available") from None
     folder = open_yolo_folder(path)

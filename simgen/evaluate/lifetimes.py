@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ParameterError
+from simgen.errors import DataError, ParameterError
 
 __all__ = ["track_lifetimes", "doane_bins", "compare_lifetimes"]
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ParameterError
+from simgen.errors import DataError, ParameterError
 
 __all__ = [
     "BOX_COLUMNS",

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from simgen.atomic import atomic_path
+
 __all__ = ["save_figure", "plot_pr_curve", "plot_per_frame", "plot_lifetimes", "plot_sizes"]
 
 
@@ -20,7 +22,6 @@ def _figure(width=5.0, height=4.0):
 
 def save_figure(fig, path, overwrite: bool = False):
     """Save a figure as PNG atomically (``path`` must not exist unless ``overwrite``)."""
-    from ..datasets.atomic import atomic_path
 
     with atomic_path(path, overwrite=overwrite, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")

@@ -37,10 +37,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..datasets.atomic import atomic_dir, check_output_dir
-from ..errors import DataError, ParameterError
-from .detection import AP_METHODS, evaluate_detections
-from .io import align, load_annotations, validate_options
+from simgen.atomic import atomic_dir, atomic_path, check_output, check_output_dir
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate import tracking as trk
+from simgen.evaluate.detection import AP_METHODS, evaluate_detections
+from simgen.evaluate.geometry import diffusivity
+from simgen.evaluate.io import align, load_annotations, validate_options
+from simgen.evaluate.lifetimes import compare_lifetimes, track_lifetimes
+from simgen.evaluate.tracking import LINK_STRATEGIES, link_tracks
 
 __all__ = ["evaluate", "to_jsonable"]
 
@@ -187,7 +191,6 @@ def evaluate(
 
 def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnostic, tracking, search_range,
              memory, mot_iou, sizes, polarity, visibility, pixel_size, frame_interval, plots):
-    from . import tracking as trk
 
     if match == "auto":
         metric = "iou" if (pred.has_boxes and gt.has_boxes) else "distance"
@@ -221,7 +224,7 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
     per_frame["nn_pred"] = trk.nn_distance_per_frame(kept, n)
     unit = "px" if pixel_size is None else "unit"
     if gt.shapes is not None:
-        from .geometry import areal_density
+        from simgen.evaluate.geometry import areal_density
 
         area = np.array([h * w for h, w in gt.shapes], np.float64)
         scale = 1.0 if pixel_size is None else pixel_size**2
@@ -239,7 +242,7 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
     tables = {"per_class.csv": per_class, "pr_curve.csv": det.curve, "per_frame.csv": per_frame}
     figures = {}
     if plots:
-        from .plots import plot_per_frame, plot_pr_curve
+        from simgen.evaluate.plots import plot_per_frame, plot_pr_curve
 
         figures["pr_curve.png"] = plot_pr_curve(det.curve, det.curves, class_names,
                                                 title=f"PR ({metric} {threshold:g}), AP {det.summary['mAP']:.3f}")
@@ -260,7 +263,7 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
 
     # segmentation
     if pred.mask is not None and gt.mask is not None:
-        from .segmentation import foreground, segmentation_scores
+        from simgen.evaluate.segmentation import foreground, segmentation_scores
 
         pm, gm, used = [], [], []
         for i in range(n):
@@ -286,7 +289,7 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
             raise DataError(f"size measurement needs ground-truth images; {gt.source} has none")
         if not (pred.has_boxes and gt.has_boxes):
             raise DataError("size measurement needs boxes on both sides")
-        from .geometry import measure_sizes, size_stats_per_frame
+        from simgen.evaluate.geometry import measure_sizes, size_stats_per_frame
 
         s_gt = measure_sizes(gt.image, gt.table, polarity=polarity)
         s_pred = measure_sizes(gt.image, kept, polarity=polarity)
@@ -304,7 +307,7 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
             "measured_gt": int(len(fin_gt)), "measured_pred": int(len(fin_pred)),
         }
         if plots:
-            from .plots import plot_sizes
+            from simgen.evaluate.plots import plot_sizes
 
             figures["sizes.png"] = plot_sizes(st_pred.assign(**{c: st_pred[c] * scale for c in ("median", "q1", "q3")}),
                                               st_gt.assign(**{c: st_gt[c] * scale for c in ("median", "q1", "q3")}),
@@ -314,9 +317,6 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
 
 def _tracking(pred, gt, kept, *, conf, search_range, memory, mot_iou, max_distance, n, pixel_size, frame_interval,
               plots):
-    from . import tracking as trk
-    from .geometry import diffusivity
-    from .lifetimes import compare_lifetimes, track_lifetimes
 
     if pred.tracks is not None and len(pred.tracks):
         ptracks = pred.tracks
@@ -345,7 +345,7 @@ def _tracking(pred, gt, kept, *, conf, search_range, memory, mot_iou, max_distan
     tables = {"tracks_pred.csv": ptracks.reset_index(drop=True)} if linked else {}
     figs = {}
     if plots:
-        from .plots import plot_lifetimes
+        from simgen.evaluate.plots import plot_lifetimes
 
         figs["lifetimes.png"] = plot_lifetimes(lt_pred["lifetime"], lt_gt["lifetime"], cmp["bins"], cmp,
                                                "frames" if frame_interval == 1 else "time")
@@ -397,8 +397,6 @@ def track(
     -------
     DataFrame of the tracks.
     """
-    from ..datasets.atomic import atomic_path, check_output
-    from .tracking import LINK_STRATEGIES, link_tracks
 
     output = Path(output)
     suffix = output.suffix.lower()
@@ -422,7 +420,7 @@ def track(
                 raise DataError("MOTChallenge output needs boxes; the detections are points (write .csv or .h5)")
             if conf is not None and "score" in det.columns:
                 det = det[det["score"].to_numpy() >= conf]
-            from .matching import check_detections
+            from simgen.evaluate.matching import check_detections
 
             check_detections(det, "detections", boxes=ann.has_boxes)
             tracks = link_tracks(det, search_range=search_range, memory=memory, link_strategy=link_strategy)
@@ -438,11 +436,11 @@ def track(
         with atomic_path(output, overwrite=overwrite) as tmp:
             tracks.to_csv(tmp, index=False)
     elif suffix == ".txt":
-        from ..datasets.formats.mot import write_mot_file
+        from simgen.datasets.formats.mot import write_mot_file
 
         write_mot_file(tracks, output, kind="results", overwrite=overwrite)
     else:
-        from ..datasets.h5io import DatasetWriter
+        from simgen.datasets.h5io import DatasetWriter
 
         n = max(len(names), int(tracks["sample"].max()) + 1 if len(tracks) else 0)
         keep = [c for c in tracks.columns if tracks[c].dtype.kind in "biuf"]

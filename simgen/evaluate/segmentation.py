@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ParameterError
+from simgen.errors import DataError, ParameterError
 
 __all__ = [
     "CHANGE_CLASSES",

@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import DataError, ParameterError
-from .matching import BOX_COLUMNS, box_centres, box_iou, check_detections, pairwise_distance
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate.matching import BOX_COLUMNS, box_centres, box_iou, check_detections, pairwise_distance
 
 __all__ = [
     "LINK_STRATEGIES",

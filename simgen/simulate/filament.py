@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ParameterError
-from .tem_render import apply_camera, background, random_curves
+from simgen.errors import ParameterError
+from simgen.rng import check_seed, sample_rng
+from simgen.simulate.tem_render import apply_camera, background, random_curves
 
 __all__ = ["FilamentConfig", "FilamentSampler", "change_map", "pair_list", "PAIRINGS", "FILAMENT_CLASSES"]
 
@@ -216,7 +217,6 @@ class FilamentSampler:
     kind = "filament"
 
     def __init__(self, config: FilamentConfig | None = None, seed: int = 0):
-        from ..rng import check_seed
 
         self.config = (config or FilamentConfig()).validate()
         self.seed = check_seed(seed)
@@ -234,7 +234,6 @@ class FilamentSampler:
         return pair_list(c.frames, c.gaps, c.pairing)
 
     def __call__(self, index: int) -> dict:
-        from ..rng import sample_rng
 
         c = self.config
         h, w = c.shape

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ParameterError
-from .schlieren import REGIMES, schlieren
-from .winding import DEFECT_DTYPE, find_defects
+from simgen.errors import ParameterError
+from simgen.rng import check_seed, sample_rng
+from simgen.simulate.schlieren import REGIMES, schlieren
+from simgen.simulate.winding import DEFECT_DTYPE, find_defects
+from simgen.simulate.xy import BACKENDS
 
 __all__ = [
     "FilmConfig",
@@ -101,7 +103,6 @@ class FilmConfig:
 
     def validate(self) -> "FilmConfig":
         """Raise :class:`ParameterError` for any out-of-range parameter; return self."""
-        from .xy import BACKENDS
 
         if self.model not in MODELS:
             raise ParameterError(f"unknown film model {self.model!r}; choose one of {', '.join(MODELS)}")
@@ -306,14 +307,14 @@ def simulate_film(rng: np.random.Generator, config: FilmConfig | None = None, **
         points = sample_defects(rng, n, size, config.min_separation, config.margin, config.neutral)
         phi0 = float(rng.uniform(0, 2 * np.pi))
         if config.backend == "numba":  # same field to ~1e-6 rad, ~10x faster
-            from .kernels_numba import random_defect_phase_numba
+            from simgen.simulate.kernels_numba import random_defect_phase_numba
 
             phi = random_defect_phase_numba(points["x"], points["y"], points["charge"], (size, size), phi0)
         else:
             phi = random_defect_phase(points, (size, size), phi0)
         params.update(n_defects=n, phi0=phi0)
     else:
-        from .xy import quench
+        from simgen.simulate.xy import quench
 
         lattice = size // config.upsample
         noise_seed = int(rng.integers(0, 2**63 - 1))
@@ -361,7 +362,6 @@ class FilmSampler:
     kind = "film"
 
     def __init__(self, config: FilmConfig | None = None, seed: int = 0, store_phase: bool = False):
-        from ..rng import check_seed
 
         self.config = (config or FilmConfig()).validate()
         self.seed = check_seed(seed)
@@ -375,7 +375,6 @@ class FilmSampler:
         return {"sampler": "film", "config": self.config.to_dict(), "store_phase": self.store_phase}
 
     def __call__(self, index: int) -> dict:
-        from ..rng import sample_rng
 
         s = simulate_film(sample_rng(self.seed, index), self.config)
         out = {

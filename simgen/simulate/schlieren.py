@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError
+from simgen.errors import ParameterError
 
 __all__ = ["schlieren", "REGIMES"]
 

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ParameterError
-from .tem import TemConfig, draw_defects, draw_image_params
-from .tem_render import DEFECT_DTYPE, apply_camera, background, render_defects
+from simgen.errors import ParameterError
+from simgen.rng import check_seed, sample_rng
+from simgen.simulate.tem import TemConfig, draw_defects, draw_image_params
+from simgen.simulate.tem_render import DEFECT_DTYPE, apply_camera, background, render_defects
 
 __all__ = ["VideoConfig", "VideoSampler", "simulate_tracks", "msd", "END_CAUSES", "TRACK_DTYPE"]
 
@@ -326,7 +327,6 @@ class VideoSampler:
     kind = "video"
 
     def __init__(self, config: VideoConfig | None = None, seed: int = 0):
-        from ..rng import check_seed, sample_rng
 
         self.config = (config or VideoConfig()).validate()
         self.seed = check_seed(seed)
@@ -411,7 +411,6 @@ class VideoSampler:
         return self._tracks
 
     def __call__(self, frame: int) -> dict:
-        from ..rng import sample_rng
 
         ids, rec, deficit, labels = self._labels(frame)
         p = self._p

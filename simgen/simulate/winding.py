@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError
+from simgen.errors import ParameterError
 
 __all__ = ["wrap_angle", "plaquette_winding", "find_defects", "DEFECT_DTYPE"]
 

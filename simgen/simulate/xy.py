@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError
+from simgen.errors import ParameterError
+from simgen.simulate.kernels_jax import evolve_jax
+from simgen.simulate.winding import find_defects
 
 __all__ = ["BACKENDS", "MAX_DT_KAPPA", "random_start", "xy_energy", "evolve", "quench", "defect_counts", "coarsening_fit"]
 
@@ -140,10 +142,9 @@ def evolve(
     if backend == "numpy":
         return _evolve_numpy(phi, steps, dt, kappa, temperature, int(seed), int(step0))
     if backend == "numba":
-        from .kernels_numba import evolve_numba
+        from simgen.simulate.kernels_numba import evolve_numba
 
         return evolve_numba(phi, steps, dt, kappa, temperature, int(seed), int(step0))
-    from .kernels_jax import evolve_jax
 
     return evolve_jax(phi, steps, dt, kappa, temperature, int(seed), int(step0))
 
@@ -213,7 +214,6 @@ def defect_counts(
     (len(seeds), len(times)) int array
         Defect counts from the periodic plaquette winding numbers.
     """
-    from .winding import find_defects
 
     out = []
     for seed in seeds:

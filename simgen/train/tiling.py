@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import ParameterError
+from simgen.errors import ParameterError
 
 __all__ = ["Window", "tile_windows", "crop_boxes", "merge_tiles", "nms", "pad_to"]
 

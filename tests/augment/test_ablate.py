@@ -6,10 +6,16 @@ import yaml
 from click.testing import CliRunner
 
 from simgen.cli import main
-from simgen.datasets.ablate import AblationGrid, expand_combinations, load_grid, resolve_training_hooks, run_ablation
 from simgen.datasets.h5io import open_dataset
 from simgen.datasets.imageio import write_image
 from simgen.errors import ParameterError, SpecError
+from simgen.experiments.ablation import (
+    AblationGrid,
+    expand_combinations,
+    load_grid,
+    resolve_training_hooks,
+    run_ablation,
+)
 
 TINY = {"size": 48, "n_defects": [1, 2], "min_separation": 6, "margin": 4, "box_size": 8, "steps": 3}
 

@@ -2,11 +2,9 @@ import json
 
 import numpy as np
 import pytest
-
-from simgen.datasets.h5io import open_dataset
 from clitools import assert_one_line_error, run
 
-
+from simgen.datasets.h5io import open_dataset
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from simgen.augment.ldm import (
     load_ldm,
     one_hot_masks,
     toy_pairs,
-    train_ldm,
 )
 from simgen.augment.ldm.masks import mask_source_from_spec, tem_mask_source
 from simgen.augment.ldm.quality import conditioning_contrast, quality_report
@@ -31,6 +30,7 @@ from simgen.cli import main
 from simgen.datasets.h5io import DatasetWriter, open_dataset
 from simgen.datasets.ldm_io import boxes_from_mask, read_pairs
 from simgen.errors import DataError, ParameterError
+from simgen.train.ldm import train_ldm
 
 
 def micro_config(**kw) -> LDMConfig:
@@ -361,7 +361,7 @@ def _disc_folder(root, n=4, size=64):
 
 
 def test_fewshot_smoke_holds_out_whole_images(tmp_path):
-    from simgen.train.fewshot import FewShotConfig, run_fewshot
+    from simgen.experiments.fewshot_ldm import FewShotConfig, run_fewshot
 
     folder = _disc_folder(tmp_path / "real")
     cfg = FewShotConfig(tile=32, scale=1.0, shots=(2,), n_splits=1, test_images=1, conditions=("real+ldm",),

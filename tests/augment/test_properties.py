@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simgen.augment import Pipeline
 from simgen.augment.spec import CODES
@@ -44,8 +45,8 @@ def test_pipeline_properties(spec, h, w, seed, dtype):
 
 
 def test_realdata_has_no_periodic_read_noise_and_realism_runs(realdata_dir):
-    from simgen.datasets.augment_io import extract_noise_profile, iter_images
     from simgen.augment.realism import realism_distance
+    from simgen.datasets.augment_io import extract_noise_profile, iter_images
     from simgen.errors import DataError
 
     creme = realdata_dir / "creme_316L"

@@ -3,11 +3,9 @@ import json
 import h5py
 import numpy as np
 import pytest
-
-from simgen.datasets.h5io import open_dataset
 from clitools import assert_one_line_error, run
 
-
+from simgen.datasets.h5io import open_dataset
 
 
 @pytest.fixture

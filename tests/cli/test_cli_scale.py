@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from simgen.cli import main
 from simgen.datasets.generate import write_dataset
 from simgen.datasets.h5io import open_dataset
-from simgen.datasets.sharded import ShardedDataset
-from simgen.datasets.shards import load_manifest, verify_manifest
+from simgen.datasets.shards.read import ShardedDataset
+from simgen.datasets.shards.write import load_manifest, verify_manifest
 from simgen.simulate.film import FilmConfig, FilmSampler
 
 TINY = ["--size", 32, "--n-defects", "1-3", "--min-separation", 6, "--margin", 4, "--box-size", 8, "--no-progress"]

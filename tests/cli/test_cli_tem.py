@@ -1,11 +1,9 @@
 import numpy as np
 import pytest
+from clitools import assert_one_line_error, run
 
 from simgen.datasets.h5io import open_dataset
 from simgen.datasets.imageio import write_image
-from clitools import assert_one_line_error, run
-
-
 
 
 @pytest.fixture(scope="module")

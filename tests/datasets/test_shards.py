@@ -8,8 +8,8 @@ import pytest
 
 from simgen.datasets.generate import write_dataset
 from simgen.datasets.h5io import open_dataset
-from simgen.datasets.sharded import ShardedDataset, open_any, summarize_manifest
-from simgen.datasets.shards import (
+from simgen.datasets.shards.read import ShardedDataset, open_any, summarize_manifest
+from simgen.datasets.shards.write import (
     MANIFEST_SCHEMA,
     dask_client,
     file_sha256,
@@ -250,7 +250,7 @@ def test_virtual_file_is_relative(serial_set, tmp_path):
 
 
 def test_concurrent_run_is_refused(tmp_path):
-    from simgen.datasets.shards import _DirLock
+    from simgen.datasets.shards.write import _DirLock
 
     out = tmp_path / "locked"
     out.mkdir()

@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from simgen.datasets.h5io import DatasetWriter, open_dataset
-from simgen.datasets.sharded import ShardedDataset
-from simgen.datasets.shards import generate_sharded
+from simgen.datasets.shards.read import ShardedDataset
+from simgen.datasets.shards.write import generate_sharded
 from simgen.datasets.torchds import SimgenDataset, SimgenIterableDataset, collate_detection
 from simgen.errors import ParameterError
 from simgen.simulate.film import FilmConfig, FilmSampler

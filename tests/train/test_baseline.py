@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from simgen.cli import main
 from simgen.errors import DataError, ParameterError
-from simgen.train.baseline_log import (
+from simgen.train.baselines.log import (
     QUICK_GRID,
     LogParams,
     detect_log,

@@ -1,26 +1,26 @@
-"""simgen.train.common: seeds, devices, threads, atomic checkpoints, run folders, early stopping, progress."""
+"""simgen.runtime, simgen.progress and simgen.train.engine: seeds, devices, threads, atomic checkpoints, run folders, early stopping, progress."""
 
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from simgen.errors import DataError, ParameterError
-from simgen.train import common
-from simgen.train.common import (
-    EarlyStopping,
-    ProgressLog,
+from simgen.progress import ProgressLog, format_duration
+from simgen.runtime import (
     RunDir,
-    format_duration,
+    default_threads,
     load_checkpoint,
     save_checkpoint,
     seed_everything,
     select_device,
     setup_threads,
 )
+from simgen.train.engine import EarlyStopping
 
 
 def test_seed_everything_repeats_torch_numpy_and_random():
@@ -62,7 +62,7 @@ def test_setup_threads(monkeypatch):
     before = torch.get_num_threads()
     try:
         monkeypatch.setenv("SIMGEN_THREADS", "1")
-        assert common.default_threads() == 1
+        assert default_threads() == 1
         assert setup_threads() == 1 and torch.get_num_threads() == 1
         assert os.environ["OMP_NUM_THREADS"] == "1"
         with pytest.raises(ParameterError):
@@ -149,3 +149,38 @@ def test_format_duration():
     assert format_duration(65) == "1m05s"
     assert format_duration(3725) == "1h02m"
     assert format_duration(float("inf")) == "?"
+
+
+class _Payload:
+    """What a crafted checkpoint smuggles in: unpickling it runs ``os.system``-like code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("loader", ["runtime", "yolo"])
+def test_a_crafted_checkpoint_is_refused_before_any_code_runs(tmp_path, loader):
+    import torch
+
+    from simgen.train.yolo.checkpoint import load_yolo_checkpoint
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Payload(marker), "epoch": 1}, path)
+    load = load_checkpoint if loader == "runtime" else load_yolo_checkpoint
+    with pytest.raises(DataError, match="refusing checkpoint"):
+        load(path)
+    assert not marker.exists()
+
+
+def test_yolo_policy_accepts_network_classes_only():
+    from simgen.train.yolo.checkpoint import allow_yolo_global
+
+    assert allow_yolo_global("torch.nn.modules.activation.SiLU") is not None
+    assert allow_yolo_global("ultralytics.nn.tasks.DetectionModel") is not None
+    assert allow_yolo_global("os.system") is None
+    assert allow_yolo_global("builtins.eval") is None
+    assert allow_yolo_global("torch.nn.modules.module.register_module_forward_hook") is None  # a function

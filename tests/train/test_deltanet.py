@@ -7,33 +7,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from clitools import run
 
 from simgen.datasets.h5io import DatasetWriter, open_dataset
 from simgen.datasets.video_io import write_filament
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.segmentation import CHANGE_CLASSES as EVAL_CLASSES
 from simgen.simulate.filament import FilamentConfig, FilamentSampler, change_map
-from simgen.train.deltanet import (
-    CHANGE_CLASSES,
-    PRESETS,
-    DeltaNetConfig,
-    SiameseUNet,
-    UNet,
-    build_deltanet,
+from simgen.train.changedet.config import CHANGE_CLASSES, PRESETS, DeltaNetConfig, get_config
+from simgen.train.changedet.data import class_weights, open_pairs
+from simgen.train.changedet.model import SiameseUNet, UNet, build_deltanet, focal_loss, swap_direction
+from simgen.train.changedet.predict import (
     chain_probabilities,
-    class_weights,
     evaluate_deltanet,
-    focal_loss,
     fuse_pair,
-    get_config,
-    open_pairs,
     predict_deltanet,
     predict_pair,
-    swap_direction,
-    train_deltanet,
 )
-
-from clitools import run
+from simgen.train.changedet.trainer import train_deltanet
 
 
 def make_pairs(path, n_seq=6, size=64, seed=0):
@@ -219,7 +210,7 @@ def test_baseline_unet_trains(pairs, tmp_path):
 
 def test_fusion_and_predict_file(pairs, trained, tmp_path):
     _, out = trained
-    from simgen.train.deltanet import load_deltanet
+    from simgen.train.changedet.predict import load_deltanet
 
     model, cfg, _ = load_deltanet(out / "best.pt")
     with open_pairs(pairs["val"]) as src:

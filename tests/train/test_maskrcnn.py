@@ -6,23 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from clitools import assert_one_line_error, run
 
 from simgen.datasets.h5io import DatasetWriter, open_dataset
 from simgen.datasets.imageio import write_image
 from simgen.errors import DataError, ParameterError
-from simgen.train.maskrcnn import (
-    PRESETS,
-    MaskRCNNConfig,
-    build_maskrcnn,
-    get_config,
-    instance_target,
-    load_maskrcnn,
-    open_instances,
-    predict_maskrcnn,
-    train_maskrcnn,
-)
-
-from clitools import assert_one_line_error, run
+from simgen.train.maskrcnn.config import PRESETS, MaskRCNNConfig, get_config
+from simgen.train.maskrcnn.data import instance_target, open_instances
+from simgen.train.maskrcnn.model import build_maskrcnn
+from simgen.train.maskrcnn.predict import load_maskrcnn, predict_maskrcnn
+from simgen.train.maskrcnn.trainer import train_maskrcnn
 
 
 def blobs(path, n, seed, size=64, n_classes=1, empty=0, instance_column=True):
@@ -237,7 +230,7 @@ def test_predict_image_folder_and_errors(data, overfit, tmp_path):
 
 
 def test_training_on_crops(data, tmp_path):
-    from simgen.train.maskrcnn import _augment
+    from simgen.train.maskrcnn.data import _augment
 
     img = np.arange(64 * 48, dtype=np.float32).reshape(64, 48)
     lab = (img > 1000).astype(np.uint16)

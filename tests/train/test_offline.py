@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from simgen.errors import ParameterError
-from simgen.train.offline import OFFLINE_SETTINGS, config_dir
+from simgen.train.yolo.offline import OFFLINE_SETTINGS, config_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def _film(path, n=8, size=64):
 
 IMPORT_SCRIPT = """
 import json
-from simgen.train.offline import import_ultralytics
+from simgen.train.yolo.offline import import_ultralytics
 u = import_ultralytics()
 from ultralytics.utils import ONLINE, SETTINGS, USER_CONFIG_DIR
 print("RESULT " + json.dumps({"online": ONLINE, "settings": dict(SETTINGS), "dir": str(USER_CONFIG_DIR)}))
@@ -66,7 +66,7 @@ def test_import_is_quiet_offline_and_project_owned(tmp_path):
 
 
 def test_setup_after_plain_import_is_refused(tmp_path):
-    script = ("import ultralytics\nfrom simgen.train.offline import setup_ultralytics\n"
+    script = ("import ultralytics\nfrom simgen.train.yolo.offline import setup_ultralytics\n"
               "from simgen.errors import ParameterError\n"
               "try:\n    setup_ultralytics()\nexcept ParameterError as e:\n    print('REFUSED', e)\n")
     env = _env(tmp_path, YOLO_VERBOSE="False")
@@ -99,8 +99,9 @@ def no_network(monkeypatch):
 
 
 def test_training_in_process_with_sockets_disabled(tmp_path, monkeypatch, no_network):
-    from simgen.train.offline import import_ultralytics
-    from simgen.train.yolo import PRESETS, train_yolo
+    from simgen.train.yolo.config import PRESETS
+    from simgen.train.yolo.offline import import_ultralytics
+    from simgen.train.yolo.trainer import train_yolo
 
     cfg_dir = Path.home() / ".config" / "Ultralytics"
     before = cfg_dir.exists() and sorted((p.name, p.stat().st_mtime) for p in cfg_dir.iterdir())
@@ -120,7 +121,8 @@ def test_training_in_process_with_sockets_disabled(tmp_path, monkeypatch, no_net
 
 TRAIN_SCRIPT = """
 import sys
-from simgen.train.yolo import PRESETS, train_yolo
+from simgen.train.yolo.config import PRESETS
+from simgen.train.yolo.trainer import train_yolo
 best = train_yolo(sys.argv[1], sys.argv[2], config=PRESETS["small"].replace(epochs=1), progress=False)
 import ultralytics
 print("OK", best, len(ultralytics.YOLO(str(best)).names))
@@ -155,7 +157,7 @@ def test_training_inside_network_namespace(tmp_path):
 
 
 def test_pt_model_names_are_refused():
-    from simgen.train.yolo import model_yaml
+    from simgen.train.yolo.config import model_yaml
 
     assert model_yaml("yolov8n") == "yolov8n.yaml"
     assert model_yaml("yolo11n.yaml") == "yolo11n.yaml"

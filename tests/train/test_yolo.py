@@ -15,18 +15,13 @@ from click.testing import CliRunner
 
 from simgen.cli import main
 from simgen.datasets.h5io import DatasetWriter, open_dataset
+from simgen.datasets.normalize import normalize_image
 from simgen.errors import ParameterError
 from simgen.train.tiling import Window, crop_boxes, merge_tiles, nms, pad_to, tile_windows
-from simgen.train.yolo import (
-    PRESETS,
-    YoloConfig,
-    YoloDetector,
-    normalize_image,
-    prepare_yolo_data,
-    predict_yolo,
-    read_predictions,
-    train_yolo,
-)
+from simgen.train.yolo.config import PRESETS, YoloConfig
+from simgen.train.yolo.data import prepare_yolo_data
+from simgen.train.yolo.predict import YoloDetector, predict_yolo, read_predictions
+from simgen.train.yolo.trainer import train_yolo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,7 +180,8 @@ def test_prepare_yolo_data_tiles_caches_and_keys(tmp_path):
 # -- training, resume, prediction --------------------------------------------------------------------
 TRAIN_SCRIPT = """
 import sys
-from simgen.train.yolo import PRESETS, train_yolo
+from simgen.train.yolo.config import PRESETS
+from simgen.train.yolo.trainer import train_yolo
 train_yolo(sys.argv[1], sys.argv[2], config=PRESETS["small"].replace(epochs=int(sys.argv[3])), progress=False,
            cache_dir=sys.argv[4])
 """
@@ -221,7 +217,7 @@ def test_resume_after_kill_finishes_the_run(trained):
     assert meta["tile"] == 64 and 0 < meta["conf_f1"] < 1
     import ultralytics
 
-    from simgen.train.common import load_checkpoint
+    from simgen.train.yolo.checkpoint import load_yolo_checkpoint as load_checkpoint
 
     assert load_checkpoint(trained["best"])["simgen"]["tile"] == 64
     model = ultralytics.YOLO(str(trained["best"]))  # a standard Ultralytics checkpoint
@@ -306,8 +302,8 @@ def _moving_discs_video(path, class_names=("loop",), label=0):
 
 def test_track_video_with_truth(tmp_path):
     """Detector on every frame → trackpy links → MOT metrics (LoG detector: fast and exact here)."""
-    from simgen.train.baseline_log import LogParams, save_params
-    from simgen.train.yolo import track_video
+    from simgen.experiments.track_video import track_video
+    from simgen.train.baselines.log import LogParams, save_params
 
     video = _moving_discs_video(tmp_path / "video.h5")
     params = save_params(tmp_path / "log.json", LogParams(min_sigma=1.5, max_sigma=4, threshold=0.2))
@@ -322,8 +318,8 @@ def test_track_video_with_truth(tmp_path):
 def test_track_video_scores_class_agnostic_when_classes_differ(tmp_path):
     """A one-class detector on a video labelled with other classes: per-class scoring finds
     nothing, so by default the classes are ignored (and the report says so)."""
-    from simgen.train.baseline_log import LogParams, save_params
-    from simgen.train.yolo import track_video
+    from simgen.experiments.track_video import track_video
+    from simgen.train.baselines.log import LogParams, save_params
 
     video = _moving_discs_video(tmp_path / "video.h5", class_names=("black_dot", "loop111"), label=1)
     params = save_params(tmp_path / "log.json", LogParams(min_sigma=1.5, max_sigma=4, threshold=0.2))
@@ -335,7 +331,7 @@ def test_track_video_scores_class_agnostic_when_classes_differ(tmp_path):
 
 def test_sim2real_smoke(tmp_path, monkeypatch):
     """The whole experiment end to end on a tiny fake real folder (small preset, no matching)."""
-    from simgen.train.sim2real import Sim2RealConfig, run_sim2real
+    from simgen.experiments.sim2real_tem import Sim2RealConfig, run_sim2real
 
     monkeypatch.setenv("SIMGEN_CACHE_DIR", str(tmp_path / "cache"))
     real = _yolo_folder(tmp_path / "real", sizes=((96, 96), (64, 80)))
@@ -382,7 +378,7 @@ def test_finetune_starts_from_the_given_weights(trained, tmp_path, monkeypatch):
 
     import torch
 
-    from simgen.train.common import load_checkpoint
+    from simgen.train.yolo.checkpoint import load_yolo_checkpoint as load_checkpoint
 
     def refuse(*a, **k):
         raise OSError("network disabled by test")
@@ -401,7 +397,7 @@ def test_finetune_starts_from_the_given_weights(trained, tmp_path, monkeypatch):
     with torch.no_grad():
         w = next(p for n, p in model.named_parameters() if p.ndim == 4)
         w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(7)).to(w.dtype))
-    from simgen.train.common import save_checkpoint
+    from simgen.runtime import save_checkpoint
 
     source = save_checkpoint(tmp_path / "source.pt", ck)
     tuned = train_yolo(trained["data"], tmp_path / "ft", config=PRESETS["small"].replace(epochs=1, lr0=1e-5),

@@ -12,13 +12,13 @@ Public API
 * :class:`LDMConfig` — hyper-parameters; presets ``"tiny"`` (CPU) and ``"full"``.
 * :class:`TrainingPairs` — images + class maps + instance masks in memory
   (read files with :mod:`simgen.datasets.ldm_io`); :func:`toy_pairs` makes a synthetic set.
-* :func:`train_ldm` — resumable two-phase training into a run folder.
+* :func:`simgen.train.ldm.train_ldm` — resumable two-phase training into a run folder (a trainer, so it lives in ``train/``).
 * :func:`load_ldm` → :class:`TrainedLDM` with ``sample(...)`` / ``generate_images(...)``.
 * :class:`MaskStatistics`, :class:`SimulatorMaskSource` — mask sources.
 * :mod:`simgen.augment.ldm.quality` — sample-quality checks.
 
 Names are resolved lazily: ``config``, ``masks``, ``data`` and ``quality`` are pure
-NumPy; touching the model, trainer or sampler imports torch and diffusers.
+NumPy; touching the model or sampler imports torch and diffusers.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ _EXPORTS = {
     "instance_properties": "masks",
     "MaskLDM": "model",
     "one_hot_masks": "model",
-    "train_ldm": "trainer",
-    "load_ldm": "trainer",
-    "TrainedLDM": "trainer",
+    "load_ldm": "sampling",
+    "TrainedLDM": "sampling",
 }
 
 __all__ = [  # noqa: RUF022 - grouped like _EXPORTS
@@ -58,7 +57,6 @@ __all__ = [  # noqa: RUF022 - grouped like _EXPORTS
     "load_ldm",
     "one_hot_masks",
     "toy_pairs",
-    "train_ldm",
 ]
 
 

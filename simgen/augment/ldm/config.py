@@ -20,7 +20,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ...errors import ParameterError
+from simgen.errors import ParameterError
 
 __all__ = ["PRESETS", "SCHEDULERS", "LDMConfig"]
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import DataError, ParameterError
+from simgen.errors import DataError, ParameterError
+from simgen.rng import sample_rng
 
 __all__ = ["CropSampler", "TrainingPairs", "toy_pairs"]
 
@@ -119,7 +120,6 @@ def toy_pairs(n: int = 16, size: int = 96, *, seed: int = 0, radius=(2.5, 6.0), 
     ``radius`` and intensity ``defect`` on a ``background`` level with Gaussian noise.
     Single class ``"disc"``.
     """
-    from ...rng import sample_rng
 
     images, cmaps, insts = [], [], []
     yy, xx = np.mgrid[0:size, 0:size] + 0.5

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import DataError, ParameterError
+from simgen.errors import DataError, ParameterError
+from simgen.rng import child_rng
+from simgen.simulate.tem import TemConfig, boxes_from_labels, draw_image_params, place_and_render, sample_population
 
 __all__ = [
     "MaskStatistics",
@@ -242,7 +244,6 @@ class MaskStatistics:
         as shapes (their shape is cut).  If every instance touches the border they are
         banked anyway.
         """
-        from ...rng import child_rng
 
         rng = child_rng(rng)
         if n_classes < 1:
@@ -461,12 +462,6 @@ class _TemMasks:
         self._by_shape: dict = {}
 
     def __call__(self, rng: np.random.Generator, shape) -> tuple[np.ndarray, np.ndarray]:
-        from ...simulate.tem import (
-            boxes_from_labels,
-            draw_image_params,
-            place_and_render,
-            sample_population,
-        )
 
         shape = tuple(int(s) for s in shape)
         cfg = self._by_shape.get(shape)
@@ -485,7 +480,6 @@ def tem_config_for_scale(preset: str | None = None, scale: float = 1.0, n_classe
     With ``n_classes == 1`` every defect is labelled as one class (``single_class``,
     default name ``"defect"``).
     """
-    from ...simulate.tem import TemConfig
 
     if not (np.isfinite(scale) and scale > 0):
         raise ParameterError(f"scale must be > 0, got {scale}")

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ParameterError
-from .config import SCHEDULERS, LDMConfig, _norm_groups
+from simgen.augment.ldm.config import SCHEDULERS, LDMConfig, _norm_groups
+from simgen.errors import ParameterError
 
 __all__ = [
     "LatentDenoiser",

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import DataError
-from .data import TrainingPairs
-from .masks import instance_classes_from_map, instance_properties
+from simgen.augment.ldm.data import TrainingPairs
+from simgen.augment.ldm.masks import instance_classes_from_map, instance_properties
+from simgen.augment.realism import realism_distance
+from simgen.errors import DataError
 
 __all__ = ["compare_masks", "conditioning_contrast", "mask_distributions", "quality_report", "reference_crops"]
 
@@ -122,7 +123,6 @@ def quality_report(generated: TrainingPairs, reference: TrainingPairs, *, crop_r
     there are generated images (at least 64), so that sizes, border-cut defects and
     per-image standardisation are comparable.
     """
-    from ..realism import realism_distance
 
     if not len(generated) or not len(reference):
         raise DataError("quality report needs at least one generated and one reference image")

@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...errors import DataError, ParameterError
-from ..atomic import atomic_dir, check_output_dir
+from simgen.atomic import atomic_dir, atomic_write_text, check_output_dir
+from simgen.datasets.h5io import Dataset, open_dataset
+from simgen.datasets.imageio import to_uint8
+from simgen.errors import DataError, ParameterError
 
 __all__ = ["CocoData", "read_coco", "coco_dict", "coco_results", "write_coco_json", "export_coco"]
 
@@ -254,7 +256,6 @@ def coco_results(boxes: pd.DataFrame, *, image_ids=None, category_ids=None) -> l
 
 def write_coco_json(data, path, overwrite: bool = False) -> Path:
     """Write a COCO dict or results list to ``path`` atomically."""
-    from ..atomic import atomic_write_text
 
     return atomic_write_text(path, json.dumps(data, separators=(",", ":")), overwrite=overwrite)
 
@@ -282,8 +283,6 @@ def export_coco(source, out_dir, *, table: str = "boxes", images: bool = True, o
     -------
     Path of ``annotations.json``.
     """
-    from ..h5io import Dataset, open_dataset
-    from ..imageio import to_uint8
 
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)

@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...errors import DataError, ParameterError
-from ..atomic import atomic_dir, check_output_dir
+from simgen.atomic import atomic_dir, atomic_write_text, check_output_dir
+from simgen.datasets.h5io import Dataset, open_dataset
+from simgen.datasets.imageio import read_image, to_uint8
+from simgen.errors import DataError, ParameterError
 
 __all__ = ["read_mot", "format_mot", "write_mot_file", "read_seqinfo", "format_seqinfo", "MotSequence",
            "open_mot_sequence", "export_mot", "tracks_with_boxes"]
@@ -194,7 +196,6 @@ def format_mot(tracks: pd.DataFrame, *, kind: str = "gt", pixel_origin: int = 0,
 def write_mot_file(tracks: pd.DataFrame, path, *, kind: str = "results", pixel_origin: int = 0,
                    box_size: float | None = None, overwrite: bool = False) -> Path:
     """Write tracks as a MOTChallenge text file, atomically."""
-    from ..atomic import atomic_write_text
 
     return atomic_write_text(path, format_mot(tracks, kind=kind, pixel_origin=pixel_origin, box_size=box_size),
                              overwrite=overwrite)
@@ -254,7 +255,6 @@ class MotSequence:
         return self.image_path(0).exists()
 
     def image(self, i: int) -> np.ndarray:
-        from ..imageio import read_image
 
         return read_image(self.image_path(i))
 
@@ -323,8 +323,6 @@ def export_mot(
     -------
     Path of ``gt/gt.txt``.
     """
-    from ..h5io import Dataset, open_dataset
-    from ..imageio import to_uint8
 
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...errors import DataError, ParameterError
-from ..atomic import atomic_dir, check_output_dir
-from ..h5io import open_dataset
-from ..imageio import IMAGE_SUFFIXES, read_image, to_uint8
+from simgen.atomic import atomic_dir, check_output_dir
+from simgen.datasets.h5io import open_dataset
+from simgen.datasets.imageio import IMAGE_SUFFIXES, read_image, to_uint8
+from simgen.errors import DataError, ParameterError
 
 __all__ = [
     "read_yolo_labels",

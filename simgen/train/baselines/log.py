@@ -35,8 +35,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..datasets.h5io import json_default
-from ..errors import DataError, ParameterError
+from simgen.atomic import atomic_write_text, check_output, json_default
+from simgen.datasets.h5io import DatasetWriter
+from simgen.datasets.normalize import normalize_image
+from simgen.datasets.sources import open_source
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate.detection import evaluate_detections
+from simgen.progress import Timer, track
 
 __all__ = [
     "LogParams",
@@ -150,7 +155,6 @@ QUICK_GRID = {"min_sigma": [1.5, 3.0], "max_sigma": [6.0, 12.0], "box_scale": [0
 
 # -- detection ---------------------------------------------------------------------------
 def _prepare(image: np.ndarray, params: LogParams) -> np.ndarray:
-    from .yolo import normalize_image
 
     img = normalize_image(np.asarray(image, np.float32), params.normalize)
     if params.polarity == "dark":
@@ -318,7 +322,6 @@ def _summary(res) -> dict:
 
 
 def _evaluate(preds: list[pd.DataFrame], gts: list[pd.DataFrame], conf: float):
-    from ..evaluate.detection import evaluate_detections
 
     p = pd.concat([df.assign(sample=i) for i, df in enumerate(preds)], ignore_index=True)
     g = pd.concat([df.assign(sample=i) for i, df in enumerate(gts)], ignore_index=True)
@@ -369,8 +372,6 @@ def tune_log(source, *, grid: dict | None = None, base: LogParams | None = None,
     names : list of str, optional
         Restrict to these images.
     """
-    from ..progress import track
-    from .yolo import open_source
 
     grid = dict(grid or DEFAULT_GRID)
     base = (base or LogParams(threshold=0.03)).validate()
@@ -458,7 +459,6 @@ def tune_log(source, *, grid: dict | None = None, base: LogParams | None = None,
 
 def save_params(path, params: LogParams, extra: dict | None = None, overwrite: bool = False) -> Path:
     """Write tuned parameters (and optional tuning report) as JSON, atomically."""
-    from ..datasets.atomic import atomic_write_text
 
     data = {"detector": "log", "params": params.to_dict(), **(extra or {})}
     return atomic_write_text(path, json.dumps(data, indent=2, default=json_default) + "\n", overwrite=overwrite)
@@ -480,17 +480,12 @@ def load_params(path) -> LogParams:
 
 def predict_log(source, output, params: LogParams, *, overwrite: bool = False, progress: bool = True) -> Path:
     """Run the LoG detector on every image of ``source``; write a ``predictions`` HDF5 (like :func:`predict_yolo`)."""
-    from ..datasets.atomic import check_output
-    from ..datasets.h5io import DatasetWriter
-    from ..progress import track
-    from .common import Timer
-    from .yolo import open_source
 
     params = params.validate()
     check_output(output, overwrite)
     with open_source(source) as src:
         with DatasetWriter(output, kind="predictions", class_names=src.class_names or ["loop"], overwrite=overwrite,
-                           generator={"function": "simgen.train.baseline_log.predict_log", **params.to_dict()},
+                           generator={"function": "simgen.train.baselines.log.predict_log", **params.to_dict()},
                            attrs={"source": str(Path(source).resolve()), "conf_f1": params.threshold}) as w:
             with Timer() as t:
                 for k in track(range(len(src)), total=len(src), description="LoG", enabled=progress):

@@ -43,13 +43,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ParameterError
-from .common import ProgressLog, format_duration
+from simgen.augment.pipeline import AugmentedSampler
+from simgen.augment.spec import parse_spec
+from simgen.datasets.generate import write_dataset
+from simgen.datasets.h5io import DatasetWriter, open_dataset
+from simgen.datasets.sources import open_source
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate.detection import evaluate_detections
+from simgen.evaluate.report import to_jsonable
+from simgen.experiments.sim2real_report import IOU, _figures, _line, _markdown, _summary_text, _verdict
+from simgen.progress import ProgressLog, format_duration
+from simgen.runtime import default_threads, setup_threads
+from simgen.simulate.tem import KIND_SIZE, TemConfig, TemSampler, config_from_match
+from simgen.train.baselines.log import LogParams, _grid_points, detect_log
+from simgen.train.yolo.config import YoloConfig
+from simgen.train.yolo.predict import YoloDetector
+from simgen.train.yolo.trainer import train_yolo
 
-__all__ = ["Sim2RealConfig", "run_sim2real", "score_predictions", "NOISES", "FilmExperimentConfig",
-           "run_film_experiment"]
+__all__ = [
+    "Sim2RealConfig",
+    "run_sim2real",
+    "score_predictions",
+    "NOISES",
+]
 
-IOU = 0.15
+
+
+
 #: Noise models of the robustness study (``skimage.util.random_noise`` modes, default strengths).
 NOISES = {"poisson": {"mode": "poisson"}, "salt_pepper": {"mode": "s&p"}, "gaussian": {"mode": "gaussian"}}
 
@@ -168,14 +188,12 @@ class Sim2RealConfig:
             raise ParameterError("need 1 <= diameter_px[0] <= diameter_px[1] and density_per_mpx > 0")
         if self.box_margin < 0 or self.match_images < 1:
             raise ParameterError("box_margin must be >= 0 and match_images >= 1")
-        from ..augment.spec import parse_spec
 
         parse_spec(self.spec)
         self.yolo_config()
         return self
 
     def yolo_config(self, **changes):
-        from .yolo import YoloConfig
 
         return YoloConfig(model=self.model, epochs=self.epochs, batch=self.batch, imgsz=self.size, tile=self.size,
                           overlap=min(self.overlap, self.size // 2), min_box=self.min_box, patience=self.patience,
@@ -190,7 +208,6 @@ class Sim2RealConfig:
 # -- scoring ----------------------------------------------------------------------------------------
 def score_predictions(pred: pd.DataFrame, gt: pd.DataFrame, conf: float, n_frames: int) -> dict:
     """P/R/F1 at IoU 0.15 and ``conf``, AP and peak F1 (class-agnostic and per class)."""
-    from ..evaluate.detection import evaluate_detections
 
     res = evaluate_detections(pred, gt, threshold=IOU, conf=float(conf), n_frames=n_frames)
     s = res.summary
@@ -216,7 +233,6 @@ def _public(d: dict) -> dict:
 
 # -- steps ------------------------------------------------------------------------------------------
 def _real_truth(real) -> tuple[list[str], pd.DataFrame, list[str]]:
-    from .yolo import open_source
 
     with open_source(real) as src:
         if not src.has_labels:
@@ -249,14 +265,12 @@ def _median_estimates(ests: list[dict]) -> dict:
 
 def _match_config(real, cfg: Sim2RealConfig, class_name: str, log: ProgressLog):
     """TEM configuration for the synthetic set: look matched to the real pixels, scale per ``cfg.scale``."""
-    from ..simulate.tem import KIND_SIZE, TemConfig, config_from_match
-    from .yolo import open_source
 
     base = TemConfig.from_preset(cfg.tem_preset) if cfg.tem_preset else TemConfig()
     base = base.replace(size=cfg.size, single_class=class_name, box_margin=cfg.box_margin)
     med = None
     if cfg.match:
-        from ..simulate.match import estimate
+        from simgen.simulate.match import estimate
 
         with open_source(real) as src:
             n = len(src)
@@ -290,9 +304,6 @@ def _match_config(real, cfg: Sim2RealConfig, class_name: str, log: ProgressLog):
 
 
 def _generate(out: Path, tem, cfg: Sim2RealConfig, match: dict | None, progress: bool, resume: bool):
-    from ..augment.pipeline import AugmentedSampler
-    from ..datasets.generate import write_dataset
-    from ..simulate.tem import TemSampler
 
     sampler = AugmentedSampler(TemSampler(tem, seed=cfg.seed, match=match), cfg.spec, seed=cfg.seed)
     train, val = out / "synthetic_train.h5", out / "synthetic_val.h5"
@@ -305,8 +316,6 @@ def _generate(out: Path, tem, cfg: Sim2RealConfig, match: dict | None, progress:
 
 def _detect_all(detector, real, images=None, noise=None, seed: int = 0, names=None) -> pd.DataFrame:
     """Predictions of ``detector`` (YoloDetector or LogParams) on the real images, optionally noised."""
-    from .baseline_log import LogParams, detect_log
-    from .yolo import open_source
 
     parts = []
     with open_source(real) as src:
@@ -328,8 +337,6 @@ def _detect_all(detector, real, images=None, noise=None, seed: int = 0, names=No
 
 
 def _write_predictions(path: Path, pred: pd.DataFrame, real, names, classes, attrs: dict) -> None:
-    from ..datasets.h5io import DatasetWriter
-    from .yolo import open_source
 
     with open_source(real) as src:
         shapes = [src.shape(k) for k in range(len(src))]
@@ -354,7 +361,6 @@ def run_sim2real(real, output, config: Sim2RealConfig | None = None, *, resume: 
     dict (also written to ``report.json``) with ``methods`` (scores per method), ``robustness``,
     ``timing``, ``config`` and ``summary_text``.
     """
-    from .common import default_threads, setup_threads
 
     cfg = (config or Sim2RealConfig()).validate()
     real = Path(real)
@@ -391,13 +397,13 @@ def run_sim2real(real, output, config: Sim2RealConfig | None = None, *, resume: 
     t = time.perf_counter()
     match_path = out / "match.json"
     if resume and match_path.exists():
-        from ..simulate.tem import TemConfig
+        from simgen.simulate.tem import TemConfig
 
         saved = json.loads(match_path.read_text())
         tem, med = TemConfig.from_dict(saved["tem_config"]).validate(), saved.get("estimates")
     else:
         tem, med = _match_config(real, cfg, class_name, log)
-        from ..datasets.atomic import atomic_write_text
+        from simgen.atomic import atomic_write_text
 
         atomic_write_text(match_path, json.dumps({"estimates": med, "tem_config": tem.to_dict()}, indent=2,
                                                  default=float) + "\n", overwrite=True)
@@ -407,7 +413,6 @@ def run_sim2real(real, output, config: Sim2RealConfig | None = None, *, resume: 
     lap("generate", t)
 
     # 3: train (time-capped)
-    from .yolo import YoloDetector, open_source, train_yolo
 
     reserve = _reserve_minutes(cfg, real, n_real)
     remaining = cfg.budget_minutes - (time.perf_counter() - t0) / 60 - reserve
@@ -451,7 +456,7 @@ def run_sim2real(real, output, config: Sim2RealConfig | None = None, *, resume: 
     log_s_per_mpx = 0.0
     if cfg.baseline:
         t = time.perf_counter()
-        from .baseline_log import DEFAULT_GRID, QUICK_GRID, LogParams, log_blobs, save_params, tune_log
+        from simgen.train.baselines.log import DEFAULT_GRID, QUICK_GRID, LogParams, log_blobs, save_params, tune_log
 
         smallest = min(mpx, key=mpx.get)
         with open_source(real, names=[smallest]) as src:
@@ -532,8 +537,6 @@ def run_sim2real(real, output, config: Sim2RealConfig | None = None, *, resume: 
     report["verdict"] = _verdict(methods)
     report["summary_text"] = _summary_text(report)
     _figures(out, methods, real, names, gt, det, syn_train, log)
-    from ..datasets.atomic import atomic_write_text
-    from ..evaluate.report import to_jsonable
 
     atomic_write_text(out / "report.json", json.dumps(to_jsonable(report), indent=2) + "\n", overwrite=True)
     atomic_write_text(out / "report.md", _markdown(report), overwrite=True)
@@ -549,7 +552,6 @@ def _reserve_minutes(cfg: Sim2RealConfig, real, n_real: int) -> float:
     """
     if cfg.size <= 64:
         return 0.0
-    from .yolo import open_source
 
     with open_source(real) as src:
         mpx = sum(h * w for h, w in (src.shape(k) for k in range(len(src)))) / 1e6
@@ -577,7 +579,6 @@ def _loo_threshold(pred, gt, n) -> dict:
     The weights stay synthetic-only; only the operating point is calibrated on real labels,
     which makes the F1 comparable with the cross-validated LoG baseline.
     """
-    from ..evaluate.detection import evaluate_detections
 
     kept, thresholds = [], []
     for k in range(n):
@@ -596,7 +597,6 @@ def _loo_threshold(pred, gt, n) -> dict:
 
 
 def _curve(pred, gt, n):
-    from ..evaluate.detection import evaluate_detections
 
     return evaluate_detections(pred, gt, threshold=IOU, conf=0.25, n_frames=n).curve
 
@@ -612,7 +612,6 @@ def _detect_cv_log(res, real) -> pd.DataFrame:
 
 
 def _megapixels(real) -> dict[str, float]:
-    from .yolo import open_source
 
     with open_source(real) as src:
         return {src.name(k): src.shape(k)[0] * src.shape(k)[1] / 1e6 for k in range(len(src))}
@@ -621,14 +620,12 @@ def _megapixels(real) -> dict[str, float]:
 def _grid_passes(grid: dict) -> int:
     """Scale-space passes per image of a LoG tuning grid (box_scale is applied afterwards)."""
     g = {k: v for k, v in grid.items() if k != "box_scale"}
-    from .baseline_log import _grid_points
 
     return len(_grid_points(g)) if g else 1
 
 
 def _robust_subset(real, names, max_mpx: float) -> list[str]:
     """Evenly spread image names totalling at most ``max_mpx`` megapixels (at least one image)."""
-    from .yolo import open_source
 
     with open_source(real) as src:
         mpx = [h * w / 1e6 for h, w in (src.shape(k) for k in range(len(src)))]
@@ -659,7 +656,6 @@ def _drop(clean, noisy):
 
 
 def _kfold(real, names, gt, cfg, synthetic_best, out, threads, progress, log) -> dict:
-    from .yolo import YoloDetector, train_yolo
 
     folds = _folds(len(names), cfg.kfold)
     real_parts, few_parts = [], []
@@ -717,7 +713,6 @@ def _pooled(parts, gt, n) -> dict:
 
 
 def _box_stats(path) -> dict:
-    from ..datasets.h5io import open_dataset
 
     with open_dataset(path) as ds:
         b = ds.table("boxes")
@@ -727,309 +722,3 @@ def _box_stats(path) -> dict:
     return {"p5": float(np.percentile(side, 5)), "median": float(np.median(side)),
             "p95": float(np.percentile(side, 95)), "per_image": float(len(b) / max(1, b["sample"].max() + 1))}
 
-
-LABELS = {
-    "synthetic_yolo": "YOLO, synthetic only (threshold from synthetic validation)",
-    "synthetic_yolo_loo_threshold": "YOLO, synthetic only (threshold from real labels, leave-one-image-out)",
-    "log_baseline": "LoG baseline (tuned, leave-one-image-out)",
-    "log_baseline_insample": "LoG baseline (tuned and scored on the same images; optimistic)",
-    "real_kfold_yolo": "YOLO trained on real images (k-fold)",
-    "synthetic_plus_few_real": "YOLO synthetic + few real (fine-tuned, k-fold)",
-}
-
-
-def _line(name: str, m: dict) -> str:
-    def g(k):
-        v = m.get(k)
-        return "n/a" if v is None else f"{v:.3f}"
-
-    return f"{name}: P {g('precision')} R {g('recall')} F1 {g('f1')} AP {g('ap')} peak F1 {g('peak_f1')}"
-
-
-def _verdict(methods: dict) -> str:
-    """Like-for-like comparison with the LoG baseline: F1 with thresholds from held-out real labels
-    (leave-one-image-out for both) and AP (threshold-free)."""
-    s = methods.get("synthetic_yolo_loo_threshold") or methods.get("synthetic_yolo", {})
-    b = methods.get("log_baseline")
-    if not b or s.get("f1") is None or b.get("f1") is None:
-        return "no baseline comparison"
-    d_f1 = s["f1"] - b["f1"]
-    d_ap = (s.get("ap") or 0.0) - (b.get("ap") or 0.0)
-    if d_f1 > 0 and d_ap > 0:
-        word = "beats"
-    elif d_f1 > 0 or d_ap > 0:
-        word = "is mixed against"
-    else:
-        word = "does not beat"
-    return (f"synthetic-only YOLO {word} the tuned LoG baseline: F1 {s['f1']:.3f} vs {b['f1']:.3f} ({d_f1:+.3f}; "
-            f"thresholds from held-out real labels for both), AP {s.get('ap') or 0:.3f} vs {b.get('ap') or 0:.3f} "
-            f"({d_ap:+.3f})")
-
-
-def _summary_text(report: dict) -> str:
-    lines = [_line(LABELS.get(k, k), v) for k, v in report["methods"].items()]
-    lines.append(report["verdict"])
-    lines.append(f"total time {format_duration(report['timing']['total'])}, {report['threads']} thread(s)")
-    return "\n".join(lines)
-
-
-def _fmt(v, spec=".3f"):
-    return "–" if v is None else format(v, spec)
-
-
-def _markdown(report: dict) -> str:
-    name = Path(report["real"]).name
-    lines = [f"# sim2real on `{name}`", "",
-             f"{report['n_real_images']} real images, {report['n_gt']} annotated defects; matching at IoU "
-             f"{report['iou']} (greedy); P/R/F1 at the confidence threshold chosen on validation data "
-             "(synthetic validation images for synthetic models), AP = COCO 101-point, peak F1 = best threshold in "
-             "hindsight.", "",
-             "| method | P | R | F1 | AP | peak F1 |", "|---|---|---|---|---|---|"]
-    for key, m in report["methods"].items():
-        lines.append(f"| {LABELS.get(key, key)} | {_fmt(m.get('precision'))} | {_fmt(m.get('recall'))} | "
-                     f"{_fmt(m.get('f1'))} | {_fmt(m.get('ap'))} | {_fmt(m.get('peak_f1'))} |")
-    lines += ["", f"**{report['verdict']}**", ""]
-    for note in report.get("notes") or []:
-        lines += [f"_Note: {note}._", ""]
-    if report["robustness"]:
-        lines += ["## Robustness (skimage `random_noise` defaults on the real images)", "",
-                  "| noise | F1 YOLO | drop | F1 LoG | drop |", "|---|---|---|---|---|"]
-        for k, v in report["robustness"].items():
-            lines.append(f"| {k} | {_fmt(v['f1'])} | {_fmt(v['drop'], '.1%')} | {_fmt(v.get('log_f1'))} | "
-                         f"{_fmt(v.get('log_drop'), '.1%')} |")
-        lines.append("")
-    per_image = report["methods"].get("synthetic_yolo", {}).get("per_image", [])
-    if per_image:
-        lines += ["## Synthetic-only YOLO per image", "", "| image | n_gt | P | R | F1 |", "|---|---|---|---|---|"]
-        for r in per_image:
-            lines.append(f"| {r['image']} | {r['n_gt']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | "
-                         f"{_fmt(r['f1'])} |")
-        lines.append("")
-    sc = report["scale"]
-    lines += ["## Scale", "",
-              f"Tiles of {sc['tile']} px at native resolution. Defect size estimated from the real images: "
-              f"{_fmt(sc.get('defect_size_px_estimate'), '.1f')} px; synthetic boxes (side, px): "
-              f"{json.dumps({k: round(v, 1) for k, v in (sc.get('synthetic_box_size_px') or {}).items()})}.", "",
-              "## Timing", "", ", ".join(f"{k} {format_duration(v)}" for k, v in report["timing"].items()) +
-              f"; {report['threads']} thread(s); real-image inference {report['fps_real']:.2f} images/s.", "",
-              "![PR curves](pr_curves.png)", "", "![examples](examples.png)", "",
-              "![synthetic examples](synthetic_examples.png)", ""]
-    return "\n".join(lines)
-
-
-def _figures(out: Path, methods: dict, real, names, gt, det, syn_train, log) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover
-        return
-    from ..datasets.atomic import atomic_path
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for key, m in methods.items():
-        c = m.get("_curve")
-        if c is None or not len(c):
-            continue
-        ax.plot(c["recall"], c["precision"], label=f"{LABELS.get(key, key).split(' (')[0]} (AP {_fmt(m.get('ap'))})")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{Path(real).name}: IoU ≥ {IOU}")
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    with atomic_path(out / "pr_curves.png", overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-
-    # examples: the real image with the most annotations, GT vs synthetic-only predictions
-    from .yolo import open_source
-
-    with open_source(real) as src:
-        k = int(gt["sample"].value_counts().idxmax()) if len(gt) else 0
-        img = src.image(k)
-    p = det.detect(img)
-    p = p[p["score"] >= det.conf_f1]
-    g = gt[gt["sample"] == k]
-    h, w = img.shape
-    side = min(h, w, 512)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.7))
-    for ax, boxes, colour, title in ((axes[0], g, "lime", "annotation"),
-                                     (axes[1], p, "red", "YOLO, synthetic only")):
-        ax.imshow(img[:side, :side], cmap="gray", vmin=0, vmax=1)
-        for r in boxes.itertuples():
-            if r.x0 < side and r.y0 < side:
-                ax.add_patch(plt.Rectangle((r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False,
-                                           ec=colour, lw=0.8))
-        ax.set_title(f"{names[k]}: {title}", fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(out / "examples.png", overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-    from ..datasets.h5io import open_dataset
-
-    with open_dataset(syn_train) as ds:
-        n = min(4, ds.n)
-        fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.2))
-        for i, ax in enumerate(np.atleast_1d(axes)):
-            ax.imshow(ds.image(i), cmap="gray", vmin=0, vmax=1)
-            b = ds.rows("boxes", i)
-            if b is not None:
-                for r in b.itertuples():
-                    ax.add_patch(plt.Rectangle((r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False,
-                                               ec="lime", lw=0.6))
-            ax.axis("off")
-    fig.suptitle("synthetic training images (TEM simulator + augmentation)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out / "synthetic_examples.png", overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-# -- film: synthetic random-defect model → thermal-model films with unseen artifacts ----------------------
-@dataclass(frozen=True)
-class FilmExperimentConfig:
-    """Settings of :func:`run_film_experiment`.
-
-    Training data: the random-defect film model with the ``train_spec`` artifacts (low
-    levels); test data: *thermal-model* films (quenched XY dynamics, coarsened for
-    ``test_steps`` steps, ``upsample`` px per lattice site) — a different physics model —
-    rendered clean and with ``test_spec`` (high-level artifacts never seen in training)
-    at a fixed decross angle ``test_decross`` (degrees).
-    """
-
-    n_train: int = 800
-    n_val: int = 80
-    n_test: int = 40
-    size: int = 256
-    box_size: float = 16.0
-    train_spec: str = "L-all"
-    test_spec: str = "H-GB+H-FN+H-RV"
-    test_decross: float = 20.0
-    test_steps: int = 3000
-    upsample: int = 4
-    epochs: int = 40
-    budget_minutes: float = 50.0
-    model: str = "yolov8n"
-    batch: int = 16
-    threads: int | None = None
-    device: str = "auto"
-    seed: int = 0
-
-    @classmethod
-    def preset(cls, name: str) -> "FilmExperimentConfig":
-        if name == "full":
-            return cls()
-        if name == "small":
-            return cls(n_train=16, n_val=4, n_test=2, size=64, box_size=10, test_steps=100, upsample=2, epochs=1,
-                       budget_minutes=10, batch=4)
-        raise ParameterError(f"unknown film experiment preset {name!r}; choose small or full")
-
-    def replace(self, **changes) -> "FilmExperimentConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def run_film_experiment(output, config: FilmExperimentConfig | None = None, *, overwrite: bool = False,
-                        progress: bool = True) -> dict:
-    """Synthetic-only YOLO on films: train on random-defect images, test on thermal-model films.
-
-    Returns the report (also ``report.json`` / ``report.md`` in ``output``): per test set
-    (``thermal_clean``, ``thermal_artifacts``) P/R/F1 at IoU 0.15, AP and peak F1, overall
-    and per class (``plus``/``minus``).
-    """
-    from ..augment.pipeline import AugmentedSampler
-    from ..datasets.atomic import atomic_write_text
-    from ..datasets.generate import write_dataset
-    from ..evaluate.report import to_jsonable
-    from ..simulate.film import FilmConfig, FilmSampler
-    from .common import default_threads, setup_threads
-    from .yolo import YoloConfig, YoloDetector, open_source, train_yolo
-
-    cfg = config or FilmExperimentConfig()
-    from ..augment.spec import parse_spec
-
-    parse_spec(cfg.train_spec)
-    parse_spec(cfg.test_spec)
-    out = Path(output)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ParameterError(f"output {out} exists; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    threads = setup_threads(cfg.threads or default_threads())
-    log = ProgressLog(None, enabled=progress, prefix="[film] ")
-    t0 = time.perf_counter()
-    margin = min(8.0, cfg.size / 8)
-    train_cfg = FilmConfig(model="random", size=cfg.size, box_size=cfg.box_size, margin=margin,
-                           min_separation=min(12.0, cfg.size / 6)).validate()
-    sampler = AugmentedSampler(FilmSampler(train_cfg, seed=cfg.seed), cfg.train_spec, seed=cfg.seed)
-    write_dataset(out / "train.h5", sampler, cfg.n_train, overwrite=True, progress=progress)
-    write_dataset(out / "val.h5", sampler, cfg.n_val, start=cfg.n_train, overwrite=True, progress=progress)
-    thermal = FilmConfig(model="thermal", size=cfg.size, box_size=cfg.box_size, steps=cfg.test_steps,
-                         upsample=cfg.upsample, backend="numba", decross=math.radians(cfg.test_decross)).validate()
-    test_seed = cfg.seed + 1000
-    tests = {"thermal_clean": FilmSampler(thermal, seed=test_seed),
-             "thermal_artifacts": AugmentedSampler(FilmSampler(thermal, seed=test_seed), cfg.test_spec,
-                                                   seed=test_seed)}
-    for name, s in tests.items():
-        write_dataset(out / f"test_{name}.h5", s, cfg.n_test, overwrite=True, progress=progress)
-    timing = {"generate": round(time.perf_counter() - t0, 1)}
-    log.message(f"data generated in {format_duration(timing['generate'])}")
-
-    t = time.perf_counter()
-    remaining = cfg.budget_minutes - (time.perf_counter() - t0) / 60 - 2
-    ycfg = YoloConfig(model=cfg.model, epochs=cfg.epochs, batch=cfg.batch, imgsz=cfg.size, tile=cfg.size,
-                      overlap=cfg.size // 4, min_box=5.0, device=cfg.device, seed=cfg.seed, val_fraction=0.0,
-                      patience=10 if cfg.epochs > 10 else 0, mosaic=1.0 if cfg.size >= 128 else 0.0,
-                      close_mosaic=min(5, cfg.epochs // 4), hours=max(remaining, 1) / 60 if cfg.size > 64 else 0.0,
-                      ).validate()
-    best = train_yolo(out / "train.h5", out / "yolo", val=out / "val.h5", config=ycfg, overwrite=True,
-                      progress=progress, threads=threads)
-    timing["train"] = round(time.perf_counter() - t, 1)
-    det = YoloDetector(best, device=cfg.device, threads=threads)
-    results = {}
-    for name in tests:
-        parts, gts = [], []
-        with open_source(out / f"test_{name}.h5") as src:
-            class_names = src.class_names
-            for k in range(len(src)):
-                p = det.detect(src.image(k))
-                p.insert(0, "sample", k)
-                parts.append(p)
-                g = src.boxes(k)[["x0", "y0", "x1", "y1", "class"]].copy()
-                g.insert(0, "sample", k)
-                gts.append(g)
-        pred, gt = pd.concat(parts, ignore_index=True), pd.concat(gts, ignore_index=True)
-        s = score_predictions(pred, gt, det.conf_f1, cfg.n_test)
-        s["per_class"] = {class_names[int(c)] if int(c) < len(class_names) else c: v
-                          for c, v in s["per_class"].items()}
-        # Finding a defect and telling +1 from -1 are separate skills: score detection alone too.
-        agnostic = score_predictions(pred.assign(**{"class": 0}), gt.assign(**{"class": 0}), det.conf_f1, cfg.n_test)
-        s["per_class"]["any (class-agnostic)"] = {k: agnostic[k] for k in ("precision", "recall", "f1", "ap",
-                                                                            "peak_f1")}
-        results[name] = _public(s)
-        log.message(_line(name, results[name]))
-    timing["total"] = round(time.perf_counter() - t0, 1)
-    report = {"config": cfg.to_dict(), "results": results, "timing": timing, "threads": threads,
-              "weights": str(best), "classes": list(tests["thermal_clean"].class_names)}
-    lines = ["# Film: synthetic random-defect model → thermal-model films", "",
-             f"Trained on {cfg.n_train} random-defect images ({cfg.train_spec}); tested on {cfg.n_test} thermal-model "
-             f"films (XY dynamics, {cfg.test_steps} steps, decross {cfg.test_decross:g}°), clean and with "
-             f"{cfg.test_spec}. IoU 0.15; threshold from synthetic validation.", "",
-             "| test set | class | P | R | F1 | AP | peak F1 |", "|---|---|---|---|---|---|---|"]
-    for name, s in results.items():
-        lines.append(f"| {name} | all | {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} | "
-                     f"{_fmt(s['ap'])} | {_fmt(s['peak_f1'])} |")
-        for c, v in s["per_class"].items():
-            lines.append(f"| {name} | {c} | {_fmt(v.get('precision'))} | {_fmt(v.get('recall'))} | "
-                         f"{_fmt(v.get('f1'))} | {_fmt(v.get('ap'))} | {_fmt(v.get('peak_f1'))} |")
-    lines += ["", ", ".join(f"{k} {format_duration(v)}" for k, v in timing.items()) + f"; {threads} thread(s)", ""]
-    atomic_write_text(out / "report.json", json.dumps(to_jsonable(report), indent=2) + "\n", overwrite=True)
-    atomic_write_text(out / "report.md", "\n".join(lines), overwrite=True)
-    report["summary_text"] = "\n".join(_line(k, v) for k, v in results.items())
-    return report

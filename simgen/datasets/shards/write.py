@@ -57,10 +57,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import DataError, ParameterError, SchemaError, SimgenError
-from .atomic import atomic_path
-from .schema import table_path
+from simgen import __version__
+from simgen.atomic import atomic_path, json_default
+from simgen.datasets.generate import write_dataset
+from simgen.datasets.h5io import open_dataset
+from simgen.datasets.schema import IMAGE_DTYPES, table_path
+from simgen.errors import DataError, ParameterError, SchemaError, SimgenError
+from simgen.progress import track
 
 __all__ = [
     "MANIFEST_NAME",
@@ -164,7 +167,6 @@ def images_sha256(path, block: int = 32) -> str | None:
 
 def _shard_facts(path) -> dict:
     """Checksums, size, table row counts and image shape of a finished shard file."""
-    from .h5io import open_dataset
 
     with open_dataset(path) as ds:
         rows = {name: int(ds.file[table_path(name)]["offsets"][-1]) for name in ds.tables}
@@ -188,7 +190,6 @@ def write_shard(out_dir, shard: Shard, sampler, image_dtype: str = "uint8", over
     This is the unit of work sent to Dask workers (it must stay importable and
     picklable).  The file is written atomically by :func:`write_dataset`.
     """
-    from .generate import write_dataset
 
     path = Path(out_dir) / shard.file
     write_dataset(path, sampler, shard.n, start=shard.first_index, overwrite=overwrite,
@@ -201,14 +202,12 @@ def write_shard(out_dir, shard: Shard, sampler, image_dtype: str = "uint8", over
 
 def _normalise(obj):
     """JSON round trip (tuples → lists, numpy scalars → Python) so descriptions compare equal."""
-    from .h5io import json_default
 
     return json.loads(json.dumps(obj, default=json_default, sort_keys=True))
 
 
 def _adopt_shard(path: Path, shard: Shard, identity: dict) -> dict | None:
     """Facts of an unrecorded shard file if it is a complete shard of this very dataset, else None."""
-    from .h5io import open_dataset
 
     try:
         with open_dataset(path) as ds:
@@ -474,7 +473,6 @@ def generate_sharded(
         Bad parameters, or ``out_dir`` holds a dataset made with other parameters (without
         ``overwrite``), or another run holds the directory lock.
     """
-    from .schema import IMAGE_DTYPES
 
     say = log or (lambda message: None)
     # -- validate everything before touching the disk ----------------------
@@ -615,7 +613,6 @@ def generate_sharded(
 
 def _collect(results, entries, out_dir, run, progress, kind, total, mpath, manifest) -> None:
     """Record each finished shard in ``entries``; rewrite the manifest at most every second."""
-    from ..progress import track
 
     last = time.monotonic()
     for facts in track(results, total=total, description=f"{kind} shards", enabled=progress):

@@ -25,8 +25,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import DataError
-from .shards import (
+from simgen.datasets.h5io import open_dataset
+from simgen.datasets.shards.write import (
     MANIFEST_SCHEMA,
     VIRTUAL_NAME,
     is_manifest_path,
@@ -34,6 +34,7 @@ from .shards import (
     manifest_path,
     verify_manifest,
 )
+from simgen.errors import DataError
 
 __all__ = ["ShardedDataset", "open_sharded", "open_any", "summarize_manifest"]
 
@@ -129,7 +130,6 @@ class ShardedDataset:
 
     def shard(self, k: int):
         """Open (or reuse) shard ``k`` as a :class:`simgen.datasets.h5io.Dataset`."""
-        from .h5io import open_dataset
 
         self._after_fork()
         ds = self._handles.get(k)
@@ -273,7 +273,6 @@ def open_sharded(path, **kwargs) -> ShardedDataset:
 
 def open_any(path):
     """A :class:`ShardedDataset` for a manifest / shard directory, else :func:`open_dataset` of one file."""
-    from .h5io import open_dataset
 
     return ShardedDataset(path) if is_manifest_path(path) else open_dataset(path)
 

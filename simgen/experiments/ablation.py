@@ -36,10 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..augment.spec import CODES, parse_spec
-from ..errors import DataError, ParameterError, SimgenError
-from ..rng import check_seed
-from .atomic import atomic_path, atomic_write_text
+from simgen.atomic import atomic_path, atomic_write_text
+from simgen.augment.realism import ImageSetStats, realism_distance
+from simgen.augment.spec import CODES, parse_spec
+from simgen.datasets.augment_io import augmented_sampler, iter_images, load_noise_profile
+from simgen.datasets.generate import write_dataset
+from simgen.datasets.h5io import open_dataset
+from simgen.errors import DataError, ParameterError, SimgenError
+from simgen.rng import check_seed
 
 __all__ = [
     "AblationGrid",
@@ -164,7 +168,7 @@ def make_sampler(kind: str, config: dict, seed: int):
     if kind == "film":
         import dataclasses
 
-        from ..simulate.film import FilmConfig, FilmSampler
+        from simgen.simulate.film import FilmConfig, FilmSampler
 
         valid = [f.name for f in dataclasses.fields(FilmConfig)]
         unknown = sorted(set(config) - set(valid))
@@ -233,7 +237,6 @@ def _full_spec(spec: str, standardize: bool) -> str:
 
 
 def _reusable(path: Path, spec_canonical: str, generator: dict, n: int) -> bool:
-    from .h5io import open_dataset
 
     try:
         with open_dataset(path) as ds:
@@ -285,9 +288,6 @@ def run_ablation(
     -------
     dict with ``rows`` (one dict per combination) and the output ``files``.
     """
-    from ..augment.realism import ImageSetStats, realism_distance
-    from .augment_io import augmented_sampler, iter_images, load_noise_profile
-    from .generate import write_dataset
 
     log = log or (lambda message: None)
     grid = grid if isinstance(grid, AblationGrid) else load_grid(grid)

@@ -12,7 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import ParameterError
+import numpy as np
+
+from simgen.errors import ParameterError
 
 __all__ = [
     "check_output",
@@ -23,6 +25,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "fsync_path",
+    "json_default",
+    "json_default_lenient",
 ]
 
 
@@ -157,3 +161,24 @@ def atomic_dir(path, overwrite: bool = False, allow_empty: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def json_default(obj):
+    """``json.dumps(default=...)`` hook for NumPy scalars/arrays, paths, sets and tuples."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def json_default_lenient(obj):
+    """Like :func:`json_default`, but anything else becomes its ``str`` (run records may hold devices, dtypes)."""
+    try:
+        return json_default(obj)
+    except TypeError:
+        return str(obj)

@@ -34,7 +34,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import ParameterError
+from simgen.errors import ParameterError
 
 __all__ = ["setup_ultralytics", "import_ultralytics", "config_dir", "OFFLINE_SETTINGS", "ENV_DIR"]
 
@@ -199,7 +199,7 @@ def import_ultralytics(directory=None, *, verbose: bool = False):
     try:  # select_device() resets torch threads to NUM_THREADS on CPU; use ours instead
         from ultralytics.utils import torch_utils
 
-        from .common import default_threads
+        from simgen.runtime import default_threads
 
         torch_utils.NUM_THREADS = default_threads()
     except (ImportError, AttributeError):  # pragma: no cover - layout of other versions

@@ -47,19 +47,16 @@ A minimal resumable loop::
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
-import sys
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ..datasets.h5io import json_default
-from ..errors import DataError, ParameterError
-from ..rng import check_seed
+from simgen.atomic import atomic_path, atomic_write_text, json_default_lenient
+from simgen.errors import DataError, ParameterError
+from simgen.rng import check_seed
 
 __all__ = [
     "seed_everything",
@@ -68,11 +65,8 @@ __all__ = [
     "default_threads",
     "save_checkpoint",
     "load_checkpoint",
+    "checkpoint_globals",
     "RunDir",
-    "EarlyStopping",
-    "ProgressLog",
-    "Timer",
-    "format_duration",
 ]
 
 
@@ -181,7 +175,6 @@ def save_checkpoint(path, state: dict) -> Path:
     """``torch.save(state)`` to ``path`` atomically (temp file + fsync + rename); replaces ``path``."""
     import torch
 
-    from ..datasets.atomic import atomic_path
 
     path = Path(path)
     with atomic_path(path, overwrite=True) as tmp:
@@ -189,29 +182,64 @@ def save_checkpoint(path, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(path, map_location="cpu", weights_only: bool = False) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`.
+def checkpoint_globals(path) -> list[str]:
+    """The Python objects (``module.name``) a checkpoint's pickle would import, read without unpickling.
+
+    Only names outside torch's built-in ``weights_only`` safe set are listed; an empty list means the
+    file holds tensors and plain containers only.
+    """
+    import torch
+
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise DataError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+
+
+def load_checkpoint(path, map_location="cpu", *, allow: Callable[[str], object | None] | None = None) -> dict:
+    """Load a checkpoint safely: ``torch.load(weights_only=True)``, never arbitrary code.
+
+    Checkpoints are untrusted input.  Every global the pickle names is checked *before* anything is
+    unpickled: it must be resolved by ``allow`` (a function from ``"module.name"`` to the object, or
+    ``None`` to refuse); then the file is loaded with exactly those objects allowlisted.
+
+    Parameters
+    ----------
+    path : path-like
+        A file written by :func:`save_checkpoint` or a trainer.
+    map_location : str or torch.device
+        Where tensors go (CPU by default).
+    allow : callable, optional
+        Policy for globals beyond tensors and containers (e.g. the classes of a whole pickled model);
+        ``None`` refuses every such global.
 
     Raises
     ------
     DataError
-        If the file is missing or unreadable (e.g. not a torch checkpoint).
+        If the file is missing, unreadable, or names a global the policy refuses.
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
-    if not weights_only:
-        # A full unpickle of an Ultralytics checkpoint imports ultralytics: make it offline and
-        # project-owned first (its environment is read at import time).
-        from .offline import setup_ultralytics
-
-        setup_ultralytics()
+    safe = []
+    for name in checkpoint_globals(path):
+        obj = allow(name) if allow is not None else None
+        if obj is None:
+            raise DataError(f"refusing checkpoint {path}: it names {name}, which is not an allowed type "
+                            "(simgen never unpickles arbitrary objects)")
+        safe.append((obj, name) if getattr(obj, "__module__", None) and f"{obj.__module__}.{obj.__qualname__}" != name
+                    else obj)
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
+        with torch.serialization.safe_globals(safe):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise DataError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise DataError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 class RunDir:
@@ -268,9 +296,8 @@ class RunDir:
         return self.path / self.BEST
 
     def write_json(self, name: str, data) -> Path:
-        from ..datasets.atomic import atomic_write_text
 
-        text = json.dumps(data, indent=2, default=_json_default) + "\n"
+        text = json.dumps(data, indent=2, default=json_default_lenient) + "\n"
         return atomic_write_text(self.path / name, text, overwrite=True)
 
     def save(self, state: dict, best: bool = False) -> Path:
@@ -285,173 +312,3 @@ class RunDir:
         if not self.resume or not self.last.exists():
             return None
         return load_checkpoint(self.last, map_location=map_location)
-
-
-# -- early stopping ----------------------------------------------------------------
-@dataclass
-class EarlyStopping:
-    """Stop when a validation value has not improved for ``patience`` epochs.
-
-    Parameters
-    ----------
-    patience : int
-        Epochs without improvement before :attr:`should_stop` turns true (0 disables).
-    mode : {"max", "min"}
-        Whether larger (F1, AP) or smaller (loss) values are better.
-    min_delta : float
-        Minimum change that counts as an improvement.
-    """
-
-    patience: int = 10
-    mode: str = "max"
-    min_delta: float = 0.0
-    best: float = field(default=float("nan"))
-    best_epoch: int = -1
-    last_epoch: int = -1
-
-    def __post_init__(self):
-        if self.mode not in ("max", "min"):
-            raise ParameterError(f"early-stopping mode must be 'max' or 'min', got {self.mode!r}")
-        if self.patience < 0:
-            raise ParameterError(f"patience must be >= 0, got {self.patience}")
-        if self.min_delta < 0:
-            raise ParameterError(f"min_delta must be >= 0, got {self.min_delta}")
-
-    def step(self, value: float, epoch: int | None = None) -> bool:
-        """Record the value of ``epoch``; returns ``True`` when it is a new best."""
-        epoch = self.last_epoch + 1 if epoch is None else int(epoch)
-        self.last_epoch = epoch
-        value = float(value)
-        if math.isnan(value):
-            return False
-        if math.isnan(self.best):
-            better = True
-        elif self.mode == "max":
-            better = value > self.best + self.min_delta
-        else:
-            better = value < self.best - self.min_delta
-        if better:
-            self.best, self.best_epoch = value, epoch
-        return better
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.best_epoch >= 0 and self.last_epoch - self.best_epoch >= self.patience
-
-    def state_dict(self) -> dict:
-        return {"patience": self.patience, "mode": self.mode, "min_delta": self.min_delta,
-                "best": self.best, "best_epoch": self.best_epoch, "last_epoch": self.last_epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        for key in ("best", "best_epoch", "last_epoch"):
-            setattr(self, key, state[key])
-
-
-# -- progress ------------------------------------------------------------------------
-def format_duration(seconds: float) -> str:
-    """``3725`` → ``"1h02m"``, ``65`` → ``"1m05s"``, ``4.2`` → ``"4.2s"``."""
-    seconds = float(seconds)
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    m, s = divmod(int(round(seconds)), 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
-
-
-class Timer:
-    """Wall-clock stopwatch: ``with Timer() as t: ...; t.seconds``."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
-        return False
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-class ProgressLog:
-    """One line per epoch on stderr plus a JSON-lines metrics file.
-
-    Parameters
-    ----------
-    path : path-like or None
-        ``metrics.jsonl`` to append to (``None``: no file).
-    total_epochs : int, optional
-        For the ``epoch i/N`` counter and the time estimate.
-    enabled : bool
-        Print to stderr (the file is written regardless).
-    stream : file, optional
-        Where to print (default ``sys.stderr``).
-    """
-
-    def __init__(self, path=None, total_epochs: int | None = None, enabled: bool = True, stream=None, prefix: str = ""):
-        self.path = Path(path) if path is not None else None
-        self.total = total_epochs
-        self.enabled = enabled
-        self.stream = stream
-        self.prefix = prefix
-        self.t0 = time.perf_counter()
-        self._first_epoch: int | None = None
-
-    def message(self, text: str) -> None:
-        """Print a free-form line (when enabled)."""
-        if self.enabled:
-            print(f"{self.prefix}{text}", file=self.stream or sys.stderr, flush=True)
-
-    def epoch(self, epoch: int, **metrics) -> dict:
-        """Record epoch ``epoch`` (0-based) with its metrics; returns the record written."""
-        elapsed = time.perf_counter() - self.t0
-        if self._first_epoch is None:
-            self._first_epoch = int(epoch)
-        record = {"epoch": int(epoch), "time": round(elapsed, 3), **{k: _plain(v) for k, v in metrics.items()}}
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, default=_json_default) + "\n")
-        if self.enabled:
-            done = int(epoch) + 1 - self._first_epoch
-            eta = ""
-            if self.total and done > 0:
-                remaining = (self.total - int(epoch) - 1) * elapsed / done
-                eta = f"  eta {format_duration(remaining)}"
-            counter = f"{int(epoch) + 1}/{self.total}" if self.total else f"{int(epoch) + 1}"
-            parts = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
-            self.message(f"epoch {counter}  {parts}  [{format_duration(elapsed)}{eta}]")
-        return record
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # 0-d tensors
-        return value.item()
-    return value
-
-
-def _json_default(obj):
-    try:
-        return json_default(obj)
-    except TypeError:  # run records may hold anything (devices, dtypes): keep them readable
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    return str(obj)

@@ -44,8 +44,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, ParameterError
-from ..rng import check_seed, sample_rng
+from simgen.atomic import atomic_path, atomic_write_text
+from simgen.augment.ldm.config import LDMConfig
+from simgen.datasets.formats.yolo import open_yolo_folder
+from simgen.datasets.h5io import open_dataset
+from simgen.datasets.ldm_io import copy_samples, import_real, read_pairs, write_generated
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate.detection import detection_counts, evaluate_detections
+from simgen.evaluate.matching import match_detections
+from simgen.rng import check_seed, sample_rng
+from simgen.runtime import setup_threads
+from simgen.train.maskrcnn.config import get_config
+from simgen.train.maskrcnn.predict import load_maskrcnn, predict_images
+from simgen.train.maskrcnn.trainer import train_maskrcnn
 
 __all__ = [
     "CONDITIONS",
@@ -106,8 +117,6 @@ class FewShotConfig:
         if any(c in self.conditions for c in ("real+sim", "sim")) and not self.sim_preset:
             raise ParameterError("the sim conditions need a TEM preset (sim_preset)")
         check_seed(self.seed)
-        from ..augment.ldm.config import LDMConfig
-        from .maskrcnn import get_config
 
         LDMConfig.preset(self.ldm_config, **self.ldm_overrides).with_max_steps(self.ldm_max_steps).validate()
         get_config(self.maskrcnn_config, **self.maskrcnn_overrides)
@@ -152,10 +161,6 @@ def evaluate_maskrcnn(checkpoint, test_path, *, iou: float = 0.5, conf: float = 
     """Detection F1, classification F1, their harmonic mean and AP of a Mask R-CNN on a test file."""
     import pandas as pd
 
-    from ..datasets.h5io import open_dataset
-    from ..evaluate.detection import detection_counts, evaluate_detections
-    from ..evaluate.matching import match_detections
-    from .maskrcnn import load_maskrcnn, predict_images
 
     model, cfg, _ = load_maskrcnn(checkpoint, device)
     with open_dataset(test_path) as ds:
@@ -224,13 +229,6 @@ def run_fewshot(
     overwrite : bool
         Delete an existing study folder first.
     """
-    from ..augment.ldm.config import LDMConfig
-    from ..datasets.atomic import atomic_write_text
-    from ..datasets.formats.yolo import open_yolo_folder
-    from ..datasets.h5io import open_dataset
-    from ..datasets.ldm_io import copy_samples, import_real, read_pairs, write_generated
-    from . import common
-    from .maskrcnn import get_config, train_maskrcnn
 
     config = (config or FewShotConfig()).validate()
     say = log or (lambda text: None)
@@ -276,9 +274,9 @@ def run_fewshot(
     # 2. simulator pool (shared by all splits; never sees real data)
     sim_h5 = out / "sim.h5"
     if any(c in config.conditions for c in ("real+sim", "sim")) and not sim_h5.exists():
-        from ..augment.ldm.masks import tem_config_for_scale
-        from ..datasets.generate import write_dataset
-        from ..simulate.tem import TemSampler
+        from simgen.augment.ldm.masks import tem_config_for_scale
+        from simgen.datasets.generate import write_dataset
+        from simgen.simulate.tem import TemSampler
 
         extra = {"single_class": class_names[0]} if len(class_names) == 1 else {}
         tem = tem_config_for_scale(config.sim_preset, config.scale, len(class_names), size=config.tile, **extra)
@@ -338,7 +336,8 @@ def run_fewshot(
                 sets = [(real_h5, train_idx, "real")]
                 extra = {}
                 if cond == "real+ldm":
-                    from ..augment.ldm.trainer import load_ldm, train_ldm
+                    from simgen.augment.ldm.sampling import load_ldm
+                    from simgen.train.ldm import train_ldm
 
                     gen_h5 = kdir / "ldm_pairs.h5"
                     if not gen_h5.exists():
@@ -382,7 +381,7 @@ def run_fewshot(
         plot_fewshot(summary, out / "fewshot.png")
     except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose the results
         say(f"figure not written: {exc}")
-    common.setup_threads()  # trainers may have changed the thread count
+    setup_threads()  # trainers may have changed the thread count
     return summary
 
 
@@ -421,7 +420,6 @@ def plot_fewshot(summary: dict, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..datasets.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for cond in CONDITIONS:

@@ -1,0 +1,174 @@
+"""The sim2real report: table lines, verdict, markdown and figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from simgen.atomic import atomic_path
+from simgen.datasets.h5io import open_dataset
+from simgen.datasets.sources import open_source
+from simgen.progress import format_duration
+
+LABELS = {
+    "synthetic_yolo": "YOLO, synthetic only (threshold from synthetic validation)",
+    "synthetic_yolo_loo_threshold": "YOLO, synthetic only (threshold from real labels, leave-one-image-out)",
+    "log_baseline": "LoG baseline (tuned, leave-one-image-out)",
+    "log_baseline_insample": "LoG baseline (tuned and scored on the same images; optimistic)",
+    "real_kfold_yolo": "YOLO trained on real images (k-fold)",
+    "synthetic_plus_few_real": "YOLO synthetic + few real (fine-tuned, k-fold)",
+}
+
+
+def _line(name: str, m: dict) -> str:
+    def g(k):
+        v = m.get(k)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return f"{name}: P {g('precision')} R {g('recall')} F1 {g('f1')} AP {g('ap')} peak F1 {g('peak_f1')}"
+
+
+def _verdict(methods: dict) -> str:
+    """Like-for-like comparison with the LoG baseline: F1 with thresholds from held-out real labels
+    (leave-one-image-out for both) and AP (threshold-free)."""
+    s = methods.get("synthetic_yolo_loo_threshold") or methods.get("synthetic_yolo", {})
+    b = methods.get("log_baseline")
+    if not b or s.get("f1") is None or b.get("f1") is None:
+        return "no baseline comparison"
+    d_f1 = s["f1"] - b["f1"]
+    d_ap = (s.get("ap") or 0.0) - (b.get("ap") or 0.0)
+    if d_f1 > 0 and d_ap > 0:
+        word = "beats"
+    elif d_f1 > 0 or d_ap > 0:
+        word = "is mixed against"
+    else:
+        word = "does not beat"
+    return (f"synthetic-only YOLO {word} the tuned LoG baseline: F1 {s['f1']:.3f} vs {b['f1']:.3f} ({d_f1:+.3f}; "
+            f"thresholds from held-out real labels for both), AP {s.get('ap') or 0:.3f} vs {b.get('ap') or 0:.3f} "
+            f"({d_ap:+.3f})")
+
+
+def _summary_text(report: dict) -> str:
+    lines = [_line(LABELS.get(k, k), v) for k, v in report["methods"].items()]
+    lines.append(report["verdict"])
+    lines.append(f"total time {format_duration(report['timing']['total'])}, {report['threads']} thread(s)")
+    return "\n".join(lines)
+
+
+def _fmt(v, spec=".3f"):
+    return "–" if v is None else format(v, spec)
+
+
+def _markdown(report: dict) -> str:
+    name = Path(report["real"]).name
+    lines = [f"# sim2real on `{name}`", "",
+             f"{report['n_real_images']} real images, {report['n_gt']} annotated defects; matching at IoU "
+             f"{report['iou']} (greedy); P/R/F1 at the confidence threshold chosen on validation data "
+             "(synthetic validation images for synthetic models), AP = COCO 101-point, peak F1 = best threshold in "
+             "hindsight.", "",
+             "| method | P | R | F1 | AP | peak F1 |", "|---|---|---|---|---|---|"]
+    for key, m in report["methods"].items():
+        lines.append(f"| {LABELS.get(key, key)} | {_fmt(m.get('precision'))} | {_fmt(m.get('recall'))} | "
+                     f"{_fmt(m.get('f1'))} | {_fmt(m.get('ap'))} | {_fmt(m.get('peak_f1'))} |")
+    lines += ["", f"**{report['verdict']}**", ""]
+    for note in report.get("notes") or []:
+        lines += [f"_Note: {note}._", ""]
+    if report["robustness"]:
+        lines += ["## Robustness (skimage `random_noise` defaults on the real images)", "",
+                  "| noise | F1 YOLO | drop | F1 LoG | drop |", "|---|---|---|---|---|"]
+        for k, v in report["robustness"].items():
+            lines.append(f"| {k} | {_fmt(v['f1'])} | {_fmt(v['drop'], '.1%')} | {_fmt(v.get('log_f1'))} | "
+                         f"{_fmt(v.get('log_drop'), '.1%')} |")
+        lines.append("")
+    per_image = report["methods"].get("synthetic_yolo", {}).get("per_image", [])
+    if per_image:
+        lines += ["## Synthetic-only YOLO per image", "", "| image | n_gt | P | R | F1 |", "|---|---|---|---|---|"]
+        for r in per_image:
+            lines.append(f"| {r['image']} | {r['n_gt']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | "
+                         f"{_fmt(r['f1'])} |")
+        lines.append("")
+    sc = report["scale"]
+    lines += ["## Scale", "",
+              f"Tiles of {sc['tile']} px at native resolution. Defect size estimated from the real images: "
+              f"{_fmt(sc.get('defect_size_px_estimate'), '.1f')} px; synthetic boxes (side, px): "
+              f"{json.dumps({k: round(v, 1) for k, v in (sc.get('synthetic_box_size_px') or {}).items()})}.", "",
+              "## Timing", "", ", ".join(f"{k} {format_duration(v)}" for k, v in report["timing"].items()) +
+              f"; {report['threads']} thread(s); real-image inference {report['fps_real']:.2f} images/s.", "",
+              "![PR curves](pr_curves.png)", "", "![examples](examples.png)", "",
+              "![synthetic examples](synthetic_examples.png)", ""]
+    return "\n".join(lines)
+
+
+def _figures(out: Path, methods: dict, real, names, gt, det, syn_train, log) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for key, m in methods.items():
+        c = m.get("_curve")
+        if c is None or not len(c):
+            continue
+        ax.plot(c["recall"], c["precision"], label=f"{LABELS.get(key, key).split(' (')[0]} (AP {_fmt(m.get('ap'))})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{Path(real).name}: IoU ≥ {IOU}")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    with atomic_path(out / "pr_curves.png", overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+    # examples: the real image with the most annotations, GT vs synthetic-only predictions
+
+    with open_source(real) as src:
+        k = int(gt["sample"].value_counts().idxmax()) if len(gt) else 0
+        img = src.image(k)
+    p = det.detect(img)
+    p = p[p["score"] >= det.conf_f1]
+    g = gt[gt["sample"] == k]
+    h, w = img.shape
+    side = min(h, w, 512)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.7))
+    for ax, boxes, colour, title in ((axes[0], g, "lime", "annotation"),
+                                     (axes[1], p, "red", "YOLO, synthetic only")):
+        ax.imshow(img[:side, :side], cmap="gray", vmin=0, vmax=1)
+        for r in boxes.itertuples():
+            if r.x0 < side and r.y0 < side:
+                ax.add_patch(plt.Rectangle((r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False,
+                                           ec=colour, lw=0.8))
+        ax.set_title(f"{names[k]}: {title}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(out / "examples.png", overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+    with open_dataset(syn_train) as ds:
+        n = min(4, ds.n)
+        fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.2))
+        for i, ax in enumerate(np.atleast_1d(axes)):
+            ax.imshow(ds.image(i), cmap="gray", vmin=0, vmax=1)
+            b = ds.rows("boxes", i)
+            if b is not None:
+                for r in b.itertuples():
+                    ax.add_patch(plt.Rectangle((r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False,
+                                               ec="lime", lw=0.6))
+            ax.axis("off")
+    fig.suptitle("synthetic training images (TEM simulator + augmentation)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out / "synthetic_examples.png", overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+IOU = 0.15

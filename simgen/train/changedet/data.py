@@ -1,0 +1,265 @@
+"""Frame pairs and their change maps: reading, normalization, augmentation, class weights."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simgen.datasets.h5io import open_dataset
+from simgen.errors import DataError, ParameterError
+from simgen.rng import sample_rng
+from simgen.train.changedet.config import CHANGE_CLASSES, DeltaNetConfig
+from simgen.train.changedet.model import swap_direction
+
+__all__ = [
+    "normalize_pair",
+    "class_weights",
+    "PairSource",
+    "open_pairs",
+]
+
+
+# -- data -----------------------------------------------------------------------------
+class PairSource:
+    """Frame pairs and their change maps from a filament pair file (see :func:`open_pairs`).
+
+    Attributes
+    ----------
+    path : Path
+    n : int
+        Number of pairs.
+    index : (M, 2) int64
+        Frame (sample) indices ``(first, second)`` of every pair; ``second < first`` for
+        backward pairs.
+    targets : tuple of str
+        Change-map names, ``("a1", "a2")`` for ``/pairs/change_a1`` and ``/pairs/change_a2``.
+    has_maps : bool
+        Whether change maps are stored (prediction does not need them).
+    """
+
+    def __init__(self, path, ds, index, targets, maps, sequence, time):
+        self.path = Path(path)
+        self._ds = ds
+        self.index = index
+        self.n = len(index)
+        self.targets = tuple(targets)
+        self._maps = maps
+        self.has_maps = maps is not None
+        self.sequence = sequence
+        self.time = time
+        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()  # small LRU cache (chains reuse frames)
+
+    @property
+    def n_frames(self) -> int:
+        return self._ds.n
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` as float32 (H, W) in [0, 1]."""
+        i = int(i)
+        if i in self._frames:
+            self._frames.move_to_end(i)
+        else:
+            self._frames[i] = self._ds.image(i)
+            while len(self._frames) > 64:
+                self._frames.popitem(last=False)
+        return self._frames[i]
+
+    def frames(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.index[p]
+        return self.frame(a), self.frame(b)
+
+    def maps(self, p: int) -> dict[str, np.ndarray]:
+        if self._maps is None:
+            raise DataError(f"{self.path} stores no change maps")
+        return {t: np.asarray(self._maps[t][p]) for t in self.targets}
+
+    def chain(self, p: int) -> list[int] | None:
+        """Frame indices ``t, t±1, ..., t±k`` from the first to the second frame of pair ``p``
+        when they all belong to one sequence and follow each other in time, else ``None``."""
+        if self.sequence is None:
+            return None
+        a, b = (int(v) for v in self.index[p])
+        if a == b:
+            return None
+        step = 1 if b > a else -1
+        frames = list(range(a, b + step, step))
+        seq, time = self.sequence[frames], self.time[frames]
+        if np.all(seq == seq[0]) and np.all(np.diff(time) == step):
+            return frames
+        return None
+
+    def close(self) -> None:
+        self._ds.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def open_pairs(path, require_maps: bool = True) -> PairSource:
+    """Open a filament pair file written by :func:`simgen.datasets.video_io.write_filament`.
+
+    Layout read::
+
+        /images                 (N, H, W) frames of all sequences (one sample per frame)
+        /pairs/index            (M, 2) int   frame indices (first, second) of each pair
+        /pairs/change_<target>  (M, H, W) uint8 change maps (0 background, 1 appearing,
+                                2 disappearing, 3 unchanged-present); targets a1, a2
+        /filament/sequence      (N,) sequence of each frame  } for the consecutive chain
+        /filament/frame         (N,) time index in it        } (optional)
+
+    Raises
+    ------
+    DataError, SchemaError
+        Missing file, no images, no ``/pairs/index``, maps of the wrong shape, bad indices.
+    """
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    ds = open_dataset(path)
+    try:
+        if ds.images is None:
+            raise DataError(f"{path} stores no images")
+        if not ds.has("pairs/index"):
+            raise DataError(f"{path} has no /pairs/index; change detection needs a filament pair file "
+                            "(simgen simulate filament)")
+        index = np.asarray(ds.array("pairs/index"), np.int64)
+        if index.ndim != 2 or index.shape[1] != 2 or len(index) == 0:
+            raise DataError(f"{path}: /pairs/index has shape {index.shape}, expected (M, 2) with M >= 1")
+        if index.min() < 0 or index.max() >= ds.n:
+            raise DataError(f"{path}: /pairs/index refers to frames outside 0..{ds.n - 1}")
+        targets = tuple(sorted(k[len("change_"):] for k in ds.file["pairs"] if k.startswith("change_")))
+        maps = None
+        if targets:
+            maps = {t: ds.file[f"pairs/change_{t}"] for t in targets}
+            for t, m in maps.items():
+                if m.shape != (len(index), *ds.image_shape):
+                    raise DataError(f"{path}: /pairs/change_{t} has shape {m.shape}, "
+                                    f"expected {(len(index), *ds.image_shape)}")
+        elif require_maps:
+            raise DataError(f"{path} has no change maps /pairs/change_<target>")
+        else:
+            targets = None  # prediction: the model's targets are used
+        sequence, time = _sequence_info(ds)
+    except BaseException:
+        ds.close()
+        raise
+    return PairSource(path, ds, index, targets or (), maps, sequence, time)
+
+
+def _sequence_info(ds):
+    if ds.has("filament/sequence") and ds.has("filament/frame"):
+        seq = np.asarray(ds.array("filament/sequence"), np.int64)
+        time = np.asarray(ds.array("filament/frame"), np.int64)
+        if seq.shape == time.shape == (ds.n,):
+            return seq, time
+    return None, None
+
+
+def normalize_pair(a: np.ndarray, b: np.ndarray, mode: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
+    """Contrast-stretch two frames with one mapping (0.5/99.5 percentiles or min/max of both)."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    if mode == "none":
+        return a, b
+    both = np.concatenate([a.ravel(), b.ravel()])
+    if mode == "percentile":
+        lo, hi = np.percentile(both, [0.5, 99.5])
+    elif mode == "minmax":
+        lo, hi = float(both.min()), float(both.max())
+    else:
+        raise ParameterError(f"normalize must be percentile, minmax or none, got {mode!r}")
+    if not hi > lo:
+        return np.full_like(a, 0.5), np.full_like(b, 0.5)
+    lo, scale = np.float32(lo), np.float32(1.0 / (hi - lo))
+    return np.clip((a - lo) * scale, 0, 1).astype(np.float32), np.clip((b - lo) * scale, 0, 1).astype(np.float32)
+
+
+def _augment_pair(a, b, maps, rng, crop: int, augment: bool = True):
+    """Random ``crop``² window (when the frames are larger), then flips and 90° rotations."""
+    h, w = a.shape
+    if crop and (h > crop or w > crop):
+        y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        sl = (slice(y, y + crop), slice(x, x + crop))
+        a, b, maps = a[sl], b[sl], {t: m[sl] for t, m in maps.items()}
+    if augment:
+        if rng.random() < 0.5:
+            a, b, maps = a[:, ::-1], b[:, ::-1], {t: m[:, ::-1] for t, m in maps.items()}
+        if rng.random() < 0.5:
+            a, b, maps = a[::-1], b[::-1], {t: m[::-1] for t, m in maps.items()}
+        if a.shape[0] == a.shape[1]:
+            k = int(rng.integers(4))
+            a, b, maps = np.rot90(a, k), np.rot90(b, k), {t: np.rot90(m, k) for t, m in maps.items()}
+    return a, b, maps
+
+
+class _PairSamples:
+    """Pairs cached in memory: every frame once (float16), change maps per pair (uint8)."""
+
+    def __init__(self, src: PairSource, crop: int, depth: int, train: bool):
+        used = np.unique(src.index)
+        self.frames = {int(i): np.asarray(src.frame(int(i)), np.float32).astype(np.float16) for i in used}
+        src._frames.clear()
+        self.index = src.index.copy()
+        self.maps = [{t: np.asarray(m, np.uint8) for t, m in src.maps(p).items()} for p in range(src.n)]
+        self.targets = src.targets
+        h, w = self.frames[int(used[0])].shape
+        m = 2 ** depth
+        if train and crop and (h < crop or w < crop):
+            raise DataError(f"{src.path}: frames of {h}x{w} px are smaller than the {crop}² training crop")
+        if train and not crop and (h % m or w % m):
+            raise DataError(f"{src.path}: frames of {h}x{w} px must be multiples of {m} without cropping; set a crop")
+        for mp in self.maps:
+            for t, arr in mp.items():
+                if arr.size and arr.max() >= len(CHANGE_CLASSES):
+                    raise DataError(f"{src.path}: change map {t!r} holds class ids >= {len(CHANGE_CLASSES)}")
+
+    def pair(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        i, j = self.index[k]
+        return self.frames[int(i)].astype(np.float32), self.frames[int(j)].astype(np.float32)
+
+    def __len__(self):
+        return len(self.index)
+
+    def batch(self, ks, cfg: DeltaNetConfig, epoch: int | None, device):
+        xa, xb, ys = [], [], {t: [] for t in self.targets}
+        for k in ks:
+            (a, b), maps = self.pair(k), self.maps[k]
+            a, b = normalize_pair(a, b, cfg.normalize)
+            if epoch is not None:
+                rng = sample_rng(cfg.seed, epoch, 2, int(k))
+                a, b, maps = _augment_pair(a, b, maps, rng, cfg.crop, cfg.augment)
+                if cfg.reverse and rng.random() < cfg.reverse:
+                    a, b, maps = b, a, {t: swap_direction(m) for t, m in maps.items()}
+            xa.append(np.ascontiguousarray(a))
+            xb.append(np.ascontiguousarray(b))
+            for t in self.targets:
+                ys[t].append(np.ascontiguousarray(maps[t]))
+        ta = torch.from_numpy(np.stack(xa)[:, None]).to(device)
+        tb = torch.from_numpy(np.stack(xb)[:, None]).to(device)
+        return ta, tb, {t: torch.from_numpy(np.stack(v).astype(np.int64)).to(device) for t, v in ys.items()}
+
+
+def class_weights(maps, power: float = 0.5, floor: float = 1e-4) -> tuple:
+    """Per-class weights ``f_c**-power`` from change maps, normalised so that sum_c f_c w_c = 1.
+
+    ``maps`` is an iterable of label arrays; class frequencies below ``floor`` are raised to
+    it (a class absent from the data gets a large but finite weight).
+    """
+    counts = np.zeros(len(CHANGE_CLASSES), np.float64)
+    for m in maps:
+        counts += np.bincount(np.asarray(m, np.int64).ravel(), minlength=len(CHANGE_CLASSES))[: len(CHANGE_CLASSES)]
+    if counts.sum() == 0:
+        return tuple([1.0] * len(CHANGE_CLASSES))
+    f = np.maximum(counts / counts.sum(), floor)
+    w = f ** -power
+    w /= float((f * w).sum() / f.sum())
+    return tuple(round(float(x), 4) for x in w)
+

@@ -1,0 +1,214 @@
+"""Siamese U-Net with a shared encoder and one head per target; the U-Net baseline; focal loss."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simgen.errors import DataError, ParameterError
+from simgen.train.changedet.config import (
+    APPEARING,
+    CHANGE_CLASSES,
+    DISAPPEARING,
+    NO_CHANGE,
+    OVERLAPPING,
+    DeltaNetConfig,
+    get_config,
+)
+
+__all__ = [
+    "focal_loss",
+    "SiameseUNet",
+    "UNet",
+    "build_deltanet",
+    "swap_direction",
+]
+
+
+# -- loss ----------------------------------------------------------------------
+def focal_loss(logits, target, gamma: float = 2.0, alpha=None, reduction: str = "mean"):
+    """Multi-class focal loss ``-alpha_y (1 - p_y)**gamma log p_y`` (Lin et al. 2017).
+
+    Parameters
+    ----------
+    logits : (B, C, ...) tensor
+        Unnormalised class scores.
+    target : (B, ...) int64 tensor
+        Class ids in ``0..C-1``.
+    gamma : float
+        Focusing parameter; ``gamma = 0`` and ``alpha = None`` give the cross-entropy.
+    alpha : sequence of C floats or tensor, optional
+        Per-class weights (applied to the true class of each pixel).
+    reduction : {"mean", "sum", "none"}
+        ``mean`` averages over all pixels (not over weights).
+
+    Examples
+    --------
+    >>> import torch
+    >>> float(focal_loss(torch.zeros(1, 4, 1), torch.zeros(1, 1, dtype=torch.long), gamma=0.0))  # log 4
+    1.3862943649291992
+    """
+    if logits.ndim < 2 or target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ParameterError(f"focal_loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
+    if gamma < 0:
+        raise ParameterError(f"gamma must be >= 0, got {gamma}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ParameterError(f"reduction must be mean, sum or none, got {reduction!r}")
+    target = target.long()
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
+        raise DataError(f"focal_loss: class ids outside [0, {logits.shape[1] - 1}]")
+    logp = F.log_softmax(logits.float(), dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
+    loss = -logp if gamma == 0 else -((1.0 - logp.exp()).clamp(min=0.0) ** gamma) * logp
+    if alpha is not None:
+        a = torch.as_tensor(alpha, dtype=loss.dtype, device=loss.device)
+        if a.shape != (logits.shape[1],):
+            raise ParameterError(f"alpha must hold {logits.shape[1]} weights, got shape {tuple(a.shape)}")
+        loss = loss * a[target]
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+# -- networks --------------------------------------------------------------------
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    return nn.BatchNorm2d(channels)
+
+
+def _block(cin: int, cout: int, norm: str) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(norm, cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(norm, cout), nn.ReLU(inplace=True),
+    )
+
+
+class _Encoder(nn.Module):
+    """U-Net encoder: ``depth + 1`` double-conv levels, 2x max-pooling between them."""
+
+    def __init__(self, cin: int, width: int, depth: int, norm: str):
+        super().__init__()
+        self.channels = [width * 2 ** i for i in range(depth + 1)]
+        self.blocks = nn.ModuleList(
+            [_block(cin if i == 0 else self.channels[i - 1], c, norm) for i, c in enumerate(self.channels)]
+        )
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
+
+
+class _Decoder(nn.Module):
+    """U-Net decoder: transposed-conv upsampling, skip concatenation, double conv."""
+
+    def __init__(self, chans: list, norm: str):
+        super().__init__()
+        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in range(len(chans) - 1)])
+        self.blocks = nn.ModuleList([_block(2 * chans[i], chans[i], norm) for i in range(len(chans) - 1)])
+
+    def forward(self, feats):
+        x = feats[-1]
+        for i in range(len(feats) - 2, -1, -1):
+            x = self.blocks[i](torch.cat([feats[i], self.up[i](x)], dim=1))
+        return x
+
+
+class _Heads(nn.Module):
+    """One small head (3x3 conv, norm, ReLU, 1x1 conv to the classes) per target."""
+
+    def __init__(self, width: int, targets: tuple, n_classes: int, norm: str):
+        super().__init__()
+        self.targets = tuple(targets)
+        self.heads = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), _norm(norm, width),
+                          nn.ReLU(inplace=True), nn.Conv2d(width, n_classes, 1))
+            for _ in self.targets
+        ])
+
+    def forward(self, x):
+        return {t: h(x) for t, h in zip(self.targets, self.heads)}
+
+
+class SiameseUNet(nn.Module):
+    """Shared encoder for both frames, ``[f_t, f_tk, f_tk - f_t]`` fusion per scale, U-Net decoder, heads.
+
+    ``forward(a, b)`` takes two ``(B, 1, H, W)`` frames (H, W multiples of ``2**depth``) and
+    returns ``{target: (B, n_classes, H, W) logits}``.
+    """
+
+    def __init__(self, width: int = 32, depth: int = 4, norm: str = "batch", targets=("a1", "a2"),
+                 n_classes: int = 4):
+        super().__init__()
+        self.depth = depth
+        self.encoder = _Encoder(1, width, depth, norm)
+        self.fuse = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(3 * c, c, 1, bias=False), _norm(norm, c), nn.ReLU(inplace=True))
+            for c in self.encoder.channels
+        ])
+        self.decoder = _Decoder(self.encoder.channels, norm)
+        self.heads = _Heads(width, targets, n_classes, norm)
+
+    def forward(self, a, b):
+        n = a.shape[0]
+        feats = self.encoder(torch.cat([a, b], dim=0))  # shared weights: both frames in one batch
+        fused = [f(torch.cat([x[:n], x[n:], x[n:] - x[:n]], dim=1)) for f, x in zip(self.fuse, feats)]
+        return self.heads(self.decoder(fused))
+
+
+class UNet(nn.Module):
+    """Baseline: a U-Net on the two frames stacked as channels, with the same heads."""
+
+    def __init__(self, width: int = 32, depth: int = 4, norm: str = "batch", targets=("a1", "a2"),
+                 n_classes: int = 4):
+        super().__init__()
+        self.depth = depth
+        self.encoder = _Encoder(2, width, depth, norm)
+        self.decoder = _Decoder(self.encoder.channels, norm)
+        self.heads = _Heads(width, targets, n_classes, norm)
+
+    def forward(self, a, b):
+        return self.heads(self.decoder(self.encoder(torch.cat([a, b], dim=1))))
+
+
+def build_deltanet(config: DeltaNetConfig | str = "full", targets=("a1", "a2")) -> nn.Module:
+    """An untrained :class:`SiameseUNet` or :class:`UNet` (``config.arch``) with one head per target."""
+    cfg = get_config(config) if isinstance(config, str) else config.validate()
+    targets = tuple(targets)
+    if not targets or len(set(targets)) != len(targets):
+        raise ParameterError(f"targets must be distinct names, got {targets}")
+    cls = SiameseUNet if cfg.arch == "siamese" else UNet
+    return cls(cfg.width, cfg.depth, cfg.norm, targets, len(CHANGE_CLASSES))
+
+
+# -- change-map algebra -------------------------------------------------------------
+def swap_direction(x, axis: int = 1):
+    """Swap the appearing and disappearing classes (probabilities along ``axis`` or label maps).
+
+    The change map of ``(t + k, t)`` turned into that of ``(t, t + k)``.  Works on numpy arrays
+    and torch tensors; integer arrays are treated as label maps.
+    """
+    if hasattr(x, "dtype") and not _is_float(x):
+        out = x.copy() if isinstance(x, np.ndarray) else x.clone()
+        out[x == APPEARING] = DISAPPEARING
+        out[x == DISAPPEARING] = APPEARING
+        return out
+    idx = [NO_CHANGE, DISAPPEARING, APPEARING, OVERLAPPING]
+    if isinstance(x, np.ndarray):
+        return np.take(x, idx, axis=axis)
+    return torch.index_select(x, axis, torch.tensor(idx, device=x.device))
+
+
+def _is_float(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind == "f"
+    return x.is_floating_point()

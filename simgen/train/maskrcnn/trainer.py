@@ -1,0 +1,196 @@
+"""Train Mask R-CNN from scratch on simgen data (resumable, early stopping on validation F1)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate.detection import detection_counts
+from simgen.progress import ProgressLog, track
+from simgen.rng import sample_rng
+from simgen.runtime import RunDir, seed_everything, select_device, setup_threads
+from simgen.train.engine import _fit_epochs
+from simgen.train.maskrcnn.config import MODEL_TYPE, MaskRCNNConfig, get_config
+from simgen.train.maskrcnn.data import _check_classes, _mask_boxes, _Samples, open_instances
+from simgen.train.maskrcnn.model import _freeze_batchnorm, build_maskrcnn
+from simgen.train.maskrcnn.predict import _predict_one
+
+__all__ = [
+    "train_maskrcnn",
+]
+
+
+def _val_metrics(model, samples: _Samples, cfg: MaskRCNNConfig, device) -> dict:
+    """Validation loss (train-mode forward, no gradient, fixed RNG) and detection F1."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model.train()
+        _freeze_batchnorm(model)
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(samples), cfg.batch_size):
+                batch = [samples.item(k, cfg, None, device) for k in range(start, min(start + cfg.batch_size, len(samples)))]
+                losses = model([b[0] for b in batch], [b[1] for b in batch])
+                total += float(sum(losses.values())) * len(batch)
+                count += len(batch)
+    f1 = _f1(model, samples, cfg, device)
+    return {"val_loss": total / max(count, 1), "val_f1": f1}
+
+
+def _f1(model, samples: _Samples, cfg: MaskRCNNConfig, device) -> float:
+    import pandas as pd
+
+
+    preds, gts = [], []
+    for k in range(len(samples)):
+        out = _predict_one(model, samples.images[k].astype(np.float32), device)
+        keep = out["scores"] >= cfg.val_conf
+        preds.append(pd.DataFrame({"sample": k, "x0": out["boxes"][keep, 0], "y0": out["boxes"][keep, 1],
+                                   "x1": out["boxes"][keep, 2], "y1": out["boxes"][keep, 3],
+                                   "class": out["labels"][keep] - 1, "score": out["scores"][keep]}))
+        m = samples.masks[k]
+        ids = np.unique(m[m > 0])
+        b = _mask_boxes(m, ids)
+        gts.append(pd.DataFrame({"sample": k, "x0": b[:, 0], "y0": b[:, 1], "x1": b[:, 2], "y1": b[:, 3],
+                                 "class": [samples.classes[k].get(int(i), 0) for i in ids]}))
+    pred = pd.concat(preds, ignore_index=True).astype({"sample": np.int64, "class": np.int64})
+    gt = pd.concat(gts, ignore_index=True).astype({"sample": np.int64, "class": np.int64})
+    return float(detection_counts(pred, gt, conf=cfg.val_conf, threshold=cfg.val_iou)["f1"])
+
+
+def train_maskrcnn(
+    train,
+    out_dir,
+    *,
+    val=None,
+    config: MaskRCNNConfig | str = "light",
+    epochs: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    progress: bool = False,
+    log: bool = False,
+    stop_after: int | None = None,
+) -> dict:
+    """Train a Mask R-CNN from scratch; write ``last.pt``, ``best.pt`` and ``history.csv`` in ``out_dir``.
+
+    Parameters
+    ----------
+    train, val : path-like
+        simgen HDF5 file with ``/labels/masks`` or YOLO folder with ``masks/``.
+    out_dir : path-like
+        Run directory.  ``last.pt`` is written atomically after every epoch (model,
+        optimizer, scheduler, RNG and early-stopping state); ``best.pt`` whenever the
+        monitored metric improves.
+    config : MaskRCNNConfig or preset name ("tiny", "light", "full")
+    epochs : int, optional
+        Overrides ``config.epochs`` (also when resuming: lets a finished run continue).
+    resume : bool
+        Continue from ``out_dir/last.pt`` (same data order and RNG state as an
+        uninterrupted run).  The stored config is used.
+    overwrite : bool
+        Start afresh in a run directory that already holds checkpoints.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+    progress : bool
+        Progress bar over batches on stderr.
+    log : bool
+        Print one line per epoch on stderr (``metrics.jsonl`` is written regardless).
+    stop_after : int, optional
+        Stop after this many epochs of *this call* (simulates a kill in tests).
+
+    Returns
+    -------
+    dict with ``best`` (epoch and metrics), ``epochs_run``, ``stopped_early``, ``out_dir``,
+    ``history`` (list of per-epoch dicts).
+    """
+    import torch
+
+    cfg = get_config(config) if isinstance(config, str) else config.validate()
+    if epochs is not None:
+        cfg = replace(cfg, epochs=epochs).validate()
+    dev = select_device(device)
+    # open (and thereby validate) the data before the run folder is touched
+    with open_instances(train) as src:
+        val_src = open_instances(val) if val is not None else None
+        try:
+            class_names = _check_classes(src.class_names, val_src.class_names if val_src else None)
+            train_set = _Samples(src, cfg, len(class_names), select_empty=True)
+            val_set = _Samples(val_src, cfg, len(class_names), select_empty=False) if val_src else None
+        finally:
+            if val_src is not None:
+                val_src.close()
+    if len(train_set) == 0:
+        raise DataError(f"{train} holds no image with an instance of >= {cfg.min_instance_area} px")
+    run = RunDir(out_dir, resume=resume, overwrite=overwrite)
+    state = run.resume_state()
+    if state is not None:
+        if state.get("model_type") != MODEL_TYPE:
+            raise ParameterError(f"{run.last} is a {state.get('model_type')!r} checkpoint, not {MODEL_TYPE!r}")
+        stored = MaskRCNNConfig.from_dict(state["config"])
+        cfg = replace(stored, epochs=cfg.epochs if epochs is not None else stored.epochs).validate()
+        if state.get("class_names") != class_names:
+            raise DataError(f"classes of {train} {class_names} differ from the checkpoint's {state.get('class_names')}")
+    run.write_json("config.json", {"model_type": MODEL_TYPE, "config": cfg.to_dict(), "class_names": class_names,
+                                   "train": str(train), "val": None if val is None else str(val)})
+
+    setup_threads()
+    seed_everything(cfg.seed)
+    model = build_maskrcnn(cfg, len(class_names)).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    warm = max(cfg.warmup_steps, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+
+    def train_epoch(epoch: int) -> dict:
+        model.train()
+        order = sample_rng(cfg.seed, epoch, 1).permutation(len(train_set))
+        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        sums: dict[str, float] = {}
+        n_seen = 0
+        for b in track(batches, description=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress):
+            items = [train_set.item(int(k), cfg, sample_rng(cfg.seed, epoch, 2, int(k)), dev) for k in b]
+            losses = model([x for x, _ in items], [t for _, t in items])
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise DataError(f"training diverged (loss {float(loss)}) in epoch {epoch + 1}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(b)
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * len(b)
+            n_seen += len(b)
+        row = {k: v / n_seen for k, v in sums.items()}
+        if val_set is not None and len(val_set):
+            row.update(_val_metrics(model, val_set, cfg, dev))
+        return row
+
+    monitor = cfg.monitor if val_set is not None and len(val_set) else "loss"
+    logger = ProgressLog(run.path / "metrics.jsonl", total_epochs=cfg.epochs, enabled=log, prefix="maskrcnn ")
+    logger.message(f"[{cfg.preset}/{cfg.backbone}] on {dev}: {len(train_set)} training images "
+                   f"({train_set.n_empty_kept} without instances kept, {train_set.n_empty_skipped} skipped), "
+                   f"{len(val_set) if val_set else 0} validation images, classes {class_names}; "
+                   f"monitoring {monitor}")
+    result = _fit_epochs(
+        run, model, opt, sched, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
+        mode="max" if monitor == "val_f1" else "min", patience=cfg.patience, min_delta=cfg.min_delta,
+        header={"model_type": MODEL_TYPE, "config": cfg.to_dict(), "class_names": class_names},
+        logger=logger, stop_after=stop_after,
+    )
+    result["n_train"] = len(train_set)
+    return result
+
+
+
+
+

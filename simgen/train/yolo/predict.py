@@ -1,0 +1,212 @@
+"""Run a trained YOLO on large images: normalize, tile, predict, merge seams, write boxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simgen.atomic import check_output
+from simgen.datasets.h5io import DatasetWriter, open_dataset
+from simgen.datasets.normalize import NORMALIZE, _resize, _to_uint8, normalize_image
+from simgen.datasets.sources import open_source
+from simgen.errors import DataError, ParameterError
+from simgen.progress import Timer, track
+from simgen.runtime import setup_threads
+from simgen.train.tiling import Window, merge_tiles, pad_to, tile_windows
+from simgen.train.yolo.checkpoint import load_yolo_checkpoint
+from simgen.train.yolo.config import _device_arg
+from simgen.train.yolo.data import _scale_boxes
+from simgen.train.yolo.offline import import_ultralytics
+
+__all__ = [
+    "YoloDetector",
+    "predict_yolo",
+    "predict_frame",
+    "read_predictions",
+]
+
+
+# -- prediction ---------------------------------------------------------------------------------
+class YoloDetector:
+    """A trained YOLO model applied to whole images of any size (tiling + seam merging).
+
+    Parameters
+    ----------
+    weights : path
+        A ``best.pt`` from :func:`train_yolo` (or any Ultralytics detection checkpoint;
+        then the defaults below apply).
+    device : str
+        ``auto``, ``cpu``, ``cuda:N``.
+    conf : float, optional
+        Lowest confidence kept (default: the training config's ``conf``, 0.01).
+    iou : float, optional
+        NMS IoU inside tiles and across seams.
+    tile, overlap : int, optional
+        Tiling (default: as trained).  ``tile=0``: whole image letterboxed to ``imgsz``.
+    scale : float, optional
+        Resize factor applied before detection (default: as trained); boxes are
+        returned in original pixel coordinates.
+    normalize : str, optional
+        Contrast normalisation (default: as trained).
+    max_det : int, optional
+        Maximum detections per tile.
+    batch : int
+        Tiles per forward pass.
+    """
+
+    def __init__(self, weights, *, device: str = "auto", conf: float | None = None, iou: float | None = None,
+                 tile: int | None = None, overlap: int | None = None, scale: float | None = None,
+                 normalize: str | None = None, max_det: int | None = None, batch: int = 8, threads: int | None = None):
+        weights = Path(weights)
+        if not weights.is_file():
+            raise DataError(f"weights {weights} do not exist")
+        ckpt = load_yolo_checkpoint(weights)
+        if not isinstance(ckpt, dict) or not (ckpt.get("ema") or ckpt.get("model")):
+            raise DataError(f"{weights} is not an Ultralytics detection checkpoint")
+        meta = ckpt.get("simgen") or {}
+        train_args = ckpt.get("train_args") or {}
+        del ckpt
+        self.meta = meta
+        self.weights = weights
+        self.imgsz = int(meta.get("imgsz") or train_args.get("imgsz") or 640)
+        self.tile = int(meta.get("tile", 0) if tile is None else tile)
+        self.overlap = int(meta.get("overlap", self.tile // 5) if overlap is None else overlap)
+        self.scale = float(meta.get("scale", 1.0) if scale is None else scale)
+        self.normalize = str(meta.get("normalize", "percentile") if normalize is None else normalize)
+        self.conf = float((meta.get("config") or {}).get("conf", 0.01) if conf is None else conf)
+        self.iou = float(meta.get("iou", 0.5) if iou is None else iou)
+        self.max_det = int(meta.get("max_det", 1000) if max_det is None else max_det)
+        self.conf_f1 = float(meta.get("conf_f1", 0.25))
+        self.batch = int(batch)
+        if self.tile and not 0 <= self.overlap < self.tile:
+            raise ParameterError(f"need 0 <= overlap < tile, got tile={self.tile}, overlap={self.overlap}")
+        if self.normalize not in NORMALIZE:
+            raise ParameterError(f"normalize must be one of {', '.join(NORMALIZE)}")
+        if not 0.05 <= self.scale <= 20:
+            raise ParameterError(f"scale must be in [0.05, 20], got {self.scale}")
+        if self.batch < 1:
+            raise ParameterError("batch must be >= 1")
+        self.threads = setup_threads(threads)
+
+        ultralytics = import_ultralytics()
+        from ultralytics.utils import torch_utils
+
+        torch_utils.NUM_THREADS = self.threads
+        self.device = _device_arg(device)
+        self.model = ultralytics.YOLO(str(weights), task="detect")
+        self.class_names = [self.model.names[k] for k in sorted(self.model.names)]
+        self.predict_imgsz = self.tile if self.tile else self.imgsz
+        if self.predict_imgsz % 32:
+            self.predict_imgsz = int(np.ceil(self.predict_imgsz / 32) * 32)
+
+    def describe(self) -> dict:
+        return {"weights": str(self.weights), "tile": self.tile, "overlap": self.overlap, "scale": self.scale,
+                "normalize": self.normalize, "conf": self.conf, "iou": self.iou, "max_det": self.max_det,
+                "imgsz": self.predict_imgsz, "conf_f1": self.conf_f1}
+
+    def _run(self, crops: list[np.ndarray]) -> list[pd.DataFrame]:
+        out = []
+        for start in range(0, len(crops), self.batch):
+            chunk = crops[start : start + self.batch]
+            results = self.model.predict(chunk, imgsz=self.predict_imgsz, conf=self.conf, iou=self.iou,
+                                         max_det=self.max_det, device=self.device, verbose=False,
+                                         batch=len(chunk), half=False)
+            for r in results:
+                b = r.boxes
+                xyxy = b.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4)
+                out.append(pd.DataFrame({
+                    "x0": xyxy[:, 0], "y0": xyxy[:, 1], "x1": xyxy[:, 2], "y1": xyxy[:, 3],
+                    "class": b.cls.cpu().numpy().astype(np.int16),
+                    "score": b.conf.cpu().numpy().astype(np.float32),
+                }))
+        return out
+
+    def detect(self, image: np.ndarray) -> pd.DataFrame:
+        """Boxes (x0, y0, x1, y1, class, score) of one float image ``(H, W)`` in [0, 1]."""
+        image = np.asarray(image)
+        if image.ndim == 3:
+            image = image.mean(axis=2)
+        if image.ndim != 2:
+            raise DataError(f"expected a 2-D image, got shape {image.shape}")
+        H, W = image.shape
+        img = _resize(normalize_image(image, self.normalize), self.scale)
+        h, w = img.shape
+        if self.tile:
+            windows = tile_windows((h, w), self.tile, self.overlap)
+            crops = []
+            for win in windows:
+                c = win.crop(img)
+                if c.shape != (self.tile, self.tile):
+                    c = pad_to(c, (max(c.shape[0], self.tile), max(c.shape[1], self.tile)))
+                crops.append(_to_uint8(c))
+        else:
+            windows = [Window(0, 0, h, w, (0.0, 0.0, float(w), float(h)))]
+            crops = [_to_uint8(img)]
+        df = merge_tiles(self._run(crops), windows, iou=self.iou)
+        if self.scale != 1.0 and len(df):
+            df = _scale_boxes(df, 1.0 / self.scale)
+        if len(df):
+            df["x0"] = df["x0"].clip(0, W)
+            df["x1"] = df["x1"].clip(0, W)
+            df["y0"] = df["y0"].clip(0, H)
+            df["y1"] = df["y1"].clip(0, H)
+            df = df[(df["x1"] > df["x0"]) & (df["y1"] > df["y0"])]
+        return df[["x0", "y0", "x1", "y1", "class", "score"]].reset_index(drop=True).astype(
+            {"x0": np.float32, "y0": np.float32, "x1": np.float32, "y1": np.float32, "class": np.int16,
+             "score": np.float32})
+
+
+def predict_frame(detector: YoloDetector, image: np.ndarray) -> pd.DataFrame:
+    """Alias of ``detector.detect(image)`` (kept for callers that prefer a function)."""
+    return detector.detect(image)
+
+
+def predict_yolo(weights, source, output, *, overwrite: bool = False, progress: bool = True,
+                 detector: YoloDetector | None = None, **detector_kwargs) -> Path:
+    """Run a trained detector on every image of ``source`` and write a ``predictions`` dataset.
+
+    Parameters
+    ----------
+    weights : path
+        ``best.pt`` from :func:`train_yolo` (or any Ultralytics detection checkpoint).
+    source : path
+        HDF5 dataset, YOLO folder or folder of images.
+    output : path
+        HDF5 file: label-only samples (``names``, ``shapes``) with a ``boxes`` table
+        ``x0, y0, x1, y1, class, score`` and root attributes ``weights``, ``source``,
+        ``conf_f1`` (the threshold picked on validation data) and ``fps``.
+    **detector_kwargs
+        Passed to :class:`YoloDetector` (``conf``, ``tile``, ``scale``, ``device`` ...).
+    """
+
+    check_output(output, overwrite)
+    src = open_source(source)
+    try:
+        det = detector or YoloDetector(weights, **detector_kwargs)
+        with DatasetWriter(output, kind="predictions", class_names=det.class_names, generator={
+            "function": "simgen.train.yolo.predict.predict_yolo", **det.describe()}, overwrite=overwrite,
+                attrs={"source": str(Path(source).resolve()), "weights": str(Path(weights).resolve()),
+                       "conf_f1": det.conf_f1}) as w:
+            with Timer() as t:
+                for k in track(range(len(src)), total=len(src), description=f"predict {Path(source).name}",
+                               enabled=progress):
+                    img = src.image(k)
+                    w.append(None, boxes=det.detect(img), name=src.name(k), shape=img.shape)
+            w.set_attrs(fps=len(src) / max(t.seconds, 1e-9), seconds=round(t.seconds, 3))
+    finally:
+        src.close()
+    return Path(output)
+
+
+def read_predictions(path) -> pd.DataFrame:
+    """The ``boxes`` table of a predictions file (columns sample, x0, y0, x1, y1, class, score)."""
+
+    with open_dataset(path) as ds:
+        df = ds.table("boxes")
+        if df is None:
+            cols = ("sample", "x0", "y0", "x1", "y1", "class", "score")
+            df = pd.DataFrame({c: np.zeros(0, np.float32) for c in cols})
+        return df
+
