@@ -65,9 +65,11 @@ def _fps(fn, frames) -> float:
 def main() -> dict:
     from simgen.datasets.generate import write_dataset
     from simgen.simulate.film import FilmConfig, FilmSampler
-    from simgen.train.baseline_log import LogParams, detect_log
-    from simgen.train.common import setup_threads
-    from simgen.train.yolo import PRESETS, YoloDetector, train_yolo
+    from simgen.train.baselines.log import LogParams, detect_log
+    from simgen.runtime import setup_threads
+    from simgen.train.yolo.config import PRESETS
+    from simgen.train.yolo.predict import YoloDetector
+    from simgen.train.yolo.trainer import train_yolo
 
     threads = setup_threads(_args.threads)
     n_frames = _args.frames or (4 if _args.quick else 20)

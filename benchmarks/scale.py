@@ -56,7 +56,7 @@ def _cpu_seconds(client=None) -> float:
 def measure(out: Path, sampler, n: int, shard_size: int, client=None) -> dict:
     import h5py
 
-    from simgen.datasets.shards import generate_sharded, load_manifest
+    from simgen.datasets.shards.write import generate_sharded, load_manifest
 
     cpu0 = _cpu_seconds(client)
     t0 = time.perf_counter()
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     repeat = max(1, args.repeat or (1 if args.quick else 3))
 
-    from simgen.datasets.shards import dask_client
+    from simgen.datasets.shards.write import dask_client
     from simgen.simulate.film import FilmConfig, FilmSampler
 
     n = args.n or (48 if args.quick else 400)

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 
 def _mask_target(size: int, n: int, rng):
-    from simgen.train.maskrcnn import instance_target
+    from simgen.train.maskrcnn.data import instance_target
 
     lab = np.zeros((size, size), np.uint16)
     yy, xx = np.mgrid[:size, :size] + 0.5
@@ -64,7 +64,7 @@ def _time(fn, steps: int, warmup: int = 1) -> tuple[float, float]:
 
 
 def bench_maskrcnn(preset: str, size: int, batch: int, steps: int, rng, warmup: int = 1, infer: bool = True) -> dict:
-    from simgen.train.maskrcnn import build_maskrcnn
+    from simgen.train.maskrcnn.model import build_maskrcnn
 
     torch.manual_seed(0)
     model = build_maskrcnn(preset, num_classes=1)
@@ -98,7 +98,8 @@ def bench_maskrcnn(preset: str, size: int, batch: int, steps: int, rng, warmup: 
 
 
 def bench_deltanet(preset: str, arch: str, batch: int, steps: int) -> dict:
-    from simgen.train.deltanet import build_deltanet, focal_loss, get_config
+    from simgen.train.changedet.model import build_deltanet, focal_loss
+    from simgen.train.changedet.config import get_config
 
     torch.manual_seed(0)
     cfg = get_config(preset, arch=arch)
