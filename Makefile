@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# pip (not uv/poetry): torch==2.14.1 / torchvision==0.29.1 come from local disk.
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[all,dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -34,6 +34,7 @@ demo: install
 	$(BIN)/simgen info out/demo.h5
 
 test: install
+	$(BIN)/ruff check simgen tests benchmarks tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The synthetic-only -> real experiment (< 1 h on 2 CPU cores); REAL=... picks another real set.

@@ -138,6 +138,24 @@ def build_pipeline(spec, *, noise_profile=None, **kwargs) -> Pipeline:
     return Pipeline(spec, noise_profile=profile, **kwargs)
 
 
+def schlieren_options(ds) -> dict:
+    """Decross angle, regime and anisotropy of a *film* dataset's Schlieren rendering (what DC varies).
+
+    Only film datasets store them; other generators use some of the same names for other things (a
+    TEM config's ``anisotropy`` is the [lo, hi] range of its streaky background), so every other
+    kind gets the pipeline's defaults.
+    """
+    gen = ds.attrs.get("generator")
+    cfg = gen.get("config") if isinstance(gen, dict) else None
+    if ds.kind != "film" or not isinstance(cfg, dict):
+        return {}
+    try:
+        return {"decross": float(cfg.get("decross", 0.0)), "regime": str(cfg.get("regime", "decrossed")),
+                "anisotropy": float(cfg.get("anisotropy", 0.2))}
+    except (TypeError, ValueError):
+        raise DataError("the film dataset's generator config has a non-numeric decross/anisotropy") from None
+
+
 def augmented_sampler(sampler, spec, *, noise_profile=None, seed: int | None = None):
     """Wrap ``sampler`` in an :class:`AugmentedSampler` (``spec`` "none" returns it unchanged)."""
     pipeline = build_pipeline(spec, noise_profile=noise_profile)
@@ -205,12 +223,7 @@ def augment_dataset(
             raise DataError(f"{src} stores no images to augment")
         check_image_spec(spec, ds.has("phase"), str(src))
         gen = ds.attrs.get("generator") if isinstance(ds.attrs.get("generator"), dict) else {}
-        cfg = gen.get("config", {}) if isinstance(gen.get("config"), dict) else {}
-        pipeline = build_pipeline(
-            spec, noise_profile=noise_profile, dc="image",
-            decross=float(cfg.get("decross", 0.0)), regime=str(cfg.get("regime", "decrossed")),
-            anisotropy=float(cfg.get("anisotropy", 0.2)),
-        )
+        pipeline = build_pipeline(spec, noise_profile=noise_profile, dc="image", **schlieren_options(ds))
         dtype = image_dtype or str(ds.images.dtype)
         check_output(out, overwrite)
         first = int(ds.attrs.get("first_index", 0))
@@ -300,8 +313,7 @@ def _source_sample(source, index: int, size: int, seed: int):
             rows = ds.rows(t, index)
             if rows is not None:
                 sample[t] = rows
-        gen = ds.attrs.get("generator") if isinstance(ds.attrs.get("generator"), dict) else {}
-        sample["_config"] = gen.get("config", {}) if isinstance(gen.get("config"), dict) else {}
+        sample["_optics"] = schlieren_options(ds)
         return sample, None, f"{path.name} #{index}"
 
 
@@ -370,9 +382,7 @@ def transform_sheet(
             params = s["provenance"]["augment"]
             img = s["image"]
         else:
-            cfg = sample.get("_config", {})
-            pipe = Pipeline(sub, noise_profile=profile, dc="image", decross=float(cfg.get("decross", 0.0)),
-                            regime=str(cfg.get("regime", "decrossed")), anisotropy=float(cfg.get("anisotropy", 0.2)))
+            pipe = Pipeline(sub, noise_profile=profile, dc="image", **sample.get("_optics", {}))
             key = Pipeline.new_key(sample_rng(seed, index, TAG_AUGMENT))
             img, _, params = pipe.apply(sample["image"], key, None, context={"phase": sample.get("phase")})
         note = _fmt_params(params[sub.items[0].code]) if len(sub.items) == 1 else ""

@@ -83,3 +83,25 @@ def test_extract_noise_preview_codes_realism(film, tmp_path):
     assert rep["raw"]["psd"] == 0 and rep["psd"] > 0
     res = run("augment", "--help")
     assert res.exit_code == 0 and "extract-noise" in res.output
+
+
+@pytest.mark.parametrize("kind, args", [
+    ("tem", ["--n", 2, "--size", 64, "--preset", "dsva"]),
+    ("video", ["--frames", 3, "--size", 64]),
+    ("filament", ["--n", 2, "--size", 64, "--frames", 4]),
+])
+def test_augment_apply_and_preview_every_dataset_kind(kind, args, tmp_path):
+    """TEM, video and filament generators store configs whose names overlap the film's (a TEM
+    `anisotropy` is a [lo, hi] range): augmenting them must work, not crash on the film's optics."""
+    src = tmp_path / f"{kind}.h5"
+    res = run("simulate", kind, *args, "--seed", 1, "--no-progress", "-o", src)
+    assert res.exit_code == 0, res.output
+    out = tmp_path / f"{kind}_aug.h5"
+    res = run("augment", src, "--spec", "L-FN+GB+PN", "--seed", 2, "-o", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    with open_dataset(src) as a, open_dataset(out) as b:
+        assert b.n == a.n and b.kind == a.kind
+        assert not np.array_equal(a.image(0), b.image(0))  # the augmentation really ran
+    res = run("augment", "preview", src, "--spec", "GB+PN", "-o", tmp_path / f"{kind}.png")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / f"{kind}.png").stat().st_size > 0
