@@ -88,7 +88,7 @@ def test_extract_noise_preview_codes_realism(film, tmp_path):
 @pytest.mark.parametrize("kind, args", [
     ("tem", ["--n", 2, "--size", 64, "--preset", "dsva"]),
     ("video", ["--frames", 3, "--size", 64]),
-    ("filament", ["--n", 2, "--size", 64, "--frames", 4]),
+    ("filament", ["--n", 2, "--size", 64, "--frames", 3, "--gaps", "1"]),
 ])
 def test_augment_apply_and_preview_every_dataset_kind(kind, args, tmp_path):
     """TEM, video and filament generators store configs whose names overlap the film's (a TEM
