@@ -15,7 +15,10 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
+import math
 import os
 import pkgutil
 import sys
@@ -124,6 +127,62 @@ def _register_commands() -> None:
             continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(GROUPS)
+    _finite_floats(main)
+    _guard_outputs(main)
+
+
+def _finite_floats(command: click.Command) -> None:
+    """Every float option of every command rejects NaN and ±inf with one line: one rule, applied once
+    to the whole tree (``--decross nan`` once wrote all-zero images and invalid JSON, ``--min-box nan``
+    dropped every label).  Each float type is copied (``type=float`` shares click's one FLOAT) and its
+    ``convert`` wrapped, so ranges and help text stay as declared."""
+    for param in command.params:
+        if isinstance(param.type, click.types.FloatParamType) and not getattr(param.type, "_finite", False):
+            param.type = copy.copy(param.type)
+            param.type.convert = functools.partial(_finite_convert, param.type, type(param.type).convert)
+            param.type._finite = True
+    for sub in getattr(command, "commands", {}).values():
+        _finite_floats(sub)
+
+
+#: Parameter names that hold what a command writes.
+OUTPUT_PARAMS = ("output", "out_dir")
+
+
+def _guard_outputs(command: click.Command) -> None:
+    """No command may write over one of its own inputs, ``--overwrite`` or not (``preview``, ``track``
+    and ``predict`` once replaced their input dataset).  Applied once to the whole tree: every command
+    with an output parameter checks it against every other path it was given before it runs."""
+    names = {p.name for p in command.params}
+    if command.callback is not None and names & set(OUTPUT_PARAMS):
+        command.callback = functools.partial(_refuse_output_over_input, command.callback)
+    for sub in getattr(command, "commands", {}).values():
+        _guard_outputs(sub)
+
+
+def _refuse_output_over_input(callback, *args, **kwargs):
+    outputs = [kwargs[n] for n in OUTPUT_PARAMS if kwargs.get(n)]
+    inputs = []
+    for name, value in kwargs.items():
+        if name in OUTPUT_PARAMS or value is None:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, (str, os.PathLike)) and str(v) and os.path.exists(v):
+                inputs.append((name, v))
+    for out in outputs:
+        target = os.path.realpath(out)
+        for name, v in inputs:
+            if os.path.realpath(v) == target:
+                raise CliError(f"the output {out} is also an input ({name.replace('_', '-')}); "
+                               "write the result elsewhere (never over an input, even with --overwrite)")
+    return callback(*args, **kwargs)
+
+
+def _finite_convert(ptype, convert, value, param, ctx):
+    value = convert(ptype, value, param, ctx)
+    if isinstance(value, float) and not math.isfinite(value):
+        ptype.fail(f"{value} is not a finite number", param, ctx)
+    return value
 
 
 _register_commands()

@@ -104,3 +104,52 @@ def test_closed_stdout_pipe_is_not_an_error():
         os.close(write_end)
     assert "Error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_every_float_option_rejects_non_finite_numbers(value, tmp_path):
+    out = tmp_path / "x.h5"
+    res = run("simulate", "film", "--n", 1, "--size", 32, "--decross", value, "-o", out)
+    assert_one_line_error(res, "--decross", "not a finite number")
+    assert not out.exists()
+
+
+def test_every_float_option_of_the_tree_is_guarded():
+    """The guard is applied to the whole command tree, so a new float option cannot forget it."""
+    import click
+
+    from simgen.cli import main
+
+    def walk(cmd, path):
+        for p in cmd.params:
+            if isinstance(p.type, click.types.FloatParamType):
+                yield path, p
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    floats = list(walk(main, "simgen"))
+    assert len(floats) > 20  # the tree really has float options
+    for _path, p in floats:
+        with pytest.raises(click.BadParameter, match="not a finite number"):
+            p.type.convert("nan", p, None)
+
+
+@pytest.mark.parametrize("args", [
+    ["preview", "{film}", "-o", "{film}", "--overwrite"],
+    ["track", "{film}", "-o", "{film}", "--overwrite"],
+    ["augment", "{film}", "--spec", "GB", "-o", "{film}", "--overwrite"],
+])
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(film, args):
+    before = film.read_bytes()
+    res = run(*[a.format(film=film) for a in args])
+    assert_one_line_error(res, "is also an input")
+    assert film.read_bytes() == before
+
+
+def test_an_output_reached_through_a_symlink_is_an_input_too(film, tmp_path):
+    link = tmp_path / "link.h5"
+    link.symlink_to(film)
+    before = film.read_bytes()
+    res = run("preview", film, "-o", link, "--overwrite")
+    assert_one_line_error(res, "is also an input")
+    assert film.read_bytes() == before

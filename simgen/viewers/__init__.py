@@ -1,0 +1,1 @@
+"""Viewers for simgen data in the tools microscopists use (napari)."""
