@@ -64,9 +64,9 @@ def _fps(fn, frames) -> float:
 
 def main() -> dict:
     from simgen.datasets.generate import write_dataset
+    from simgen.runtime import setup_threads
     from simgen.simulate.film import FilmConfig, FilmSampler
     from simgen.train.baselines.log import LogParams, detect_log
-    from simgen.runtime import setup_threads
     from simgen.train.yolo.config import PRESETS
     from simgen.train.yolo.predict import YoloDetector
     from simgen.train.yolo.trainer import train_yolo

@@ -36,8 +36,9 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from simgen.augment.ldm import LDMConfig, load_ldm, toy_pairs, train_ldm
+    from simgen.augment.ldm import LDMConfig, load_ldm, toy_pairs
     from simgen.augment.ldm.quality import conditioning_contrast
+    from simgen.train.ldm import train_ldm
 
     pairs = toy_pairs(32, 96, seed=args.seed, noise=0.02)
     base = LDMConfig.preset("tiny")

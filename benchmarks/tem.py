@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -102,10 +103,8 @@ def main(argv=None) -> int:
         out[name] = {"1_process": single, f"{args.workers}_processes": multi}
         print(name, json.dumps(out[name]), flush=True)
     out["write_hdf5_images_per_s_1_process"] = write_rate(configs["default"], max(20, n // 4))
-    try:
+    with contextlib.suppress(OSError):
         out["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
     print(json.dumps(out))
     return 0
 

@@ -98,8 +98,8 @@ def bench_maskrcnn(preset: str, size: int, batch: int, steps: int, rng, warmup: 
 
 
 def bench_deltanet(preset: str, arch: str, batch: int, steps: int) -> dict:
-    from simgen.train.changedet.model import build_deltanet, focal_loss
     from simgen.train.changedet.config import get_config
+    from simgen.train.changedet.model import build_deltanet, focal_loss
 
     torch.manual_seed(0)
     cfg = get_config(preset, arch=arch)

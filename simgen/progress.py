@@ -20,6 +20,7 @@ from simgen.atomic import json_default_lenient
 __all__ = ["track", "ProgressLog", "Timer", "format_duration"]
 
 
+# -- progress bars ---------------------------------------------------------------------
 def track(iterable: Iterable, total: int | None = None, description: str = "working", enabled: bool = True) -> Iterator:
     """Yield from ``iterable`` while showing a progress bar on stderr.
 
@@ -59,7 +60,7 @@ def track(iterable: Iterable, total: int | None = None, description: str = "work
             bar.advance(task)
 
 
-# -- progress ------------------------------------------------------------------------
+# -- durations and per-epoch logs ------------------------------------------------------
 def format_duration(seconds: float) -> str:
     """``3725`` → ``"1h02m"``, ``65`` → ``"1m05s"``, ``4.2`` → ``"4.2s"``."""
     seconds = float(seconds)
@@ -107,6 +108,8 @@ class ProgressLog:
         Print to stderr (the file is written regardless).
     stream : file, optional
         Where to print (default ``sys.stderr``).
+    prefix : str
+        Put before every printed line (e.g. ``"maskrcnn "``).
     """
 
     def __init__(self, path=None, total_epochs: int | None = None, enabled: bool = True, stream=None, prefix: str = ""):

@@ -1,7 +1,4 @@
-"""Plumbing shared by every trainer: seeds, devices, threads, checkpoints, early stopping, progress.
-
-Every trainer in :mod:`simgen.train` (YOLO, Mask R-CNN, the Siamese change
-detector) uses these helpers so that runs behave the same way:
+"""Stage-free helpers every trainer uses: seeds, devices, threads, safe checkpoints, run folders.
 
 * :func:`seed_everything` seeds Python, NumPy's legacy global generator (third-party
   augmentation code uses it) and torch.  simgen's own code never draws from global
@@ -11,41 +8,20 @@ detector) uses these helpers so that runs behave the same way:
 * :func:`setup_threads` pins torch (and BLAS through the environment) to a thread
   count, ``SIMGEN_THREADS`` by default — on a small shared machine one thread per
   process is much faster than oversubscription.
-* :func:`save_checkpoint` / :func:`load_checkpoint` write and read ``torch.save``
-  files atomically, so a run killed at any moment leaves either the previous or the
-  new checkpoint, never a truncated one.  :class:`RunDir` organises a run folder
-  (``last.pt``, ``best.pt``, ``config.json``, ``metrics.jsonl``) and finds the state
-  to resume from.
-* :class:`EarlyStopping` tracks the best validation value and says when to stop;
-  its state goes into checkpoints so a resumed run stops at the same epoch.
-* :class:`ProgressLog` prints one line per epoch on stderr and appends the same
-  metrics as JSON lines to ``metrics.jsonl``.
+* :func:`save_checkpoint` writes a ``torch.save`` file atomically (a run killed at any moment
+  leaves the previous or the new checkpoint, never a truncated one) holding only tensors and plain
+  containers; :func:`load_checkpoint` reads one with ``weights_only=True``, never running code.
+* :class:`RunDir` organises a run folder (``last.pt``, ``best.pt``, ``config.json``,
+  ``metrics.jsonl``) and reads the state to resume from.
 
-Examples
---------
-A minimal resumable loop::
-
-    run = RunDir("runs/x", config={"epochs": 10}, resume=True)
-    device = select_device("auto"); setup_threads(); seed_everything(0)
-    state = run.resume_state()                  # None on a fresh run
-    stopper = EarlyStopping(patience=5, mode="max")
-    start = 0
-    if state:
-        model.load_state_dict(state["model"]); stopper.load_state_dict(state["early_stopping"])
-        start = state["epoch"] + 1
-    log = ProgressLog(run.path / "metrics.jsonl", total_epochs=10)
-    for epoch in range(start, 10):
-        score = train_one_epoch_and_validate(...)
-        improved = stopper.step(score, epoch)
-        run.save({"epoch": epoch, "model": model.state_dict(), "early_stopping": stopper.state_dict()},
-                 best=improved)
-        log.epoch(epoch, score=score)
-        if stopper.should_stop:
-            break
+The training loops built on these (epochs, early stopping, resume) are in :mod:`simgen.train.engine`;
+progress bars and per-epoch logs in :mod:`simgen.progress`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import random
@@ -162,24 +138,63 @@ def setup_threads(n: int | None = None) -> int:
     import torch
 
     torch.set_num_threads(n)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set / parallel work started
         torch.set_num_interop_threads(n)
-    except RuntimeError:  # already set / parallel work started
-        pass
     os.environ["OMP_NUM_THREADS"] = str(n)
     return n
 
 
 # -- checkpoints -----------------------------------------------------------------
-def save_checkpoint(path, state: dict) -> Path:
-    """``torch.save(state)`` to ``path`` atomically (temp file + fsync + rename); replaces ``path``."""
-    import torch
+def save_checkpoint(path, state: dict, *, allow: Callable[[str], object | None] | None = None) -> Path:
+    """``torch.save(state)`` to ``path`` atomically (temp file + fsync + rename); replaces ``path``.
 
+    The file holds only what :func:`load_checkpoint` reads with the same ``allow`` policy: NumPy
+    arrays are stored as tensors and NumPy scalars as Python numbers (a loader gets tensors back);
+    any other object that would need unpickling (a class instance, a function) is refused — unless
+    ``allow`` accepts it, as for the whole-model checkpoints of Ultralytics — and nothing is written.
+
+    Raises
+    ------
+    TypeError
+        If ``state`` holds such an object.
+    """
+    import torch
 
     path = Path(path)
     with atomic_path(path, overwrite=True) as tmp:
-        torch.save(state, tmp)
+        torch.save(_plain_state(state), tmp)
+        unsafe = [name for name in checkpoint_globals(tmp) if allow is None or allow(name) is None]
+        if unsafe:
+            raise TypeError(f"refusing to write checkpoint {path}: it would name {', '.join(unsafe)}; "
+                            "store tensors, numbers, strings and plain containers only")
     return path
+
+
+def _plain_state(obj):
+    """``obj`` with NumPy arrays turned into tensors and NumPy scalars into Python numbers.
+
+    Containers are rebuilt only where something changed (module state dicts keep their type and
+    ``_metadata``); tuples that change become plain tuples.
+    """
+    if isinstance(obj, np.ndarray):
+        import torch
+
+        return torch.tensor(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        changed = {k: v2 for k, v in obj.items() if (v2 := _plain_state(v)) is not v}
+        if not changed:
+            return obj
+        out = copy.copy(obj)
+        out.update(changed)
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_plain_state(v) for v in obj]
+        if all(a is b for a, b in zip(items, obj)):
+            return obj
+        return items if isinstance(obj, list) else tuple(items)
+    return obj
 
 
 def checkpoint_globals(path) -> list[str]:
@@ -296,7 +311,7 @@ class RunDir:
         return self.path / self.BEST
 
     def write_json(self, name: str, data) -> Path:
-
+        """Write ``data`` as indented JSON to ``name`` in the run folder, atomically (replacing it)."""
         text = json.dumps(data, indent=2, default=json_default_lenient) + "\n"
         return atomic_write_text(self.path / name, text, overwrite=True)
 
@@ -308,7 +323,7 @@ class RunDir:
         return self.last
 
     def resume_state(self, map_location="cpu") -> dict | None:
-        """The ``last.pt`` state when resuming, else ``None``."""
+        """The ``last.pt`` state when resuming (read with :func:`load_checkpoint`), else ``None``."""
         if not self.resume or not self.last.exists():
             return None
         return load_checkpoint(self.last, map_location=map_location)

@@ -467,7 +467,7 @@ def _half_plane(profile: NoiseProfile, shape: tuple[int, int]) -> _HalfPlane:
     mirror = np.arange(len(rows))
     free = np.ones(len(rows), bool)
     real = np.zeros(len(rows), bool)
-    for k, i in enumerate(pos):
+    for _k, i in enumerate(pos):
         r, c = int(rows[i]), int(cols[i])
         partner = (-r) % h
         if partner == r:

@@ -43,8 +43,10 @@ def radial_psd(image: np.ndarray, n_bins: int = 48, standardized: bool = False) 
     z = x if standardized else standardize(x).astype(np.float64)
     p = periodic_component(z)
     p -= p.mean()
-    power = np.abs(sfft.rfft2(p, norm="forward", workers=1)) ** 2
     h, w = p.shape
+    # |F|^2 with norm="forward" falls as 1/(h*w) for the same texture; times h*w it is a density
+    # (variance per unit frequency area), so images of different sizes compare
+    power = np.abs(sfft.rfft2(p, norm="forward", workers=1)) ** 2 * (h * w)
     fy = sfft.fftfreq(h)[:, None]
     fx = sfft.rfftfreq(w)[None, :]
     r = np.sqrt(fy * fy + fx * fx)

@@ -133,6 +133,9 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo("SP", "image", "robustness", "salt-and-pepper (dead/hot pixel) noise",
                  (_p("amount", (0.001, 0.005), (0.005, 0.03), "", "fraction of pixels replaced", log=True),),
                  aliases=("s&p", "saltpepper"), tag=11),
+        CodeInfo("JP", "image", "artifact", "lossy JPEG storage of the frame (8x8 block DCT quantization)",
+                 (_p("quality", (75, 95), (30, 75), "", "JPEG quality factor (lower = coarser)", integer=True),),
+                 aliases=("jpeg", "jpg"), tag=13),
         CodeInfo("ST", "image", "standardize", "standardization x' = (x - mean)/(6 sigma) + 0.5, clipped",
                  aliases=("std", "standardize"), tag=12),
     )

@@ -46,6 +46,7 @@ __all__ = [
     "ReadNoise",
     "GaussianNoise",
     "SaltPepper",
+    "Jpeg",
     "Standardize",
     "Decross",
     "standardize",
@@ -423,6 +424,37 @@ class SaltPepper(Transform):
         return _finish(out, clip), annotations
 
 
+class Jpeg(Transform):
+    """JP — store the frame as an 8-bit JPEG at a random quality and read it back.
+
+    Many real micrographs reach the user as JPEG (video frames, exported figures): 8x8 block
+    artifacts and quantized fine detail are part of their look.  Pillow's encoder (libjpeg,
+    4:4:4 greyscale, no chroma) is deterministic for a given quality, so no seed is needed.
+    """
+
+    code = "JP"
+
+    def __init__(self, quality=None):
+        self.quality = self._range("quality", quality, 1, 100)
+
+    def get_params(self, rng, shape):
+        return {"quality": int(round(self._draw(rng, "quality", self.quality)))}
+
+    def apply(self, image, params, annotations=None, *, clip=True, context=None):
+        import io
+
+        from PIL import Image
+
+        img = np.asarray(image, np.float32)
+        buf = io.BytesIO()
+        Image.fromarray(np.rint(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)).save(
+            buf, format="JPEG", quality=int(params["quality"]))
+        buf.seek(0)
+        with Image.open(buf) as im:
+            out = np.asarray(im, np.float32) / np.float32(255.0)
+        return _finish(out, clip), annotations
+
+
 class Standardize(Transform):
     """ST — :func:`standardize` (deterministic; no levels)."""
 
@@ -485,6 +517,7 @@ TRANSFORMS: dict[str, type[Transform]] = {
     "FN": ReadNoise,
     "GN": GaussianNoise,
     "SP": SaltPepper,
+    "JP": Jpeg,
     "ST": Standardize,
     "DC": Decross,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import click
 
@@ -16,12 +17,9 @@ from simgen.commands._options import (
     seed_option,
 )
 from simgen.datasets.augment_io import augment_dataset, extract_noise_profile, realism_report, transform_sheet
-from simgen.errors import ParameterError
-from simgen.evaluate.report import evaluate
-from simgen.experiments.ablation import resolve_training_hooks, run_ablation
+from simgen.experiments.ablation import run_ablation
+from simgen.experiments.ablation_yolo import eval_for_ablation, train_for_ablation
 from simgen.train.yolo.config import PRESETS
-from simgen.train.yolo.predict import predict_yolo
-from simgen.train.yolo.trainer import train_yolo
 
 spec_option = click.option(
     "--spec", required=True,
@@ -179,92 +177,50 @@ def codes_command(as_json):
 @click.command("ablate")
 @click.option("--grid", "grid_path", required=True, type=click.Path(dir_okay=False),
               help="Ablation grid YAML (example: simgen/configs/ablation.yaml).")
-@output_option(help="Output folder (datasets/, runs/, ablation.csv/.md/.json/.png).")
-@click.option("--train", is_flag=True, help="Train a detector per combination (needs the trainer and --eval-on).")
-@click.option("--eval-on", "eval_on", type=click.Path(file_okay=False), default=None,
-              help="Real annotated images: realism distances, and evaluation with --train.")
-@click.option("--hooks", default=None, help="Module providing train_for_ablation/eval_for_ablation "
-              "(default: simgen.train.yolo's, else an adapter over train_yolo/predict_yolo/evaluate).")
+@output_option(help="Output folder (datasets/, eval/, runs/, ablation.csv/.md/.json/.png).")
+@click.option("--train", is_flag=True,
+              help="Train a detector per combination and score it (peak F1, AP) on --eval-on, else on a held-out "
+                   "synthetic set (eval/heldout.h5: the grid's sampler with another seed).")
+@click.option("--eval-on", "eval_on", type=click.Path(), default=None,
+              help="Annotated images (a YOLO folder or an HDF5 dataset): realism distances to them, and what "
+                   "--train scores on. Realism alone also takes a folder of YOLO folders.")
+@click.option("--hooks", default=None, metavar="MODULE",
+              help="Python module providing train_for_ablation(train_h5, run_dir) and eval_for_ablation(weights, "
+                   "eval_on) instead of the built-in YOLO hooks (simgen.experiments.ablation_yolo). The module is "
+                   "imported, which runs its code: give only modules you trust.")
 @click.option("--train-preset", type=click.Choice(["small", "full"]), default="full", show_default=True,
-              help="YOLO preset of the built-in training adapter.")
+              help="YOLO preset of the built-in hooks (small: 64² tiles, seconds per dataset on a CPU).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="YOLO epochs of the built-in hooks (default: the preset's).")
 @click.option("--only", default=None, help="Comma-separated combination names to run.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Images per combination (overrides the grid).")
 @overwrite_option
 @progress_option
-def ablate_command(grid_path, output, train, eval_on, hooks, train_preset, only, n, overwrite, progress):
+def ablate_command(grid_path, output, train, eval_on, hooks, train_preset, epochs, only, n, overwrite, progress):
     """One dataset per artifact combination (Table-1 style), optionally a detector each.
 
     Writes datasets/<name>.h5 per combination (reused when they exist and match) and a
     table ablation.csv/.md (+ bar plot ablation.png when there are metrics).  With
-    --eval-on the table holds realism distances to the real images; with --train also
-    peak F1 and AP of a detector trained per combination.
+    --eval-on the table holds realism distances to those images; with --train also
+    peak F1 and AP of a YOLO trained per combination (runs/<name>/), scored on --eval-on
+    or on a held-out synthetic set.
 
     \b
     Examples:
       simgen ablate --grid simgen/configs/ablation.yaml -o runs/ablation
+      simgen ablate --grid ablation.yaml -o runs/ablation --train --train-preset small
       simgen ablate --grid ablation.yaml -o runs/ablation --eval-on ../shared/realdata/dev/creme_316L --train
     """
 
     names = [s.strip() for s in only.split(",") if s.strip()] if only else None
     train_fn = eval_fn = None
-    if train:
-        train_fn, eval_fn = training_hooks(hooks, train_preset)
-    result = run_ablation(grid_path, output, train=train, eval_dir=eval_on, train_fn=train_fn, eval_fn=eval_fn,
-                          only=names, n=n, overwrite=overwrite, progress=progress,
+    if train and not hooks:
+        config = PRESETS[train_preset] if epochs is None else PRESETS[train_preset].replace(epochs=epochs)
+        train_fn, eval_fn = partial(train_for_ablation, config=config, progress=progress), eval_for_ablation
+    result = run_ablation(grid_path, output, train=train, eval_on=eval_on, train_fn=train_fn, eval_fn=eval_fn,
+                          hooks_module=hooks, only=names, n=n, overwrite=overwrite, progress=progress,
                           log=lambda m: click.echo(m, err=True))
-    click.echo(f"wrote {len(result['rows'])} combinations; table {result['files'][1]}")
-
-
-class YoloAblationHooks:
-    """Training adapter for ``simgen ablate --train`` over the YOLO trainer and the evaluator.
-
-    ``train(train_h5, run_dir) -> best.pt`` (resumes an interrupted run, reuses a finished
-    one); ``evaluate(weights, real_dir) -> {"peak_f1", "ap", ...}`` predicts on the real
-    images and scores them (IoU 0.15).  Lives in the CLI layer because it joins
-    :mod:`simgen.train` and :mod:`simgen.evaluate`, which do not import each other.
-    """
-
-    def __init__(self, preset: str = "full"):
-        self.preset = preset
-
-    def train(self, train_h5, run_dir):
-        from pathlib import Path
-
-
-        run_dir = Path(run_dir)
-        if (run_dir / "best.pt").exists():
-            return run_dir / "best.pt"
-        resume = (run_dir / "ultralytics" / "weights" / "last.pt").exists()
-        return train_yolo(train_h5, run_dir, config=PRESETS[self.preset], resume=resume, overwrite=not resume)
-
-    def evaluate(self, weights, real_dir) -> dict:
-        from pathlib import Path
-
-
-        pred = Path(weights).parent / "predictions_real.h5"
-        predict_yolo(weights, real_dir, pred, overwrite=True, progress=False)
-        det = evaluate(pred, real_dir, plots=False, tracking=False)["detection"]
-        return {"peak_f1": det["peak_f1"], "ap": det["mAP"], "f1": det.get("f1")}
-
-
-def training_hooks(module: str | None = None, preset: str = "full"):
-    """``(train_fn, eval_fn)``: from ``module``, else ``simgen.train.yolo``'s ablation functions,
-    else :class:`YoloAblationHooks`; a one-line error (exit 2) when no trainer exists."""
-
-    if module:
-        return resolve_training_hooks(module)
-    try:
-        return resolve_training_hooks()
-    except ParameterError as missing:
-        try:
-            from simgen.evaluate import report
-            from simgen.train import yolo
-        except ImportError:
-            raise missing from None
-        if not all(hasattr(yolo, n) for n in ("train_yolo", "predict_yolo", "PRESETS")) or not hasattr(report, "evaluate"):
-            raise missing from None
-        hooks = YoloAblationHooks(preset)
-        return hooks.train, hooks.evaluate
+    click.echo(f"wrote {len(result.rows)} combinations; table {result.table}")
 
 
 def register(groups):

@@ -8,8 +8,8 @@ import click
 
 from simgen.commands._options import output_option, overwrite_option, seed_option
 from simgen.datasets.formats.yolo import export_yolo
-from simgen.datasets.h5io import open_dataset
 from simgen.datasets.preview import preview_sheet
+from simgen.datasets.shards.read import open_any, summarize_manifest
 from simgen.datasets.shards.write import is_manifest_path
 
 
@@ -31,7 +31,7 @@ def _print_summary(summary: dict) -> None:
 def info_command(path, as_json):
     """Summarize a dataset: schema, counts, classes and generator parameters.
 
-    PATH is an HDF5 dataset, or a sharded set's manifest.json (or its directory).
+    PATH is an HDF5 dataset, or a sharded set's manifest.json (or its directory, or its virtual.h5).
 
     \b
     Example:
@@ -39,12 +39,10 @@ def info_command(path, as_json):
       simgen info film_shards/manifest.json
     """
 
-    if is_manifest_path(path):  # sharded dataset (simgen.datasets.sharded)
-        from simgen.datasets.shards.read import summarize_manifest
-
+    if is_manifest_path(path):  # sharded dataset: the manifest alone (also while it is incomplete)
         summary = summarize_manifest(path)
     else:
-        with open_dataset(path) as ds:
+        with open_any(path) as ds:  # an HDF5 file, or a shard set's virtual.h5
             summary = ds.summary()
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -53,7 +51,7 @@ def info_command(path, as_json):
 
 
 @click.command("preview")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @output_option(help="Output PNG.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Number of samples.")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True, help="First sample.")
@@ -63,9 +61,13 @@ def info_command(path, as_json):
 def preview_command(path, output, n, start, cols, no_boxes, overwrite):
     """Contact sheet PNG with annotations drawn (+1 red '+', -1 blue 'o', boxes by class).
 
+    PATH is an HDF5 dataset, a sharded set (its directory, manifest.json or virtual.h5),
+    a YOLO folder (images/ + labels/) or a folder of images.
+
     \b
     Example:
       simgen preview film.h5 -o sheet.png --n 9
+      simgen preview film_shards/ -o sheet.png
     """
 
     out = preview_sheet(path, output, n=n, start=start, cols=cols, boxes=not no_boxes, overwrite=overwrite)
@@ -73,7 +75,7 @@ def preview_command(path, output, n, start, cols, no_boxes, overwrite):
 
 
 @click.command("yolo")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Fraction of images held out as the validation split.")
@@ -83,9 +85,13 @@ def preview_command(path, output, n, start, cols, no_boxes, overwrite):
 def export_yolo_command(path, out_dir, val_fraction, min_box, seed, overwrite):
     """Export a dataset to a YOLO folder (images/, labels/, data.yaml).
 
+    PATH is an HDF5 dataset or a sharded set (its directory, manifest.json or virtual.h5)
+    with a boxes table.
+
     \b
     Example:
       simgen export yolo film.h5 film_yolo/ --val-fraction 0.1
+      simgen export yolo film_shards/ film_yolo/
     """
 
     data_yaml = export_yolo(path, out_dir, val_fraction=val_fraction, min_box=min_box, seed=seed, overwrite=overwrite)

@@ -7,7 +7,7 @@ import click
 from simgen.commands._options import overwrite_option
 from simgen.datasets.formats.coco import export_coco
 from simgen.datasets.formats.mot import export_mot
-from simgen.evaluate.report import evaluate, track
+from simgen.evaluate.report import evaluate, link_tracks_file
 
 
 def _fmt(v, spec=".3f"):
@@ -103,8 +103,8 @@ def track_command(detections, output, search_range, memory, conf, table, link_st
       simgen track detections.h5 --search-range 5 --memory 2 -o tracks.csv
     """
 
-    tracks = track(detections, output, search_range=search_range, memory=memory, conf=conf, table=table,
-                   link_strategy=link_strategy, like=like, overwrite=overwrite)
+    tracks = link_tracks_file(detections, output, search_range=search_range, memory=memory, conf=conf, table=table,
+                              link_strategy=link_strategy, like=like, overwrite=overwrite)
     n = int(tracks["track_id"].nunique()) if len(tracks) else 0
     click.echo(f"linked {len(tracks)} detections into {n} tracks; wrote {output}")
 

@@ -255,8 +255,7 @@ def fewshot_command(real, output, shots, n_splits, test_images, conditions, n_ex
       simgen ldm fewshot --real ../shared/realdata/dev/ti_anneal -o studies/ti
       simgen ldm fewshot --real ../shared/realdata/dev/ti_anneal --shots 10,100 --iterations 1000 -o studies/ti_small
     """
-    from simgen.experiments.fewshot_ldm import FewShotConfig, format_table, run_fewshot
-
+    from simgen.experiments.fewshot_ldm import FewShotConfig, format_table, run_fewshot  # loads torch: lazy
 
     try:
         shot_list = tuple(int(k) for k in shots.replace(" ", "").split(","))
@@ -270,9 +269,9 @@ def fewshot_command(real, output, shots, n_splits, test_images, conditions, n_ex
         iou=iou, conf=conf, seed=seed,
     ).validate()
     log = lambda text: click.echo(f"fewshot {text}", err=True)
-    summary = run_fewshot(real, output, config, resume=resume, overwrite=overwrite, device=device,
-                          keep_checkpoints=keep_checkpoints, progress=progress, log=log)
-    click.echo(format_table(summary))
+    result = run_fewshot(real, output, config, resume=resume, overwrite=overwrite, device=device,
+                         keep_checkpoints=keep_checkpoints, progress=progress, log=log)
+    click.echo(format_table(result.to_dict()))
 
 
 def register(groups):

@@ -3,22 +3,25 @@
 The ``train`` group itself is created by :mod:`simgen.commands.train` (registered
 before this module, alphabetically); if it is missing this module creates it.
 Prediction for both model types goes through ``simgen predict``, which dispatches on
-the checkpoint's ``model_type`` to :func:`simgen.train.maskrcnn.predict_maskrcnn` /
-:func:`simgen.train.deltanet.predict_deltanet`.
+the checkpoint's ``model_type`` to :func:`simgen.train.maskrcnn.predict.predict_maskrcnn` /
+:func:`simgen.train.changedet.predict.predict_deltanet`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import click
 
+from simgen.atomic import atomic_write_text
 from simgen.commands._options import overwrite_option, progress_option
 from simgen.errors import ParameterError
+from simgen.train.changedet.config import get_config as changedet_config
+from simgen.train.maskrcnn.config import BACKBONES as MASKRCNN_BACKBONES
 from simgen.train.maskrcnn.config import get_config as maskrcnn_config
 from simgen.train.maskrcnn.trainer import train_maskrcnn
-
-MASKRCNN_BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small")
 
 
 def _run_options(f):
@@ -78,8 +81,8 @@ def maskrcnn_command(data, val, epochs, batch_size, lr, patience, seed, device, 
         except ValueError:
             raise ParameterError(f"--anchors must be comma-separated integers, got {anchors!r}") from None
     cfg = maskrcnn_config(preset, backbone=backbone, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                     optimizer=optimizer, monitor=monitor, anchor_sizes=anchor_sizes, normalize=normalize,
-                     crop=crop, augment=False if no_augment else None)
+                          optimizer=optimizer, monitor=monitor, anchor_sizes=anchor_sizes, normalize=normalize,
+                          crop=crop, augment=False if no_augment else None)
     res = train_maskrcnn(data, output, val=val, config=cfg, epochs=epochs, resume=resume, overwrite=overwrite,
                          device=device, progress=progress, log=True)
     _report(res)
@@ -115,10 +118,9 @@ def deltanet_command(data, val, epochs, batch_size, lr, patience, seed, device, 
       simgen train deltanet --data pairs_train.h5 --val pairs_val.h5 --arch unet -o runs/unet
       simgen predict runs/delta/best.pt pairs_test.h5 -o change_pred.h5
     """
-    from simgen.train.changedet.config import get_config as changedet_config
+    # the change detector's modules import torch (its networks are nn.Module subclasses): keep `--help` fast
     from simgen.train.changedet.predict import evaluate_deltanet
     from simgen.train.changedet.trainer import train_deltanet
-
 
     overrides = {}
     if alpha is not None:
@@ -133,19 +135,13 @@ def deltanet_command(data, val, epochs, batch_size, lr, patience, seed, device, 
             except ValueError:
                 raise ParameterError(f"--alpha must be auto, none or 4 comma-separated numbers, got {alpha!r}") from None
     cfg = changedet_config(preset, arch=arch, batch_size=batch_size, lr=lr, patience=patience, seed=seed, crop=crop,
-                     gamma=gamma, monitor=monitor, steps_per_epoch=steps_per_epoch, normalize=normalize)
+                           gamma=gamma, monitor=monitor, steps_per_epoch=steps_per_epoch, normalize=normalize)
     if overrides:
-        from dataclasses import replace
-
         cfg = replace(cfg, **overrides).validate()
     res = train_deltanet(data, output, val=val, config=cfg, epochs=epochs, resume=resume, overwrite=overwrite,
                          device=device, progress=progress, log=True)
     _report(res)
     if val is not None and res["epochs_run"] > 0:
-        from pathlib import Path
-
-        from simgen.atomic import atomic_write_text
-
         scores = evaluate_deltanet(res["best_checkpoint"], val, device=device)
         atomic_write_text(Path(output) / "val_scores.csv", scores.to_csv(index=False), overwrite=True)
         change = scores[scores["class"] > 0].groupby(["fusion", "target"])["dice"].mean().unstack()

@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -444,14 +445,10 @@ class DatasetWriter:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(Exception):  # closing a broken file must not mask the original error
             self._f.close()
-        except Exception:  # noqa: BLE001 - closing a broken file must not mask the original error
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self._tmp.unlink()
-        except OSError:
-            pass
 
     def __enter__(self):
         return self

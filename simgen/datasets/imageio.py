@@ -7,19 +7,21 @@ identical channels.  Inside simgen every image is a float32 ``(H, W)`` array in
 
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
 from simgen.atomic import atomic_path
+from simgen.datasets.normalize import to_uint8
 from simgen.errors import DataError, ParameterError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "write_image", "list_images", "to_uint8"]
+__all__ = ["IMAGE_SUFFIXES", "read_image", "write_image", "list_images"]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path: str | PathLike) -> np.ndarray:
     """Read an image file as a float32 ``(H, W)`` array in [0, 1].
 
     Integer images are scaled by their dtype's maximum (8-bit by 255, 16-bit by
@@ -63,12 +65,7 @@ def read_image(path) -> np.ndarray:
     return (arr.astype(np.float32) / 255.0).astype(np.float32)
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float image in [0, 1] → uint8 (clipped, rounded)."""
-    return np.rint(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def write_image(path, image: np.ndarray, overwrite: bool = False, bits: int = 8) -> Path:
+def write_image(path: str | PathLike, image: np.ndarray, overwrite: bool = False, bits: int = 8) -> Path:
     """Write a float image in [0, 1] (or a uint8/uint16 or RGB uint8 array) atomically.
 
     Parameters
@@ -95,7 +92,7 @@ def write_image(path, image: np.ndarray, overwrite: bool = False, bits: int = 8)
     return path
 
 
-def list_images(folder) -> list[Path]:
+def list_images(folder: str | PathLike) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():

@@ -1,4 +1,7 @@
-"""Intensity normalization of images before a detector sees them (shared by training, prediction and realism)."""
+"""Image intensity normalization, resizing and 8-bit conversion (training, prediction, export, realism).
+
+Every function takes and returns ``(H, W)`` arrays; float images are float32 in [0, 1].
+"""
 
 from __future__ import annotations
 
@@ -7,20 +10,38 @@ import numpy as np
 from simgen.errors import ParameterError
 
 __all__ = [
+    "NORMALIZE",
     "normalize_image",
+    "resize_image",
+    "to_uint8",
 ]
 
-
+#: Contrast normalization modes understood by :func:`normalize_image`.
 NORMALIZE = ("percentile", "minmax", "none")
 
 
-# -- images and sources -----------------------------------------------------------------
 def normalize_image(image: np.ndarray, mode: str = "percentile", lo: float = 0.5, hi: float = 99.5) -> np.ndarray:
-    """Contrast-normalise a float image to [0, 1].
+    """Contrast-normalise an image to float32 in [0, 1].
 
-    ``percentile``: map the ``lo``/``hi`` percentiles to 0/1 (robust to hot pixels and
-    to 16-bit data using a small part of its range); ``minmax``: full range; ``none``:
-    clip only.  Flat images map to 0.5.
+    Parameters
+    ----------
+    image : (H, W) array
+        Any real dtype; usually float32 in [0, 1].
+    mode : {"percentile", "minmax", "none"}
+        ``percentile``: map the ``lo``/``hi`` percentiles to 0/1 (robust to hot pixels and
+        to 16-bit data using a small part of its range); ``minmax``: full range; ``none``:
+        clip to [0, 1] only.
+    lo, hi : float
+        Percentiles (0-100) for ``percentile``.
+
+    Returns
+    -------
+    (H, W) float32 in [0, 1]; a flat image maps to 0.5.
+
+    Raises
+    ------
+    ParameterError
+        For an unknown ``mode``.
     """
     image = np.asarray(image, np.float32)
     if mode == "none":
@@ -36,9 +57,24 @@ def normalize_image(image: np.ndarray, mode: str = "percentile", lo: float = 0.5
     return np.clip((image - a) / (b - a), 0.0, 1.0).astype(np.float32)
 
 
-def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """Resize an image by ``scale`` (bilinear; anti-aliased when shrinking).
+
+    Parameters
+    ----------
+    image : (H, W) float array
+    scale : float
+        Size factor; the output is ``(round(H * scale), round(W * scale))`` pixels (at least 1).
+        ``1.0`` returns ``image`` itself.
+
+    Returns
+    -------
+    (H', W') float32 array with the input's value range.
+    """
     if scale == 1.0:
         return image
+    if not scale > 0:
+        raise ParameterError(f"scale must be > 0, got {scale}")
     from skimage.transform import resize
 
     h, w = image.shape
@@ -46,6 +82,6 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     return resize(image, shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] → uint8 in [0, 255] (clipped, rounded to nearest)."""
+    return np.rint(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)

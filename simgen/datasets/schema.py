@@ -34,6 +34,7 @@ in box coordinates; point annotations use the same continuous frame).
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -144,10 +145,8 @@ def validate_file(f, path: str = "") -> dict:
         raise SchemaError(f"{where}: /labels/masks has {f['labels/masks'].shape[0]} samples, expected {n}")
     out = {k: _plain(v) for k, v in attrs.items()}
     if "generator" in out and isinstance(out["generator"], str):
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             out["generator"] = json.loads(out["generator"])
-        except json.JSONDecodeError:
-            pass
     return out
 
 

@@ -4,7 +4,9 @@ Supported sources (detected from the path):
 
 ========================  ==============================================================
 ``*.h5`` / ``*.hdf5``     simgen dataset: ``boxes`` (else ``points``) table, ``tracks``
-                          table, images, instance masks, ``names``
+                          table, images, instance masks, ``names`` (a shard set's
+                          ``virtual.h5`` reads the whole set)
+``manifest.json``         sharded simgen dataset (also its directory)
 ``*.json``                COCO dataset (images/annotations/categories) or results list
 ``*.txt``                 MOTChallenge file (gt.txt, det.txt or tracker output)
 ``*.csv``                 table with ``sample`` (or ``frame``), ``x, y`` and/or
@@ -34,8 +36,11 @@ import pandas as pd
 
 from simgen.datasets.formats.coco import read_coco
 from simgen.datasets.formats.mot import open_mot_sequence, read_mot
-from simgen.datasets.h5io import open_dataset
-from simgen.errors import DataError, ParameterError
+from simgen.datasets.formats.yolo_folder import open_yolo_folder
+from simgen.datasets.imageio import read_image
+from simgen.datasets.shards.write import MANIFEST_NAME
+from simgen.datasets.sources import open_source
+from simgen.errors import DataError, ParameterError, SchemaError
 from simgen.evaluate.matching import BOX_COLUMNS, box_centres
 
 __all__ = ["Annotations", "load_annotations", "align", "detect_format"]
@@ -156,7 +161,7 @@ def detect_format(path) -> str:
         if suffix in (".h5", ".hdf5"):
             return "hdf5"
         if suffix == ".json":
-            return "coco"
+            return "hdf5" if p.name == MANIFEST_NAME else "coco"
         if suffix == ".txt":
             return "mot"
         if suffix == ".csv":
@@ -164,6 +169,8 @@ def detect_format(path) -> str:
         raise DataError(f"{p}: unknown file type {p.suffix!r} (expected .h5, .json, .txt (MOT), .csv or a folder)")
     if (p / "seqinfo.ini").exists() or (p / "gt" / "gt.txt").exists() or (p / "det" / "det.txt").exists():
         return "mot"
+    if (p / MANIFEST_NAME).is_file():
+        return "hdf5"
     if (p / "annotations.json").exists():
         return "coco"
     return "yolo"
@@ -201,34 +208,39 @@ def _stem(name: str) -> str:
 
 
 def _load_hdf5(path: Path, *, like, table, role) -> Annotations:
+    return _load_source(path, fmt="hdf5", table=table, role=role)
 
-    ds = open_dataset(path)
+
+def _load_source(path: Path, *, fmt: str, table, role) -> Annotations:
+    """Annotations of anything :func:`open_source` reads (HDF5 files, shard sets, YOLO folders with images)."""
+    src = open_source(path, require_images=False)
     try:
-        tables = ds.tables
-        if table is not None:
+        tables = src.tables
+        if table is not None and fmt == "hdf5":
             if table not in tables:
                 raise DataError(f"{path} has no {table!r} table (has {tables or 'none'})")
             name = table
         else:
             name = next((t for t in ("boxes", "points", "tracks") if t in tables), None)
-            if name is None:
+            if name is None and fmt == "hdf5":
                 raise DataError(f"{path} has no boxes, points or tracks table to evaluate")
-        df, has_boxes = _normalise(ds.table(name), f"{role} {path}:{name}")
+        df, has_boxes = _normalise(src.read_table(name) if name else None, f"{role} {path}:{name}")
+        has_boxes = has_boxes or fmt == "yolo"
         tracks = None
         if "tracks" in tables:
-            tracks, _ = _normalise(ds.table("tracks"), f"{role} {path}:tracks")
-        named = ds.has("names")
-        names = [_stem(ds.name(i)) for i in range(ds.n)]
-        shapes = [ds.shape(i) for i in range(ds.n)] if (ds.images is not None or ds.has("shapes")) else None
-        has_images = ds.images is not None
-        has_masks = ds.has("labels/masks")
-        class_names = list(ds.class_names)
+            tracks, _ = _normalise(src.read_table("tracks"), f"{role} {path}:tracks")
+        stem = (lambda name: name) if src.kind == "yolo" else _stem  # YOLO names are file stems already
+        names = [stem(src.name(k)) for k in range(len(src))]
+        try:
+            shapes = [src.shape(k) for k in range(len(src))]
+        except SchemaError:  # label-only file without /shapes
+            shapes = None
     except BaseException:
-        ds.close()
+        src.close()
         raise
-    ann = Annotations(df, names, shapes, class_names, str(path), "hdf5", named, has_boxes, tracks,
-                      image=ds.image if has_images else None, mask=ds.mask if has_masks else None)
-    ann._closers.append(ds.close)
+    ann = Annotations(df, names, shapes, src.class_names, str(path), fmt, src.named, has_boxes, tracks,
+                      image=src.image if src.has_images else None, mask=src.mask if src.has_masks else None)
+    ann._closers.append(src.close)
     return ann
 
 
@@ -256,8 +268,6 @@ def _load_coco(path: Path, *, like, table, role) -> Annotations:
     image = None
     images_dir = json_path.parent / "images"
     if images_dir.is_dir() and named:
-        from simgen.datasets.imageio import read_image
-
         def image(i, _d=images_dir, _n=data.names):
             return read_image(_d / Path(_n[i]).name)
 
@@ -305,44 +315,26 @@ def _load_csv(path: Path, *, like, table, role) -> Annotations:
 
 
 def _load_yolo(path: Path, *, like, table, role) -> Annotations:
-    try:
-        from simgen.datasets.formats.yolo import open_yolo_folder, read_yolo_labels
-    except ImportError:  # pragma: no cover - yolo.py is part of simgen
-        raise DataError("YOLO folders need simgen.datasets.formats.yolo, which is not available") from None
+    if (path / "images").is_dir():
+        return _load_source(path, fmt="yolo", table=table, role=role)
+    # label-only predictions (labels/ or bare *.txt): image sizes come from the ground truth
     folder = open_yolo_folder(path)
-    has_images = bool(getattr(folder, "has_images", True))
-    names = list(folder.names)
+    if like is None or like.shapes is None:
+        raise DataError(f"{path} holds labels only; its image sizes must come from ground truth with images")
+    index = {n: i for i, n in enumerate(like.names)}
+    unknown = [n for n in folder.names if n not in index]
+    if unknown:
+        raise DataError(f"{role} {path}: {len(unknown)} label file(s) have no ground-truth image, "
+                        f"e.g. {unknown[0]!r}.txt")
     frames = []
-    named = True
-    if has_images:
-        shapes = [tuple(folder.shape(i)) for i in range(len(names))]
-        for i in range(len(names)):
-            b = folder.boxes(i)
-            frames.append(b.assign(sample=np.full(len(b), i, np.int64)))
-        image = folder.image
-        mask = folder.mask if getattr(folder, "masks_dir", None) is not None else None
-    else:
-        if like is None or like.shapes is None:
-            raise DataError(f"{path} holds labels only; its image sizes must come from ground truth with images")
-        index = {n: i for i, n in enumerate(like.names)}
-        shapes_like = like.shapes
-        unknown = [n for n in names if n not in index]
-        if unknown:
-            raise DataError(f"{role} {path}: {len(unknown)} label file(s) have no ground-truth image, "
-                            f"e.g. {unknown[0]!r}.txt")
-        labels_dir = getattr(folder, "labels_dir", path / "labels" if (path / "labels").is_dir() else path)
-        for n in names:
-            i = index[n]
-            h, w = shapes_like[i]
-            b = read_yolo_labels(Path(labels_dir) / f"{n}.txt", w, h)
-            frames.append(b.assign(sample=np.full(len(b), i, np.int64)))
-        # label-only predictions live on the reference's frames directly
-        names, shapes, named = list(like.names), list(shapes_like), like.named
-        image, mask = None, None
-    df = pd.concat(frames, ignore_index=True) if frames else None
-    df, _ = _normalise(df, f"{role} {path}")
-    class_names = list(getattr(folder, "class_names", []) or [])
-    return Annotations(df, names, shapes, class_names, str(path), "yolo", named, True, image=image, mask=mask)
+    for n in folder.names:
+        i = index[n]
+        b = folder.boxes(n, shape=like.shapes[i])
+        frames.append(b.assign(sample=np.full(len(b), i, np.int64)))
+    df, _ = _normalise(pd.concat(frames, ignore_index=True) if frames else None, f"{role} {path}")
+    # label-only predictions live on the reference's frames directly
+    return Annotations(df, list(like.names), list(like.shapes), list(folder.class_names), str(path), "yolo",
+                       like.named, True)
 
 
 # -- pairing -----------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""``simgen evaluate``: every metric that applies to a prediction/ground-truth pair, as one report.
+"""``simgen evaluate`` and ``simgen track`` as functions: one report of every metric that applies to a
+prediction/ground-truth pair (:func:`evaluate`), and detections linked into tracks file to file
+(:func:`link_tracks_file`).
 
 :func:`evaluate` loads both sides (any supported source, see :mod:`simgen.evaluate.io`),
 pairs frames, and computes
@@ -44,9 +46,9 @@ from simgen.evaluate.detection import AP_METHODS, evaluate_detections
 from simgen.evaluate.geometry import diffusivity
 from simgen.evaluate.io import align, load_annotations, validate_options
 from simgen.evaluate.lifetimes import compare_lifetimes, track_lifetimes
-from simgen.evaluate.tracking import LINK_STRATEGIES, link_tracks
+from simgen.evaluate.tracking import LINK_STRATEGIES
 
-__all__ = ["evaluate", "to_jsonable"]
+__all__ = ["evaluate", "link_tracks_file", "to_jsonable"]
 
 
 def to_jsonable(obj):
@@ -361,7 +363,7 @@ def _write_report(out_dir: Path, report: dict, tables: dict, figures: dict, over
             fig.savefig(tmp / name, format="png")
 
 
-def track(
+def link_tracks_file(
     detections,
     output,
     *,
@@ -373,7 +375,10 @@ def track(
     like=None,
     overwrite: bool = False,
 ) -> pd.DataFrame:
-    """Link detections from any supported source into tracks and write them.
+    """Link the detections of any supported source into tracks and write them (``simgen track``).
+
+    The linking itself is :func:`simgen.evaluate.tracking.link_tracks`; this reads the detections,
+    filters them and writes the tracks.
 
     Parameters
     ----------
@@ -423,7 +428,7 @@ def track(
             from simgen.evaluate.matching import check_detections
 
             check_detections(det, "detections", boxes=ann.has_boxes)
-            tracks = link_tracks(det, search_range=search_range, memory=memory, link_strategy=link_strategy)
+            tracks = trk.link_tracks(det, search_range=search_range, memory=memory, link_strategy=link_strategy)
             names, shapes, class_names = ann.names, ann.shapes, ann.class_names
         finally:
             ann.close()
@@ -445,7 +450,7 @@ def track(
         n = max(len(names), int(tracks["sample"].max()) + 1 if len(tracks) else 0)
         keep = [c for c in tracks.columns if tracks[c].dtype.kind in "biuf"]
         with DatasetWriter(output, kind="tracks", class_names=class_names or None, overwrite=overwrite,
-                           generator={"function": "simgen.evaluate.report.track", "search_range": search_range,
+                           generator={"function": "simgen.evaluate.report.link_tracks_file", "search_range": search_range,
                                       "memory": memory, "source": str(detections)}) as w:
             s = tracks["sample"].to_numpy(np.int64)
             lo = np.searchsorted(s, np.arange(n), "left")

@@ -45,9 +45,8 @@ def _check_pair(pred, gt, n_classes):
     for name, a in (("prediction", pred), ("ground truth", gt)):
         if a.dtype.kind == "b":
             continue
-        if a.dtype.kind not in "iu":
-            if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
-                raise DataError(f"{name} label image must hold integer class ids")
+        if a.dtype.kind not in "iu" and (not np.all(np.isfinite(a)) or np.any(a != np.round(a))):
+            raise DataError(f"{name} label image must hold integer class ids")
         if a.size and (a.min() < 0 or a.max() >= n_classes):
             raise DataError(f"{name} label image has ids outside [0, {n_classes - 1}] (min {a.min()}, max {a.max()})")
     return pred.astype(np.int64, copy=False), gt.astype(np.int64, copy=False)

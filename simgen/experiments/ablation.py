@@ -6,31 +6,36 @@ parameters, the images per combination and the combinations themselves — expli
 each artifact alone, every pair, all, all at low intensity, each model alone and all
 artifacts with each model).
 
-:func:`run_ablation` writes ``datasets/<name>.h5`` for every combination (existing
-datasets made from the same grid entry are reused, so an interrupted ablation
-resumes), then optionally
+:func:`run_ablation` runs these steps (plain functions, each can be run alone):
 
-* with ``eval_dir`` — realism distances (power spectrum, intensity histogram) of each
-  dataset to the real images;
-* with training — ``train_fn(train_h5, out_dir) -> weights`` and
-  ``eval_fn(weights, real_dir) -> {"peak_f1": ..., "ap": ..., ...}`` per combination.
-  By default both come from :data:`TRAIN_HOOKS_MODULE` (functions
-  ``train_for_ablation`` and ``eval_for_ablation``); until that trainer exists,
-  training is refused with a one-line error;
-
-and writes ``ablation.csv``, ``ablation.md``, ``ablation.json`` and, when there are
-metrics, the bar plot ``ablation.png``.
+1. :func:`plan_ablation` — validate the grid and decide, per combination, whether its
+   dataset ``datasets/<name>.h5`` is generated or reused (a dataset made from the same
+   grid entry is reused, so an interrupted ablation resumes); nothing is written;
+2. :func:`make_dataset` — generate one combination's dataset;
+3. with ``eval_on`` — :func:`realism_distances` of each dataset to those (real) images;
+4. with training — :func:`train_and_evaluate`: ``train_fn(train_h5, run_dir) -> weights``
+   and ``eval_fn(weights, eval_on) -> {"peak_f1": ..., "ap": ..., ...}`` per combination.
+   Without ``eval_on`` the detectors are scored on a held-out synthetic set
+   (:func:`plan_eval_set`: ``eval/heldout.h5``, the grid's sampler with another seed and
+   ``eval_spec``).  The default hooks, ``train_for_ablation`` and ``eval_for_ablation`` of
+   :data:`TRAIN_HOOKS_MODULE`, train a YOLO per dataset and score peak F1 / AP;
+   ``hooks_module`` (``--hooks``) names another module providing both.  **Importing a
+   module runs its code: give only modules you trust.**
+5. :func:`write_results` — ``ablation.csv``, ``ablation.md``, ``ablation.json`` and, when
+   there are metrics, the bar plot ``ablation.png``.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib
 import io
 import itertools
 import json
 import math
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,28 +48,48 @@ from simgen.datasets.augment_io import augmented_sampler, iter_images, load_nois
 from simgen.datasets.generate import write_dataset
 from simgen.datasets.h5io import open_dataset
 from simgen.errors import DataError, ParameterError, SimgenError
+from simgen.experiments.common import ExperimentResult
 from simgen.rng import check_seed
+from simgen.simulate.film import FilmConfig, FilmSampler
+from simgen.simulate.tem import TemConfig, TemSampler
 
 __all__ = [
+    "TRAIN_HOOKS_MODULE",
     "AblationGrid",
-    "load_grid",
+    "AblationResult",
+    "PlannedDataset",
     "expand_combinations",
+    "load_grid",
+    "make_dataset",
     "make_sampler",
+    "plan_ablation",
+    "plan_eval_set",
+    "realism_distances",
     "resolve_training_hooks",
     "run_ablation",
-    "TRAIN_HOOKS_MODULE",
+    "train_and_evaluate",
+    "write_results",
 ]
 
-#: Module expected to provide ``train_for_ablation`` and ``eval_for_ablation``.
-TRAIN_HOOKS_MODULE = "simgen.train.yolo"
+#: Module providing the default ``train_for_ablation`` and ``eval_for_ablation`` (YOLO, peak F1 / AP).
+TRAIN_HOOKS_MODULE = "simgen.experiments.ablation_yolo"
+_HOOKS_SIGNATURE = ("train_for_ablation(train_h5, run_dir) -> weights and "
+                    "eval_for_ablation(weights, eval_on) -> {'peak_f1', 'ap', ...}")
 _GRID_KEYS = ("sampler", "config", "n", "seed", "image_dtype", "standardize", "noise_profile", "realism_images",
-              "table1", "combinations")
+              "table1", "combinations", "eval_spec", "eval_n", "eval_seed")
 _TABLE1_KEYS = ("artifacts", "models", "raw", "singles", "pairs", "all", "low")
+#: Name of the held-out evaluation set (``eval/heldout.h5``) used when no ``eval_on`` is given.
+HELDOUT = "heldout"
 
 
 @dataclass
 class AblationGrid:
-    """A parsed ablation grid (see module docstring and ``simgen/configs/ablation.yaml``)."""
+    """A parsed ablation grid (see module docstring and ``simgen/configs/ablation.yaml``).
+
+    ``eval_spec``, ``eval_n`` and ``eval_seed`` describe the held-out synthetic set trained
+    detectors are scored on when no real evaluation set is given (defaults: all ``table1``
+    artifacts together, else ``none``; as many images as each combination; ``seed + 1``).
+    """
 
     sampler: str = "film"
     config: dict = field(default_factory=dict)
@@ -76,6 +101,9 @@ class AblationGrid:
     realism_images: int = 64
     table1: dict | None = None
     combinations: dict = field(default_factory=dict)
+    eval_spec: str | None = None
+    eval_n: int | None = None
+    eval_seed: int | None = None
     path: str | None = None
 
     def validate(self) -> "AblationGrid":
@@ -96,9 +124,56 @@ class AblationGrid:
             unknown = sorted(set(self.table1) - set(_TABLE1_KEYS))
             if unknown:
                 raise ParameterError(f"unknown table1 key(s) {', '.join(unknown)}; valid: {', '.join(_TABLE1_KEYS)}")
+        if self.eval_n is not None and (isinstance(self.eval_n, bool) or not isinstance(self.eval_n, int)
+                                        or self.eval_n < 1):
+            raise ParameterError(f"grid eval_n must be a positive integer, got {self.eval_n!r}")
+        if self.eval_seed is not None and check_seed(self.eval_seed) == self.seed:
+            raise ParameterError(f"grid eval_seed must differ from seed ({self.seed}): the evaluation set is held out")
+        parse_spec(self.heldout_spec())
         if not expand_combinations(self):
             raise ParameterError("the grid defines no combinations (give table1: or combinations:)")
         return self
+
+    def heldout_spec(self) -> str:
+        """Spec of the held-out evaluation set: ``eval_spec``, else all table1 artifacts, else ``none``."""
+        if self.eval_spec is not None:
+            return str(self.eval_spec)
+        arts = [str(a) for a in (self.table1 or {}).get("artifacts", [])] if self.table1 else []
+        return "+".join(arts) or "none"
+
+
+@dataclass
+class PlannedDataset:
+    """One dataset of the ablation: its name, full (canonical) spec, sampler and file; ``reuse``: the
+    file exists and was made from the same grid entry, so it is not generated again."""
+
+    name: str
+    spec: str
+    sampler: object
+    path: Path
+    n: int
+    seed: int
+    reuse: bool
+    attrs: dict
+
+
+@dataclass
+class AblationResult(ExperimentResult):
+    """One row per combination (name, spec, dataset, realism distances, weights, metrics) and the files
+    written; ``eval_on`` is what trained detectors were scored on (``None`` without training)."""
+
+    output: Path
+    rows: list[dict]
+    files: list[Path]
+    eval_on: Path | None = None
+
+    @property
+    def table(self) -> Path:
+        return self.output / "ablation.md"
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "files": [str(f) for f in self.files],
+                "eval_on": None if self.eval_on is None else str(self.eval_on)}
 
 
 def load_grid(path) -> AblationGrid:
@@ -163,13 +238,10 @@ def expand_combinations(grid: AblationGrid) -> list[tuple[str, str]]:
 
 
 def make_sampler(kind: str, config: dict, seed: int):
-    """A sampler of ``kind`` (``film``; ``tem`` once :mod:`simgen.simulate.tem` exists)."""
+    """A sampler of ``kind``: ``film`` (:class:`FilmConfig` fields) or ``tem`` (:class:`TemConfig`
+    fields, or ``preset: <name>`` plus overrides)."""
     config = dict(config or {})
     if kind == "film":
-        import dataclasses
-
-        from simgen.simulate.film import FilmConfig, FilmSampler
-
         valid = [f.name for f in dataclasses.fields(FilmConfig)]
         unknown = sorted(set(config) - set(valid))
         if unknown:
@@ -180,52 +252,38 @@ def make_sampler(kind: str, config: dict, seed: int):
         return FilmSampler(FilmConfig(**config).validate(), seed=seed)
     if kind == "tem":
         try:
-            mod = importlib.import_module("simgen.simulate.tem")
-        except ModuleNotFoundError:
-            raise ParameterError("sampler 'tem' is not available yet (simgen.simulate.tem has not landed)") from None
-        if not hasattr(mod, "TemSampler") or not hasattr(mod, "TemConfig"):
-            raise ParameterError("simgen.simulate.tem provides no TemSampler/TemConfig")
-        try:
-            if "preset" in config and hasattr(mod.TemConfig, "from_preset"):
-                cfg = mod.TemConfig.from_preset(config.pop("preset"), **config)
-            elif hasattr(mod.TemConfig, "from_dict"):
-                cfg = mod.TemConfig.from_dict(config)
-            else:
-                cfg = mod.TemConfig(**config)
-            return mod.TemSampler(cfg, seed=seed)
+            cfg = TemConfig.from_preset(config.pop("preset"), **config) if "preset" in config else \
+                TemConfig.from_dict(config)
         except TypeError as exc:
             raise ParameterError(f"bad tem parameters: {' '.join(str(exc).split())}") from None
+        return TemSampler(cfg.validate(), seed=seed)
     raise ParameterError(f"unknown sampler {kind!r}; choose film or tem")
 
 
 def resolve_training_hooks(module: str | None = None):
-    """``(train_fn, eval_fn)`` from ``module`` (default :data:`TRAIN_HOOKS_MODULE`).
+    """``(train_fn, eval_fn)``: ``train_for_ablation`` and ``eval_for_ablation`` of ``module``
+    (default :data:`TRAIN_HOOKS_MODULE`, a YOLO per dataset).
+
+    Importing ``module`` runs its code: name only modules you trust.
 
     Raises
     ------
     ParameterError
-        If the module or either function is missing (the trainer has not landed).
+        If the module cannot be imported or lacks either function.
     """
     name = module or TRAIN_HOOKS_MODULE
-    need = (
-        "train_for_ablation(train_h5, out_dir) -> weights and "
-        "eval_for_ablation(weights, real_dir) -> {'peak_f1', 'ap', ...}"
-    )
     try:
         mod = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise ParameterError(
-                f"--train needs a detector trainer, but {name} does not exist yet (the YOLO trainer has not landed); "
-                f"run without --train to generate the datasets, or pass --hooks MODULE providing {need}"
-            ) from None
-        raise ParameterError(f"cannot import the trainer {name}: {' '.join(str(exc).split())}") from None
+            raise ParameterError(f"--hooks {name}: no such module; it must provide {_HOOKS_SIGNATURE}") from None
+        raise ParameterError(f"cannot import the hooks module {name}: {' '.join(str(exc).split())}") from None
     except ImportError as exc:
-        raise ParameterError(f"cannot import the trainer {name}: {' '.join(str(exc).split())}") from None
+        raise ParameterError(f"cannot import the hooks module {name}: {' '.join(str(exc).split())}") from None
     train_fn = getattr(mod, "train_for_ablation", None)
     eval_fn = getattr(mod, "eval_for_ablation", None)
     if not callable(train_fn) or not callable(eval_fn):
-        raise ParameterError(f"--train needs {name} to provide {need}; it does not (yet)")
+        raise ParameterError(f"--hooks {name} must provide {_HOOKS_SIGNATURE}")
     return train_fn, eval_fn
 
 
@@ -237,7 +295,6 @@ def _full_spec(spec: str, standardize: bool) -> str:
 
 
 def _reusable(path: Path, spec_canonical: str, generator: dict, n: int) -> bool:
-
     try:
         with open_dataset(path) as ds:
             ok = ds.n == n and ds.attrs.get("ablation_spec") == spec_canonical
@@ -246,51 +303,29 @@ def _reusable(path: Path, spec_canonical: str, generator: dict, n: int) -> bool:
         return False
 
 
-def run_ablation(
-    grid: AblationGrid | str | Path,
-    out_dir,
-    *,
-    train: bool = False,
-    eval_dir=None,
-    train_fn=None,
-    eval_fn=None,
-    hooks_module: str | None = None,
-    only=None,
-    n: int | None = None,
-    overwrite: bool = False,
-    progress: bool = False,
-    log=None,
-) -> dict:
-    """Generate (and optionally train/evaluate) every combination of ``grid``.
+def _plan(name: str, spec: str, path: Path, grid: AblationGrid, seed: int, n: int, profile,
+          overwrite: bool) -> PlannedDataset:
+    full = _full_spec(spec, grid.standardize)
+    sampler = augmented_sampler(make_sampler(grid.sampler, grid.config, seed), full, noise_profile=profile, seed=seed)
+    canonical = parse_spec(full).canonical
+    generator = json.loads(json.dumps(sampler.describe(), default=_default))
+    reuse = path.exists() and not overwrite and _reusable(path, canonical, generator, n)
+    if path.exists() and not overwrite and not reuse:
+        raise ParameterError(f"{path} exists but was made from different settings; pass --overwrite to regenerate")
+    return PlannedDataset(name, canonical, sampler, path, n, seed, reuse,
+                          {"ablation_spec": canonical, "ablation_name": name})
 
-    Parameters
-    ----------
-    grid : AblationGrid or path of a YAML grid
-    out_dir : path-like
-        Output folder (created).
-    train : bool
-        Train a detector per combination (needs ``eval_dir``); the hooks come from
-        ``train_fn``/``eval_fn`` or :func:`resolve_training_hooks`.
-    eval_dir : path-like, optional
-        Real annotated images (a YOLO folder or a folder of them): realism distances and
-        the evaluation of trained detectors.
-    only : iterable of str, optional
-        Run only these combination names.
-    n : int, optional
-        Override the grid's images per combination.
-    overwrite : bool
-        Regenerate datasets that exist (otherwise matching ones are reused and
-        mismatching ones are an error).
-    log : callable, optional
-        ``log(message)`` for one line per step (the CLI passes ``click.echo``).
 
-    Returns
-    -------
-    dict with ``rows`` (one dict per combination) and the output ``files``.
+# -- steps ------------------------------------------------------------------------------------------
+def plan_ablation(grid: AblationGrid, out_dir, *, only=None, n: int | None = None,
+                  overwrite: bool = False) -> list[PlannedDataset]:
+    """Validate ``grid`` and plan one dataset per combination (``only``: these names); writes nothing.
+
+    Raises
+    ------
+    ParameterError
+        Unknown names in ``only``, or an existing dataset made from other settings (without ``overwrite``).
     """
-
-    log = log or (lambda message: None)
-    grid = grid if isinstance(grid, AblationGrid) else load_grid(grid)
     grid.validate()
     n_images = grid.n if n is None else int(n)
     if n_images < 1:
@@ -303,60 +338,130 @@ def run_ablation(
         if missing:
             raise ParameterError(f"unknown combination(s) {', '.join(missing)}; grid has {', '.join(sorted(known))}")
         combos = [(name, spec) for name, spec in combos if name in wanted]
-    if train and eval_dir is None:
-        raise ParameterError("--train needs --eval-on DIR (real annotated images to evaluate on)")
-    if eval_dir is not None and not Path(eval_dir).is_dir():
-        raise DataError(f"evaluation folder {eval_dir} does not exist")
-    if train and (train_fn is None or eval_fn is None):
-        train_fn, eval_fn = resolve_training_hooks(hooks_module)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ParameterError(f"output {out_dir} exists and is not a folder")
-
-    # validate everything before the first byte is written
-    base = make_sampler(grid.sampler, grid.config, grid.seed)
     profile = load_noise_profile(grid.noise_profile)
-    plan = []
-    for name, spec in combos:
-        full = _full_spec(spec, grid.standardize)
-        sampler = augmented_sampler(base, full, noise_profile=profile, seed=grid.seed)
-        path = out_dir / "datasets" / f"{_safe_name(name)}.h5"
-        canonical = parse_spec(full).canonical
-        generator = json.loads(json.dumps(sampler.describe(), default=_default))
-        reuse = path.exists() and not overwrite and _reusable(path, canonical, generator, n_images)
-        if path.exists() and not overwrite and not reuse:
-            raise ParameterError(f"{path} exists but was made from different settings; pass --overwrite to regenerate")
-        plan.append((name, full, canonical, sampler, path, reuse))
+    return [_plan(name, spec, out_dir / "datasets" / f"{_safe_name(name)}.h5", grid, grid.seed, n_images, profile,
+                  overwrite) for name, spec in combos]
+
+
+def plan_eval_set(grid: AblationGrid, out_dir, *, n: int | None = None, overwrite: bool = False) -> PlannedDataset:
+    """The held-out synthetic evaluation set ``eval/heldout.h5``: the grid's sampler with ``eval_seed``
+    (default ``seed + 1``: no image is shared with any combination), ``eval_spec`` and ``eval_n`` images
+    (default ``n``, the images per combination)."""
+    n_images = grid.eval_n or (grid.n if n is None else int(n))
+    seed = grid.seed + 1 if grid.eval_seed is None else grid.eval_seed
+    return _plan(HELDOUT, grid.heldout_spec(), Path(out_dir) / "eval" / f"{HELDOUT}.h5", grid, seed, n_images,
+                 load_noise_profile(grid.noise_profile), overwrite)
+
+
+def make_dataset(item: PlannedDataset, grid: AblationGrid, *, progress: bool = False) -> Path:
+    """Generate ``item`` (unless it is reused); returns its path."""
+    if not item.reuse:
+        write_dataset(item.path, item.sampler, item.n, overwrite=True, image_dtype=grid.image_dtype,
+                      progress=progress, attrs=item.attrs)
+    return item.path
+
+
+def realism_distances(path, reference: ImageSetStats, max_images: int) -> dict:
+    """Power-spectrum and histogram distances of (up to ``max_images`` images of) ``path`` to ``reference``."""
+    d = realism_distance(ImageSetStats().extend(iter_images(path, max_images)), reference)
+    return {"psd_distance": round(d.psd, 4), "histogram_distance": round(d.histogram, 4)}
+
+
+def train_and_evaluate(item: PlannedDataset, out_dir, eval_on, train_fn, eval_fn) -> dict:
+    """Train a detector on ``item``'s dataset (``runs/<name>/``) and score it on ``eval_on``.
+
+    A run folder left from a dataset that has been generated again is cleared first, so no
+    hook can reuse weights trained on other images.  Returns ``weights`` and the metrics.
+    """
+    run_dir = Path(out_dir) / "runs" / _safe_name(item.name)
+    if not item.reuse and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    weights = train_fn(item.path, run_dir)
+    metrics = eval_fn(weights, Path(eval_on))
+    if not isinstance(metrics, dict) or not {"peak_f1", "ap"} <= set(metrics):
+        raise DataError(f"eval_fn must return a dict with 'peak_f1' and 'ap', got {metrics!r}")
+    return {"weights": str(weights), **{key: _number(v) for key, v in metrics.items()}}
+
+
+# -- the ablation -----------------------------------------------------------------------------------
+def run_ablation(
+    grid: AblationGrid | str | Path,
+    out_dir,
+    *,
+    train: bool = False,
+    eval_on=None,
+    train_fn=None,
+    eval_fn=None,
+    hooks_module: str | None = None,
+    only=None,
+    n: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    log=None,
+) -> AblationResult:
+    """Generate (and optionally train/evaluate) every combination of ``grid``.
+
+    Parameters
+    ----------
+    grid : AblationGrid or path of a YAML grid
+    out_dir : path-like
+        Output folder (created).
+    train : bool
+        Train a detector per combination and score it on ``eval_on`` (default: a held-out
+        synthetic set, see :func:`plan_eval_set`).  The hooks are ``train_fn``/``eval_fn``,
+        else those of ``hooks_module`` (default :data:`TRAIN_HOOKS_MODULE`; importing a
+        module runs its code — give only trusted ones).
+    eval_on : path-like, optional
+        Annotated images (a YOLO folder or an HDF5 dataset): realism distances of every
+        combination to them (a folder of YOLO folders works too), and the evaluation of
+        trained detectors.
+    only : iterable of str, optional
+        Run only these combination names.
+    n : int, optional
+        Override the grid's images per combination.
+    overwrite : bool
+        Regenerate datasets that exist (otherwise matching ones are reused and
+        mismatching ones are an error).
+    log : callable, optional
+        ``log(message)`` for one line per step (the CLI passes ``click.echo``).
+    """
+    log = log or (lambda message: None)
+    grid = grid if isinstance(grid, AblationGrid) else load_grid(grid)
+    # validate everything before the first byte is written
+    plan = plan_ablation(grid, out_dir, only=only, n=n, overwrite=overwrite)
+    if eval_on is not None and not Path(eval_on).exists():
+        raise DataError(f"evaluation set {eval_on} does not exist")
+    heldout = plan_eval_set(grid, out_dir, n=n, overwrite=overwrite) if train and eval_on is None else None
+    if train and (train_fn is None or eval_fn is None):
+        train_fn, eval_fn = resolve_training_hooks(hooks_module)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    if heldout is not None:
+        log(f"held-out evaluation set: {'reusing' if heldout.reuse else 'generating'} {heldout.path} "
+            f"({heldout.n} images, {heldout.spec}, seed {heldout.seed})")
+        eval_on = make_dataset(heldout, grid, progress=progress)
     real_stats = None
-    if eval_dir is not None and grid.realism_images > 0:
-        real_stats = ImageSetStats().extend(iter_images(eval_dir))
+    if eval_on is not None and heldout is None and grid.realism_images > 0:
+        real_stats = ImageSetStats().extend(iter_images(eval_on))
     rows = []
-    for k, (name, full, canonical, sampler, path, reuse) in enumerate(plan, 1):
-        if reuse:
-            log(f"[{k}/{len(plan)}] {name}: reusing {path}")
-        else:
-            log(f"[{k}/{len(plan)}] {name}: generating {n_images} images ({canonical})")
-            write_dataset(path, sampler, n_images, overwrite=True, image_dtype=grid.image_dtype, progress=progress,
-                          attrs={"ablation_spec": canonical, "ablation_name": name})
-        row = {"name": name, "spec": canonical, "n": n_images, "dataset": str(path.relative_to(out_dir))}
+    for k, item in enumerate(plan, 1):
+        step = f"[{k}/{len(plan)}] {item.name}"
+        log(f"{step}: reusing {item.path}" if item.reuse else f"{step}: generating {item.n} images ({item.spec})")
+        make_dataset(item, grid, progress=progress)
+        row = {"name": item.name, "spec": item.spec, "n": item.n, "dataset": str(item.path.relative_to(out_dir))}
         if real_stats is not None:
-            d = realism_distance(ImageSetStats().extend(iter_images(path, grid.realism_images)), real_stats)
-            row.update(psd_distance=round(d.psd, 4), histogram_distance=round(d.histogram, 4))
+            row.update(realism_distances(item.path, real_stats, grid.realism_images))
         if train:
-            run_dir = out_dir / "runs" / _safe_name(name)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            log(f"[{k}/{len(plan)}] {name}: training")
-            weights = train_fn(path, run_dir)
-            metrics = eval_fn(weights, Path(eval_dir))
-            if not isinstance(metrics, dict) or not {"peak_f1", "ap"} <= set(metrics):
-                raise DataError(f"eval_fn must return a dict with 'peak_f1' and 'ap', got {metrics!r}")
-            row["weights"] = str(weights)
-            row.update({key: _number(v) for key, v in metrics.items()})
+            log(f"{step}: training")
+            row.update(train_and_evaluate(item, out_dir, eval_on, train_fn, eval_fn))
         rows.append(row)
-    files = write_results(rows, out_dir, grid)
-    return {"rows": rows, "files": [str(f) for f in files]}
+    eval_on = Path(eval_on) if train else None
+    return AblationResult(out_dir, rows, write_results(rows, out_dir, grid, eval_on=eval_on), eval_on)
 
 
 def _number(v):
@@ -375,8 +480,11 @@ def _default(o):
     return str(o)
 
 
-def write_results(rows: list[dict], out_dir: Path, grid: AblationGrid | None = None) -> list[Path]:
-    """``ablation.csv``, ``ablation.md``, ``ablation.json`` and (with metrics) ``ablation.png``."""
+def write_results(rows: list[dict], out_dir: Path, grid: AblationGrid | None = None, *, eval_on=None) -> list[Path]:
+    """``ablation.csv``, ``ablation.md``, ``ablation.json`` and (with metrics) ``ablation.png``.
+
+    ``eval_on``: what the metrics were measured on (recorded in ``ablation.json``).
+    """
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
@@ -389,7 +497,8 @@ def write_results(rows: list[dict], out_dir: Path, grid: AblationGrid | None = N
     for row in rows:
         md.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     files.append(atomic_write_text(out_dir / "ablation.md", "\n".join(md) + "\n", overwrite=True))
-    manifest = {"grid": None if grid is None else {k: v for k, v in vars(grid).items()}, "rows": rows}
+    manifest = {"grid": None if grid is None else {k: v for k, v in vars(grid).items()}, "rows": rows,
+                "eval_on": None if eval_on is None else str(eval_on)}
     files.append(atomic_write_text(out_dir / "ablation.json", json.dumps(manifest, indent=2, default=_default), True))
     metrics = [m for m in ("peak_f1", "ap") if any(m in r for r in rows)]
     if not metrics:
@@ -411,7 +520,7 @@ def plot_bars(rows: list[dict], metrics: list[str], out) -> Path:
     width = 0.8 / len(metrics)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.38 * len(names) + 2), 3.6))
     for j, m in enumerate(metrics):
-        vals = [float(r.get(m, math.nan)) for r in rows]
+        vals = [math.nan if r.get(m) is None else float(r[m]) for r in rows]
         ax.bar(x + (j - (len(metrics) - 1) / 2) * width, vals, width, label=m)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)

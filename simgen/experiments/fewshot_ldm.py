@@ -31,6 +31,12 @@ Protocol (see ``docs/ldm.md``)
 Everything is resumable: each finished (split, k, condition) row is appended to
 ``results.jsonl`` and skipped on ``resume``; intermediate files live in the study
 folder; Mask R-CNN checkpoints are deleted after evaluation unless ``keep_checkpoints``.
+
+Steps of :func:`run_fewshot` (plain functions, each can be run alone):
+:func:`check_real_folder`, :func:`open_study`, :func:`import_real_tiles` (1),
+:func:`simulate_pool` (the simulator pairs), :func:`plan_split` (2), :func:`run_split`
+(3: per shots and condition — :func:`ldm_pairs` and :func:`train_and_score`),
+:func:`run_sim_only` (the ``sim`` condition) and :func:`write_summary` (4) → :class:`FewShotResult`.
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -46,14 +51,20 @@ import numpy as np
 
 from simgen.atomic import atomic_path, atomic_write_text
 from simgen.augment.ldm.config import LDMConfig
+from simgen.augment.ldm.masks import tem_config_for_scale
+from simgen.augment.ldm.sampling import load_ldm
 from simgen.datasets.formats.yolo import open_yolo_folder
+from simgen.datasets.generate import write_dataset
 from simgen.datasets.h5io import open_dataset
 from simgen.datasets.ldm_io import copy_samples, import_real, read_pairs, write_generated
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.detection import detection_counts, evaluate_detections
 from simgen.evaluate.matching import match_detections
+from simgen.experiments.common import ExperimentResult, StepClock
 from simgen.rng import check_seed, sample_rng
 from simgen.runtime import setup_threads
+from simgen.simulate.tem import TemSampler
+from simgen.train.ldm import train_ldm
 from simgen.train.maskrcnn.config import get_config
 from simgen.train.maskrcnn.predict import load_maskrcnn, predict_images
 from simgen.train.maskrcnn.trainer import train_maskrcnn
@@ -61,12 +72,25 @@ from simgen.train.maskrcnn.trainer import train_maskrcnn
 __all__ = [
     "CONDITIONS",
     "FewShotConfig",
+    "FewShotResult",
+    "RealTiles",
+    "SplitPlan",
+    "check_real_folder",
     "classification_f1",
     "evaluate_maskrcnn",
     "format_table",
+    "import_real_tiles",
+    "ldm_pairs",
+    "open_study",
+    "plan_split",
     "plot_fewshot",
     "run_fewshot",
+    "run_sim_only",
+    "run_split",
+    "simulate_pool",
     "summarize",
+    "train_and_score",
+    "write_summary",
 ]
 
 CONDITIONS = ("real", "real+ldm", "real+sim", "sim")
@@ -184,55 +208,45 @@ def evaluate_maskrcnn(checkpoint, test_path, *, iou: float = 0.5, conf: float = 
             "n_test_images": len(images), "n_gt": len(gt), "n_pred": len(kept)}
 
 
-# -- orchestration ------------------------------------------------------------------------
-def _split_plan(tile_sources: list[str], config: FewShotConfig, r: int) -> tuple[list[int], list[int], list[str]]:
-    """(test tile indices, shuffled training-pool tile indices, held-out source images) of split ``r``."""
-    images = sorted(set(tile_sources))
-    rng = sample_rng(config.seed, r, 0xF5)
-    held = sorted(images[i] for i in rng.permutation(len(images))[: config.test_images])
-    test = [i for i, s in enumerate(tile_sources) if s in held]
-    pool = np.array([i for i, s in enumerate(tile_sources) if s not in held])
-    return test, pool[rng.permutation(len(pool))].tolist(), held
+# -- steps ------------------------------------------------------------------------------------------
+@dataclass
+class RealTiles:
+    """The real images cut into equal tiles (``real_tiles.h5``); ``sources[i]`` is tile i's source image."""
+
+    path: Path
+    sources: list[str]
+    class_names: list[str]
 
 
-def _done_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+@dataclass
+class SplitPlan:
+    """Split ``split``: its test file (all tiles of the ``held_out`` images) and shuffled training pool."""
+
+    split: int
+    folder: Path
+    test: Path
+    pool: list[int]
+    held_out: list[str]
 
 
-def run_fewshot(
-    real,
-    out_dir,
-    config: FewShotConfig | None = None,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    device: str = "auto",
-    keep_checkpoints: bool = False,
-    progress: bool = False,
-    log=None,
-) -> dict:
-    """Run (or resume) the few-shot study; returns the summary (also written to ``summary.json``).
+@dataclass
+class FewShotResult(ExperimentResult):
+    """The study's rows (one per split × shots × condition) and their summary table (mean ± std over
+    splits); :meth:`to_dict` is ``summary.json``."""
 
-    Parameters
-    ----------
-    real : path-like
-        Real YOLO folder with ``masks/`` (e.g. ``../shared/realdata/dev/ti_anneal``).
-    out_dir : path-like
-        Study folder: ``study.json``, ``real_tiles.h5``, ``sim.h5``, ``split<r>/...``,
-        ``results.jsonl`` (one row per split × shots × condition), ``summary.json``,
-        ``results.md`` and ``fewshot.png``.
-    config : FewShotConfig
-    resume : bool
-        Continue a study in ``out_dir`` (finished rows are kept; the config must match).
-    overwrite : bool
-        Delete an existing study folder first.
-    """
+    output: Path
+    config: FewShotConfig
+    rows: list[dict]
+    table: list[dict]
+    seconds_this_run: float
 
-    config = (config or FewShotConfig()).validate()
-    say = log or (lambda text: None)
-    # validate the real data before anything is written
+    def to_dict(self) -> dict:
+        return {"table": self.table, "n_rows": len(self.rows), "config": self.config.to_dict(),
+                "seconds_this_run": self.seconds_this_run}
+
+
+def check_real_folder(real, config: FewShotConfig) -> None:
+    """The real folder must have images and instance masks, and enough masked images to hold some out."""
     folder = open_yolo_folder(real)
     if not folder.has_images or folder.masks_dir is None:
         raise DataError(f"{real} needs images/ and masks/ (instance masks) for the study")
@@ -240,6 +254,10 @@ def run_fewshot(
     if config.test_images >= n_masked:
         raise DataError(f"{real} has {n_masked} images with masks; holding out {config.test_images} per split "
                         "leaves none for training")
+
+
+def open_study(out_dir, real, config: FewShotConfig, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Create (or, with ``resume``, reopen) the study folder and record ``study.json``."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ParameterError(f"study folder {out} is a file")
@@ -256,133 +274,229 @@ def run_fewshot(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(study_json, json.dumps({"config": config.to_dict(), "real": str(Path(real).resolve())},
                                              indent=2) + "\n", overwrite=True)
-    t_start = time.perf_counter()
+    return out
 
-    # 1. real tiles
-    real_h5 = out / "real_tiles.h5"
-    if not real_h5.exists():
-        res = import_real(real, real_h5, tile=config.tile, scale=config.scale)
-        say(f"imported {res['n_tiles']} tiles of {config.tile}² from {res['n_images']} images")
-    with open_dataset(real_h5) as ds:
+
+def import_real_tiles(real, out, config: FewShotConfig, *, say=None) -> RealTiles:
+    """Cut the real images into ``config.tile``² tiles after scaling by ``config.scale`` (once per study)."""
+    path = Path(out) / "real_tiles.h5"
+    if not path.exists():
+        res = import_real(real, path, tile=config.tile, scale=config.scale)
+        if say:
+            say(f"imported {res['n_tiles']} tiles of {config.tile}² from {res['n_images']} images")
+    with open_dataset(path) as ds:
         sources = [ds.provenance(i)["source_image"] for i in range(ds.n)]
         class_names = list(ds.class_names)
     n_sources = len(set(sources))
     if config.test_images >= n_sources:
         raise DataError(f"{real} has {n_sources} images with masks; holding out {config.test_images} leaves none "
                         "for training")
+    return RealTiles(path, sources, class_names)
 
-    # 2. simulator pool (shared by all splits; never sees real data)
-    sim_h5 = out / "sim.h5"
-    if any(c in config.conditions for c in ("real+sim", "sim")) and not sim_h5.exists():
-        from simgen.augment.ldm.masks import tem_config_for_scale
-        from simgen.datasets.generate import write_dataset
-        from simgen.simulate.tem import TemSampler
 
+def simulate_pool(out, config: FewShotConfig, class_names: list[str], *, say=None) -> Path | None:
+    """``sim.h5``: ``n_extra`` TEM-simulator pairs shared by all splits (never sees real data);
+    ``None`` when no condition uses the simulator."""
+    if not any(c in config.conditions for c in ("real+sim", "sim")):
+        return None
+    path = Path(out) / "sim.h5"
+    if not path.exists():
         extra = {"single_class": class_names[0]} if len(class_names) == 1 else {}
         tem = tem_config_for_scale(config.sim_preset, config.scale, len(class_names), size=config.tile, **extra)
-        write_dataset(sim_h5, TemSampler(tem, seed=sample_rng(config.seed, 0, 0x51).integers(2**31)), config.n_extra)
-        say(f"simulated {config.n_extra} TEM pairs ({config.sim_preset} preset)")
+        write_dataset(path, TemSampler(tem, seed=sample_rng(config.seed, 0, 0x51).integers(2**31)), config.n_extra)
+        if say:
+            say(f"simulated {config.n_extra} TEM pairs ({config.sim_preset} preset)")
+    return path
 
-    mr_base = get_config(config.maskrcnn_config, **config.maskrcnn_overrides)
+
+def plan_split(tiles: RealTiles, out, config: FewShotConfig, r: int) -> SplitPlan:
+    """Hold out ``config.test_images`` source images for split ``r``; writes ``split<r>/test.h5``."""
+    images = sorted(set(tiles.sources))
+    rng = sample_rng(config.seed, r, 0xF5)
+    held = sorted(images[i] for i in rng.permutation(len(images))[: config.test_images])
+    test_idx = [i for i, s in enumerate(tiles.sources) if s in held]
+    pool = np.array([i for i, s in enumerate(tiles.sources) if s not in held])
+    folder = Path(out) / f"split{r}"
+    folder.mkdir(exist_ok=True)
+    test = folder / "test.h5"
+    if not test.exists():
+        copy_samples(test, [(tiles.path, test_idx, "real")], kind="tem-real",
+                     generator={"study": "fewshot", "split": r, "held_out_images": held})
+    return SplitPlan(r, folder, test, pool[rng.permutation(len(pool))].tolist(), held)
+
+
+def ldm_pairs(tiles: RealTiles, train_idx: list[int], folder: Path, config: FewShotConfig, split: int, *,
+              device: str = "auto", progress: bool = False, say=None) -> tuple[Path, dict]:
+    """``n_extra`` pairs from an LDM trained on the ``train_idx`` tiles only (``folder/ldm_pairs.h5``);
+    returns the file and the LDM's timing / VAE figures (empty when the file already existed)."""
+    path = folder / "ldm_pairs.h5"
+    extra: dict = {}
+    if path.exists():
+        return path, extra
     ldm_cfg = LDMConfig.preset(config.ldm_config, **config.ldm_overrides).with_max_steps(config.ldm_max_steps)
-    results_path = out / "results.jsonl"
-    rows = _done_rows(results_path)
-    done = {(r["split"], r["shots"], r["condition"]) for r in rows}
+    clock = StepClock()
+    summ = train_ldm(read_pairs(tiles.path, train_idx), ldm_cfg, folder / "ldm", seed=config.seed + split,
+                     overwrite=True, device=device, progress=progress)
+    model = load_ldm(folder / "ldm", device=device)
+    samples = model.sample(config.n_extra, seed=config.seed + split, size=config.tile, steps=config.ldm_sample_steps,
+                           guidance=config.ldm_guidance)
+    write_generated(path, samples, class_names=model.class_names, generator=model.describe(), seed=config.seed + split)
+    extra["ldm_seconds"] = round(clock.elapsed(), 1)
+    extra["ldm_vae"] = summ.get("vae")
+    if say:
+        say(f"split {split} k={len(train_idx)}: LDM trained and sampled in {extra['ldm_seconds']} s")
+    return path, extra
 
-    def append(row):
-        rows.append(row)
-        with open(results_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
 
-    def fit_and_score(train_path, run_dir, test_paths) -> list[dict]:
-        with open_dataset(train_path) as ds:
-            n_train = ds.n
-        epochs = max(1, math.ceil(config.train_iterations / n_train))
-        cfg = replace(mr_base, seed=config.seed).validate()
-        t0 = time.perf_counter()
-        res = train_maskrcnn(train_path, run_dir, config=cfg, epochs=epochs, overwrite=True, device=device,
-                             progress=progress)
-        seconds = time.perf_counter() - t0
-        scores = [evaluate_maskrcnn(Path(res["last"]), tp, iou=config.iou, conf=config.conf, device=device)
-                  for tp in test_paths]
-        if not keep_checkpoints:
-            for name in ("last.pt", "best.pt"):
-                (Path(run_dir) / name).unlink(missing_ok=True)
-        return [{**s, "n_train": n_train, "epochs": epochs, "train_seconds": round(seconds, 1)} for s in scores]
+def train_and_score(train_path, run_dir, test_paths, config: FewShotConfig, *, device: str = "auto",
+                    progress: bool = False, keep_checkpoints: bool = False) -> list[dict]:
+    """Mask R-CNN from scratch on ``train_path`` (``train_iterations`` image-iterations), scored on each test file."""
+    with open_dataset(train_path) as ds:
+        n_train = ds.n
+    epochs = max(1, math.ceil(config.train_iterations / n_train))
+    cfg = replace(get_config(config.maskrcnn_config, **config.maskrcnn_overrides), seed=config.seed).validate()
+    clock = StepClock()
+    res = train_maskrcnn(train_path, run_dir, config=cfg, epochs=epochs, overwrite=True, device=device,
+                         progress=progress)
+    seconds = clock.elapsed()
+    scores = [evaluate_maskrcnn(Path(res["last"]), tp, iou=config.iou, conf=config.conf, device=device)
+              for tp in test_paths]
+    if not keep_checkpoints:
+        for name in ("last.pt", "best.pt"):
+            (Path(run_dir) / name).unlink(missing_ok=True)
+    return [{**s, "n_train": n_train, "epochs": epochs, "train_seconds": round(seconds, 1)} for s in scores]
 
-    plans = []
-    for r in range(config.n_splits):
-        test_idx, pool, held = _split_plan(sources, config, r)
-        split_dir = out / f"split{r}"
-        split_dir.mkdir(exist_ok=True)
-        test_h5 = split_dir / "test.h5"
-        if not test_h5.exists():
-            copy_samples(test_h5, [(real_h5, test_idx, "real")], kind="tem-real",
-                         generator={"study": "fewshot", "split": r, "held_out_images": held})
-        plans.append((r, test_h5, pool, held))
-        seen_k = set()
-        for k in config.shots:
-            k_eff = min(int(k), len(pool))
-            if k_eff in seen_k:
+
+def run_split(tiles: RealTiles, plan: SplitPlan, sim_h5: Path | None, config: FewShotConfig, *, done=frozenset(),
+              device: str = "auto", progress: bool = False, keep_checkpoints: bool = False, say=None):
+    """Yield one result row per (shots, condition) of split ``plan`` not in ``done`` (the ``sim`` condition
+    is :func:`run_sim_only`'s)."""
+    r = plan.split
+    seen_k = set()
+    for k in config.shots:
+        k_eff = min(int(k), len(plan.pool))
+        if k_eff in seen_k:
+            continue
+        seen_k.add(k_eff)
+        train_idx = plan.pool[:k_eff]
+        kdir = plan.folder / f"k{k_eff}"
+        kdir.mkdir(exist_ok=True)
+        for cond in [c for c in config.conditions if c != "sim"]:
+            if (r, int(k), cond) in done:
                 continue
-            seen_k.add(k_eff)
-            train_idx = pool[:k_eff]
-            kdir = split_dir / f"k{k_eff}"
-            kdir.mkdir(exist_ok=True)
-            base_row = {"split": r, "shots": int(k), "k": k_eff, "held_out": held}
-            for cond in [c for c in config.conditions if c != "sim"]:
-                if (r, int(k), cond) in done:
-                    continue
-                sets = [(real_h5, train_idx, "real")]
-                extra = {}
-                if cond == "real+ldm":
-                    from simgen.augment.ldm.sampling import load_ldm
-                    from simgen.train.ldm import train_ldm
-
-                    gen_h5 = kdir / "ldm_pairs.h5"
-                    if not gen_h5.exists():
-                        t0 = time.perf_counter()
-                        pairs = read_pairs(real_h5, train_idx)
-                        summ = train_ldm(pairs, ldm_cfg, kdir / "ldm", seed=config.seed + r, overwrite=True,
-                                         device=device, progress=progress)
-                        model = load_ldm(kdir / "ldm", device=device)
-                        samples = model.sample(config.n_extra, seed=config.seed + r, size=config.tile,
-                                               steps=config.ldm_sample_steps, guidance=config.ldm_guidance)
-                        write_generated(gen_h5, samples, class_names=model.class_names, generator=model.describe(),
-                                        seed=config.seed + r)
-                        extra["ldm_seconds"] = round(time.perf_counter() - t0, 1)
-                        extra["ldm_vae"] = summ.get("vae")
-                        say(f"split {r} k={k_eff}: LDM trained and sampled in {extra['ldm_seconds']} s")
-                    sets.append((gen_h5, None, "ldm"))
-                elif cond == "real+sim":
-                    sets.append((sim_h5, None, "sim"))
-                train_h5 = kdir / f"train_{cond.replace('+', '_')}.h5"
-                copy_samples(train_h5, sets, kind="fewshot-train", overwrite=True,
-                             generator={"study": "fewshot", "split": r, "k": k_eff, "condition": cond})
-                (score,) = fit_and_score(train_h5, kdir / f"mrcnn_{cond.replace('+', '_')}", [test_h5])
-                row = {**base_row, "condition": cond, **score, **extra}
-                append(row)
+            sets = [(tiles.path, train_idx, "real")]
+            extra = {}
+            if cond == "real+ldm":
+                gen_h5, extra = ldm_pairs(tiles, train_idx, kdir, config, r, device=device, progress=progress,
+                                          say=say)
+                sets.append((gen_h5, None, "ldm"))
+            elif cond == "real+sim":
+                sets.append((sim_h5, None, "sim"))
+            tag = cond.replace("+", "_")
+            train_h5 = kdir / f"train_{tag}.h5"
+            copy_samples(train_h5, sets, kind="fewshot-train", overwrite=True,
+                         generator={"study": "fewshot", "split": r, "k": k_eff, "condition": cond})
+            (score,) = train_and_score(train_h5, kdir / f"mrcnn_{tag}", [plan.test], config, device=device,
+                                       progress=progress, keep_checkpoints=keep_checkpoints)
+            row = {"split": r, "shots": int(k), "k": k_eff, "held_out": plan.held_out, "condition": cond, **score,
+                   **extra}
+            if say:
                 say(f"split {r} k={k_eff} {cond}: det F1 {row['det_f1']:.3f}, AP {row['ap']:.3f} "
                     f"({row['n_train']} images, {row['epochs']} epochs, {row['train_seconds']} s)")
+            yield row
 
-    if "sim" in config.conditions and not all((r, 0, "sim") in done for r in range(config.n_splits)):
-        scores = fit_and_score(sim_h5, out / "mrcnn_sim", [p[1] for p in plans])
-        for (r, _, _, held), score in zip(plans, scores):
-            if (r, 0, "sim") not in done:
-                append({"split": r, "shots": 0, "k": 0, "held_out": held, "condition": "sim", **score})
+
+def run_sim_only(sim_h5: Path, plans: list[SplitPlan], out, config: FewShotConfig, *, done=frozenset(),
+                 device: str = "auto", progress: bool = False, keep_checkpoints: bool = False, say=None) -> list[dict]:
+    """The ``sim`` condition: one Mask R-CNN on the simulator pairs alone, scored on every split's test set."""
+    if all((p.split, 0, "sim") in done for p in plans):
+        return []
+    scores = train_and_score(sim_h5, Path(out) / "mrcnn_sim", [p.test for p in plans], config, device=device,
+                             progress=progress, keep_checkpoints=keep_checkpoints)
+    if say:
         say("sim-only: det F1 " + ", ".join(f"{s['det_f1']:.3f}" for s in scores))
+    return [{"split": p.split, "shots": 0, "k": 0, "held_out": p.held_out, "condition": "sim", **s}
+            for p, s in zip(plans, scores) if (p.split, 0, "sim") not in done]
 
-    summary = summarize(rows)
-    summary["config"] = config.to_dict()
-    summary["seconds_this_run"] = round(time.perf_counter() - t_start, 1)
+
+def write_summary(out, rows: list[dict], config: FewShotConfig, seconds: float, *, say=None) -> FewShotResult:
+    """``summary.json``, ``results.md`` and ``fewshot.png`` from the study's rows."""
+    out = Path(out)
+    result = FewShotResult(out, config, rows, summarize(rows)["table"], round(seconds, 1))
+    summary = result.to_dict()
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n", overwrite=True)
     atomic_write_text(out / "results.md", format_table(summary) + "\n", overwrite=True)
     try:
         plot_fewshot(summary, out / "fewshot.png")
     except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose the results
-        say(f"figure not written: {exc}")
+        if say:
+            say(f"figure not written: {exc}")
+    return result
+
+
+def _done_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- the study --------------------------------------------------------------------------------------
+def run_fewshot(
+    real,
+    out_dir,
+    config: FewShotConfig | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    keep_checkpoints: bool = False,
+    progress: bool = False,
+    log=None,
+) -> FewShotResult:
+    """Run (or resume) the few-shot study; returns the :class:`FewShotResult` (its summary also in ``summary.json``).
+
+    Parameters
+    ----------
+    real : path-like
+        Real YOLO folder with ``masks/`` (e.g. ``../shared/realdata/dev/ti_anneal``).
+    out_dir : path-like
+        Study folder: ``study.json``, ``real_tiles.h5``, ``sim.h5``, ``split<r>/...``,
+        ``results.jsonl`` (one row per split × shots × condition), ``summary.json``,
+        ``results.md`` and ``fewshot.png``.
+    config : FewShotConfig
+    resume : bool
+        Continue a study in ``out_dir`` (finished rows are kept; the config must match).
+    overwrite : bool
+        Delete an existing study folder first.
+    log : callable, optional
+        ``log(message)`` for one line per step.
+    """
+    config = (config or FewShotConfig()).validate()
+    check_real_folder(real, config)  # before anything is written
+    out = open_study(out_dir, real, config, resume=resume, overwrite=overwrite)
+    clock = StepClock()
+    tiles = import_real_tiles(real, out, config, say=log)
+    sim_h5 = simulate_pool(out, config, tiles.class_names, say=log)
+    results_path = out / "results.jsonl"
+    rows = _done_rows(results_path)
+    done = {(r["split"], r["shots"], r["condition"]) for r in rows}
+
+    def append(new_rows):
+        for row in new_rows:
+            rows.append(row)
+            with open(results_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    kw = dict(done=done, device=device, progress=progress, keep_checkpoints=keep_checkpoints, say=log)
+    plans = []
+    for r in range(config.n_splits):
+        plans.append(plan_split(tiles, out, config, r))
+        append(run_split(tiles, plans[-1], sim_h5, config, **kw))
+    if "sim" in config.conditions:
+        append(run_sim_only(sim_h5, plans, out, config, **kw))
+    result = write_summary(out, rows, config, clock.elapsed(), say=log)
     setup_threads()  # trainers may have changed the thread count
-    return summary
+    return result
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -1,15 +1,24 @@
-"""Film experiment: train on random-defect films, test on thermal (Landau-Ginzburg) films."""
+"""Film experiment (``simgen sim2real-film``): train on random-defect films, test on thermal (XY-model) films.
+
+:func:`run_film_experiment` runs three steps, each a plain function that can be run alone:
+
+1. **generate** (:func:`generate_film_data`) — random-defect training and validation films
+   with the ``train_spec`` artifacts, and thermal-model test films, clean and with the unseen
+   ``test_spec`` artifacts → :class:`FilmData`;
+2. **train** (:func:`train_film_detector`) — YOLO on the random-defect films only → ``best.pt``;
+3. **score** (:func:`score_film_tests`) — P/R/F1 at IoU 0.15, AP and peak F1 per test set,
+   per class and class-agnostic;
+
+then writes ``report.json`` / ``report.md`` and returns a :class:`FilmResult`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from simgen.atomic import atomic_write_text
 from simgen.augment.pipeline import AugmentedSampler
@@ -18,8 +27,9 @@ from simgen.datasets.generate import write_dataset
 from simgen.datasets.sources import open_source
 from simgen.errors import ParameterError
 from simgen.evaluate.report import to_jsonable
-from simgen.experiments.sim2real_report import _fmt, _line
-from simgen.experiments.sim2real_tem import _public, score_predictions
+from simgen.experiments.common import ExperimentResult, StepClock, check_experiment_dir
+from simgen.experiments.scoring import IOU, public, score_predictions
+from simgen.experiments.sim2real_report import fmt, score_line
 from simgen.progress import ProgressLog, format_duration
 from simgen.runtime import default_threads, setup_threads
 from simgen.simulate.film import FilmConfig, FilmSampler
@@ -28,12 +38,19 @@ from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.trainer import train_yolo
 
 __all__ = [
+    "FilmData",
     "FilmExperimentConfig",
+    "FilmResult",
+    "generate_film_data",
     "run_film_experiment",
+    "score_film_tests",
+    "train_film_detector",
 ]
 
+#: The test sets: thermal-model films, clean and with the unseen ``test_spec`` artifacts.
+TEST_SETS = ("thermal_clean", "thermal_artifacts")
 
-# -- film: synthetic random-defect model → thermal-model films with unseen artifacts ----------------------
+
 @dataclass(frozen=True)
 class FilmExperimentConfig:
     """Settings of :func:`run_film_experiment`.
@@ -42,7 +59,8 @@ class FilmExperimentConfig:
     levels); test data: *thermal-model* films (quenched XY dynamics, coarsened for
     ``test_steps`` steps, ``upsample`` px per lattice site) — a different physics model —
     rendered clean and with ``test_spec`` (high-level artifacts never seen in training)
-    at a fixed decross angle ``test_decross`` (degrees).
+    at a fixed decross angle ``test_decross`` (degrees).  Training runs ``epochs``, capped
+    by ``time_budget_minutes`` of wall-clock time for the whole run (``None``: no cap).
     """
 
     n_train: int = 800
@@ -56,7 +74,7 @@ class FilmExperimentConfig:
     test_steps: int = 3000
     upsample: int = 4
     epochs: int = 40
-    budget_minutes: float = 50.0
+    time_budget_minutes: float | None = 50.0
     model: str = "yolov8n"
     batch: int = 16
     threads: int | None = None
@@ -69,36 +87,69 @@ class FilmExperimentConfig:
             return cls()
         if name == "small":
             return cls(n_train=16, n_val=4, n_test=2, size=64, box_size=10, test_steps=100, upsample=2, epochs=1,
-                       budget_minutes=10, batch=4)
+                       time_budget_minutes=None, batch=4)
         raise ParameterError(f"unknown film experiment preset {name!r}; choose small or full")
 
     def replace(self, **changes) -> "FilmExperimentConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ParameterError(f"unknown film experiment setting(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "FilmExperimentConfig":
+        parse_spec(self.train_spec)
+        parse_spec(self.test_spec)
+        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+            raise ParameterError(f"time_budget_minutes must be > 0 (or None: off), got {self.time_budget_minutes}")
+        self.yolo_config()
+        return self
+
+    def yolo_config(self, hours: float = 0.0) -> YoloConfig:
+        return YoloConfig(model=self.model, epochs=self.epochs, batch=self.batch, imgsz=self.size, tile=self.size,
+                          overlap=self.size // 4, min_box=5.0, device=self.device, seed=self.seed, val_fraction=0.0,
+                          patience=10 if self.epochs > 10 else 0, mosaic=1.0 if self.size >= 128 else 0.0,
+                          close_mosaic=min(5, self.epochs // 4), hours=hours).validate()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def run_film_experiment(output, config: FilmExperimentConfig | None = None, *, overwrite: bool = False,
-                        progress: bool = True) -> dict:
-    """Synthetic-only YOLO on films: train on random-defect images, test on thermal-model films.
+@dataclass
+class FilmData:
+    """The generated films: ``train``, ``val`` and one file per test set (``tests[name]``)."""
 
-    Returns the report (also ``report.json`` / ``report.md`` in ``output``): per test set
-    (``thermal_clean``, ``thermal_artifacts``) P/R/F1 at IoU 0.15, AP and peak F1, overall
-    and per class (``plus``/``minus``).
-    """
+    train: Path
+    val: Path
+    tests: dict[str, Path]
+    class_names: list[str]
 
-    cfg = config or FilmExperimentConfig()
 
-    parse_spec(cfg.train_spec)
-    parse_spec(cfg.test_spec)
-    out = Path(output)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ParameterError(f"output {out} exists; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    threads = setup_threads(cfg.threads or default_threads())
-    log = ProgressLog(None, enabled=progress, prefix="[film] ")
-    t0 = time.perf_counter()
+@dataclass
+class FilmResult(ExperimentResult):
+    """What :func:`run_film_experiment` measured; :meth:`to_dict` is ``report.json`` plus ``summary_text``."""
+
+    output: Path
+    config: FilmExperimentConfig
+    data: FilmData
+    weights: Path
+    results: dict[str, dict]  # per test set: P/R/F1, AP, peak F1 and per_class (class-agnostic row included)
+    timing: dict[str, float]
+    threads: int
+
+    @property
+    def summary_text(self) -> str:
+        return "\n".join(score_line(k, v) for k, v in self.results.items())
+
+    def to_dict(self) -> dict:
+        return {"config": self.config.to_dict(), "results": self.results, "timing": self.timing,
+                "threads": self.threads, "weights": str(self.weights), "classes": list(self.data.class_names),
+                "summary_text": self.summary_text}
+
+
+# -- steps ------------------------------------------------------------------------------------------
+def generate_film_data(out, cfg: FilmExperimentConfig, *, progress: bool = True) -> FilmData:
+    """``train.h5``, ``val.h5`` (random-defect model + ``train_spec``) and ``test_<set>.h5`` (thermal model)."""
+    out = Path(out)
     margin = min(8.0, cfg.size / 8)
     train_cfg = FilmConfig(model="random", size=cfg.size, box_size=cfg.box_size, margin=margin,
                            min_separation=min(12.0, cfg.size / 6)).validate()
@@ -111,61 +162,87 @@ def run_film_experiment(output, config: FilmExperimentConfig | None = None, *, o
     tests = {"thermal_clean": FilmSampler(thermal, seed=test_seed),
              "thermal_artifacts": AugmentedSampler(FilmSampler(thermal, seed=test_seed), cfg.test_spec,
                                                    seed=test_seed)}
+    data = FilmData(out / "train.h5", out / "val.h5", {name: out / f"test_{name}.h5" for name in TEST_SETS},
+                    list(tests["thermal_clean"].class_names))
     for name, s in tests.items():
-        write_dataset(out / f"test_{name}.h5", s, cfg.n_test, overwrite=True, progress=progress)
-    timing = {"generate": round(time.perf_counter() - t0, 1)}
-    log.message(f"data generated in {format_duration(timing['generate'])}")
+        write_dataset(data.tests[name], s, cfg.n_test, overwrite=True, progress=progress)
+    return data
 
-    t = time.perf_counter()
-    remaining = cfg.budget_minutes - (time.perf_counter() - t0) / 60 - 2
-    ycfg = YoloConfig(model=cfg.model, epochs=cfg.epochs, batch=cfg.batch, imgsz=cfg.size, tile=cfg.size,
-                      overlap=cfg.size // 4, min_box=5.0, device=cfg.device, seed=cfg.seed, val_fraction=0.0,
-                      patience=10 if cfg.epochs > 10 else 0, mosaic=1.0 if cfg.size >= 128 else 0.0,
-                      close_mosaic=min(5, cfg.epochs // 4), hours=max(remaining, 1) / 60 if cfg.size > 64 else 0.0,
-                      ).validate()
-    best = train_yolo(out / "train.h5", out / "yolo", val=out / "val.h5", config=ycfg, overwrite=True,
+
+def train_film_detector(data: FilmData, out, cfg: FilmExperimentConfig, *, hours: float = 0.0,
+                        threads: int | None = None, progress: bool = True) -> Path:
+    """YOLO on the random-defect films (``out/yolo/best.pt``), capped at ``hours`` when > 0."""
+    return train_yolo(data.train, Path(out) / "yolo", val=data.val, config=cfg.yolo_config(hours), overwrite=True,
                       progress=progress, threads=threads)
-    timing["train"] = round(time.perf_counter() - t, 1)
-    det = YoloDetector(best, device=cfg.device, threads=threads)
+
+
+def score_film_tests(weights, data: FilmData, cfg: FilmExperimentConfig, *, threads: int | None = None,
+                     log: ProgressLog | None = None) -> dict[str, dict]:
+    """Scores on every test set at the threshold picked on the synthetic validation films: overall,
+    per class (by name) and class-agnostic (finding a defect and telling +1 from -1 are separate skills)."""
+    det = YoloDetector(weights, device=cfg.device, threads=threads)
     results = {}
-    for name in tests:
-        parts, gts = [], []
-        with open_source(out / f"test_{name}.h5") as src:
-            class_names = src.class_names
-            for k in range(len(src)):
-                p = det.detect(src.image(k))
-                p.insert(0, "sample", k)
-                parts.append(p)
-                g = src.boxes(k)[["x0", "y0", "x1", "y1", "class"]].copy()
-                g.insert(0, "sample", k)
-                gts.append(g)
-        pred, gt = pd.concat(parts, ignore_index=True), pd.concat(gts, ignore_index=True)
-        s = score_predictions(pred, gt, det.conf_f1, cfg.n_test)
+    for name, path in data.tests.items():
+        with open_source(path) as src:
+            class_names, n = src.class_names, len(src)
+            pred = det.predict(src)
+            gt = src.read_table()[["sample", "x0", "y0", "x1", "y1", "class"]]
+        s = score_predictions(pred, gt, det.conf_f1, n)
         s["per_class"] = {class_names[int(c)] if int(c) < len(class_names) else c: v
                           for c, v in s["per_class"].items()}
-        # Finding a defect and telling +1 from -1 are separate skills: score detection alone too.
-        agnostic = score_predictions(pred.assign(**{"class": 0}), gt.assign(**{"class": 0}), det.conf_f1, cfg.n_test)
+        agnostic = score_predictions(pred.assign(**{"class": 0}), gt.assign(**{"class": 0}), det.conf_f1, n)
         s["per_class"]["any (class-agnostic)"] = {k: agnostic[k] for k in ("precision", "recall", "f1", "ap",
                                                                             "peak_f1")}
-        results[name] = _public(s)
-        log.message(_line(name, results[name]))
-    timing["total"] = round(time.perf_counter() - t0, 1)
-    report = {"config": cfg.to_dict(), "results": results, "timing": timing, "threads": threads,
-              "weights": str(best), "classes": list(tests["thermal_clean"].class_names)}
+        results[name] = public(s)
+        if log is not None:
+            log.message(score_line(name, results[name]))
+    return results
+
+
+def film_markdown(result: FilmResult) -> str:
+    cfg = result.config
     lines = ["# Film: synthetic random-defect model → thermal-model films", "",
              f"Trained on {cfg.n_train} random-defect images ({cfg.train_spec}); tested on {cfg.n_test} thermal-model "
              f"films (XY dynamics, {cfg.test_steps} steps, decross {cfg.test_decross:g}°), clean and with "
-             f"{cfg.test_spec}. IoU 0.15; threshold from synthetic validation.", "",
+             f"{cfg.test_spec}. IoU {IOU}; threshold from synthetic validation.", "",
              "| test set | class | P | R | F1 | AP | peak F1 |", "|---|---|---|---|---|---|---|"]
-    for name, s in results.items():
-        lines.append(f"| {name} | all | {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} | "
-                     f"{_fmt(s['ap'])} | {_fmt(s['peak_f1'])} |")
+    for name, s in result.results.items():
+        lines.append(f"| {name} | all | {fmt(s['precision'])} | {fmt(s['recall'])} | {fmt(s['f1'])} | "
+                     f"{fmt(s['ap'])} | {fmt(s['peak_f1'])} |")
         for c, v in s["per_class"].items():
-            lines.append(f"| {name} | {c} | {_fmt(v.get('precision'))} | {_fmt(v.get('recall'))} | "
-                         f"{_fmt(v.get('f1'))} | {_fmt(v.get('ap'))} | {_fmt(v.get('peak_f1'))} |")
-    lines += ["", ", ".join(f"{k} {format_duration(v)}" for k, v in timing.items()) + f"; {threads} thread(s)", ""]
-    atomic_write_text(out / "report.json", json.dumps(to_jsonable(report), indent=2) + "\n", overwrite=True)
-    atomic_write_text(out / "report.md", "\n".join(lines), overwrite=True)
-    report["summary_text"] = "\n".join(_line(k, v) for k, v in results.items())
-    return report
+            lines.append(f"| {name} | {c} | {fmt(v.get('precision'))} | {fmt(v.get('recall'))} | "
+                         f"{fmt(v.get('f1'))} | {fmt(v.get('ap'))} | {fmt(v.get('peak_f1'))} |")
+    lines += ["", ", ".join(f"{k} {format_duration(v)}" for k, v in result.timing.items())
+              + f"; {result.threads} thread(s)", ""]
+    return "\n".join(lines)
 
+
+# -- the experiment ---------------------------------------------------------------------------------
+def run_film_experiment(output, config: FilmExperimentConfig | None = None, *, overwrite: bool = False,
+                        progress: bool = True) -> FilmResult:
+    """Synthetic-only YOLO on films: train on random-defect images, test on thermal-model films.
+
+    Returns the :class:`FilmResult` (also ``report.json`` / ``report.md`` in ``output``): per
+    test set (``thermal_clean``, ``thermal_artifacts``) P/R/F1 at IoU 0.15, AP and peak F1,
+    overall and per class (``plus``/``minus``, and class-agnostic).
+    """
+    cfg = (config or FilmExperimentConfig()).validate()
+    out = check_experiment_dir(output, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = setup_threads(cfg.threads or default_threads())
+    log = ProgressLog(None, enabled=progress, prefix="[film] ")
+    clock = StepClock(log)
+    with clock.step("generate"):
+        data = generate_film_data(out, cfg, progress=progress)
+    hours = 0.0
+    if cfg.time_budget_minutes is not None and cfg.size > 64:  # 2 min kept for scoring and the report
+        hours = max(cfg.time_budget_minutes - clock.elapsed() / 60 - 2, 1) / 60
+    with clock.step("train"):
+        weights = train_film_detector(data, out, cfg, hours=hours, threads=threads, progress=progress)
+    results = score_film_tests(weights, data, cfg, threads=threads, log=log)
+    result = FilmResult(out, cfg, data, weights, results, clock.finish(), threads)
+    report = result.to_dict()
+    report.pop("summary_text")
+    atomic_write_text(out / "report.json", json.dumps(to_jsonable(report), indent=2) + "\n", overwrite=True)
+    atomic_write_text(out / "report.md", film_markdown(result), overwrite=True)
+    return result

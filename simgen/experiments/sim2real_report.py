@@ -1,4 +1,5 @@
-"""The sim2real report: table lines, verdict, markdown and figures."""
+"""The sim2real report (the last step of :func:`simgen.experiments.sim2real_tem.run_sim2real`):
+score lines, verdict, ``report.md`` / ``report.json`` and the figures."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from simgen.atomic import atomic_path
+from simgen.atomic import atomic_path, atomic_write_text
 from simgen.datasets.h5io import open_dataset
-from simgen.datasets.sources import open_source
+from simgen.evaluate.report import to_jsonable
+from simgen.experiments.scoring import IOU
 from simgen.progress import format_duration
+
+__all__ = ["LABELS", "score_line", "verdict", "summary_text", "markdown", "write_figures", "write_report"]
 
 LABELS = {
     "synthetic_yolo": "YOLO, synthetic only (threshold from synthetic validation)",
@@ -19,10 +23,14 @@ LABELS = {
     "log_baseline_insample": "LoG baseline (tuned and scored on the same images; optimistic)",
     "real_kfold_yolo": "YOLO trained on real images (k-fold)",
     "synthetic_plus_few_real": "YOLO synthetic + few real (fine-tuned, k-fold)",
+    "log_synthetic": "LoG tuned on synthetic images only (zero real labels)",
+    "synthetic_yolo_bn": "YOLO synthetic + BatchNorm adaptation (unlabeled real, held-out folds)",
+    "synthetic_yolo_self_train": "YOLO synthetic + self-training (pseudo-labels, held-out folds)",
+    "synthetic_yolo_adapted": "YOLO synthetic + BatchNorm + self-training (held-out folds)",
 }
 
 
-def _line(name: str, m: dict) -> str:
+def score_line(name: str, m: dict) -> str:
     def g(k):
         v = m.get(k)
         return "n/a" if v is None else f"{v:.3f}"
@@ -30,7 +38,7 @@ def _line(name: str, m: dict) -> str:
     return f"{name}: P {g('precision')} R {g('recall')} F1 {g('f1')} AP {g('ap')} peak F1 {g('peak_f1')}"
 
 
-def _verdict(methods: dict) -> str:
+def verdict(methods: dict) -> str:
     """Like-for-like comparison with the LoG baseline: F1 with thresholds from held-out real labels
     (leave-one-image-out for both) and AP (threshold-free)."""
     s = methods.get("synthetic_yolo_loo_threshold") or methods.get("synthetic_yolo", {})
@@ -50,18 +58,18 @@ def _verdict(methods: dict) -> str:
             f"({d_ap:+.3f})")
 
 
-def _summary_text(report: dict) -> str:
-    lines = [_line(LABELS.get(k, k), v) for k, v in report["methods"].items()]
+def summary_text(report: dict) -> str:
+    lines = [score_line(LABELS.get(k, k), v) for k, v in report["methods"].items()]
     lines.append(report["verdict"])
     lines.append(f"total time {format_duration(report['timing']['total'])}, {report['threads']} thread(s)")
     return "\n".join(lines)
 
 
-def _fmt(v, spec=".3f"):
+def fmt(v, spec=".3f"):
     return "–" if v is None else format(v, spec)
 
 
-def _markdown(report: dict) -> str:
+def markdown(report: dict) -> str:
     name = Path(report["real"]).name
     lines = [f"# sim2real on `{name}`", "",
              f"{report['n_real_images']} real images, {report['n_gt']} annotated defects; matching at IoU "
@@ -70,8 +78,8 @@ def _markdown(report: dict) -> str:
              "hindsight.", "",
              "| method | P | R | F1 | AP | peak F1 |", "|---|---|---|---|---|---|"]
     for key, m in report["methods"].items():
-        lines.append(f"| {LABELS.get(key, key)} | {_fmt(m.get('precision'))} | {_fmt(m.get('recall'))} | "
-                     f"{_fmt(m.get('f1'))} | {_fmt(m.get('ap'))} | {_fmt(m.get('peak_f1'))} |")
+        lines.append(f"| {LABELS.get(key, key)} | {fmt(m.get('precision'))} | {fmt(m.get('recall'))} | "
+                     f"{fmt(m.get('f1'))} | {fmt(m.get('ap'))} | {fmt(m.get('peak_f1'))} |")
     lines += ["", f"**{report['verdict']}**", ""]
     for note in report.get("notes") or []:
         lines += [f"_Note: {note}._", ""]
@@ -79,20 +87,20 @@ def _markdown(report: dict) -> str:
         lines += ["## Robustness (skimage `random_noise` defaults on the real images)", "",
                   "| noise | F1 YOLO | drop | F1 LoG | drop |", "|---|---|---|---|---|"]
         for k, v in report["robustness"].items():
-            lines.append(f"| {k} | {_fmt(v['f1'])} | {_fmt(v['drop'], '.1%')} | {_fmt(v.get('log_f1'))} | "
-                         f"{_fmt(v.get('log_drop'), '.1%')} |")
+            lines.append(f"| {k} | {fmt(v['f1'])} | {fmt(v['drop'], '.1%')} | {fmt(v.get('log_f1'))} | "
+                         f"{fmt(v.get('log_drop'), '.1%')} |")
         lines.append("")
     per_image = report["methods"].get("synthetic_yolo", {}).get("per_image", [])
     if per_image:
         lines += ["## Synthetic-only YOLO per image", "", "| image | n_gt | P | R | F1 |", "|---|---|---|---|---|"]
         for r in per_image:
-            lines.append(f"| {r['image']} | {r['n_gt']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | "
-                         f"{_fmt(r['f1'])} |")
+            lines.append(f"| {r['image']} | {r['n_gt']} | {fmt(r['precision'])} | {fmt(r['recall'])} | "
+                         f"{fmt(r['f1'])} |")
         lines.append("")
     sc = report["scale"]
     lines += ["## Scale", "",
               f"Tiles of {sc['tile']} px at native resolution. Defect size estimated from the real images: "
-              f"{_fmt(sc.get('defect_size_px_estimate'), '.1f')} px; synthetic boxes (side, px): "
+              f"{fmt(sc.get('defect_size_px_estimate'), '.1f')} px; synthetic boxes (side, px): "
               f"{json.dumps({k: round(v, 1) for k, v in (sc.get('synthetic_box_size_px') or {}).items()})}.", "",
               "## Timing", "", ", ".join(f"{k} {format_duration(v)}" for k, v in report["timing"].items()) +
               f"; {report['threads']} thread(s); real-image inference {report['fps_real']:.2f} images/s.", "",
@@ -101,39 +109,50 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _figures(out: Path, methods: dict, real, names, gt, det, syn_train, log) -> None:
-    try:
-        import matplotlib
+def write_report(result, real, preds, log=None) -> list[Path]:
+    """Write ``report.json``, ``report.md`` and the figures of a :class:`~simgen.experiments.sim2real_tem.Sim2RealResult`.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover
-        return
+    ``real`` is the :class:`~simgen.experiments.sim2real_real.RealSet` and ``preds`` the
+    synthetic model's :class:`~simgen.experiments.sim2real_real.RealPredictions` (for the
+    example frame).  Returns the files written.
+    """
+    out = Path(result.output)
+    files = write_figures(out, result.methods, real, preds, result.synthetic.train)
+    report = result.to_dict()
+    files.append(atomic_write_text(out / "report.json", json.dumps(to_jsonable(report), indent=2) + "\n",
+                                   overwrite=True))
+    files.append(atomic_write_text(out / "report.md", markdown(report), overwrite=True))
+    return files
 
+
+def write_figures(out: Path, methods: dict, real, preds, synthetic_train) -> list[Path]:
+    """``pr_curves.png`` (every method with a curve), ``examples.png`` (the real image with the most
+    annotations: truth vs synthetic-only predictions) and ``synthetic_examples.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = [out / "pr_curves.png", out / "examples.png", out / "synthetic_examples.png"]
     fig, ax = plt.subplots(figsize=(5, 4))
     for key, m in methods.items():
         c = m.get("_curve")
         if c is None or not len(c):
             continue
-        ax.plot(c["recall"], c["precision"], label=f"{LABELS.get(key, key).split(' (')[0]} (AP {_fmt(m.get('ap'))})")
+        ax.plot(c["recall"], c["precision"], label=f"{LABELS.get(key, key).split(' (')[0]} (AP {fmt(m.get('ap'))})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"{Path(real).name}: IoU ≥ {IOU}")
+    ax.set_title(f"{real.path.name}: IoU ≥ {IOU}")
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    with atomic_path(out / "pr_curves.png", overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    _save(fig, files[0], dpi=120)
 
-    # examples: the real image with the most annotations, GT vs synthetic-only predictions
-
-    with open_source(real) as src:
-        k = int(gt["sample"].value_counts().idxmax()) if len(gt) else 0
-        img = src.image(k)
-    p = det.detect(img)
-    p = p[p["score"] >= det.conf_f1]
+    gt = real.gt
+    k = int(gt["sample"].value_counts().idxmax()) if len(gt) else 0
+    img = real.image(k)
+    p = preds.pred[(preds.pred["sample"] == k) & (preds.pred["score"] >= preds.conf)]
     g = gt[gt["sample"] == k]
     h, w = img.shape
     side = min(h, w, 512)
@@ -145,15 +164,12 @@ def _figures(out: Path, methods: dict, real, names, gt, det, syn_train, log) -> 
             if r.x0 < side and r.y0 < side:
                 ax.add_patch(plt.Rectangle((r.x0 - 0.5, r.y0 - 0.5), r.x1 - r.x0, r.y1 - r.y0, fill=False,
                                            ec=colour, lw=0.8))
-        ax.set_title(f"{names[k]}: {title}", fontsize=9)
+        ax.set_title(f"{real.names[k]}: {title}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    with atomic_path(out / "examples.png", overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, files[1], dpi=110)
 
-
-    with open_dataset(syn_train) as ds:
+    with open_dataset(synthetic_train) as ds:
         n = min(4, ds.n)
         fig, axes = plt.subplots(1, n, figsize=(3 * n, 3.2))
         for i, ax in enumerate(np.atleast_1d(axes)):
@@ -166,9 +182,13 @@ def _figures(out: Path, methods: dict, real, names, gt, det, syn_train, log) -> 
             ax.axis("off")
     fig.suptitle("synthetic training images (TEM simulator + augmentation)", fontsize=9)
     fig.tight_layout()
-    with atomic_path(out / "synthetic_examples.png", overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    _save(fig, files[2], dpi=110)
+    return files
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
-
-
-IOU = 0.15

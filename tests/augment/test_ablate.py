@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -35,8 +36,6 @@ def test_table1_expansion_and_shipped_example():
     assert len(names) == 1 + 8 + 15 + 1 + 1 + 2
     specs = dict(expand_combinations(g))
     assert specs["L-all"] == "L-FN+L-RV+L-RB+L-GB+L-DC+L-islands" and specs["raw"] == "none"
-    from pathlib import Path
-
     import simgen
 
     shipped = load_grid(Path(simgen.__file__).parent / "configs" / "ablation.yaml")
@@ -72,8 +71,8 @@ def test_generation_resume_and_fake_training(tmp_path):
         return {"peak_f1": 0.5, "ap": 0.25, "n": 3}
 
     out = tmp_path / "runs"
-    res = run_ablation(grid, out, train=True, eval_dir=tmp_path / "real", train_fn=train_fn, eval_fn=eval_fn)
-    names = [r["name"] for r in res["rows"]]
+    res = run_ablation(grid, out, train=True, eval_on=tmp_path / "real", train_fn=train_fn, eval_fn=eval_fn)
+    names = [r["name"] for r in res.rows]
     assert names == ["raw", "GB", "RB", "RD", "GB+RB", "all", "L-all", "all+RD"]
     assert len(calls) == len(names)
     with open(out / "ablation.csv") as fh:
@@ -96,11 +95,38 @@ def test_generation_resume_and_fake_training(tmp_path):
         run_ablation(_grid(tmp_path, seed=2), out)
 
 
-def test_training_needs_a_trainer(tmp_path):
-    with pytest.raises(ParameterError, match="does not exist yet"):
+def test_hooks_module_must_exist_and_provide_both_hooks(tmp_path):
+    with pytest.raises(ParameterError, match="no such module"):
         resolve_training_hooks("simgen.train.no_such_trainer")
-    with pytest.raises(ParameterError, match="--eval-on"):
-        run_ablation(_grid(tmp_path), tmp_path / "o", train=True, train_fn=print, eval_fn=print)
+    with pytest.raises(ParameterError, match="must provide train_for_ablation"):
+        resolve_training_hooks("simgen.errors")
+    train_fn, eval_fn = resolve_training_hooks()  # the built-in YOLO hooks exist
+    assert train_fn.__name__ == "train_for_ablation" and eval_fn.__name__ == "eval_for_ablation"
+
+
+def test_training_without_eval_set_scores_on_a_held_out_synthetic_set(tmp_path):
+    seen = []
+
+    def train_fn(train_h5, out_dir):
+        return out_dir / "w.pt"
+
+    def eval_fn(weights, eval_on):
+        seen.append(eval_on)
+        return {"peak_f1": 0.5, "ap": 0.25}
+
+    out = tmp_path / "o"
+    res = run_ablation(_grid(tmp_path), out, train=True, train_fn=train_fn, eval_fn=eval_fn, only=["raw", "GB"])
+    assert res.eval_on == out / "eval" / "heldout.h5" and set(seen) == {res.eval_on}
+    assert "psd_distance" not in res.rows[0]  # realism distances are to real images only
+    with open_dataset(res.eval_on) as held, open_dataset(out / "datasets" / "GB.h5") as gb:
+        assert held.n == 2 and held.attrs["ablation_spec"] == "RB+GB+ST"  # all table1 artifacts together
+        assert held.attrs["generator"] != gb.attrs["generator"]  # another seed
+    assert json.loads((out / "ablation.json").read_text())["eval_on"] == str(res.eval_on)
+    stamp = res.eval_on.stat().st_mtime_ns
+    run_ablation(_grid(tmp_path), out, train=True, train_fn=train_fn, eval_fn=eval_fn, only=["raw"])
+    assert res.eval_on.stat().st_mtime_ns == stamp  # reused
+    with pytest.raises(ParameterError, match="eval_seed must differ"):
+        load_grid(_grid(tmp_path, eval_seed=1))
 
 
 def test_cli_ablate(tmp_path):
@@ -112,7 +138,28 @@ def test_cli_ablate(tmp_path):
     assert (tmp_path / "o" / "datasets" / "GB.h5").exists() and not (tmp_path / "o" / "datasets" / "RB.h5").exists()
     res = runner.invoke(main, ["ablate", "--grid", str(grid), "-o", str(tmp_path / "p"), "--train", "--eval-on",
                                str(tmp_path), "--hooks", "simgen.train.no_such_trainer"], catch_exceptions=False)
-    assert res.exit_code == 2 and res.output.startswith("Error: --train needs a detector trainer"), res.output
-    assert not (tmp_path / "p").exists()
+    assert res.exit_code == 2 and res.output.startswith("Error: --hooks simgen.train.no_such_trainer: no such module")
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "p").exists()
     res = runner.invoke(main, ["ablate", "--grid", str(grid), "-o", str(tmp_path / "q"), "--only", "nope"])
     assert res.exit_code == 2 and "unknown combination" in res.output
+
+
+def test_cli_ablate_trains_yolo_with_the_built_in_hooks(tmp_path, monkeypatch):
+    """`simgen ablate --train` without --hooks or --eval-on: a YOLO per combination, scored on the held-out set."""
+    monkeypatch.setenv("SIMGEN_CACHE_DIR", str(tmp_path / "cache"))
+    config = {"size": 64, "n_defects": [2, 4], "min_separation": 12, "margin": 8, "box_size": 12, "steps": 3}
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"sampler": "film", "config": config, "n": 8, "seed": 0,
+                                    "combinations": {"raw": "none", "GB": "L-GB"}}, sort_keys=False))
+    res = CliRunner().invoke(main, ["ablate", "--grid", str(grid), "-o", str(tmp_path / "o"), "--train",
+                                    "--train-preset", "small", "--epochs", "1", "--no-progress"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "o" / "ablation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["name"] for r in rows] == ["raw", "GB"]
+    for r in rows:
+        assert 0 <= float(r["peak_f1"]) <= 1 and 0 <= float(r["ap"]) <= 1
+        assert (tmp_path / "o" / r["weights"]).exists() or Path(r["weights"]).exists()
+    assert (tmp_path / "o" / "eval" / "heldout.h5").exists() and (tmp_path / "o" / "ablation.png").exists()
+    assert "peak_f1" in (tmp_path / "o" / "ablation.md").read_text()

@@ -21,7 +21,7 @@ def test_pipeline_call_and_ranges():
     p = Pipeline("L-FN+GB+RB+islands+ST")
     out, ann = p(x, np.random.default_rng(0), {"points": 1})
     assert out.shape == x.shape and out.dtype == np.float32 and ann == {"points": 1}
-    assert 0 <= out.min() and out.max() <= 1
+    assert out.min() >= 0 and out.max() <= 1
     assert p.image_codes == ("islands", "RB", "GB", "FN", "ST") and p.simulation_codes == ()
     assert Pipeline("none")(x, np.random.default_rng(0))[0].tobytes() == x.tobytes()
 

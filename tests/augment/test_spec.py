@@ -66,7 +66,7 @@ def test_spec_errors(text, fragment):
 
 
 def test_levels_and_ranges():
-    for code, info in CODES.items():
+    for _code, info in CODES.items():
         for p in info.params:
             lo, hi = p.default
             assert lo <= min(p.low[0], p.high[0]) and hi >= max(p.low[1], p.high[1])

@@ -149,3 +149,22 @@ def test_bad_ranges():
         SaltPepper(amount=2)
     with pytest.raises(ParameterError):
         Decross(regime="sideways")
+
+
+def test_jpeg_quantizes_in_8x8_blocks_and_lower_quality_costs_more():
+    from simgen.augment.transforms import Jpeg
+
+    rng = np.random.default_rng(3)
+    img = np.clip(0.5 + 0.1 * rng.standard_normal((64, 64)), 0, 1).astype(np.float32)
+    t = Jpeg()
+    hi, _ = t.apply(img, {"quality": 95})
+    lo, _ = t.apply(img, {"quality": 20})
+    err_hi, err_lo = np.abs(hi - img).mean(), np.abs(lo - img).mean()
+    assert 0 < err_hi < err_lo
+    # block artifacts: jumps across 8-px block borders exceed jumps inside blocks
+    d = np.abs(np.diff(lo, axis=1))
+    border = d[:, 7::8].mean()
+    inside = np.delete(d, np.s_[7::8], axis=1).mean()
+    assert border > inside
+    again, _ = t.apply(img, {"quality": 20})
+    np.testing.assert_array_equal(lo, again)  # deterministic for a quality

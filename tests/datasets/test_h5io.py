@@ -46,10 +46,9 @@ def test_lazy_mask_backfills_zero(tmp_path):
 
 def test_failed_write_leaves_nothing(tmp_path):
     path = tmp_path / "x.h5"
-    with pytest.raises(RuntimeError):
-        with DatasetWriter(path, kind="t") as w:
-            w.append(np.zeros((4, 4)))
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), DatasetWriter(path, kind="t") as w:
+        w.append(np.zeros((4, 4)))
+        raise RuntimeError("killed")
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -66,18 +65,16 @@ def test_existing_output_is_not_overwritten(tmp_path):
 
 
 def test_shape_mismatch_rejected(tmp_path):
-    with pytest.raises(ParameterError, match="shape"):
-        with DatasetWriter(tmp_path / "s.h5", kind="t") as w:
-            w.append(np.zeros((4, 4)))
-            w.append(np.zeros((5, 4)))
+    with pytest.raises(ParameterError, match="shape"), DatasetWriter(tmp_path / "s.h5", kind="t") as w:
+        w.append(np.zeros((4, 4)))
+        w.append(np.zeros((5, 4)))
     assert not (tmp_path / "s.h5").exists()
 
 
 def test_inconsistent_columns_rejected(tmp_path):
-    with pytest.raises(ParameterError, match="columns"):
-        with DatasetWriter(tmp_path / "c.h5", kind="t") as w:
-            w.append(np.zeros((4, 4)), points={"x": [1.0], "y": [1.0], "charge": [1]})
-            w.append(np.zeros((4, 4)), points={"x": [1.0], "y": [1.0], "charge": [1], "extra": [2.0]})
+    with pytest.raises(ParameterError, match="columns"), DatasetWriter(tmp_path / "c.h5", kind="t") as w:
+        w.append(np.zeros((4, 4)), points={"x": [1.0], "y": [1.0], "charge": [1]})
+        w.append(np.zeros((4, 4)), points={"x": [1.0], "y": [1.0], "charge": [1], "extra": [2.0]})
 
 
 def test_missing_required_column():

@@ -137,3 +137,37 @@ def test_label_only_yolo_predictions_against_unnamed_hdf5(tmp_path):
     assert pred.table["sample"].tolist() == [2]
     np.testing.assert_allclose(pred.table[["x0", "x1"]].iloc[0], [7, 13], atol=1e-3)
     gt.close()
+
+
+def test_shard_sets_and_virtual_files_are_hdf5_sources(tmp_path):
+    """A sharded set (directory, manifest.json, virtual.h5) evaluates like the same samples in one file."""
+    from simgen.datasets.shards.write import generate_sharded
+
+    class Replay:
+        kind, seed, class_names = "video", 0, ["loop", "dot"]
+
+        def __init__(self, path):
+            self.path = str(path)
+
+        def describe(self):
+            return {"replay": self.path}
+
+        def __call__(self, i):
+            from simgen.datasets.h5io import open_dataset
+
+            with open_dataset(self.path) as ds:
+                return {"image": ds.image(i), "name": ds.name(i),
+                        **{t: ds.rows(t, i).drop(columns="sample") for t in ("boxes", "tracks")}}
+
+    single = _write_h5(tmp_path / "one.h5", n=5, names=[f"im{i}.png" for i in range(5)])
+    shards = tmp_path / "set"
+    generate_sharded(shards, Replay(single), 5, 2, serial=True)
+    assert detect_format(shards) == detect_format(shards / "manifest.json") == "hdf5"
+    with load_annotations(single) as ref:
+        for path in (shards, shards / "manifest.json", shards / "virtual.h5"):
+            with load_annotations(path) as ann:
+                assert ann.fmt == "hdf5" and ann.named and ann.names == ref.names == [f"im{i}" for i in range(5)]
+                pd.testing.assert_frame_equal(ann.table, ref.table)
+                pd.testing.assert_frame_equal(ann.tracks, ref.tracks)
+                assert ann.shapes == ref.shapes and ann.class_names == ["loop", "dot"]
+                np.testing.assert_array_equal(ann.image(3), ref.image(3))

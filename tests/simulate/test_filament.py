@@ -39,7 +39,7 @@ def test_sequence_targets_and_change_maps():
             assert not (pr["change_a1"] == 1).any()
     for t, frame in enumerate(seq["frames"]):
         assert np.array_equal(frame["mask"] > 0, a1[t])
-        assert frame["image"].shape == (96, 96) and 0 <= frame["image"].min() and frame["image"].max() <= 1
+        assert frame["image"].shape == (96, 96) and frame["image"].min() >= 0 and frame["image"].max() <= 1
 
 
 def test_backward_pairs_mirror_forward_pairs():

@@ -173,7 +173,7 @@ def test_analyzer_regime_limits_and_decross_effect():
     # in between the decross angle changes the intensity distribution, not just its orientation
     a, b = schlieren(phi, np.radians(3), "analyzer", 0.2), schlieren(phi, np.radians(20), "analyzer", 0.2)
     assert abs(np.mean(a) - np.mean(b)) > 0.05
-    assert 0 <= a.min() and a.max() <= 1 + 1e-6
+    assert a.min() >= 0 and a.max() <= 1 + 1e-6
 
 
 def test_numba_and_numpy_backends_render_the_same_random_film():

@@ -58,7 +58,7 @@ def test_lifetimes_are_exact_and_causes_consistent():
     # an absorbed defect's partner exists in the frame after the merge
     merged = life[life["cause"] == END_CAUSES.index("coalesced")]
     present = set(zip(pts["sample"], pts["track_id"]))
-    for tid, row in merged.iterrows():
+    for _tid, row in merged.iterrows():
         assert (row["death"] + 1, row["merged_into"]) in present
     assert (life.loc[life["cause"] == 0, "death"] == cfg.frames - 1).all()
     assert (life.loc[life["cause"] != 0, "death"] < cfg.frames - 1).all()

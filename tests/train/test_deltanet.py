@@ -93,7 +93,7 @@ def test_focal_loss_gamma_zero_is_cross_entropy():
 # -- networks and change-map algebra ---------------------------------------------------------------
 def test_networks_shapes_and_sharing():
     torch.manual_seed(0)
-    assert CHANGE_CLASSES == tuple(EVAL_CLASSES)
+    assert tuple(EVAL_CLASSES) == CHANGE_CLASSES
     siam = build_deltanet("tiny")
     base = build_deltanet(get_config("tiny", arch="unet"))
     assert isinstance(siam, SiameseUNet) and isinstance(base, UNet)
@@ -175,6 +175,26 @@ def test_open_pairs_layout_and_chain(pairs, tmp_path):
         open_pairs(bad)
 
 
+def test_pairs_read_frames_through_an_open_source(pairs, tmp_path):
+    from simgen.datasets.sources import open_source
+
+    with open_source(pairs["train"]) as frames:
+        with open_pairs(frames) as src:
+            assert src.source.dataset is frames.dataset and src.n_frames == len(frames)
+            a, _ = src.frames(0)
+            np.testing.assert_array_equal(a, frames.image(int(src.index[0, 0])))
+        assert frames.image(0).shape == (64, 64)  # open_pairs did not close the caller's source
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    from simgen.datasets.imageio import write_image
+
+    write_image(folder / "a.png", np.zeros((8, 8), np.float32))
+    with pytest.raises(DataError, match="pairs/index"):  # frames without pairs: one-line error
+        open_pairs(folder)
+    with pytest.raises(DataError, match="does not exist"):
+        open_pairs(tmp_path / "missing.h5")
+
+
 def test_learns_toy_change_task(pairs, trained):
     res, out = trained
     hist = res["history"]
@@ -227,10 +247,10 @@ def test_fusion_and_predict_file(pairs, trained, tmp_path):
 
     pred = tmp_path / "pred.h5"
     predict_deltanet(out / "best.pt", pairs["val"], pred)
-    with open_dataset(pred) as p, open_pairs(pairs["val"]) as src:
+    with open_dataset(pred) as p, open_pairs(pairs["val"]) as src, open_dataset(pairs["val"]) as ds:
         assert p.kind == "predictions" and p.attrs["model_type"] == "deltanet" and p.attrs["fusion"] == "ensemble"
         np.testing.assert_array_equal(p.array("pairs/index"), src.index)
-        np.testing.assert_array_equal(p.array("pairs/direction"), src._ds.array("pairs/direction"))
+        np.testing.assert_array_equal(p.array("pairs/direction"), ds.array("pairs/direction"))
         assert p.array("pairs/change_a1").shape == (src.n, 64, 64) and p.array("pairs/change_a1").max() <= 3
         np.testing.assert_array_equal(p.array("pairs/change_a2"), p.array("pairs/fusion/ensemble/change_a2"))
         for m in ("forward", "backward", "consecutive"):

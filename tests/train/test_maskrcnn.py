@@ -193,6 +193,17 @@ def test_empty_images_and_classes(tmp_path):
     assert not (tmp_path / "e").exists()
 
 
+def test_resume_reads_the_data_as_the_run_did(tmp_path):
+    """A resumed run keeps its stored settings, also those that select the training samples."""
+    path = blobs(tmp_path / "mixed.h5", 3, 5, empty=4)
+    first = train_maskrcnn(path, tmp_path / "r", config=get_config("tiny", max_empty_fraction=0.34), epochs=2,
+                           stop_after=1)
+    assert first["n_train"] == 4
+    resumed = train_maskrcnn(path, tmp_path / "r", config=get_config("tiny", max_empty_fraction=0.0), epochs=2,
+                             resume=True)
+    assert resumed["n_train"] == 4 and resumed["epochs_run"] == 1 and len(resumed["history"]) == 2
+
+
 def test_predict_image_folder_and_errors(data, overfit, tmp_path):
     _, out = overfit
     folder = tmp_path / "imgs"
@@ -251,6 +262,50 @@ def test_no_masks_is_a_data_error(tmp_path):
         open_instances(path)
 
 
+
+
+class _FileSampler:
+    """Replays the samples of a dataset file (to write the same samples as a shard set)."""
+
+    kind, seed = "tem", 0
+
+    def __init__(self, path):
+        self.path = str(path)
+        with open_dataset(path) as ds:
+            self.class_names = list(ds.class_names)
+
+    def describe(self):
+        return {"replay": self.path}
+
+    def __call__(self, i):
+        with open_dataset(self.path) as ds:
+            return {"image": ds.image(i), "mask": ds.mask(i), "boxes": ds.rows("boxes", i).drop(columns="sample")}
+
+
+def test_instances_from_shards_yolo_folders_and_open_sources(data, tmp_path):
+    from simgen.datasets.shards.write import generate_sharded
+    from simgen.datasets.sources import open_source
+
+    shards = tmp_path / "shards"
+    generate_sharded(shards, _FileSampler(data["train"]), 4, 3, serial=True)
+    with open_instances(shards) as src, open_instances(data["train"]) as ref:
+        assert src.kind == "shards" and src.n == ref.n == 4 and src.class_names == ref.class_names == ["loop"]
+        for i in range(4):
+            np.testing.assert_array_equal(src.mask(i), ref.mask(i))
+            np.testing.assert_array_equal(src.image(i), ref.image(i))
+    res = train_maskrcnn(shards / "virtual.h5", tmp_path / "r", config="tiny", epochs=1)
+    assert res["epochs_run"] == 1
+    with open_source(data["train"]) as src:
+        with open_instances(src) as same:
+            assert same.n == 4
+        assert src.mask(0) is not None  # the caller's source stays open
+    folder = tmp_path / "yolo"
+    (folder / "images").mkdir(parents=True)
+    write_image(folder / "images" / "a.png", np.zeros((8, 8), np.float32))
+    with pytest.raises(DataError, match="masks"):
+        open_instances(folder)
+    with open_instances(folder, require_masks=False) as src:
+        assert src.n == 1 and src.mask(0) is None
 
 
 def test_cli_train_and_predict(data, tmp_path):

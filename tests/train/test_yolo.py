@@ -177,6 +177,40 @@ def test_prepare_yolo_data_tiles_caches_and_keys(tmp_path):
     assert len(list((y3.parent / "images" / "train").glob("*.png"))) == 6  # 96x150 → 2 rows x 3 columns
 
 
+def _film_shards(path, n=8, size=64, seed=1, shard_size=3):
+    from simgen.datasets.shards.write import generate_sharded
+    from simgen.simulate.film import FilmConfig, FilmSampler
+
+    cfg = FilmConfig(size=size, n_defects=(2, 5), box_size=12, min_separation=12, single_class=True).validate()
+    generate_sharded(path, FilmSampler(cfg, seed=seed), n, shard_size, serial=True)
+    return path
+
+
+def test_prepare_yolo_data_from_shards_and_open_sources(tmp_path):
+    """A sharded set exports exactly like the same samples in one file; open sources are used, not closed."""
+    from simgen.datasets.sources import open_source
+
+    shards = _film_shards(tmp_path / "shards", n=4, size=128)
+    single = _film(tmp_path / "f.h5", n=4, size=128)
+    cfg = YoloConfig(tile=64, overlap=16, imgsz=64, val_fraction=0.25, min_box=14)
+    exports = {}
+    for name, data in (("shards", shards), ("virtual", shards / "virtual.h5"), ("single", single)):
+        root = prepare_yolo_data(data, config=cfg, cache_dir=tmp_path / f"cache_{name}").parent
+        exports[name] = {p.relative_to(root).as_posix(): p.read_bytes()
+                         for p in sorted(root.rglob("*")) if p.suffix in (".png", ".txt")}
+    assert len(exports["single"]) == 2 * 4 * 9 and exports["shards"] == exports["single"] == exports["virtual"]
+    with open_source(shards) as src:
+        y1 = prepare_yolo_data(src, config=cfg, cache_dir=tmp_path / "cache_shards")
+        assert [y1.parent] == list((tmp_path / "cache_shards").iterdir())  # same content, same cache entry
+        y2 = prepare_yolo_data([src], config=cfg.replace(val_fraction=0.0), cache_dir=tmp_path / "c",
+                               train_names=[["000001"]])
+        assert len(list((y2.parent / "images" / "train").glob("*.png"))) == 9  # one image, 3 x 3 tiles
+        assert src.image(3).shape == (128, 128)  # still open
+        y3 = prepare_yolo_data(src, single, config=cfg, cache_dir=tmp_path / "c")  # separate validation data
+    with open_source(y3.parent) as export:  # tile names are unique across splits: one readable YOLO folder
+        assert len(export) == 2 * 4 * 9 and export.has_labels and export.class_names == ["defect"]
+
+
 # -- training, resume, prediction --------------------------------------------------------------------
 TRAIN_SCRIPT = """
 import sys
@@ -342,7 +376,15 @@ def test_sim2real_smoke(tmp_path, monkeypatch):
                  "log_params.json", "pred_synthetic_yolo.h5", "yolo/best.pt"):
         assert (out / name).exists(), name
     assert set(rep["methods"]) == {"synthetic_yolo", "synthetic_yolo_loo_threshold", "log_baseline",
-                                   "log_baseline_insample"}
+                                   "log_baseline_insample", "log_synthetic", "synthetic_yolo_bn"}
+    bn = rep["methods"]["synthetic_yolo_bn"]
+    assert bn["folds"] == 2 and 0 <= bn["f1"] <= 1
+    # every fold was adapted on images it does not score
+    for fold in bn["adaptation"]:
+        assert fold["images"] >= 1 and fold["adapted_on"] and fold["scored"]
+        assert not set(fold["adapted_on"]) & set(fold["scored"])
+    every = sorted(r["image"] for r in rep["methods"]["synthetic_yolo"]["per_image"])
+    assert sorted(n for f in bn["adaptation"] for n in f["scored"]) == every  # each image scored once
     assert set(rep["robustness"]) == {"poisson", "salt_pepper", "gaussian"}
     assert rep["methods"]["log_baseline"]["f1"] > 0.5  # the discs are easy for LoG
     assert "| YOLO, synthetic only (threshold from synthetic validation) |" in (out / "report.md").read_text()
@@ -397,12 +439,40 @@ def test_finetune_starts_from_the_given_weights(trained, tmp_path, monkeypatch):
     with torch.no_grad():
         w = next(p for n, p in model.named_parameters() if p.ndim == 4)
         w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(7)).to(w.dtype))
-    from simgen.runtime import save_checkpoint
+    from simgen.train.yolo.checkpoint import save_yolo_checkpoint
 
-    source = save_checkpoint(tmp_path / "source.pt", ck)
+    source = save_yolo_checkpoint(tmp_path / "source.pt", ck)
     tuned = train_yolo(trained["data"], tmp_path / "ft", config=PRESETS["small"].replace(epochs=1, lr0=1e-5),
                        weights=source, progress=False, cache_dir=trained["tmp"] / "cache")
     before = first_conv(source).detach().float().flatten()
     after = first_conv(tuned).detach().float().flatten()
     corr = torch.corrcoef(torch.stack([before, after]))[0, 1]
     assert corr > 0.9  # fine-tuned from the given weights, not re-initialised
+
+
+def test_train_on_an_open_shard_set_and_predict_from_sources(tmp_path):
+    """Training on a sharded folder works (it once failed with 'holds no images'); one open source
+    feeds training, prediction and ``predict_yolo`` without being reopened or closed."""
+    from simgen.datasets.sources import open_source
+
+    shards = _film_shards(tmp_path / "shards", n=6)
+    with open_source(shards) as src:
+        best = train_yolo(src, tmp_path / "run", config=PRESETS["small"].replace(epochs=1), progress=False,
+                          cache_dir=tmp_path / "cache")
+        meta = json.loads((tmp_path / "run" / "simgen.json").read_text())
+        assert meta["train"] == [str(shards)]
+        det = YoloDetector(best, conf=0.001)
+        table = det.predict(src)
+        assert list(table.columns) == ["sample", "x0", "y0", "x1", "y1", "class", "score"]
+        assert table["sample"].between(0, 5).all()
+        some = det.predict(src, names=["000004", "000001"])
+        pd.testing.assert_frame_equal(some[some["sample"] == 0].drop(columns="sample").reset_index(drop=True),
+                                      table[table["sample"] == 4].drop(columns="sample").reset_index(drop=True))
+        out = predict_yolo(best, src, tmp_path / "pred.h5", progress=False, detector=det)
+        assert src.image(5).shape == (64, 64)  # the caller's source is still open
+    with open_dataset(out) as ds:
+        assert ds.n == 6 and ds.shape(0) == (64, 64) and ds.name(2) == "000002"
+    pred = read_predictions(out)
+    pd.testing.assert_frame_equal(pred.drop(columns="sample").reset_index(drop=True),
+                                  table.drop(columns="sample").reset_index(drop=True), check_dtype=False)
+    assert predict_yolo(best, shards / "virtual.h5", tmp_path / "pred2.h5", progress=False, detector=det).exists()

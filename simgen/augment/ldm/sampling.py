@@ -1,4 +1,4 @@
-"""Load a trained mask-conditioned LDM and sample images from masks."""
+"""A trained mask-conditioned LDM: its checkpoint format, loading it, and sampling labelled images from masks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from simgen.augment.ldm.config import LDMConfig
 from simgen.augment.ldm.masks import MaskStatistics, class_map_from_instances
@@ -17,16 +16,22 @@ from simgen.rng import check_seed, sample_rng, sample_seedseq
 from simgen.runtime import load_checkpoint, select_device, setup_threads
 
 __all__ = [
+    "ARCH_FIELDS",
     "CHECKPOINT_NAME",
     "FORMAT",
+    "FORMAT_VERSION",
     "TrainedLDM",
+    "check_checkpoint",
+    "checkpoint_mask_statistics",
     "load_ldm",
 ]
 
 
+#: The checkpoint in a run folder (see :func:`simgen.train.ldm.train_ldm`).
 CHECKPOINT_NAME = "last.pt"
 
 
+#: ``format`` / ``format_version`` entries that identify an LDM checkpoint.
 FORMAT = "simgen-ldm"
 
 
@@ -39,7 +44,8 @@ ARCH_FIELDS = ("crop_size", "vae_channels", "vae_layers", "vae_attention", "late
                "beta_start", "beta_end")
 
 
-def _check_state(state, path) -> dict:
+def check_checkpoint(state, path) -> dict:
+    """``state`` if it is an LDM checkpoint this version reads, else a :class:`DataError` naming ``path``."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise DataError(f"{path} is not a simgen LDM checkpoint")
     if int(state.get("format_version", 0)) > FORMAT_VERSION:
@@ -85,13 +91,17 @@ class TrainedLDM:
             "mask_statistics": self.mask_statistics.summary(),
         }
 
-    def noise(self, seed: int, index: int, height: int, width: int) -> torch.Tensor:
-        """The initial latent noise of sample ``index`` (depends only on ``seed`` and ``index``)."""
+    def noise(self, seed: int, index: int, height: int, width: int):
+        """The initial latent noise of sample ``index`` (depends only on ``seed`` and ``index``), a tensor."""
+        import torch
+
         g = torch.Generator().manual_seed(int(sample_seedseq(seed, index, 1).generate_state(1, np.uint64)[0] >> 1))
         return torch.randn(self.model.latent_shape(height, width), generator=g)
 
-    def white(self, seed: int, index: int, height: int, width: int) -> torch.Tensor:
-        """The white noise of sample ``index`` that becomes its texture noise."""
+    def white(self, seed: int, index: int, height: int, width: int):
+        """The white noise of sample ``index`` that becomes its texture noise, a tensor."""
+        import torch
+
         g = torch.Generator().manual_seed(int(sample_seedseq(seed, index, 2).generate_state(1, np.uint64)[0] >> 1))
         return torch.randn((height, width), generator=g)
 
@@ -103,6 +113,8 @@ class TrainedLDM:
 
         Returns float32 ``(N, H, W)`` in [0, 1].
         """
+        import torch
+
         maps = np.asarray(class_maps)
         if maps.ndim != 3:
             raise ParameterError(f"class maps must be (N, H, W), got shape {maps.shape}")
@@ -187,30 +199,19 @@ def load_ldm(path, device: str = "auto", threads: int | None = None) -> TrainedL
     ckpt = path / CHECKPOINT_NAME if path.is_dir() else path
     if not ckpt.exists():
         raise DataError(f"no LDM checkpoint at {ckpt}; train one with `simgen ldm train`")
-    state = _check_state(load_checkpoint(ckpt, map_location="cpu"), ckpt)
+    state = check_checkpoint(load_checkpoint(ckpt, map_location="cpu"), ckpt)
     if not state["latents_ready"]:
         raise DataError(f"{ckpt}: training stopped inside the VAE phase; resume it with `simgen ldm train --resume`")
     config = LDMConfig.from_dict(state["config"])
     model = MaskLDM(config, int(state["n_classes"]))
     model.load_state_dict(state["model"])
     model.to(select_device(device)).eval()
-    stats = MaskStatistics.from_state(_numpy_state(state["mask_stats"]))
+    stats = checkpoint_mask_statistics(state)
     meta = {k: state[k] for k in ("vae_step", "unet_step", "seed", "source", "history", "summary")}
     return TrainedLDM(model=model, mask_statistics=stats, class_names=list(state["class_names"]), path=ckpt, meta=meta)
 
 
-def _torch_state(obj):
-    """NumPy arrays → tensors, recursively (checkpoints load with ``weights_only=True``)."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, dict):
-        return {k: _torch_state(v) for k, v in obj.items()}
-    return obj
-
-
-def _numpy_state(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu().numpy()
-    if isinstance(obj, dict):
-        return {k: _numpy_state(v) for k, v in obj.items()}
-    return obj
+def checkpoint_mask_statistics(state: dict) -> MaskStatistics:
+    """The learned mask statistics of an LDM checkpoint (stored as tensors, rebuilt from NumPy arrays)."""
+    return MaskStatistics.from_state({k: v.cpu().numpy() if hasattr(v, "cpu") else v
+                                      for k, v in state["mask_stats"].items()})

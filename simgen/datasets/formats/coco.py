@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from simgen.atomic import atomic_dir, atomic_write_text, check_output_dir
-from simgen.datasets.h5io import Dataset, open_dataset
-from simgen.datasets.imageio import to_uint8
+from simgen.datasets.formats.text import read_text
+from simgen.datasets.normalize import to_uint8
+from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 
 __all__ = ["CocoData", "read_coco", "coco_dict", "coco_results", "write_coco_json", "export_coco"]
@@ -63,12 +65,7 @@ def _load_json(source):
     if isinstance(source, (dict, list)):
         return source, "<memory>"
     path = Path(source)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(f"COCO file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a text (JSON) file") from None
+    text = read_text(path, "COCO file", "text (JSON)")
     try:
         return json.loads(text), str(path)
     except json.JSONDecodeError as exc:
@@ -260,8 +257,9 @@ def write_coco_json(data, path, overwrite: bool = False) -> Path:
     return atomic_write_text(path, json.dumps(data, separators=(",", ":")), overwrite=overwrite)
 
 
-def export_coco(source, out_dir, *, table: str = "boxes", images: bool = True, overwrite: bool = False) -> Path:
-    """Export a simgen HDF5 dataset as a COCO folder.
+def export_coco(source: str | PathLike | Source, out_dir: str | PathLike, *, table: str = "boxes",
+                images: bool = True, overwrite: bool = False) -> Path:
+    """Export labelled images as a COCO folder.
 
     Layout: ``out_dir/annotations.json`` and, with ``images``, ``out_dir/images/<name>.png``
     (8-bit greyscale; ``file_name`` in the JSON is ``<name>.png``).  The folder is
@@ -269,8 +267,10 @@ def export_coco(source, out_dir, *, table: str = "boxes", images: bool = True, o
 
     Parameters
     ----------
-    source : path-like or Dataset
-        simgen HDF5 file with a box table.
+    source : path-like, Source or Dataset
+        Anything :func:`~simgen.datasets.sources.open_source` reads with a box table: a
+        simgen HDF5 file (label-only ones with ``images=False``), a sharded set
+        (directory, ``manifest.json`` or ``virtual.h5``) or a YOLO folder.
     out_dir : path-like
         Destination folder (must not exist unless ``overwrite``).
     table : str
@@ -286,36 +286,28 @@ def export_coco(source, out_dir, *, table: str = "boxes", images: bool = True, o
 
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
-    own = not isinstance(source, Dataset)
-    ds = open_dataset(source) if own else source
-    try:
-        if table not in ds.tables:
-            raise DataError(f"{ds.path} has no {table!r} table (has {ds.tables or 'none'})")
-        if images and ds.images is None:
-            raise DataError(f"{ds.path} stores no images; export with images=False (--no-images)")
-        boxes = ds.table(table)
-        stems = [_stem(ds, i) for i in range(ds.n)]
+    with open_source(source, table=table, require_images=False) as src:
+        if not src.has_labels:
+            raise DataError(f"{src.path} has no {table!r} table (has {src.tables or 'none'})")
+        if images and not src.has_images:
+            raise DataError(f"{src.path} stores no images; export with images=False (--no-images)")
+        boxes = src.read_table()
+        stems = [_stem(src.name(k)) for k in range(len(src))]
         names = [f"{s}.png" for s in stems]
-        shapes = [ds.shape(i) for i in range(ds.n)]
-        has_masks = ds.has("labels/masks")
-        data = coco_dict(boxes, names, shapes, ds.class_names, masks=ds.mask if has_masks else None,
-                         info={"description": f"simgen export of {Path(ds.path).name}", "kind": ds.kind})
+        shapes = [src.shape(k) for k in range(len(src))]
+        data = coco_dict(boxes, names, shapes, src.class_names, masks=src.mask if src.has_masks else None,
+                         info={"description": f"simgen export of {src.path.name}", "kind": src.sample_kind})
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             if images:
                 from PIL import Image
 
                 (tmp / "images").mkdir()
-                for i, name in enumerate(names):
-                    Image.fromarray(to_uint8(ds.image(i))).save(tmp / "images" / name)
+                for k, name in enumerate(names):
+                    Image.fromarray(to_uint8(src.image(k))).save(tmp / "images" / name)
             (tmp / "annotations.json").write_text(json.dumps(data, separators=(",", ":")))
-    finally:
-        if own:
-            ds.close()
     return out_dir / "annotations.json"
 
 
-def _stem(ds, i: int) -> str:
-    name = ds.name(i) if ds.has("names") else f"{i:06d}"
+def _stem(name: str) -> str:
     stem = Path(name).stem or name
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
-

@@ -26,14 +26,17 @@ from __future__ import annotations
 import configparser
 import io
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from simgen.atomic import atomic_dir, atomic_write_text, check_output_dir
-from simgen.datasets.h5io import Dataset, open_dataset
-from simgen.datasets.imageio import read_image, to_uint8
+from simgen.datasets.formats.text import read_text
+from simgen.datasets.imageio import read_image
+from simgen.datasets.normalize import to_uint8
+from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 
 __all__ = ["read_mot", "format_mot", "write_mot_file", "read_seqinfo", "format_seqinfo", "MotSequence",
@@ -72,12 +75,7 @@ def read_mot(path, *, kind: str = "auto", pixel_origin: int = 0, drop_ignored: b
         raise ParameterError(f"kind must be 'auto', 'gt' or 'results', got {kind!r}")
     if pixel_origin not in (0, 1):
         raise ParameterError(f"pixel_origin must be 0 or 1, got {pixel_origin}")
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(f"MOT file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a text file") from None
+    text = read_text(path, "MOT file")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         arr = np.zeros((0, 10))
@@ -282,8 +280,8 @@ def open_mot_sequence(root, *, pixel_origin: int = 0) -> MotSequence:
 
 
 def export_mot(
-    source,
-    out_dir,
+    source: str | PathLike | Source,
+    out_dir: str | PathLike,
     *,
     table: str = "tracks",
     name: str | None = None,
@@ -301,8 +299,10 @@ def export_mot(
 
     Parameters
     ----------
-    source : path-like or Dataset
-        simgen HDF5 with a tracks table (``sample, track_id, x, y`` [+ boxes or ``size``]).
+    source : path-like, Source or Dataset
+        A simgen HDF5 file or sharded set (directory, ``manifest.json`` or ``virtual.h5``)
+        with a tracks table (``sample, track_id, x, y`` [+ boxes or ``size``]); label-only
+        files with ``images=False``.
     out_dir : path-like
         Destination folder (must not exist unless ``overwrite``).
     table : str
@@ -328,30 +328,25 @@ def export_mot(
     check_output_dir(out_dir, overwrite)
     if not frame_rate > 0:
         raise ParameterError(f"frame rate must be > 0, got {frame_rate}")
-    own = not isinstance(source, Dataset)
-    ds = open_dataset(source) if own else source
-    try:
-        if table not in ds.tables:
-            raise DataError(f"{ds.path} has no {table!r} table (has {ds.tables or 'none'})")
-        tracks = ds.table(table)
+    with open_source(source, table=table, require_images=False) as src:
+        if not src.has_labels:
+            raise DataError(f"{src.path} has no {table!r} table (has {src.tables or 'none'})")
+        tracks = src.read_table()
         if "track_id" not in tracks.columns:
-            raise DataError(f"{ds.path}: table {table!r} has no track_id column")
-        if images and ds.images is None:
-            raise DataError(f"{ds.path} stores no images; export with images=False (--no-images)")
+            raise DataError(f"{src.path}: table {table!r} has no track_id column")
+        if images and not src.has_images:
+            raise DataError(f"{src.path} stores no images; export with images=False (--no-images)")
         text = format_mot(tracks, kind="gt", pixel_origin=pixel_origin, box_size=box_size)
-        h, w = ds.shape(0) if ds.n else (0, 0)
+        h, w = src.shape(0)
         seq = name or out_dir.name
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             (tmp / "gt").mkdir()
             (tmp / "gt" / "gt.txt").write_text(text)
-            (tmp / "seqinfo.ini").write_text(format_seqinfo(seq, ds.n, w, h, frame_rate))
+            (tmp / "seqinfo.ini").write_text(format_seqinfo(seq, len(src), w, h, frame_rate))
             if images:
                 from PIL import Image
 
                 (tmp / "img1").mkdir()
-                for i in range(ds.n):
-                    Image.fromarray(to_uint8(ds.image(i))).save(tmp / "img1" / f"{i + 1:06d}.jpg", quality=95)
-    finally:
-        if own:
-            ds.close()
+                for k in range(len(src)):
+                    Image.fromarray(to_uint8(src.image(k))).save(tmp / "img1" / f"{k + 1:06d}.jpg", quality=95)
     return out_dir / "gt" / "gt.txt"

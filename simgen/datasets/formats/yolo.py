@@ -1,10 +1,9 @@
-"""YOLO folders: reading (real annotated data, predictions) and exporting simgen datasets.
+"""YOLO folders: exporting simgen data to the layout Ultralytics trains from.
 
 A YOLO folder is ``root/images/<stem>.<ext>`` + ``root/labels/<stem>.txt`` with one
 line per object, ``class xc yc w h [confidence]`` normalised by the image width
-and height.  Optional extras understood here: ``root/masks/<stem>.png`` (instance
-id label images), ``root/classes.txt`` (one class name per line) and
-``root/data.yaml`` (Ultralytics dataset description).
+and height (reading: :mod:`simgen.datasets.formats.yolo_folder`, whose names are
+re-exported here).
 
 Export writes exactly that layout plus a ``data.yaml`` that Ultralytics trains
 from.  The whole folder is written under a temporary name and renamed at the
@@ -14,14 +13,21 @@ end, so an interrupted export never leaves a half folder under the final name.
 from __future__ import annotations
 
 import json
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from simgen.atomic import atomic_dir, check_output_dir
-from simgen.datasets.h5io import open_dataset
-from simgen.datasets.imageio import IMAGE_SUFFIXES, read_image, to_uint8
+from simgen.datasets.formats.yolo_folder import (
+    BOX_COLUMNS,
+    YoloFolder,
+    format_yolo_labels,
+    open_yolo_folder,
+    read_yolo_labels,
+)
+from simgen.datasets.normalize import to_uint8
+from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 
 __all__ = [
@@ -33,219 +39,10 @@ __all__ = [
     "BOX_COLUMNS",
 ]
 
-BOX_COLUMNS = ["x0", "y0", "x1", "y1", "class"]
-
-
-def read_yolo_labels(path, width: int, height: int) -> pd.DataFrame:
-    """Read one YOLO label file into pixel boxes.
-
-    Parameters
-    ----------
-    path : path-like
-        ``.txt`` file; a missing file means "no objects".
-    width, height : int
-        Image size in pixels.
-
-    Returns
-    -------
-    DataFrame with columns x0, y0, x1, y1 (float, pixels), class (int) and, when the
-    file has a sixth column, score (the confidence).
-
-    Raises
-    ------
-    DataError
-        On malformed lines (wrong column count, non-numbers, negative sizes).
-    """
-    path = Path(path)
-    if not path.exists():
-        return pd.DataFrame({c: np.zeros(0, np.float32) for c in BOX_COLUMNS}).astype({"class": np.int16})
-    rows = []
-    ncols = None
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) not in (5, 6):
-            raise DataError(f"{path}:{lineno}: expected 5 or 6 columns (class xc yc w h [conf]), got {len(parts)}")
-        if ncols is not None and len(parts) != ncols:
-            raise DataError(f"{path}:{lineno}: mixes lines with and without a confidence column")
-        ncols = len(parts)
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: non-numeric value in {line.strip()!r}") from None
-    arr = np.array(rows, np.float64).reshape(-1, ncols or 5)
-    cls, xc, yc, w, h = arr[:, 0], arr[:, 1] * width, arr[:, 2] * height, arr[:, 3] * width, arr[:, 4] * height
-    if np.any(w < 0) or np.any(h < 0) or not np.all(np.isfinite(arr[:, 1:5])):
-        raise DataError(f"{path}: boxes with negative or non-finite size")
-    if np.any(cls < 0) or np.any(cls != np.round(cls)):
-        raise DataError(f"{path}: class ids must be non-negative integers")
-    df = pd.DataFrame(
-        {
-            "x0": (xc - w / 2).astype(np.float32),
-            "y0": (yc - h / 2).astype(np.float32),
-            "x1": (xc + w / 2).astype(np.float32),
-            "y1": (yc + h / 2).astype(np.float32),
-            "class": cls.astype(np.int16),
-        }
-    )
-    if ncols == 6:
-        df["score"] = arr[:, 5].astype(np.float32)
-    return df
-
-
-def format_yolo_labels(boxes, width: int, height: int, min_size: float = 0.0) -> str:
-    """Pixel boxes (x0, y0, x1, y1, class [, score]) → YOLO label text.
-
-    Boxes are clipped to the image; boxes narrower or lower than ``min_size``
-    pixels after clipping are dropped (Ultralytics discards boxes under ~3 px
-    anyway; dropping them here keeps labels and training in agreement).
-    """
-    if boxes is None or len(boxes) == 0:
-        return ""
-    b = pd.DataFrame(boxes) if not isinstance(boxes, pd.DataFrame) else boxes
-    x0 = np.clip(b["x0"].to_numpy(np.float64), 0, width)
-    x1 = np.clip(b["x1"].to_numpy(np.float64), 0, width)
-    y0 = np.clip(b["y0"].to_numpy(np.float64), 0, height)
-    y1 = np.clip(b["y1"].to_numpy(np.float64), 0, height)
-    keep = ((x1 - x0) >= max(min_size, 1e-9)) & ((y1 - y0) >= max(min_size, 1e-9))
-    cls = b["class"].to_numpy()[keep].astype(int)
-    xc, yc = (x0 + x1)[keep] / 2 / width, (y0 + y1)[keep] / 2 / height
-    w, h = (x1 - x0)[keep] / width, (y1 - y0)[keep] / height
-    cols = [cls, xc, yc, w, h]
-    if "score" in b:
-        cols.append(b["score"].to_numpy()[keep])
-        fmt = "{:d} {:.6f} {:.6f} {:.6f} {:.6f} {:.5f}"
-    else:
-        fmt = "{:d} {:.6f} {:.6f} {:.6f} {:.6f}"
-    return "".join(fmt.format(*row) + "\n" for row in zip(*cols))
-
-
-class YoloFolder:
-    """A folder of images with YOLO labels (real annotated data or predictions).
-
-    Parameters
-    ----------
-    root : path-like
-        Folder with ``images/`` and ``labels/`` (optional ``masks/``, ``classes.txt``).
-        A folder holding only ``labels/`` or bare ``*.txt`` files is a *label-only*
-        folder (predictions); its boxes need image sizes from elsewhere.
-    """
-
-    def __init__(self, root):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root} is not a directory")
-        images_dir = self.root / "images"
-        labels_dir = self.root / "labels"
-        self.labels_dir = labels_dir if labels_dir.is_dir() else self.root
-        self.masks_dir = self.root / "masks" if (self.root / "masks").is_dir() else None
-        self._images: dict[str, Path] = {}
-        # Ultralytics' split layout (images/train/x.png + labels/train/x.txt, what
-        # `simgen export yolo` writes) is read as one set; stems must be unique across splits.
-        self._split: dict[str, str] = {}
-        if images_dir.is_dir():
-            for folder in [images_dir, *sorted(d for d in images_dir.iterdir() if d.is_dir())]:
-                for p in sorted(folder.iterdir()):
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-                        self._add(p.stem, p, "" if folder == images_dir else folder.name)
-            self.names = sorted(self._images)
-        else:
-            labels = [(p, "") for p in self.labels_dir.glob("*.txt")]
-            labels += [(p, d.name) for d in sorted(self.labels_dir.iterdir()) if d.is_dir() for p in d.glob("*.txt")]
-            for p, split in labels:
-                if p.name != "classes.txt":
-                    self._add(p.stem, None, split)
-            self.names = sorted(self._split)
-        if not self.names:
-            raise DataError(f"{self.root} holds no images (images/) and no label files")
-        self.class_names = self._read_class_names()
-        self._shapes: dict[str, tuple[int, int]] = {}
-
-    def _add(self, key: str, image: Path | None, split: str) -> None:
-        if key in self._split:
-            raise DataError(f"{self.root}: {key!r} appears in more than one split folder; stems must be unique")
-        self._split[key] = split
-        if image is not None:
-            self._images[key] = image
-
-    @property
-    def has_images(self) -> bool:
-        return bool(self._images)
-
-    def _read_class_names(self) -> list[str]:
-        txt = self.root / "classes.txt"
-        if txt.exists():
-            return [line.strip() for line in txt.read_text().splitlines() if line.strip()]
-        yaml_path = self.root / "data.yaml"
-        if yaml_path.exists():
-            import yaml
-
-            names = (yaml.safe_load(yaml_path.read_text()) or {}).get("names", [])
-            if isinstance(names, dict):
-                return [names[k] for k in sorted(names)]
-            return list(names)
-        return []
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def _key(self, i) -> str:
-        return i if isinstance(i, str) else self.names[i]
-
-    def image_path(self, i) -> Path:
-        key = self._key(i)
-        if key not in self._images:
-            raise DataError(f"{self.root}: no image for {key!r}")
-        return self._images[key]
-
-    def image(self, i) -> np.ndarray:
-        """Image as float32 ``(H, W)`` in [0, 1]."""
-        img = read_image(self.image_path(i))
-        self._shapes[self._key(i)] = img.shape
-        return img
-
-    def shape(self, i) -> tuple[int, int]:
-        """``(H, W)`` of an image (read from the header only)."""
-        key = self._key(i)
-        if key not in self._shapes:
-            from PIL import Image
-
-            with Image.open(self.image_path(key)) as im:
-                self._shapes[key] = (im.height, im.width)
-        return self._shapes[key]
-
-    def label_path(self, i) -> Path:
-        key = self._key(i)
-        return self.labels_dir / self._split.get(key, "") / f"{key}.txt"
-
-    def boxes(self, i, shape: tuple[int, int] | None = None) -> pd.DataFrame:
-        """Boxes of one image in pixels (``shape`` needed for label-only folders)."""
-        h, w = shape if shape is not None else self.shape(i)
-        return read_yolo_labels(self.label_path(i), w, h)
-
-    def mask(self, i) -> np.ndarray | None:
-        """Instance-id label image (``masks/<stem>.png``) or ``None``."""
-        if self.masks_dir is None:
-            return None
-        key = self._key(i)
-        path = self.masks_dir / self._split.get(key, "") / f"{key}.png"
-        if not path.exists():
-            return None
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return np.asarray(im).astype(np.uint16)
-
-
-def open_yolo_folder(root) -> YoloFolder:
-    """Open a YOLO-layout folder (see :class:`YoloFolder`)."""
-    return YoloFolder(root)
-
 
 def export_yolo(
-    source,
-    out_dir,
+    source: str | PathLike | Source,
+    out_dir: str | PathLike,
     *,
     val_fraction: float = 0.0,
     seed: int = 0,
@@ -253,7 +50,7 @@ def export_yolo(
     overwrite: bool = False,
     table: str = "boxes",
 ) -> Path:
-    """Export a simgen HDF5 dataset to a YOLO folder Ultralytics can train from.
+    """Export labelled images to a YOLO folder Ultralytics can train from.
 
     Layout: ``images/{train,val}/<name>.png`` (8-bit greyscale), ``labels/{train,val}/<name>.txt``,
     ``data.yaml`` (absolute ``path``, ``train``, ``val``, ``names``) and ``classes.txt``.
@@ -261,14 +58,20 @@ def export_yolo(
 
     Parameters
     ----------
-    source : path-like
-        simgen HDF5 file with images and a ``boxes`` table.
+    source : path-like or Source
+        Anything :func:`~simgen.datasets.sources.open_source` reads with a box table: a
+        simgen HDF5 file, a sharded set (directory, ``manifest.json`` or ``virtual.h5``)
+        or a YOLO folder.
     out_dir : path-like
         Destination folder (must not exist unless ``overwrite``).
     val_fraction : float in [0, 1)
         Fraction of samples held out for validation (seeded random split).
+    seed : int
+        Seed of that split.
     min_box : float
         Drop boxes smaller than this many pixels after clipping.
+    overwrite : bool
+        Replace an existing ``out_dir``.
     table : str
         Which table holds the boxes.
 
@@ -277,45 +80,47 @@ def export_yolo(
     Path of ``data.yaml``.
     """
     import yaml
+    from PIL import Image
 
     out_dir = Path(out_dir)
     if not 0.0 <= val_fraction < 1.0:
         raise ParameterError(f"val_fraction must be in [0, 1), got {val_fraction}")
     check_output_dir(out_dir, overwrite)
-    with open_dataset(source) as ds:
-        if ds.images is None:
-            raise DataError(f"{source} stores no images; nothing to export")
-        if table not in ds.tables:
-            raise DataError(f"{source} has no {table!r} table (has {ds.tables or 'none'})")
-        names = ds.class_names or [str(c) for c in range(int(ds.table(table)["class"].max(initial=0)) + 1)]
+    with open_source(source, table=table) as src:
+        if not src.has_labels:
+            raise DataError(f"{src.path} has no {table!r} table (has {src.tables or 'none'})")
+        n = len(src)
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0x9010,)))
-        is_val = np.zeros(ds.n, bool)
-        n_val = int(round(val_fraction * ds.n))
+        is_val = np.zeros(n, bool)
+        n_val = int(round(val_fraction * n))
         if n_val:
-            is_val[rng.choice(ds.n, n_val, replace=False)] = True
+            is_val[rng.choice(n, n_val, replace=False)] = True
+        top_class = -1
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-            from PIL import Image
-
             for split in ("train", "val"):
                 (tmp / "images" / split).mkdir(parents=True)
                 (tmp / "labels" / split).mkdir(parents=True)
-            h, w = ds.image_shape
-            for i in range(ds.n):
-                split = "val" if is_val[i] else "train"
-                stem = _safe_stem(ds.name(i)) if ds.has("names") else f"{i:06d}"
-                Image.fromarray(to_uint8(ds.image(i))).save(tmp / "images" / split / f"{stem}.png")
-                text = format_yolo_labels(ds.rows(table, i), w, h, min_size=min_box)
-                (tmp / "labels" / split / f"{stem}.txt").write_text(text)
+            for k in range(n):
+                split = "val" if is_val[k] else "train"
+                stem = _safe_stem(src.name(k))
+                image = src.image(k)
+                boxes = src.boxes(k)
+                if boxes is not None and len(boxes):
+                    top_class = max(top_class, int(boxes["class"].max()))
+                Image.fromarray(to_uint8(image)).save(tmp / "images" / split / f"{stem}.png")
+                h, w = image.shape
+                (tmp / "labels" / split / f"{stem}.txt").write_text(format_yolo_labels(boxes, w, h, min_size=min_box))
+            names = src.class_names or [str(c) for c in range(top_class + 1)] or ["0"]
             data = {
                 "path": str(out_dir.resolve()),
                 "train": "images/train",
                 "val": "images/val" if n_val else "images/train",
-                "names": {k: n for k, n in enumerate(names)},
+                "names": {c: name for c, name in enumerate(names)},
             }
             (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-            (tmp / "classes.txt").write_text("".join(f"{n}\n" for n in names))
+            (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in names))
             (tmp / "source.json").write_text(
-                json.dumps({"source": str(Path(source).resolve()), "n": ds.n, "val": int(n_val), "seed": seed})
+                json.dumps({"source": str(src.path.resolve()), "n": n, "val": int(n_val), "seed": seed})
             )
     return out_dir / "data.yaml"
 

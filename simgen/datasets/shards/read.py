@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from os import PathLike
+from pathlib import Path
 
 import numpy as np
 
-from simgen.datasets.h5io import open_dataset
+from simgen.datasets.h5io import Dataset, open_dataset
 from simgen.datasets.shards.write import (
+    MANIFEST_NAME,
     MANIFEST_SCHEMA,
     VIRTUAL_NAME,
     is_manifest_path,
@@ -34,10 +37,12 @@ from simgen.datasets.shards.write import (
     manifest_path,
     verify_manifest,
 )
-from simgen.errors import DataError
+from simgen.errors import DataError, SchemaError
 
-__all__ = ["ShardedDataset", "open_sharded", "open_any", "summarize_manifest"]
+__all__ = ["ShardedDataset", "open_sharded", "open_any", "virtual_manifest", "summarize_manifest"]
 
+#: ``schema`` attribute of a shard set's ``virtual.h5`` (see ``shards.write.write_virtual_from``).
+VIRTUAL_SCHEMA = "simgen-virtual"
 
 
 def locate_sample(starts: np.ndarray, i: int) -> tuple[int, int]:
@@ -271,10 +276,45 @@ def open_sharded(path, **kwargs) -> ShardedDataset:
     return ShardedDataset(path, **kwargs)
 
 
-def open_any(path):
-    """A :class:`ShardedDataset` for a manifest / shard directory, else :func:`open_dataset` of one file."""
+def open_any(path: str | PathLike) -> Dataset | ShardedDataset:
+    """Open any simgen HDF5 input for reading.
 
-    return ShardedDataset(path) if is_manifest_path(path) else open_dataset(path)
+    A shard set's ``manifest.json``, its directory or its ``virtual.h5`` gives a
+    :class:`ShardedDataset`; any other path :func:`~simgen.datasets.h5io.open_dataset`.
+
+    Raises
+    ------
+    SchemaError, DataError
+        Missing, foreign or incomplete inputs (one-line messages).
+    """
+    if is_manifest_path(path):
+        return ShardedDataset(path)
+    try:
+        return open_dataset(path)
+    except SchemaError:
+        manifest = virtual_manifest(path)
+        if manifest is None:
+            raise
+        return ShardedDataset(manifest)
+
+
+def virtual_manifest(path: str | PathLike) -> Path | None:
+    """The ``manifest.json`` a shard set's ``virtual.h5`` belongs to, or ``None`` for any other file."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("schema") != VIRTUAL_SCHEMA:
+                return None
+            name = str(f.attrs.get("manifest", MANIFEST_NAME))
+    except OSError:
+        return None
+    if "/" in name or name.startswith("."):
+        return None
+    return path.parent / name
 
 
 def summarize_manifest(path, manifest: dict | None = None) -> dict:

@@ -11,9 +11,14 @@ from simgen.errors import ParameterError
 from simgen.rng import check_seed
 
 __all__ = [
-    "MODEL_TYPE",
+    "APPEARING",
+    "ARCHS",
     "CHANGE_CLASSES",
+    "DISAPPEARING",
     "FUSIONS",
+    "MODEL_TYPE",
+    "NO_CHANGE",
+    "OVERLAPPING",
     "PRESETS",
     "DeltaNetConfig",
     "get_config",
@@ -27,16 +32,18 @@ MODEL_TYPE = "deltanet"
 CHANGE_CLASSES = ("no change", "appearing", "disappearing", "overlapping")
 
 
+#: Class ids of :data:`CHANGE_CLASSES`.
 NO_CHANGE, APPEARING, DISAPPEARING, OVERLAPPING = 0, 1, 2, 3
 
 
+#: Ways to combine predictions of a pair (see :func:`simgen.train.changedet.predict.fuse_pair`).
 FUSIONS = ("forward", "backward", "consecutive", "ensemble")
 
 
+#: Networks: the Siamese U-Net and the U-Net baseline on stacked frames.
 ARCHS = ("siamese", "unet")
 
 
-# -- configuration -----------------------------------------------------------
 @dataclass(frozen=True)
 class DeltaNetConfig:
     """Model and training parameters (stored in every checkpoint).

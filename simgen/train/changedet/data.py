@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
+from os import PathLike
 
 import numpy as np
-import torch
 
-from simgen.datasets.h5io import open_dataset
+from simgen.datasets.h5io import Dataset
+from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 from simgen.rng import sample_rng
 from simgen.train.changedet.config import CHANGE_CLASSES, DeltaNetConfig
@@ -26,8 +26,13 @@ __all__ = [
 class PairSource:
     """Frame pairs and their change maps from a filament pair file (see :func:`open_pairs`).
 
+    Frames are read through :attr:`source` (a :class:`~simgen.datasets.sources.Source`);
+    the pair index, change maps and sequence information come from its dataset.
+
     Attributes
     ----------
+    source : Source
+        The frames: sample ``i`` is frame ``i``.
     path : Path
     n : int
         Number of pairs.
@@ -38,11 +43,14 @@ class PairSource:
         Change-map names, ``("a1", "a2")`` for ``/pairs/change_a1`` and ``/pairs/change_a2``.
     has_maps : bool
         Whether change maps are stored (prediction does not need them).
+    sequence, time : (N,) int64 or None
+        Sequence and time index of every frame (``/filament/sequence``, ``/filament/frame``).
     """
 
-    def __init__(self, path, ds, index, targets, maps, sequence, time):
-        self.path = Path(path)
-        self._ds = ds
+    def __init__(self, source: Source, index: np.ndarray, targets, maps: dict | None,
+                 sequence: np.ndarray | None, time: np.ndarray | None):
+        self.source = source
+        self.path = source.path
         self.index = index
         self.n = len(index)
         self.targets = tuple(targets)
@@ -54,7 +62,7 @@ class PairSource:
 
     @property
     def n_frames(self) -> int:
-        return self._ds.n
+        return len(self.source)
 
     def frame(self, i: int) -> np.ndarray:
         """Frame ``i`` as float32 (H, W) in [0, 1]."""
@@ -62,7 +70,7 @@ class PairSource:
         if i in self._frames:
             self._frames.move_to_end(i)
         else:
-            self._frames[i] = self._ds.image(i)
+            self._frames[i] = self.source.image(i)
             while len(self._frames) > 64:
                 self._frames.popitem(last=False)
         return self._frames[i]
@@ -92,20 +100,21 @@ class PairSource:
         return None
 
     def close(self) -> None:
-        self._ds.close()
+        self.source.close()
 
-    def __enter__(self):
+    def __enter__(self) -> PairSource:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         self.close()
         return False
 
 
-def open_pairs(path, require_maps: bool = True) -> PairSource:
+def open_pairs(path: str | PathLike | Source, require_maps: bool = True) -> PairSource:
     """Open a filament pair file written by :func:`simgen.datasets.video_io.write_filament`.
 
-    Layout read::
+    The frames are opened with :func:`~simgen.datasets.sources.open_source` (an open Source
+    is used as is, not closed).  Layout read::
 
         /images                 (N, H, W) frames of all sequences (one sample per frame)
         /pairs/index            (M, 2) int   frame indices (first, second) of each pair
@@ -120,41 +129,37 @@ def open_pairs(path, require_maps: bool = True) -> PairSource:
         Missing file, no images, no ``/pairs/index``, maps of the wrong shape, bad indices.
     """
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path} does not exist")
-    ds = open_dataset(path)
+    src = open_source(path)
     try:
-        if ds.images is None:
-            raise DataError(f"{path} stores no images")
-        if not ds.has("pairs/index"):
-            raise DataError(f"{path} has no /pairs/index; change detection needs a filament pair file "
+        ds = src.dataset
+        if not isinstance(ds, Dataset) or not ds.has("pairs/index") or len(src) != ds.n:
+            raise DataError(f"{src.path} has no /pairs/index; change detection needs a filament pair file "
                             "(simgen simulate filament)")
         index = np.asarray(ds.array("pairs/index"), np.int64)
         if index.ndim != 2 or index.shape[1] != 2 or len(index) == 0:
-            raise DataError(f"{path}: /pairs/index has shape {index.shape}, expected (M, 2) with M >= 1")
+            raise DataError(f"{src.path}: /pairs/index has shape {index.shape}, expected (M, 2) with M >= 1")
         if index.min() < 0 or index.max() >= ds.n:
-            raise DataError(f"{path}: /pairs/index refers to frames outside 0..{ds.n - 1}")
+            raise DataError(f"{src.path}: /pairs/index refers to frames outside 0..{ds.n - 1}")
         targets = tuple(sorted(k[len("change_"):] for k in ds.file["pairs"] if k.startswith("change_")))
         maps = None
         if targets:
             maps = {t: ds.file[f"pairs/change_{t}"] for t in targets}
             for t, m in maps.items():
                 if m.shape != (len(index), *ds.image_shape):
-                    raise DataError(f"{path}: /pairs/change_{t} has shape {m.shape}, "
+                    raise DataError(f"{src.path}: /pairs/change_{t} has shape {m.shape}, "
                                     f"expected {(len(index), *ds.image_shape)}")
         elif require_maps:
-            raise DataError(f"{path} has no change maps /pairs/change_<target>")
+            raise DataError(f"{src.path} has no change maps /pairs/change_<target>")
         else:
             targets = None  # prediction: the model's targets are used
         sequence, time = _sequence_info(ds)
     except BaseException:
-        ds.close()
+        src.close()
         raise
-    return PairSource(path, ds, index, targets or (), maps, sequence, time)
+    return PairSource(src, index, targets or (), maps, sequence, time)
 
 
-def _sequence_info(ds):
+def _sequence_info(ds: Dataset) -> tuple[np.ndarray | None, np.ndarray | None]:
     if ds.has("filament/sequence") and ds.has("filament/frame"):
         seq = np.asarray(ds.array("filament/sequence"), np.int64)
         time = np.asarray(ds.array("filament/frame"), np.int64)
@@ -229,6 +234,8 @@ class _PairSamples:
         return len(self.index)
 
     def batch(self, ks, cfg: DeltaNetConfig, epoch: int | None, device):
+        import torch
+
         xa, xb, ys = [], [], {t: [] for t in self.targets}
         for k in ks:
             (a, b), maps = self.pair(k), self.maps[k]

@@ -1,4 +1,5 @@
-"""Siamese U-Net with a shared encoder and one head per target; the U-Net baseline; focal loss."""
+"""The change-detection networks: Siamese U-Net with a shared encoder and one head per target, the U-Net
+baseline, applying them to frames of any size; the focal loss; swapping the direction of change maps."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ __all__ = [
     "SiameseUNet",
     "UNet",
     "build_deltanet",
+    "forward_padded",
     "swap_direction",
 ]
 
@@ -188,6 +190,29 @@ def build_deltanet(config: DeltaNetConfig | str = "full", targets=("a1", "a2")) 
         raise ParameterError(f"targets must be distinct names, got {targets}")
     cls = SiameseUNet if cfg.arch == "siamese" else UNet
     return cls(cfg.width, cfg.depth, cfg.norm, targets, len(CHANGE_CLASSES))
+
+
+def forward_padded(model: nn.Module, a: np.ndarray, b: np.ndarray, depth: int, device) -> dict:
+    """Logits ``{target: (1, C, H, W)}`` for one pair of (H, W) frames of any size.
+
+    The frames are reflect-padded to a multiple of ``2**depth`` (replicated when too small to
+    reflect) and the logits cropped back.  No ``no_grad`` or mode change: the caller decides.
+    """
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise DataError(f"frames must be two 2-D images of one shape, got {a.shape} and {b.shape}")
+    h, w = a.shape
+    m = 2 ** depth
+    ph, pw = -h % m, -w % m
+    ta = torch.from_numpy(a)[None, None].to(device)
+    tb = torch.from_numpy(b)[None, None].to(device)
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        ta = F.pad(ta, (0, pw, 0, ph), mode=mode)
+        tb = F.pad(tb, (0, pw, 0, ph), mode=mode)
+    out = model(ta, tb)
+    return {t: v[..., :h, :w] for t, v in out.items()}
 
 
 # -- change-map algebra -------------------------------------------------------------

@@ -6,15 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from simgen.atomic import check_output
 from simgen.datasets.h5io import DatasetWriter
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.segmentation import confusion_matrix, scores_from_confusion
 from simgen.progress import track
-from simgen.runtime import load_checkpoint, select_device
+from simgen.runtime import select_device
 from simgen.train.changedet.config import (
     APPEARING,
     CHANGE_CLASSES,
@@ -25,18 +23,17 @@ from simgen.train.changedet.config import (
     DeltaNetConfig,
 )
 from simgen.train.changedet.data import normalize_pair, open_pairs
-from simgen.train.changedet.model import build_deltanet, swap_direction
+from simgen.train.changedet.model import build_deltanet, forward_padded, swap_direction
+from simgen.train.engine import load_trained
 
 __all__ = [
     "chain_probabilities",
-    "load_deltanet",
-    "predict_pair",
-    "fuse_pair",
-    "predict_deltanet",
     "evaluate_deltanet",
+    "fuse_pair",
+    "load_deltanet",
+    "predict_deltanet",
+    "predict_pair",
 ]
-
-
 
 
 def chain_probabilities(first, last, axis: int = 0) -> np.ndarray:
@@ -54,12 +51,9 @@ def chain_probabilities(first, last, axis: int = 0) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
-# -- inference -------------------------------------------------------------------------
 def load_deltanet(checkpoint, device: str = "auto"):
     """Rebuild a trained change detector: returns ``(model, config, targets)`` in eval mode."""
-    state = load_checkpoint(checkpoint)
-    if state.get("model_type") != MODEL_TYPE:
-        raise ParameterError(f"{checkpoint} is a {state.get('model_type')!r} checkpoint, not {MODEL_TYPE!r}")
+    state = load_trained(checkpoint, MODEL_TYPE)
     cfg = DeltaNetConfig.from_dict(state["config"])
     targets = tuple(state.get("targets") or ("a1", "a2"))
     dev = select_device(device)
@@ -67,25 +61,6 @@ def load_deltanet(checkpoint, device: str = "auto"):
     model.load_state_dict(state["state_dict"])
     model.to(dev).eval()
     return model, cfg, targets
-
-
-def _forward_padded(model, a: np.ndarray, b: np.ndarray, depth: int, device) -> dict:
-    """Logits for one pair of (H, W) frames of any size (reflect-padded to a multiple of 2**depth)."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    if a.ndim != 2 or a.shape != b.shape:
-        raise DataError(f"frames must be two 2-D images of one shape, got {a.shape} and {b.shape}")
-    h, w = a.shape
-    m = 2 ** depth
-    ph, pw = -h % m, -w % m
-    ta = torch.from_numpy(a)[None, None].to(device)
-    tb = torch.from_numpy(b)[None, None].to(device)
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        ta = F.pad(ta, (0, pw, 0, ph), mode=mode)
-        tb = F.pad(tb, (0, pw, 0, ph), mode=mode)
-    out = model(ta, tb)
-    return {t: v[..., :h, :w] for t, v in out.items()}
 
 
 def predict_pair(model, a: np.ndarray, b: np.ndarray, depth: int | None = None, device=None,
@@ -96,10 +71,12 @@ def predict_pair(model, a: np.ndarray, b: np.ndarray, depth: int | None = None, 
     """
     device = device if device is not None else next(model.parameters()).device
     depth = depth if depth is not None else model.depth
+    import torch
+
     a, b = normalize_pair(a, b, normalize)
     model.eval()
     with torch.no_grad():
-        logits = _forward_padded(model, a, b, depth, device)
+        logits = forward_padded(model, a, b, depth, device)
     return {t: torch.softmax(v[0].float(), 0).cpu().numpy() for t, v in logits.items()}
 
 
@@ -196,18 +173,18 @@ def predict_deltanet(
                        "source": str(source), "fusion": fusion, "config": cfg.to_dict()},
             attrs={"model_type": MODEL_TYPE, "source": str(source), "checkpoint": str(checkpoint), "fusion": fusion},
         ) as writer:
-            ds = src._ds
+            ds = src.source.dataset  # the pair file: frame names and pair metadata are copied from it
             for i in range(ds.n):
                 writer.append(None, name=ds.name(i), shape=(h, w))
             writer.create_array("pairs/index", src.index)
             for extra in ("pairs/gap", "pairs/direction", "filament/sequence", "filament/frame"):
                 if ds.has(extra):
                     writer.create_array(extra, ds.array(extra))
-            f = writer._f
-            comp = {"compression": "gzip", "compression_opts": 1, "chunks": (1, h, w), "dtype": "u1"}
-            out_maps = {(m, t): f.create_dataset(f"pairs/fusion/{m}/change_{t}", shape=(src.n, h, w), **comp)
+            maps = {"shape": (src.n, h, w), "dtype": "u1", "chunks": (1, h, w), "compression": "gzip",
+                    "compression_opts": 1}
+            out_maps = {(m, t): writer.create_array(f"pairs/fusion/{m}/change_{t}", **maps)
                         for m in modes for t in targets}
-            chosen = {t: f.create_dataset(f"pairs/change_{t}", shape=(src.n, h, w), **comp) for t in targets}
+            chosen = {t: writer.create_array(f"pairs/change_{t}", **maps) for t in targets}
             for p in track(range(src.n), description="predict pairs", enabled=progress, total=src.n):
                 frames = [src.frame(i) for i in chains[p]] if chains[p] is not None else list(src.frames(p))
                 fused = fuse_pair(model, frames, chain=chains[p] is not None, depth=cfg.depth, modes=modes,
@@ -219,9 +196,8 @@ def predict_deltanet(
                         if m == fusion:
                             chosen[t][p] = label
             src_attrs = ds.file["pairs"].attrs
-            f["pairs"].attrs["targets"] = src_attrs.get("targets", json.dumps(list(targets)))
-            f["pairs"].attrs["classes"] = src_attrs.get("classes", json.dumps(list(CHANGE_CLASSES)))
-            f["pairs"].attrs["fusion"] = fusion
+            writer.set_group_attrs("pairs", targets=src_attrs.get("targets", json.dumps(list(targets))),
+                                   classes=src_attrs.get("classes", json.dumps(list(CHANGE_CLASSES))), fusion=fusion)
     return Path(out)
 
 

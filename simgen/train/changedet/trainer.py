@@ -1,17 +1,16 @@
-"""Train the change detector from scratch (resumable, early stopping on validation change Dice)."""
+"""Train the change detector from scratch with the shared engine (resumable, early stopping)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import numpy as np
-import torch
 
-from simgen.errors import DataError, ParameterError
+from simgen.errors import DataError
 from simgen.evaluate.segmentation import confusion_matrix, scores_from_confusion
 from simgen.progress import ProgressLog, track
 from simgen.rng import sample_rng
-from simgen.runtime import RunDir, seed_everything, select_device, setup_threads
+from simgen.runtime import seed_everything, select_device, setup_threads
 from simgen.train.changedet.config import (
     APPEARING,
     CHANGE_CLASSES,
@@ -22,9 +21,8 @@ from simgen.train.changedet.config import (
     get_config,
 )
 from simgen.train.changedet.data import _PairSamples, class_weights, normalize_pair, open_pairs
-from simgen.train.changedet.model import build_deltanet, focal_loss
-from simgen.train.changedet.predict import _forward_padded
-from simgen.train.engine import _fit_epochs
+from simgen.train.changedet.model import build_deltanet, focal_loss, forward_padded
+from simgen.train.engine import fit, open_run, resumed_config
 
 __all__ = [
     "train_deltanet",
@@ -32,12 +30,12 @@ __all__ = [
 
 
 def _loss(out: dict, y: dict, cfg: DeltaNetConfig, alpha=None):
+    """Focal loss summed over the targets."""
     return sum(focal_loss(out[t], y[t], cfg.gamma, alpha) for t in y)
 
 
 def _mean_change_dice(cms: dict) -> float:
     """Mean Dice of appearing, disappearing and overlapping over all targets (NaN classes skipped)."""
-
     vals = []
     for cm in cms.values():
         d = scores_from_confusion(cm)["dice"].to_numpy()
@@ -47,6 +45,7 @@ def _mean_change_dice(cms: dict) -> float:
 
 def _validate(model, val: _PairSamples, cfg: DeltaNetConfig, device, alpha=None) -> dict:
     """Validation loss and mean change-class Dice (forward predictions on whole frames)."""
+    import torch
 
     model.eval()
     total = 0.0
@@ -55,12 +54,25 @@ def _validate(model, val: _PairSamples, cfg: DeltaNetConfig, device, alpha=None)
     with torch.no_grad():
         for k in range(len(val)):
             a, b = normalize_pair(*val.pair(k), cfg.normalize)
-            logits = _forward_padded(model, a, b, cfg.depth, device)
+            logits = forward_padded(model, a, b, cfg.depth, device)
             y = {t: torch.from_numpy(val.maps[k][t].astype(np.int64))[None].to(device) for t in val.targets}
             total += float(_loss({t: logits[t] for t in val.targets}, y, cfg, alpha))
             for t in val.targets:
                 cms[t] += confusion_matrix(logits[t][0].argmax(0).cpu().numpy(), val.maps[k][t], n)
     return {"val_loss": total / max(len(val), 1), "val_dice": _mean_change_dice(cms)}
+
+
+def _read_data(train, val, cfg: DeltaNetConfig) -> tuple[_PairSamples, _PairSamples | None]:
+    """The training and validation pairs, checked against ``cfg`` (crop and depth)."""
+    with open_pairs(train) as src:
+        train_set = _PairSamples(src, cfg.crop, cfg.depth, train=True)
+    val_set = None
+    if val is not None:
+        with open_pairs(val) as vsrc:
+            if vsrc.targets != train_set.targets:
+                raise DataError(f"validation targets {vsrc.targets} differ from training targets {train_set.targets}")
+            val_set = _PairSamples(vsrc, cfg.crop, cfg.depth, train=False)
+    return train_set, val_set
 
 
 def train_deltanet(
@@ -77,7 +89,8 @@ def train_deltanet(
     log: bool = False,
     stop_after: int | None = None,
 ) -> dict:
-    """Train a change detector (Siamese U-Net or baseline U-Net) on filament pairs.
+    """Train a change detector (Siamese U-Net or baseline U-Net) on filament pairs with
+    :func:`simgen.train.engine.fit`.
 
     Parameters
     ----------
@@ -101,27 +114,22 @@ def train_deltanet(
 
     Returns
     -------
-    dict with ``best``, ``monitor``, ``epochs_run``, ``stopped_early``, ``history``, paths.
+    dict: :meth:`simgen.train.engine.FitResult.to_dict` (``best``, ``monitor``, ``epochs_run``,
+    ``stopped_early``, ``history``, paths) plus ``n_train``, the number of training pairs.
     """
+    import torch
+
     cfg = get_config(config) if isinstance(config, str) else config.validate()
     if epochs is not None:
         cfg = replace(cfg, epochs=epochs).validate()
     dev = select_device(device)
-    with open_pairs(train) as src:
-        train_set = _PairSamples(src, cfg.crop, cfg.depth, train=True)
-    val_set = None
-    if val is not None:
-        with open_pairs(val) as vsrc:
-            if vsrc.targets != train_set.targets:
-                raise DataError(f"validation targets {vsrc.targets} differ from training targets {train_set.targets}")
-            val_set = _PairSamples(vsrc, cfg.crop, cfg.depth, train=False)
-    run = RunDir(out_dir, resume=resume, overwrite=overwrite)
-    state = run.resume_state()
+    # read (and thereby validate) the data before the run folder is touched
+    train_set, val_set = _read_data(train, val, cfg)
+    run, state = open_run(out_dir, model_type=MODEL_TYPE, resume=resume, overwrite=overwrite)
     if state is not None:
-        if state.get("model_type") != MODEL_TYPE:
-            raise ParameterError(f"{run.last} is a {state.get('model_type')!r} checkpoint, not {MODEL_TYPE!r}")
-        stored = DeltaNetConfig.from_dict(state["config"])
-        cfg = replace(stored, epochs=cfg.epochs if epochs is not None else stored.epochs).validate()
+        fresh, cfg = cfg, resumed_config(state, cfg, epochs)
+        if (cfg.crop, cfg.depth) != (fresh.crop, fresh.depth):  # the run's own settings check the frames
+            train_set, val_set = _read_data(train, val, cfg)
         if tuple(state.get("targets", ())) != train_set.targets:
             raise DataError(f"targets of {train} {train_set.targets} differ from the checkpoint's {state.get('targets')}")
     run.write_json("config.json", {"model_type": MODEL_TYPE, "config": cfg.to_dict(), "targets": list(train_set.targets),
@@ -134,8 +142,7 @@ def train_deltanet(
     setup_threads()
     seed_everything(cfg.seed)
     model = build_deltanet(cfg, train_set.targets).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # constant; kept for a uniform checkpoint
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)  # constant rate
 
     def train_epoch(epoch: int) -> dict:
         model.train()
@@ -156,7 +163,6 @@ def train_deltanet(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             total += float(loss.detach()) * len(b)
             seen += len(b)
         row = {"loss": total / seen}
@@ -170,15 +176,11 @@ def train_deltanet(
                    f"{len(val_set) if val_set else 0} validation pairs, targets {list(train_set.targets)}; "
                    f"focal gamma {cfg.gamma:g}, class weights {alpha}; monitoring {monitor}")
 
-    result = _fit_epochs(
-        run, model, opt, sched, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
+    result = fit(
+        run, model, opt, None, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
         mode="max" if monitor == "val_dice" else "min", patience=cfg.patience, min_delta=cfg.min_delta,
         header={"model_type": MODEL_TYPE, "config": cfg.to_dict(), "targets": list(train_set.targets),
                 "alpha": None if alpha is None else list(alpha)},
         logger=logger, stop_after=stop_after,
     )
-    result["n_train"] = len(train_set)
-    return result
-
-
-
+    return {**result.to_dict(), "n_train": len(train_set)}

@@ -11,6 +11,7 @@ from simgen.errors import ParameterError
 from simgen.rng import check_seed
 
 __all__ = [
+    "BACKBONES",
     "MODEL_TYPE",
     "PRESETS",
     "MaskRCNNConfig",

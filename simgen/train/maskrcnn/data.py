@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from os import PathLike
 
 import numpy as np
 
 from simgen.datasets.normalize import normalize_image
-from simgen.datasets.shards.read import open_any
-from simgen.datasets.shards.write import is_manifest_path
+from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError
 from simgen.evaluate.matching import box_iou
 from simgen.rng import sample_rng
@@ -24,82 +22,28 @@ __all__ = [
 
 
 # -- data --------------------------------------------------------------------
-@dataclass
-class InstanceSource:
-    """Uniform read access to instance-annotated images (HDF5 dataset or YOLO folder).
-
-    Attributes
-    ----------
-    path : Path
-    n : int
-    class_names : list of str
-    """
-
-    path: Path
-    n: int
-    class_names: list
-    _ds: object = field(repr=False, default=None)
-    _folder: object = field(repr=False, default=None)
-
-    def image(self, i: int) -> np.ndarray:
-        return self._ds.image(i) if self._ds is not None else self._folder.image(i)
-
-    def mask(self, i: int) -> np.ndarray | None:
-        return self._ds.mask(i) if self._ds is not None else self._folder.mask(i)
-
-    def name(self, i: int) -> str:
-        return self._ds.name(i) if self._ds is not None else self._folder.names[i]
-
-    def boxes(self, i: int):
-        if self._ds is not None:
-            return self._ds.rows("boxes", i)
-        return self._folder.boxes(i)
-
-    def close(self) -> None:
-        if self._ds is not None:
-            self._ds.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
+#: Instance-annotated images: a :class:`~simgen.datasets.sources.Source` (``n``, ``path``,
+#: ``image(i)``, ``mask(i)``, ``boxes(i)``, ``name(i)``, ``class_names``).
+InstanceSource = Source
 
 
-def open_instances(path, require_masks: bool = True) -> InstanceSource:
-    """Open a simgen HDF5 file, a sharded set (``manifest.json``) or a YOLO folder with ``masks/``.
+def open_instances(path: str | PathLike | Source, require_masks: bool = True) -> Source:
+    """Open instance-annotated images: a simgen HDF5 file, a sharded set or a YOLO folder with ``masks/``.
+
+    A :class:`~simgen.datasets.sources.Source` (see :func:`~simgen.datasets.sources.open_source`)
+    checked for what Mask R-CNN needs; an open Source is used as is (not closed).
 
     Raises
     ------
     DataError, SchemaError
         If the source is unreadable, holds no images, or no instance masks while ``require_masks``.
     """
-
-    path = Path(path)
-    if path.is_dir() and not is_manifest_path(path):
-        from simgen.datasets.formats.yolo import open_yolo_folder
-
-        folder = open_yolo_folder(path)
-        if not folder.has_images:
-            raise DataError(f"{path} holds no images/ folder")
-        if require_masks and folder.masks_dir is None:
-            raise DataError(f"{path} has no masks/ folder; Mask R-CNN needs instance masks")
-        return InstanceSource(path, len(folder), list(folder.class_names), _folder=folder)
-
-    if not path.exists():
-        raise DataError(f"{path} does not exist")
-    ds = open_any(path)
-    try:
-        if ds.n == 0:
-            raise DataError(f"{path} holds no samples")
-        if require_masks and not ds.has("labels/masks"):
-            raise DataError(f"{path} has no /labels/masks; Mask R-CNN needs instance masks (e.g. simgen simulate tem)")
-        ds.image(0)  # raises SchemaError for label-only files
-    except BaseException:
-        ds.close()
-        raise
-    return InstanceSource(path, ds.n, list(ds.class_names), _ds=ds)
+    src = open_source(path)
+    if require_masks and not src.has_masks:
+        src.close()
+        where = "a masks/ folder" if src.kind in ("yolo", "images") else "/labels/masks (e.g. simgen simulate tem)"
+        raise DataError(f"{src.path} has no instance masks; Mask R-CNN needs {where}")
+    return src
 
 
 def _instance_classes(ids: np.ndarray, boxes, mask: np.ndarray, n_classes: int) -> np.ndarray:
@@ -183,7 +127,7 @@ class _Samples:
     """Training/validation samples of an :class:`InstanceSource`, cached in memory as compact arrays
     (normalised images as float16, masks as uint8/uint16: ~2-3 bytes per pixel)."""
 
-    def __init__(self, source: InstanceSource, cfg: MaskRCNNConfig, n_classes: int, select_empty: bool):
+    def __init__(self, source: Source, cfg: MaskRCNNConfig, n_classes: int, select_empty: bool):
         self.normalize = cfg.normalize
         self.images, self.masks, self.classes, self.names = [], [], [], []
         empty = []

@@ -1,4 +1,5 @@
-"""Build a torchvision Mask R-CNN for greyscale micrographs, untrained (nothing is downloaded)."""
+"""The Mask R-CNN network: torchvision's model for greyscale micrographs at native size, built untrained
+(nothing is downloaded)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from simgen.train.maskrcnn.config import MaskRCNNConfig, get_config
 
 __all__ = [
     "build_maskrcnn",
+    "freeze_batchnorm",
 ]
 
 
-# -- model -------------------------------------------------------------------
 def _group_norm(channels: int):
     from torch import nn
 
@@ -40,8 +41,8 @@ _NATIVE = None
 def _native_transform(mean: float = 0.5, std: float = 0.25):
     """A GeneralizedRCNNTransform that normalises and pads to a multiple of 32 but never rescales.
 
-    The subclass is created on first use (torchvision imported lazily) and registered as
-    ``simgen.train.maskrcnn.NativeRCNNTransform`` so that whole models stay picklable.
+    The subclass is created on first use, so that importing this module does not import torchvision.
+    Checkpoints hold state dicts only, so the class never needs to be found by name.
     """
     global _NATIVE
     if _NATIVE is None:
@@ -56,18 +57,9 @@ def _native_transform(mean: float = 0.5, std: float = 0.25):
             def postprocess(self, result, image_shapes, original_image_sizes):
                 return result if self.training else _paste_masks(result, image_shapes)
 
-        NativeRCNNTransform.__module__ = __name__
-        NativeRCNNTransform.__qualname__ = "NativeRCNNTransform"
-        globals()["NativeRCNNTransform"] = _NATIVE = NativeRCNNTransform
+        _NATIVE = NativeRCNNTransform
     # min_size/max_size are unused by the native resize (kept for torchvision's repr only)
     return _NATIVE(min_size=0, max_size=0, image_mean=[mean], image_std=[std])
-
-
-def __getattr__(name):  # unpickling a whole model in a fresh process finds the class here
-    if name == "NativeRCNNTransform":
-        _native_transform()
-        return _NATIVE
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _paste_masks(result, image_shapes):
@@ -156,7 +148,8 @@ def build_maskrcnn(config: MaskRCNNConfig | str = "light", num_classes: int = 1)
     return model
 
 
-def _freeze_batchnorm(model) -> None:
+def freeze_batchnorm(model) -> None:
+    """Put every BatchNorm layer of ``model`` in eval mode (running statistics frozen), the rest unchanged."""
     from torch import nn
 
     for m in model.modules():

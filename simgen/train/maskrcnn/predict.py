@@ -14,23 +14,22 @@ from simgen.datasets.shards.read import open_any
 from simgen.datasets.shards.write import is_manifest_path
 from simgen.errors import DataError, ParameterError
 from simgen.progress import track
-from simgen.runtime import load_checkpoint, select_device
+from simgen.runtime import select_device
+from simgen.train.engine import load_trained
 from simgen.train.maskrcnn.config import MODEL_TYPE, MaskRCNNConfig
 from simgen.train.maskrcnn.model import build_maskrcnn
 
 __all__ = [
     "load_maskrcnn",
-    "predict_maskrcnn",
     "predict_images",
+    "predict_maskrcnn",
+    "predict_raw",
 ]
 
 
-# -- inference ---------------------------------------------------------------
 def load_maskrcnn(checkpoint, device: str = "auto"):
     """Rebuild a trained model from a checkpoint: returns ``(model, config, class_names)`` in eval mode."""
-    state = load_checkpoint(checkpoint)
-    if state.get("model_type") != MODEL_TYPE:
-        raise ParameterError(f"{checkpoint} is a {state.get('model_type')!r} checkpoint, not {MODEL_TYPE!r}")
+    state = load_trained(checkpoint, MODEL_TYPE)
     cfg = MaskRCNNConfig.from_dict(state["config"])
     names = list(state.get("class_names") or ["object"])
     dev = select_device(device)
@@ -40,7 +39,9 @@ def load_maskrcnn(checkpoint, device: str = "auto"):
     return model, cfg, names
 
 
-def _predict_one(model, image: np.ndarray, device) -> dict:
+def predict_raw(model, image: np.ndarray, device) -> dict:
+    """The model's raw output for one normalised (H, W) image, as NumPy: ``boxes`` (K, 4), ``scores``,
+    ``labels`` (class + 1) and ``masks`` (K, H, W) probabilities (``None`` without a mask head)."""
     import torch
 
     model.eval()
@@ -71,7 +72,7 @@ def predict_images(model, images, *, mask_threshold: float = 0.5, mask_conf: flo
         image = np.asarray(image, np.float32)
         if image.ndim != 2:
             raise DataError(f"images must be 2-D greyscale, got shape {image.shape}")
-        out = _predict_one(model, normalize_image(image, normalize), device)
+        out = predict_raw(model, normalize_image(image, normalize), device)
         order = np.argsort(-out["scores"], kind="stable")
         boxes, scores, labels = out["boxes"][order], out["scores"][order], out["labels"][order]
         label_image = np.zeros(image.shape, np.uint16)

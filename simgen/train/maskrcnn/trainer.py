@@ -1,4 +1,4 @@
-"""Train Mask R-CNN from scratch on simgen data (resumable, early stopping on validation F1)."""
+"""Train Mask R-CNN from scratch on simgen data with the shared engine (resumable, early stopping)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from simgen.errors import DataError, ParameterError
+from simgen.errors import DataError
 from simgen.evaluate.detection import detection_counts
 from simgen.progress import ProgressLog, track
 from simgen.rng import sample_rng
-from simgen.runtime import RunDir, seed_everything, select_device, setup_threads
-from simgen.train.engine import _fit_epochs
+from simgen.runtime import seed_everything, select_device, setup_threads
+from simgen.train.engine import fit, open_run, resumed_config
 from simgen.train.maskrcnn.config import MODEL_TYPE, MaskRCNNConfig, get_config
 from simgen.train.maskrcnn.data import _check_classes, _mask_boxes, _Samples, open_instances
-from simgen.train.maskrcnn.model import _freeze_batchnorm, build_maskrcnn
-from simgen.train.maskrcnn.predict import _predict_one
+from simgen.train.maskrcnn.model import build_maskrcnn, freeze_batchnorm
+from simgen.train.maskrcnn.predict import predict_raw
 
 __all__ = [
     "train_maskrcnn",
@@ -29,7 +29,7 @@ def _val_metrics(model, samples: _Samples, cfg: MaskRCNNConfig, device) -> dict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model.train()
-        _freeze_batchnorm(model)
+        freeze_batchnorm(model)
         total, count = 0.0, 0
         with torch.no_grad():
             for start in range(0, len(samples), cfg.batch_size):
@@ -42,12 +42,12 @@ def _val_metrics(model, samples: _Samples, cfg: MaskRCNNConfig, device) -> dict:
 
 
 def _f1(model, samples: _Samples, cfg: MaskRCNNConfig, device) -> float:
+    """Detection F1 of the boxes at ``val_conf`` against the instances' boxes (IoU ``val_iou``)."""
     import pandas as pd
-
 
     preds, gts = [], []
     for k in range(len(samples)):
-        out = _predict_one(model, samples.images[k].astype(np.float32), device)
+        out = predict_raw(model, samples.images[k].astype(np.float32), device)
         keep = out["scores"] >= cfg.val_conf
         preds.append(pd.DataFrame({"sample": k, "x0": out["boxes"][keep, 0], "y0": out["boxes"][keep, 1],
                                    "x1": out["boxes"][keep, 2], "y1": out["boxes"][keep, 3],
@@ -60,6 +60,22 @@ def _f1(model, samples: _Samples, cfg: MaskRCNNConfig, device) -> float:
     pred = pd.concat(preds, ignore_index=True).astype({"sample": np.int64, "class": np.int64})
     gt = pd.concat(gts, ignore_index=True).astype({"sample": np.int64, "class": np.int64})
     return float(detection_counts(pred, gt, conf=cfg.val_conf, threshold=cfg.val_iou)["f1"])
+
+
+def _read_data(train, val, cfg: MaskRCNNConfig) -> tuple[list, _Samples, _Samples | None]:
+    """Class names and the training / validation samples, as ``cfg`` selects and normalises them."""
+    with open_instances(train) as src:
+        val_src = open_instances(val) if val is not None else None
+        try:
+            class_names = _check_classes(src.class_names, val_src.class_names if val_src else None)
+            train_set = _Samples(src, cfg, len(class_names), select_empty=True)
+            val_set = _Samples(val_src, cfg, len(class_names), select_empty=False) if val_src else None
+        finally:
+            if val_src is not None:
+                val_src.close()
+    if len(train_set) == 0:
+        raise DataError(f"{train} holds no image with an instance of >= {cfg.min_instance_area} px")
+    return class_names, train_set, val_set
 
 
 def train_maskrcnn(
@@ -76,16 +92,16 @@ def train_maskrcnn(
     log: bool = False,
     stop_after: int | None = None,
 ) -> dict:
-    """Train a Mask R-CNN from scratch; write ``last.pt``, ``best.pt`` and ``history.csv`` in ``out_dir``.
+    """Train a Mask R-CNN from scratch with :func:`simgen.train.engine.fit` into the run folder ``out_dir``.
 
     Parameters
     ----------
     train, val : path-like
         simgen HDF5 file with ``/labels/masks`` or YOLO folder with ``masks/``.
     out_dir : path-like
-        Run directory.  ``last.pt`` is written atomically after every epoch (model,
-        optimizer, scheduler, RNG and early-stopping state); ``best.pt`` whenever the
-        monitored metric improves.
+        Run folder: ``last.pt`` written atomically after every epoch (model, optimizer,
+        scheduler, RNG and early-stopping state, history), ``best.pt`` whenever the monitored
+        metric improves, ``metrics.jsonl`` and ``config.json``.
     config : MaskRCNNConfig or preset name ("tiny", "light", "full")
     epochs : int, optional
         Overrides ``config.epochs`` (also when resuming: lets a finished run continue).
@@ -104,8 +120,8 @@ def train_maskrcnn(
 
     Returns
     -------
-    dict with ``best`` (epoch and metrics), ``epochs_run``, ``stopped_early``, ``out_dir``,
-    ``history`` (list of per-epoch dicts).
+    dict: :meth:`simgen.train.engine.FitResult.to_dict` (``best``, ``monitor``, ``epochs_run``,
+    ``stopped_early``, ``history``, paths) plus ``n_train``, the number of training images.
     """
     import torch
 
@@ -113,25 +129,13 @@ def train_maskrcnn(
     if epochs is not None:
         cfg = replace(cfg, epochs=epochs).validate()
     dev = select_device(device)
-    # open (and thereby validate) the data before the run folder is touched
-    with open_instances(train) as src:
-        val_src = open_instances(val) if val is not None else None
-        try:
-            class_names = _check_classes(src.class_names, val_src.class_names if val_src else None)
-            train_set = _Samples(src, cfg, len(class_names), select_empty=True)
-            val_set = _Samples(val_src, cfg, len(class_names), select_empty=False) if val_src else None
-        finally:
-            if val_src is not None:
-                val_src.close()
-    if len(train_set) == 0:
-        raise DataError(f"{train} holds no image with an instance of >= {cfg.min_instance_area} px")
-    run = RunDir(out_dir, resume=resume, overwrite=overwrite)
-    state = run.resume_state()
+    # read (and thereby validate) the data before the run folder is touched
+    class_names, train_set, val_set = _read_data(train, val, cfg)
+    run, state = open_run(out_dir, model_type=MODEL_TYPE, resume=resume, overwrite=overwrite)
     if state is not None:
-        if state.get("model_type") != MODEL_TYPE:
-            raise ParameterError(f"{run.last} is a {state.get('model_type')!r} checkpoint, not {MODEL_TYPE!r}")
-        stored = MaskRCNNConfig.from_dict(state["config"])
-        cfg = replace(stored, epochs=cfg.epochs if epochs is not None else stored.epochs).validate()
+        fresh, cfg = cfg, resumed_config(state, cfg, epochs)
+        if replace(cfg, epochs=fresh.epochs) != fresh:  # the run's own settings decide which samples it sees
+            class_names, train_set, val_set = _read_data(train, val, cfg)
         if state.get("class_names") != class_names:
             raise DataError(f"classes of {train} {class_names} differ from the checkpoint's {state.get('class_names')}")
     run.write_json("config.json", {"model_type": MODEL_TYPE, "config": cfg.to_dict(), "class_names": class_names,
@@ -181,16 +185,10 @@ def train_maskrcnn(
                    f"({train_set.n_empty_kept} without instances kept, {train_set.n_empty_skipped} skipped), "
                    f"{len(val_set) if val_set else 0} validation images, classes {class_names}; "
                    f"monitoring {monitor}")
-    result = _fit_epochs(
+    result = fit(
         run, model, opt, sched, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
         mode="max" if monitor == "val_f1" else "min", patience=cfg.patience, min_delta=cfg.min_delta,
         header={"model_type": MODEL_TYPE, "config": cfg.to_dict(), "class_names": class_names},
         logger=logger, stop_after=stop_after,
     )
-    result["n_train"] = len(train_set)
-    return result
-
-
-
-
-
+    return {**result.to_dict(), "n_train": len(train_set)}

@@ -10,11 +10,12 @@ allowlisted.  A file that passes may then be handed to Ultralytics.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
-from simgen.runtime import load_checkpoint
+from simgen.runtime import load_checkpoint, save_checkpoint
 from simgen.train.yolo.offline import setup_ultralytics
 
-__all__ = ["allow_yolo_global", "load_yolo_checkpoint"]
+__all__ = ["allow_yolo_global", "load_yolo_checkpoint", "save_yolo_checkpoint"]
 
 #: Modules whose *classes* (never functions) a YOLO checkpoint may name: network layers.
 ALLOWED_MODULES = ("torch.nn.modules.", "ultralytics.nn.modules.", "ultralytics.nn.tasks")
@@ -49,3 +50,8 @@ def load_yolo_checkpoint(path, map_location="cpu") -> dict:
     """
     setup_ultralytics()  # the allowlisted classes import ultralytics: offline and project-owned first
     return load_checkpoint(path, map_location=map_location, allow=allow_yolo_global)
+
+
+def save_yolo_checkpoint(path, ckpt: dict) -> Path:
+    """Write an Ultralytics checkpoint atomically; it may hold network classes of the allowlist only."""
+    return save_checkpoint(path, ckpt, allow=allow_yolo_global)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from simgen.datasets.formats.yolo import format_yolo_labels
-from simgen.datasets.normalize import _resize, _to_uint8, normalize_image
-from simgen.datasets.sources import _Source, open_source
+from simgen.datasets.normalize import normalize_image, resize_image, to_uint8
+from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 from simgen.progress import ProgressLog, Timer
 from simgen.train.tiling import Window, crop_boxes, pad_to, tile_windows
@@ -23,6 +25,8 @@ from simgen.train.yolo.config import YoloConfig
 __all__ = [
     "prepare_yolo_data",
     "cache_root",
+    "as_inputs",
+    "describe_input",
 ]
 
 
@@ -56,13 +60,18 @@ def _scale_boxes(df: pd.DataFrame, scale: float) -> pd.DataFrame:
 
 
 def _prepare_image(image: np.ndarray, config: YoloConfig) -> np.ndarray:
-    return _resize(normalize_image(image, config.normalize), config.scale)
+    return resize_image(normalize_image(image, config.normalize), config.scale)
 
 
-def _export_split(sources: list[_Source], out: Path, split: str, config: YoloConfig, select=None) -> int:
-    """Write the tiles of ``sources`` to ``out/images/<split>`` and ``out/labels/<split>``; returns tile count."""
+def _export_split(sources: list[Source], out: Path, split: str, config: YoloConfig, select=None,
+                  prefix: str = "s") -> int:
+    """Write the tiles of ``sources`` to ``out/images/<split>`` and ``out/labels/<split>``; returns tile count.
+
+    Tiles are named ``<prefix><source number>_<sample name>[_t<tile>]``: training sources use
+    ``s``, separate validation sources ``v``, so names are unique across splits and the export
+    reads back as one YOLO folder.
+    """
     from PIL import Image
-
 
     img_dir, lab_dir = out / "images" / split, out / "labels" / split
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +89,7 @@ def _export_split(sources: list[_Source], out: Path, split: str, config: YoloCon
             h, w = image.shape
             windows = tile_windows((h, w), config.tile, config.overlap) if config.tile else [
                 Window(0, 0, h, w, (0.0, 0.0, float(w), float(h)))]
-            stem = _safe(f"s{s}_{src.name(k)}")
+            stem = _safe(f"{prefix}{s}_{src.name(k)}")
             for t, win in enumerate(windows):
                 crop = win.crop(image)
                 tb = crop_boxes(boxes, win, config.min_visible)
@@ -89,7 +98,7 @@ def _export_split(sources: list[_Source], out: Path, split: str, config: YoloCon
                     crop = pad_to(crop, (max(th, config.tile), max(tw, config.tile)))
                     th, tw = crop.shape
                 name = f"{stem}_t{t:03d}" if len(windows) > 1 else stem
-                Image.fromarray(_to_uint8(crop)).save(img_dir / f"{name}.png")
+                Image.fromarray(to_uint8(crop)).save(img_dir / f"{name}.png")
                 (lab_dir / f"{name}.txt").write_text(format_yolo_labels(tb, tw, th, min_size=0.5))
                 count += 1
     return count
@@ -99,14 +108,35 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
 
 
-def prepare_yolo_data(train, val=None, *, config: YoloConfig | None = None, cache_dir=None,
-                      train_names=None, val_names=None, progress: ProgressLog | None = None) -> Path:
+#: One input of :func:`prepare_yolo_data`: a path or an open :class:`~simgen.datasets.sources.Source`.
+Input = str | PathLike | Source
+
+
+def as_inputs(data: Input | list[Input] | tuple[Input, ...] | None) -> list[Input]:
+    """``data`` as a list of inputs (a single path or Source becomes a one-element list)."""
+    if data is None:
+        return []
+    return [data] if isinstance(data, (str, PathLike, Source)) else list(data)
+
+
+def describe_input(data: Input) -> str:
+    """The path of an input, for logs and run metadata."""
+    return str(data.path if isinstance(data, Source) else data)
+
+
+def prepare_yolo_data(train: Input | list[Input], val: Input | list[Input] | None = None, *,
+                      config: YoloConfig | None = None, cache_dir: str | PathLike | None = None,
+                      train_names: list[list[str] | None] | None = None,
+                      val_names: list[list[str] | None] | None = None,
+                      progress: ProgressLog | None = None) -> Path:
     """Export training (and validation) data to a cached Ultralytics YOLO folder; returns ``data.yaml``.
 
     Parameters
     ----------
-    train, val : path or list of paths
-        HDF5 datasets with a ``boxes`` table and/or YOLO folders (``images/`` + ``labels/``).
+    train, val : path, Source or list of them
+        Labelled inputs :func:`~simgen.datasets.sources.open_source` reads: simgen HDF5 files
+        with a ``boxes`` table, sharded sets, YOLO folders (``images/`` + ``labels/``), or
+        sources opened by the caller (used as they are, left open).
         Without ``val``, ``config.val_fraction`` of the training *images* is held out
         (seeded); with ``val_fraction = 0`` validation runs on the training data.
     config : YoloConfig
@@ -114,7 +144,9 @@ def prepare_yolo_data(train, val=None, *, config: YoloConfig | None = None, cach
     cache_dir : path, optional
         Cache root (default :func:`cache_root`).
     train_names, val_names : list of list of str, optional
-        Per source, the sample names to use (cross-validation folds of real folders).
+        Per input, the sample names to use (cross-validation folds of real folders).
+    progress : ProgressLog, optional
+        Where to report cache hits and export counts.
 
     Returns
     -------
@@ -124,15 +156,14 @@ def prepare_yolo_data(train, val=None, *, config: YoloConfig | None = None, cach
     import yaml
 
     config = (config or YoloConfig()).validate()
-    train = [train] if isinstance(train, (str, Path)) else list(train)
-    val = [] if val is None else ([val] if isinstance(val, (str, Path)) else list(val))
+    train, val = as_inputs(train), as_inputs(val)
     if not train:
         raise ParameterError("no training data given")
     train_names = train_names or [None] * len(train)
     val_names = val_names or [None] * len(val)
-    tr = [open_source(p, n) for p, n in zip(train, train_names)]
-    va = [open_source(p, n) for p, n in zip(val, val_names)]
-    try:
+    with contextlib.ExitStack() as stack:
+        tr = [stack.enter_context(open_source(p, n)) for p, n in zip(train, train_names)]
+        va = [stack.enter_context(open_source(p, n)) for p, n in zip(val, val_names)]
         for src in tr + va:
             if not src.has_labels:
                 raise DataError(f"{src.path} has no box labels to train on")
@@ -141,7 +172,7 @@ def prepare_yolo_data(train, val=None, *, config: YoloConfig | None = None, cach
             n_cls = 1 + max(int(s.boxes(k)["class"].max(initial=0)) for s in tr for k in range(min(len(s), 50)))
             class_names = [str(c) for c in range(n_cls)]
         key_data = {
-            "format": 2,
+            "format": 3,
             "train": [s.checksum() for s in tr],
             "val": [s.checksum() for s in va],
             "export": config.export_params(),
@@ -162,7 +193,7 @@ def prepare_yolo_data(train, val=None, *, config: YoloConfig | None = None, cach
             with Timer() as t:
                 if va:
                     n_train = _export_split(tr, tmp, "train", config)
-                    n_val = _export_split(va, tmp, "val", config)
+                    n_val = _export_split(va, tmp, "val", config, prefix="v")
                     val_dir = "images/val"
                 else:
                     total = [(s, k) for s, src in enumerate(tr) for k in range(len(src))]
@@ -198,7 +229,4 @@ def prepare_yolo_data(train, val=None, *, config: YoloConfig | None = None, cach
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final / "data.yaml"
-    finally:
-        for src in tr + va:
-            src.close()
 

@@ -114,7 +114,7 @@ def setup_ultralytics(directory=None, *, verbose: bool = False, threads: int | N
     global _DONE
     root = Path(directory).expanduser() if directory is not None else config_dir()
     user_dir = root / "Ultralytics"
-    if _DONE is not None and _DONE == user_dir:
+    if _DONE is not None and user_dir == _DONE:
         return user_dir
     if "ultralytics" in sys.modules:
         current = os.environ.get("YOLO_CONFIG_DIR")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +11,8 @@ import pandas as pd
 
 from simgen.atomic import check_output
 from simgen.datasets.h5io import DatasetWriter, open_dataset
-from simgen.datasets.normalize import NORMALIZE, _resize, _to_uint8, normalize_image
-from simgen.datasets.sources import open_source
+from simgen.datasets.normalize import NORMALIZE, normalize_image, resize_image, to_uint8
+from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 from simgen.progress import Timer, track
 from simgen.runtime import setup_threads
@@ -23,7 +25,6 @@ from simgen.train.yolo.offline import import_ultralytics
 __all__ = [
     "YoloDetector",
     "predict_yolo",
-    "predict_frame",
     "read_predictions",
 ]
 
@@ -131,7 +132,7 @@ class YoloDetector:
         if image.ndim != 2:
             raise DataError(f"expected a 2-D image, got shape {image.shape}")
         H, W = image.shape
-        img = _resize(normalize_image(image, self.normalize), self.scale)
+        img = resize_image(normalize_image(image, self.normalize), self.scale)
         h, w = img.shape
         if self.tile:
             windows = tile_windows((h, w), self.tile, self.overlap)
@@ -140,10 +141,10 @@ class YoloDetector:
                 c = win.crop(img)
                 if c.shape != (self.tile, self.tile):
                     c = pad_to(c, (max(c.shape[0], self.tile), max(c.shape[1], self.tile)))
-                crops.append(_to_uint8(c))
+                crops.append(to_uint8(c))
         else:
             windows = [Window(0, 0, h, w, (0.0, 0.0, float(w), float(h)))]
-            crops = [_to_uint8(img)]
+            crops = [to_uint8(img)]
         df = merge_tiles(self._run(crops), windows, iou=self.iou)
         if self.scale != 1.0 and len(df):
             df = _scale_boxes(df, 1.0 / self.scale)
@@ -157,46 +158,67 @@ class YoloDetector:
             {"x0": np.float32, "y0": np.float32, "x1": np.float32, "y1": np.float32, "class": np.int16,
              "score": np.float32})
 
+    def predict_each(self, source: str | PathLike | Source, *, names: list[str] | None = None,
+                     progress: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
+        """``(k, boxes)`` for every sample ``k`` of ``source``, one at a time (see :meth:`detect`).
 
-def predict_frame(detector: YoloDetector, image: np.ndarray) -> pd.DataFrame:
-    """Alias of ``detector.detect(image)`` (kept for callers that prefer a function)."""
-    return detector.detect(image)
+        ``source`` is a path :func:`~simgen.datasets.sources.open_source` reads or an open
+        Source (left open); ``names`` restricts it to those samples (``k`` then counts them).
+        """
+        with open_source(source, names) as src:
+            for k in track(range(len(src)), total=len(src), description=f"predict {src.path.name}",
+                           enabled=progress):
+                yield k, self.detect(src.image(k))
+
+    def predict(self, source: str | PathLike | Source, *, names: list[str] | None = None,
+                progress: bool = False) -> pd.DataFrame:
+        """Boxes of every sample of ``source`` as one table ``sample, x0, y0, x1, y1, class, score``.
+
+        ``sample`` is the sample number ``k`` in ``source`` (restricted to ``names`` when given);
+        ``source`` is a path or an open Source (left open).
+        """
+        parts = [boxes.assign(sample=np.full(len(boxes), k, np.int64))
+                 for k, boxes in self.predict_each(source, names=names, progress=progress)]
+        columns = ["sample", "x0", "y0", "x1", "y1", "class", "score"]
+        if not parts:
+            return pd.DataFrame({c: np.zeros(0, np.int64 if c == "sample" else np.float32) for c in columns})
+        return pd.concat(parts, ignore_index=True)[columns]
 
 
-def predict_yolo(weights, source, output, *, overwrite: bool = False, progress: bool = True,
-                 detector: YoloDetector | None = None, **detector_kwargs) -> Path:
+def predict_yolo(weights, source: str | PathLike | Source, output, *, overwrite: bool = False,
+                 progress: bool = True, detector: YoloDetector | None = None, **detector_kwargs) -> Path:
     """Run a trained detector on every image of ``source`` and write a ``predictions`` dataset.
 
     Parameters
     ----------
     weights : path
         ``best.pt`` from :func:`train_yolo` (or any Ultralytics detection checkpoint).
-    source : path
-        HDF5 dataset, YOLO folder or folder of images.
+    source : path or Source
+        Anything :func:`~simgen.datasets.sources.open_source` reads (HDF5 dataset, sharded
+        set, YOLO folder, folder of images), or a source the caller opened (left open).
     output : path
         HDF5 file: label-only samples (``names``, ``shapes``) with a ``boxes`` table
         ``x0, y0, x1, y1, class, score`` and root attributes ``weights``, ``source``,
         ``conf_f1`` (the threshold picked on validation data) and ``fps``.
+    overwrite, progress : bool
+        Replace an existing ``output``; show a progress bar.
+    detector : YoloDetector, optional
+        An already loaded detector (then ``weights`` is only recorded).
     **detector_kwargs
         Passed to :class:`YoloDetector` (``conf``, ``tile``, ``scale``, ``device`` ...).
     """
 
     check_output(output, overwrite)
-    src = open_source(source)
-    try:
+    with open_source(source) as src:
         det = detector or YoloDetector(weights, **detector_kwargs)
         with DatasetWriter(output, kind="predictions", class_names=det.class_names, generator={
             "function": "simgen.train.yolo.predict.predict_yolo", **det.describe()}, overwrite=overwrite,
-                attrs={"source": str(Path(source).resolve()), "weights": str(Path(weights).resolve()),
+                attrs={"source": str(src.path.resolve()), "weights": str(Path(weights).resolve()),
                        "conf_f1": det.conf_f1}) as w:
             with Timer() as t:
-                for k in track(range(len(src)), total=len(src), description=f"predict {Path(source).name}",
-                               enabled=progress):
-                    img = src.image(k)
-                    w.append(None, boxes=det.detect(img), name=src.name(k), shape=img.shape)
+                for k, boxes in det.predict_each(src, progress=progress):
+                    w.append(None, boxes=boxes, name=src.name(k), shape=src.shape(k))
             w.set_attrs(fps=len(src) / max(t.seconds, 1e-9), seconds=round(t.seconds, 3))
-    finally:
-        src.close()
     return Path(output)
 
 

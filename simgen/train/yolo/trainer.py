@@ -9,19 +9,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from simgen import __version__
 from simgen.atomic import atomic_write_text, fsync_path
-from simgen.datasets.formats.yolo import read_yolo_labels
-from simgen.datasets.imageio import read_image
+from simgen.datasets.sources import open_source
 from simgen.errors import ParameterError
 from simgen.evaluate.detection import evaluate_detections
 from simgen.progress import ProgressLog, Timer
-from simgen.runtime import save_checkpoint, seed_everything, setup_threads
-from simgen.train.yolo.checkpoint import load_yolo_checkpoint
+from simgen.runtime import seed_everything, setup_threads
+from simgen.train.yolo.checkpoint import load_yolo_checkpoint, save_yolo_checkpoint
 from simgen.train.yolo.config import PRESETS, YoloConfig, _device_arg, model_yaml
-from simgen.train.yolo.data import prepare_yolo_data
+from simgen.train.yolo.data import Input, as_inputs, describe_input, prepare_yolo_data
 from simgen.train.yolo.offline import import_ultralytics
 from simgen.train.yolo.predict import YoloDetector
 
@@ -57,15 +55,18 @@ def _atomic_trainer_class():
 
 
 
-def train_yolo(train, output, *, val=None, config: YoloConfig | None = None, weights=None, resume: bool = False,
-               overwrite: bool = False, progress: bool = True, cache_dir=None, threads: int | None = None,
-               train_names=None, val_names=None, select_conf: bool = True) -> Path:
+def train_yolo(train: Input | list[Input], output, *, val: Input | list[Input] | None = None,
+               config: YoloConfig | None = None, weights=None, resume: bool = False, overwrite: bool = False,
+               progress: bool = True, cache_dir=None, threads: int | None = None, train_names=None,
+               val_names=None, select_conf: bool = True) -> Path:
     """Train a YOLO detector on simgen data; returns the path of ``<output>/best.pt``.
 
     Parameters
     ----------
-    train, val : path or list of paths
-        HDF5 datasets and/or YOLO folders (see :func:`prepare_yolo_data`).
+    train, val : path, Source or list of them
+        HDF5 datasets, sharded sets and/or YOLO folders, as paths or sources the caller
+        opened with :func:`~simgen.datasets.sources.open_source` (left open; see
+        :func:`prepare_yolo_data`).
     output : path
         Run folder.  Holds ``best.pt`` (standard Ultralytics checkpoint + simgen settings),
         ``simgen.json``, ``metrics.jsonl`` and Ultralytics' own run in ``ultralytics/``.
@@ -167,19 +168,19 @@ def train_yolo(train, output, *, val=None, config: YoloConfig | None = None, wei
         "config": config.to_dict(),
         "tile": config.tile, "overlap": config.overlap, "imgsz": config.imgsz, "normalize": config.normalize,
         "scale": config.scale, "min_box": config.min_box, "iou": config.iou, "max_det": config.max_det,
-        "train": [str(p) for p in ([train] if isinstance(train, (str, Path)) else train)],
-        "val": [str(p) for p in ([val] if isinstance(val, (str, Path)) else (val or []))],
+        "train": [describe_input(p) for p in as_inputs(train)],
+        "val": [describe_input(p) for p in as_inputs(val)],
         "data_yaml": str(data_yaml), "train_seconds": round(t.seconds, 1), "threads": threads,
         "conf_f1": 0.25,
     }
     ckpt = load_yolo_checkpoint(best_ul)
     ckpt["simgen"] = meta
-    best = save_checkpoint(out / "best.pt", ckpt)
+    best = save_yolo_checkpoint(out / "best.pt", ckpt)
     if select_conf:
         conf, f1 = _select_conf(best, data_yaml, config)
         meta.update(conf_f1=conf, val_f1=f1)
         ckpt["simgen"] = meta
-        save_checkpoint(best, ckpt)
+        save_yolo_checkpoint(best, ckpt)
         log.message(f"validation: best F1@IoU0.15 {f1:.3f} at confidence {conf:.3f}")
 
     atomic_write_text(out / "simgen.json", json.dumps(meta, indent=2, default=str) + "\n", overwrite=True)
@@ -188,7 +189,6 @@ def train_yolo(train, output, *, val=None, config: YoloConfig | None = None, wei
 
 
 def _version() -> str:
-
     return __version__
 
 
@@ -196,26 +196,15 @@ def _select_conf(weights: Path, data_yaml: Path, config: YoloConfig) -> tuple[fl
     """Confidence threshold with the best F1 at IoU 0.15 on the validation tiles."""
     import yaml
 
-
     data = yaml.safe_load(Path(data_yaml).read_text())
-    img_dir = Path(data["path"]) / data["val"]
-    lab_dir = Path(data["path"]) / data["val"].replace("images", "labels", 1)
-    files = sorted(img_dir.glob("*.png"))[:400]
-    if not files:
+    tiles = [f.stem for f in sorted((Path(data["path"]) / data["val"]).glob("*.png"))[:400]]
+    if not tiles:
         return 0.25, float("nan")
     det = YoloDetector(weights, device=config.device, normalize="none", tile=0, scale=1.0)
-    preds, gts = [], []
-
-    for i, f in enumerate(files):
-        img = read_image(f)
-        p = det.detect(img)
-        p.insert(0, "sample", i)
-        preds.append(p)
-        g = read_yolo_labels(lab_dir / f"{f.stem}.txt", img.shape[1], img.shape[0])
-        g.insert(0, "sample", i)
-        gts.append(g)
-    res = evaluate_detections(pd.concat(preds, ignore_index=True), pd.concat(gts, ignore_index=True),
-                              threshold=0.15, conf=0.25, n_frames=len(files))
+    with open_source(Path(data["path"]), names=tiles) as src:  # the export is a YOLO folder
+        preds = det.predict(src)
+        gts = src.read_table()
+    res = evaluate_detections(preds, gts, threshold=0.15, conf=0.25, n_frames=len(tiles))
     conf = float(res.summary["peak_f1_threshold"])
     f1 = float(res.summary["peak_f1"])
     if not np.isfinite(conf) or conf <= 0:

@@ -1,0 +1,95 @@
+"""``simgen realism``: can a classifier tell synthetic images from real ones?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from simgen.atomic import atomic_write_bytes
+from simgen.commands._options import overwrite_option, progress_option, seed_option
+from simgen.errors import ParameterError
+from simgen.evaluate.realism_judge import JudgeSettings, judge_realism, report_markdown, sheet_png
+
+OUTPUTS = ("realism.json", "realism.md", "sheet.png")
+
+
+def _check_outputs(out_dir: Path, inputs, overwrite: bool) -> None:
+    """Refuse before any work: a report folder that is a file or an input, or report files without --overwrite."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ParameterError(f"output {out_dir} is a file, expected a folder")
+    for source in inputs:
+        if out_dir.resolve() == Path(source).resolve():
+            raise ParameterError(f"output folder {out_dir} is an input; choose another -o")
+    existing = [name for name in OUTPUTS if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise ParameterError(f"output {out_dir / existing[0]} exists; pass --overwrite to replace it")
+
+
+def _write_outputs(out_dir: Path, files: dict[str, bytes], overwrite: bool) -> None:
+    """Write the report files (name -> bytes) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        atomic_write_bytes(out_dir / name, data, overwrite=overwrite)
+
+
+@click.command("realism")
+@click.argument("synthetic", type=click.Path())
+@click.option("--real", "real", required=True, type=click.Path(),
+              help="Real images: image folder (its images/ subfolder if present; labels never read) or HDF5 dataset.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--patch", type=click.IntRange(16, 256), default=64, show_default=True, help="Patch side (px).")
+@click.option("--patches", "n_patches", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Held-out patches scored per side.")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Folds over source images (each side needs at least this many images).")
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Training steps per fold.")
+@click.option("--batch", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Patches per step (half per side).")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Resample synthetic images by this factor first: synthetic nm/px divided by real nm/px.")
+@click.option("--max-images", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Read at most this many images per side (evenly spaced).")
+@seed_option
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when visible), cpu or cuda[:N].")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default $SIMGEN_THREADS or 1).")
+@overwrite_option
+@progress_option
+def realism_command(synthetic, real, output, patch, n_patches, folds, steps, batch, scale, max_images, seed, device,
+                    threads, overwrite, progress):
+    """Judge how real SYNTHETIC looks: held-out AUC of a CNN telling its patches from real ones.
+
+    SYNTHETIC is a simgen HDF5 dataset or an image folder.  A small CNN is trained from
+    scratch to tell real from synthetic patches; folds split by source image; every patch
+    is standardized (mean 0, std 1), so brightness and contrast are no cue.  AUC 0.5 =
+    cannot tell, 1.0 = tells every patch.  Spectrum and histogram distances are reported
+    next to it.  Writes realism.json, realism.md and sheet.png (the patches judged most
+    synthetic, the hardest fakes and the most real) into the -o folder.
+
+    \b
+    Examples:
+      simgen realism tem.h5 --real ../shared/realdata/dev/dsva_fecral -o judge_dsva/
+      simgen realism tem.h5 --real real_pngs/ --scale 0.5 --patch 96 -o judge/
+    """
+    settings = JudgeSettings(patch=patch, n_patches=n_patches, folds=folds, steps=steps, batch=batch, seed=seed,
+                             scale=scale, max_images=max_images, device=device, threads=threads).validate()
+    out_dir = Path(output)
+    _check_outputs(out_dir, (synthetic, real), overwrite)
+    log = (lambda line: click.echo(line, err=True)) if progress else None
+    result = judge_realism(synthetic, real, settings, log=log)
+    per_image = {k: [None if v != v else round(float(v), 5) for v in a] for k, a in result.image_scores().items()}
+    report = {"synthetic": str(synthetic), "real": str(real), **result.to_dict(), "image_scores": per_image,
+              "patches": result.patch_table()}
+    _write_outputs(out_dir, {
+        "realism.json": (json.dumps(report, indent=2) + "\n").encode(),
+        "realism.md": report_markdown(result, str(synthetic), str(real)).encode(),
+        "sheet.png": sheet_png(result),
+    }, overwrite)
+    click.echo(f"AUC {result.auc:.3f} ± {result.auc_std:.3f} (0.5 = cannot tell), spectrum distance "
+               f"{result.distance['psd']:.3f} dec, histogram distance {result.distance['histogram']:.4f}; "
+               f"wrote {out_dir}/{{{','.join(OUTPUTS)}}}")
+
+
+def register(groups):
+    groups["main"].add_command(realism_command)

@@ -1,0 +1,116 @@
+"""The adaptation step of sim2real: unsupervised levers that use the user's *unlabeled* micrographs.
+
+Each lever gets its own report row, whether it helps or not:
+
+* ``synthetic_yolo_bn`` — BatchNorm statistics re-estimated on real tiles (:func:`adapt_batchnorm`);
+* ``synthetic_yolo_self_train`` — pseudo-labels of the synthetic model (synthetic-validation threshold,
+  flip-consistent) and a student trained on synthetic + pseudo-labelled real tiles (:func:`self_train`);
+* ``synthetic_yolo_adapted`` — both: BatchNorm first, then self-training from the adapted model.
+
+Honesty: the real labels are never read here.  Images used for adaptation and images scored are
+disjoint: the real set is cut into ``cfg.adapt_folds`` folds over images; fold *i* is scored by a
+model adapted on the other folds' pixels (plus the frames of ``cfg.adapt_to``, if given, minus any
+frame whose name is a scored image).  Thresholds are the synthetic-validation ones of each model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simgen.datasets.imageio import list_images
+from simgen.experiments.scoring import pooled_scores
+from simgen.experiments.sim2real_config import Sim2RealConfig
+from simgen.experiments.sim2real_real import RealSet, detect_real
+from simgen.progress import ProgressLog
+from simgen.train.yolo.adapt import adapt_batchnorm, open_unlabeled, self_train
+from simgen.train.yolo.predict import YoloDetector
+
+__all__ = ["LEVERS", "adaptation_folds", "adaptation_study"]
+
+#: Report row of each lever.
+LEVERS = {"bn": "synthetic_yolo_bn", "self_train": "synthetic_yolo_self_train", "all": "synthetic_yolo_adapted"}
+
+
+def adaptation_folds(n: int, k: int) -> list[list[int]]:
+    """``k`` folds over ``n`` images (every k-th image), the scored images of each adapted model."""
+    k = max(2, min(k, n))
+    return [list(range(n))[i::k] for i in range(k)]
+
+
+def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, train_h5, val_h5, out, *,
+                     threads: int | None = None, progress: bool = True, resume: bool = False,
+                     log: ProgressLog | None = None) -> dict[str, dict]:
+    """Score every lever of ``cfg.adapt`` on held-out folds; returns report rows (see module docstring).
+
+    Parameters
+    ----------
+    real : RealSet
+        The annotated real set; only its pixels are used for adaptation, its labels only to score.
+    synthetic_weights : path-like
+        The synthetic-only model (``best.pt``).
+    train_h5, val_h5 : path-like
+        The synthetic training and validation sets (self-training keeps them in every batch and picks
+        the student's threshold on the synthetic validation set).
+    out : path-like
+        Run folder; results go to ``out/adapt/fold<i>/``.
+    """
+    n = len(real)
+    if n < 2 or not cfg.adapt:
+        return {}
+    parts: dict[str, list] = {lever: [] for lever in cfg.adapt}
+    confs: dict[str, list[float]] = {lever: [] for lever in cfg.adapt}
+    records: dict[str, list] = {lever: [] for lever in cfg.adapt}
+    images = Path(real.path) / "images"
+    for i, held in enumerate(adaptation_folds(n, cfg.adapt_folds)):
+        fold = Path(out) / "adapt" / f"fold{i}"
+        fold.mkdir(parents=True, exist_ok=True)
+        scored = {real.names[k] for k in held}
+        files = [p for p in list_images(images) if p.stem not in scored]
+        if cfg.adapt_to:
+            files += [p for p in list_images(_image_folder(Path(cfg.adapt_to))) if p.stem not in scored]
+        with open_unlabeled(files) as unlabeled:
+            unlabeled_names = [unlabeled.name(k) for k in range(len(unlabeled))]
+            weights = _adapt_fold(cfg, synthetic_weights, train_h5, val_h5, unlabeled, fold, threads=threads,
+                                  progress=progress, resume=resume)
+        for lever, (path, record) in weights.items():
+            record = {**record, "adapted_on": list(unlabeled_names), "scored": sorted(scored)}
+            det = YoloDetector(path, device=cfg.device, threads=threads)
+            p = detect_real(det, real, indices=held)
+            parts[lever].append((p, p[p["score"] >= det.conf_f1]))
+            confs[lever].append(det.conf_f1)
+            records[lever].append(record)
+        if log is not None:
+            log.message(f"adaptation fold {i + 1}: " + ", ".join(sorted(weights)))
+    return {LEVERS[lever]: {**pooled_scores(parts[lever], real.gt, n), "folds": len(parts[lever]),
+                            "conf_per_fold": confs[lever], "adaptation": records[lever]}
+            for lever in cfg.adapt if parts[lever]}
+
+
+def _image_folder(root: Path) -> Path:
+    """Where a folder keeps its pixels: ``frames/`` (an unlabeled video), ``images/`` (never ``labels/``)."""
+    for sub in ("frames", "images"):
+        if (root / sub).is_dir():
+            return root / sub
+    return root
+
+
+def _adapt_fold(cfg: Sim2RealConfig, weights, train_h5, val_h5, unlabeled, fold: Path, *, threads, progress,
+                resume) -> dict[str, tuple[Path, dict]]:
+    """The adapted checkpoints of one fold, lever → (weights, what the adaptation did)."""
+    done: dict[str, tuple[Path, dict]] = {}
+    bn_path = fold / "bn.pt"
+    if {"bn", "all"} & set(cfg.adapt):
+        if not (resume and bn_path.exists()):
+            adapt_batchnorm(weights, unlabeled, bn_path, seed=cfg.seed, device=cfg.device, threads=threads,
+                            overwrite=True, progress=False)
+        if "bn" in cfg.adapt:
+            done["bn"] = (bn_path, {"images": len(unlabeled)})
+    for lever, start in (("self_train", weights), ("all", bn_path)):
+        if lever not in cfg.adapt:
+            continue
+        res = self_train(start, train_h5, unlabeled, fold / lever, synthetic_val=val_h5, rounds=cfg.self_train_rounds,
+                         epochs=cfg.self_train_epochs, config=cfg.yolo_config(epochs=cfg.self_train_epochs),
+                         seed=cfg.seed, device=cfg.device, resume=resume, overwrite=not resume, progress=progress,
+                         threads=threads)
+        done[lever] = (Path(res.weights), {"rounds": res.rounds, "stopped": res.stopped})
+    return done

@@ -1,0 +1,187 @@
+"""Settings of the synthetic-only → real experiment (:func:`simgen.experiments.sim2real_tem.run_sim2real`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from simgen.augment.spec import parse_spec
+from simgen.errors import ParameterError
+from simgen.train.yolo.config import YoloConfig
+
+__all__ = ["Sim2RealConfig"]
+
+
+@dataclass(frozen=True)
+class Sim2RealConfig:
+    """Settings of :func:`run_sim2real` (see :meth:`preset`).
+
+    Attributes
+    ----------
+    n_train, n_val : int
+        Synthetic training / validation images.
+    size : int
+        Side of the synthetic images (= the YOLO tile and input size).
+    epochs : int
+        YOLO epochs on the synthetic images.  A fixed number, so that two runs of the same
+        command train the same model whatever the machine load (a 55-minute wall-clock
+        budget used to decide, and ran 16 to 25 epochs depending on the load).  30: the
+        README's dsva_fecral runs took 2.3-2.45 min per epoch on the 2-core CPU with one
+        thread (49 min for 20 epochs while sharing the CPU; 16 epochs in about 37 min), so
+        30 epochs are about 70-75 min of training plus about 2 min for the other steps:
+        the default run stays under 90 min with some 15 % to spare for a busier machine.
+        Early stopping (``patience``) may end training sooner, the same way on every run.
+    time_budget_minutes : float, optional
+        Wall-clock cap of the whole run (off by default).  When set, training gets what the
+        other steps leave and LoG tuning and the robustness study are trimmed to fit — the
+        number of epochs then depends on the machine's speed and load.
+    match : bool
+        Fit the TEM look to the real images (pixels only).
+    match_images : int
+        How many real images (evenly spread) the statistics are estimated from.
+    tem_preset : str, optional
+        TEM preset used as the base configuration (``--match`` then adjusts its look).
+    scale : {"broad", "match", "preset"}
+        Defect sizes of the synthetic set.  ``broad`` (default): the per-image pixel size is
+        drawn log-uniformly so that median defect diameters span ``diameter_px`` and the
+        areal density scales with it (``density_per_mpx`` at the middle size) — one model for
+        all magnifications, no size estimate needed.  ``match``: size and density estimated
+        from the real pixels (:func:`simgen.simulate.match.estimate`; unreliable when
+        mottle is darker than the defects).  ``preset``: the TEM preset's sizes.
+    diameter_px, density_per_mpx : (float, float), float
+        ``broad`` scale settings.
+    box_margin : float
+        Pixels added around the tight synthetic boxes (annotators draw loose boxes).
+    spec : str
+        Augmentation spec applied to every synthetic image (``simgen.augment``).
+    model, batch, overlap, min_box, patience : YOLO settings.
+    baseline, baseline_grid : bool, {"quick", "default"}
+        Tune and score the LoG baseline (leave-one-image-out).
+    robustness : bool
+    robust_mpx : float
+        The noise study uses evenly spread real images totalling at most this many megapixels.
+    kfold, kfold_epochs : int
+        Real-trained k-fold YOLO (0 = skip) and its epochs (60: a real-only model trained
+        for 15 epochs learned nothing on dsva_fecral).
+    few_real, few_real_epochs : int
+        Synthetic model fine-tuned on ``few_real`` real images of each training fold.
+    synthetic_log : bool
+        Also score the LoG detector tuned on synthetic validation images only (a zero-label
+        classical baseline).
+    adapt : tuple of {"bn", "self_train", "all"}
+        Unsupervised adaptation levers with the unlabeled real pixels (:mod:`.sim2real_adapt`),
+        each scored on held-out folds.  Default ``("bn",)``: BatchNorm re-estimation costs
+        seconds; self-training costs ``adapt_folds * self_train_rounds * self_train_epochs``
+        extra epochs (~2.4 min each on one thread), so it is opt-in until measured.
+    adapt_folds : int
+        Folds over the real images: each fold is scored by models adapted on the other folds.
+    adapt_to : str, optional
+        A folder of further unlabeled real images (``frames/``, ``images/`` or plain files) added
+        to every fold's adaptation pool (frames named like a scored image are left out).
+    self_train_rounds, self_train_epochs : int
+        Pseudo-label rounds and student epochs per round.
+    threads : int, optional
+        CPU threads (default ``$SIMGEN_THREADS``, else 1: on a shared 2-core machine two
+        torch threads collapse as soon as anything else runs; use 2 on an idle machine).
+    device : str
+    seed : int
+    """
+
+    n_train: int = 2000
+    n_val: int = 200
+    size: int = 256
+    epochs: int = 30
+    time_budget_minutes: float | None = None
+    match: bool = True
+    match_images: int = 3
+    tem_preset: str | None = None
+    scale: str = "broad"
+    diameter_px: tuple[float, float] = (5.0, 45.0)
+    density_per_mpx: float = 150.0
+    box_margin: float = 1.0
+    # GN + SP (white and impulse noise over both levels) made the detector robust to noise at no
+    # cost on clean real images (README: dsva F1 0.69 -> 0.72, noise drop 35-49 % -> none).
+    spec: str = "L-FN+RV+GB+GN+SP"
+    model: str = "yolov8n"
+    batch: int = 16
+    overlap: int = 64
+    min_box: float = 5.0
+    patience: int = 10
+    baseline: bool = True
+    baseline_grid: str = "quick"
+    robustness: bool = True
+    robust_mpx: float = 9.0
+    kfold: int = 0
+    kfold_epochs: int = 60
+    few_real: int = 0
+    few_real_epochs: int = 15
+    synthetic_log: bool = True
+    adapt: tuple = ("bn",)
+    adapt_folds: int = 2
+    adapt_to: str | None = None
+    self_train_rounds: int = 1
+    self_train_epochs: int = 5
+    threads: int | None = None
+    device: str = "auto"
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, name: str) -> "Sim2RealConfig":
+        """``full`` (the default experiment, about 75 min on 2 CPU cores) or ``small`` (a one-minute smoke run)."""
+        if name == "full":
+            return cls()
+        if name == "small":
+            return cls(n_train=24, n_val=8, size=64, epochs=1, match_images=1, batch=4, overlap=16, patience=0,
+                       baseline_grid="quick", kfold_epochs=1, few_real_epochs=1, spec="L-GB")
+        raise ParameterError(f"unknown sim2real preset {name!r}; choose small or full")
+
+    def replace(self, **changes) -> "Sim2RealConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ParameterError(f"unknown sim2real setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "Sim2RealConfig":
+        if self.n_train < 8 or self.n_val < 1:
+            raise ParameterError("need n_train >= 8 and n_val >= 1")
+        if self.size < 32 or self.size % 32:
+            raise ParameterError(f"size must be a multiple of 32 (>= 32), got {self.size}")
+        if self.epochs < 1 or self.kfold_epochs < 1 or self.few_real_epochs < 1:
+            raise ParameterError("epochs, kfold_epochs and few_real_epochs must be >= 1")
+        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+            raise ParameterError(f"time_budget_minutes must be > 0 (or None: off), got {self.time_budget_minutes}")
+        if self.baseline_grid not in ("quick", "default"):
+            raise ParameterError(f"baseline_grid must be quick or default, got {self.baseline_grid!r}")
+        if self.kfold == 1 or self.kfold < 0 or self.few_real < 0:
+            raise ParameterError("kfold must be 0 or >= 2 and few_real >= 0")
+        if self.few_real and not self.kfold:
+            raise ParameterError("few_real needs kfold >= 2 (the held-out folds are what is scored)")
+        if not set(self.adapt) <= {"bn", "self_train", "all"}:
+            raise ParameterError(f"adapt levers must be among bn, self_train, all; got {', '.join(self.adapt)}")
+        if self.adapt_folds < 2 or self.self_train_rounds < 1 or self.self_train_epochs < 1:
+            raise ParameterError("need adapt_folds >= 2, self_train_rounds >= 1 and self_train_epochs >= 1")
+        if self.adapt_to is not None and not Path(self.adapt_to).is_dir():
+            raise ParameterError(f"--adapt-to {self.adapt_to} is not a folder")
+        if self.scale not in ("broad", "match", "preset"):
+            raise ParameterError(f"scale must be broad, match or preset, got {self.scale!r}")
+        if self.scale == "preset" and not self.tem_preset:
+            raise ParameterError("scale='preset' needs tem_preset")
+        if not 1 <= self.diameter_px[0] <= self.diameter_px[1] or self.density_per_mpx <= 0:
+            raise ParameterError("need 1 <= diameter_px[0] <= diameter_px[1] and density_per_mpx > 0")
+        if self.box_margin < 0 or self.match_images < 1:
+            raise ParameterError("box_margin must be >= 0 and match_images >= 1")
+        parse_spec(self.spec)
+        self.yolo_config()
+        return self
+
+    def yolo_config(self, **changes) -> YoloConfig:
+        """The YOLO settings of the synthetic model (``changes`` on top)."""
+        return YoloConfig(model=self.model, epochs=self.epochs, batch=self.batch, imgsz=self.size, tile=self.size,
+                          overlap=min(self.overlap, self.size // 2), min_box=self.min_box, patience=self.patience,
+                          device=self.device, seed=self.seed, val_fraction=0.0,
+                          close_mosaic=min(5, max(0, self.epochs // 4)),
+                          mosaic=1.0 if self.size >= 128 else 0.0).replace(**changes).validate()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

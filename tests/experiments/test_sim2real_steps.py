@@ -1,0 +1,145 @@
+"""sim2real as named steps: each runs alone, the real folder is opened once, the default trains fixed epochs.
+
+No YOLO is trained here: a LoG detector stands in for the trained model (the end-to-end run with a
+real YOLO is ``tests/train/test_yolo.py::test_sim2real_smoke``).
+"""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from simgen.cli import main
+from simgen.datasets import sources
+from simgen.datasets.sources import open_source
+from simgen.errors import ParameterError
+from simgen.experiments import sim2real_real, sim2real_tem
+from simgen.experiments.sim2real_compare import NOISES, robustness_study, tune_baseline
+from simgen.experiments.sim2real_real import RealPredictions, detect_real, load_real
+from simgen.experiments.sim2real_tem import (
+    Sim2RealConfig,
+    Sim2RealResult,
+    generate_synthetic,
+    match_look,
+    run_sim2real,
+    score_synthetic,
+    training_hours,
+)
+from simgen.train.baselines.log import LogParams, detect_log
+
+
+def _yolo_folder(root, sizes=((96, 96), (64, 80), (80, 64))):
+    """A real-data-like folder: grey PNGs with dark discs and YOLO labels."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("loop\n")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        img = np.full((h, w), 0.7) + rng.normal(0, 0.02, (h, w))
+        yy, xx = np.mgrid[0:h, 0:w]
+        lines = []
+        for _ in range(4):
+            cx, cy, r = rng.uniform(8, w - 8), rng.uniform(8, h - 8), rng.uniform(2.5, 4.5)
+            img[(xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 < r * r] = 0.25
+            lines.append(f"0 {cx / w:.6f} {cy / h:.6f} {2 * r / w:.6f} {2 * r / h:.6f}")
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(root / "images" / f"im{i}.png")
+        (root / "labels" / f"im{i}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+class _LogDetector:
+    """Stands in for a trained YOLO (``detect``, ``conf_f1``, ``class_names``): LoG blobs."""
+
+    conf_f1 = 0.05
+    class_names = ["loop"]
+
+    def __init__(self, *args, **kwargs):
+        self.params = LogParams(min_sigma=1.5, max_sigma=5.0, threshold=0.02)
+
+    def detect(self, image):
+        return detect_log(image, self.params)
+
+
+def _small(**changes):
+    return Sim2RealConfig.preset("small").replace(n_train=8, n_val=4, match_images=1, **changes)
+
+
+def test_default_trains_a_fixed_number_of_epochs():
+    cfg = Sim2RealConfig()
+    assert cfg.epochs == 30 and cfg.time_budget_minutes is None
+    assert cfg.yolo_config().epochs == 30 and cfg.yolo_config().hours == 0  # no wall-clock cap
+    assert cfg.kfold_epochs == 60  # the real-trained comparison keeps its README setting
+    help_text = CliRunner().invoke(main, ["sim2real", "--help"]).output
+    assert "--time-budget" in help_text and "fixed number of epochs" in help_text
+    with pytest.raises(ParameterError, match="time_budget_minutes"):
+        cfg.replace(time_budget_minutes=0).validate()
+
+
+def test_a_time_budget_too_small_to_train_fails_before_any_output(tmp_path):
+    real = _yolo_folder(tmp_path / "real")
+    cfg = _small(size=128, time_budget_minutes=1.0)
+    with open_source(real) as src:
+        assert training_hours(_small(), load_real(src)) == 0.0  # no budget: no cap
+        with pytest.raises(ParameterError, match="--time-budget"):
+            training_hours(cfg, load_real(src))
+    with pytest.raises(ParameterError, match="--time-budget"):
+        run_sim2real(real, tmp_path / "out", cfg, progress=False)
+    assert not (tmp_path / "out").exists()
+    command = main.get_command(None, "sim2real")
+    for flag in ("--time-budget", "--budget"):  # --budget: the name of the old (default-on) budget
+        ctx = command.make_context("sim2real", ["--real", str(real), "-o", str(tmp_path / "x"), flag, "40"])
+        assert ctx.params["time_budget"] == 40.0
+
+
+def test_steps_run_alone(tmp_path):
+    real_dir = _yolo_folder(tmp_path / "real")
+    cfg = _small()
+    with open_source(real_dir) as src:
+        real = load_real(src)
+        assert real.names == ["im0", "im1", "im2"] and len(real.gt) == 12 and set(real.gt["class"]) == {0}
+        look = match_look(real, cfg)
+        assert look.estimates and look.tem.size == 64
+        data = generate_synthetic(tmp_path / "out", look, cfg, progress=False)
+        assert data.train.exists() and data.val.exists()
+        baseline = tune_baseline(real, tmp_path / "out", cfg)
+        assert baseline.params is not None and baseline.methods["log_baseline"]["f1"] > 0.5
+        det = _LogDetector()
+        pred = detect_real(det, real)
+        preds = RealPredictions(pred, det.conf_f1, len(real), 1.0, sum(real.megapixels), tmp_path / "p.h5", det)
+        methods = score_synthetic(preds, real)
+        assert set(methods) == {"synthetic_yolo", "synthetic_yolo_loo_threshold"}
+        assert [r["image"] for r in methods["synthetic_yolo"]["per_image"]] == real.names
+        robustness, notes = robustness_study(real, preds, baseline.params, cfg)
+        assert set(robustness) == set(NOISES) and not notes
+
+
+def test_driver_opens_the_real_folder_once(tmp_path, monkeypatch):
+    real = _yolo_folder(tmp_path / "real")
+    opened = []
+    init = sources.Source.__init__
+
+    def counting_init(self, path, *args, **kwargs):
+        opened.append(str(path))
+        init(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(sources.Source, "__init__", counting_init)
+    weights = tmp_path / "fake.pt"
+    monkeypatch.setattr(sim2real_tem, "train_synthetic", lambda *a, **k: weights)  # no YOLO training here
+    monkeypatch.setattr(sim2real_real, "YoloDetector", _LogDetector)
+    out = tmp_path / "s2r"
+    result = run_sim2real(real, out, _small().replace(adapt=()), progress=False)  # adaptation needs real weights
+    assert opened.count(str(real)) == 1, opened
+    assert isinstance(result, Sim2RealResult) and result.weights == weights
+    assert set(result.methods) == {"synthetic_yolo", "synthetic_yolo_loo_threshold", "log_baseline",
+                                   "log_baseline_insample", "log_synthetic"}
+    assert set(result.timing) == {"match", "generate", "train", "predict", "baseline", "robustness",
+                                  "synthetic_log", "total"}
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"].keys() == result.methods.keys() and report["config"]["epochs"] == 1
+    assert result["verdict"] == result.verdict == report["verdict"]  # dict-style access still works
+    for name in ("report.md", "pr_curves.png", "examples.png", "synthetic_examples.png", "match.json",
+                 "pred_synthetic_yolo.h5", "log_params.json"):
+        assert (out / name).exists(), name
