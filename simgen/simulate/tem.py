@@ -31,9 +31,17 @@ bounding boxes of each instance's pixels in that label image (``box_margin``
 widens the ``x0..y1`` columns, the ``tx0..ty1`` columns keep the tight box),
 ``size`` is the major axis ``2a`` in pixels.  A candidate whose mask is less than
 ``min_visible`` inside the field, or that violates the overlap rule, is neither
-rendered nor labelled, so every rendered defect is labelled and every label is
-a rendered, visible defect.  Dislocation lines, bend contours, mottle and dirt
-specks are rendered but never labelled (hard negatives).
+rendered nor labelled; with the defaults every rendered defect is labelled and every
+label is a rendered defect.  Dislocation lines, bend contours, thickness fringes,
+streaks, dark patches, mottle and dirt specks are rendered but never labelled (hard
+negatives; see :mod:`simgen.simulate.tem_structures`).
+
+Labels can follow what an annotator sees (:func:`annotate_visible`, on in the presets):
+``label_extent`` makes the outline the defect's visible dark extent, ``min_snr`` drops
+the labels of defects too faint to see against their local background on the final
+image (they stay rendered), ``lookalikes`` flattens (or labels) unlabelled dark blobs
+that look like defects; :func:`simgen.simulate.tem_labels.label_noise` measures both
+kinds of label noise.
 """
 
 from __future__ import annotations
@@ -43,16 +51,17 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage as _ndi
 
-from ..errors import ParameterError
-from .tem_render import (
+from simgen.errors import ParameterError
+from simgen.simulate.tem_labels import _default_sigmas, _free_mask, find_lookalikes, scale_space, visibility
+from simgen.simulate.tem_render import (
     DEFECT_DTYPE,
     apply_camera,
-    background,
     random_curves,
-    render_lines,
     render_patch,
 )
+from simgen.simulate.tem_structures import render_dislocations, specimen_background
 
 __all__ = [
     "KINDS",
@@ -70,7 +79,9 @@ __all__ = [
     "crystal_rotation",
     "project_loop",
     "config_from_match",
+    "annotate_visible",
     "BOX_DTYPE",
+    "LOOKALIKES",
 ]
 
 #: Physical defect kinds (class ids follow the order of ``TemConfig.classes``).
@@ -87,6 +98,7 @@ HABIT_NORMALS = {
 #: Zone axes the beam may be close to.
 ZONES = {"001": (0, 0, 1), "011": (0, 1, 1), "111": (1, 1, 1), "112": (1, 1, 2)}
 ARRANGEMENTS = ("uniform", "clustered", "lines", "mixed")
+LOOKALIKES = ("keep", "suppress", "label")
 OVERLAPS = ("avoid", "allow")
 EDGES = ("partial", "inside")
 
@@ -133,6 +145,28 @@ _RANGES = {
     "dose": (0.0, None, False),
     "blur": (0.0, 10.0, False),
     "read_noise": (0.0, 0.5, False),
+    # diffraction-contrast structures (simgen.simulate.tem_structures)
+    "line_beads": (0.0, 1.0, False),
+    "line_period": (1.0, None, False),
+    "line_double": (0.0, 1.0, False),
+    "line_curvature": (0.0, 0.5, False),
+    "line_length": (0.01, 3.0, False),
+    "edge_on": (0.0, 1.0, False),
+    "bend_fringes": (0.0, 1.0, False),
+    "fringe_amp": (0.0, 0.9, False),
+    "fringe_period": (2.0, None, False),
+    "fringe_count": (0.1, 50.0, False),
+    "streak_amp": (0.0, 0.5, False),
+    "streak_scale": (0.5, None, False),
+    "streak_length": (1.0, 50.0, False),
+    "streak_angle": (-2 * math.pi, 2 * math.pi, False),
+    "black_white": (0.0, 1.5, False),
+    "contrast_tail": (0.0, 1.0, False),
+    "patch_frac": (0.0, 0.8, False),
+    "patch_amp": (0.0, 0.9, False),
+    "patch_scale": (2.0, None, False),
+    "patch_edge": (0.01, 2.0, False),
+    "patch_texture": (0.0, 5.0, False),
 }
 #: Ranges drawn log-uniformly (scale parameters); everything else is uniform.
 _LOG_RANGES = ("pixel_nm", "density", "size_nm", "dose", "mottle_scale")
@@ -210,7 +244,49 @@ class TemConfig:
         Dark skew κ of the mottle (intensity skewness ≈ -6κ; bright-field strain
         contrast darkens, it rarely brightens).
     lines, line_amp, line_width : ranges
-        Unlabelled dislocation lines: count, peak deficit, Gaussian width (px).
+        Unlabelled dislocation lines: count, mean peak deficit, Gaussian width (px at the
+        nominal pixel size; scales with the per-image magnification, as does ``line_period``).
+    line_beads, line_period, line_double, line_curvature, line_length : ranges
+        Inclined dislocations (drawn per line): depth-oscillation (dotted / zig-zag)
+        contrast strength 0…1 and its period along the line (px, the projected extinction
+        distance); relative strength of a double image (0 = single); rms turn of the line
+        direction per px (rad); length as a fraction of the image side.
+    edge_on : range
+        Fraction of loops seen (nearly) edge-on: dark lines of aspect 0.05–0.2, exempt
+        from ``min_aspect``.
+    bend_fringes : range
+        Visibility 0…1 of the subsidiary fringes of bend contours (two-beam rocking
+        curve with absorption; 0 = one broad Lorentzian band).
+    fringes : float
+        Probability that an image shows a foil edge with thickness fringes.
+    fringe_amp, fringe_period, fringe_count : ranges
+        Their contrast, period (px) and number of fringes before absorption fades them.
+    streak_amp, streak_scale, streak_length, streak_angle : ranges
+        Streaky (anisotropic) background: relative std, across-streak band scale (px),
+        length/width elongation, direction (rad; also the direction of ``anisotropy``).
+    black_white : range
+        Black-white dipole amplitude (relative to the contrast) of unresolved loops and dots.
+    contrast_tail : range
+        Weight 0…1 of an exponential dark tail of per-defect contrasts (near-surface
+        defects diffract strongly): factor ``(1 - τ) + τ E``, ``E ~ Exp(1)``.
+    patch_frac, patch_amp, patch_scale, patch_edge, patch_texture : ranges
+        Large connected dark patches (dense damage): area fraction, deficit, correlation
+        length (px), edge softness (in field standard deviations), extra mottle inside them
+        (the texture's gain rises by this factor in a patch).
+    label_extent : float
+        0: the label outline is the defect's geometric outline (``d <= 0``); > 0: the
+        outline is the contour at this fraction of the defect's own peak deficit (the
+        visible dark extent; the lighter interior of a resolved loop filled), so halos,
+        black-white lobes and soft edges shape the box as an annotator sees it.
+    min_snr : float
+        Visibility rule: a defect is labelled only if its LoG response at its own scale
+        on the final image is at least ``min_snr`` × the local background fluctuation
+        (:mod:`simgen.simulate.tem_labels`); 0 = label every rendered defect.
+    lookalikes : {"keep", "suppress", "label"}
+        Unlabelled defect-like dark blobs of the background (blob-shaped, defect size,
+        SNR >= max(min_snr, 25th percentile of the labelled defects)): left alone, flattened
+        below that level (a smooth bright Gaussian matched to the blob), or labelled
+        (as ``black_dot`` if that class exists, else class 0).
     specks : range
         Unlabelled dirt specks per Mpx.
     dose, blur, read_noise : ranges
@@ -273,6 +349,31 @@ class TemConfig:
     dose: tuple[float, float] = (25.0, 400.0)
     blur: tuple[float, float] = (0.4, 1.2)
     read_noise: tuple[float, float] = (0.0, 0.01)
+    line_beads: tuple[float, float] = (0.0, 0.0)
+    line_period: tuple[float, float] = (8.0, 20.0)
+    line_double: tuple[float, float] = (0.0, 0.0)
+    line_curvature: tuple[float, float] = (0.02, 0.02)
+    line_length: tuple[float, float] = (0.3, 1.0)
+    edge_on: tuple[float, float] = (0.0, 0.0)
+    bend_fringes: tuple[float, float] = (0.0, 0.0)
+    fringes: float = 0.0
+    fringe_amp: tuple[float, float] = (0.1, 0.3)
+    fringe_period: tuple[float, float] = (12.0, 30.0)
+    fringe_count: tuple[float, float] = (2.0, 5.0)
+    streak_amp: tuple[float, float] = (0.0, 0.0)
+    streak_scale: tuple[float, float] = (3.0, 6.0)
+    streak_length: tuple[float, float] = (4.0, 8.0)
+    streak_angle: tuple[float, float] = (0.0, math.pi)
+    black_white: tuple[float, float] = (0.0, 0.0)
+    contrast_tail: tuple[float, float] = (0.0, 0.0)
+    patch_frac: tuple[float, float] = (0.0, 0.0)
+    patch_amp: tuple[float, float] = (0.2, 0.45)
+    patch_scale: tuple[float, float] = (25.0, 60.0)
+    patch_edge: tuple[float, float] = (0.1, 0.25)
+    patch_texture: tuple[float, float] = (0.0, 0.0)
+    label_extent: float = 0.0
+    min_snr: float = 0.0
+    lookalikes: str = "keep"
     preset: str | None = None
 
     def __post_init__(self):
@@ -402,8 +503,16 @@ class TemConfig:
             raise ParameterError(f"min_aspect must be in (0, 1], got {self.min_aspect}")
         if not (0 <= self.contrast_spread < 1):
             raise ParameterError(f"contrast_spread must be in [0, 1), got {self.contrast_spread}")
+        if not (0 <= self.fringes <= 1):
+            raise ParameterError(f"fringes is a probability in [0, 1], got {self.fringes}")
+        if not (0 <= self.label_extent < 1):
+            raise ParameterError(f"label_extent must be in [0, 1), got {self.label_extent}")
+        if not (0 <= self.min_snr <= 100):
+            raise ParameterError(f"min_snr must be in [0, 100], got {self.min_snr}")
+        if self.lookalikes not in LOOKALIKES:
+            raise ParameterError(f"unknown lookalikes rule {self.lookalikes!r}; choose one of {', '.join(LOOKALIKES)}")
         if self.texture is not None:
-            from .tem_render import TEXTURE_SCALES
+            from simgen.simulate.tem_render import TEXTURE_SCALES
 
             if len(self.texture) != len(TEXTURE_SCALES) or any(not (0 <= t <= 1) for t in self.texture):
                 raise ParameterError(
@@ -483,10 +592,16 @@ def _define_presets() -> None:
             "arrangement": "mixed", "contrast": (0.5, 0.9), "edge_px": (0.5, 1.3), "halo": (0.0, 0.25),
             "edge_frac": (0.15, 0.35), "irregularity": (0.05, 0.2), "loop_fill": (0.6, 1.0),
             "level": (0.44, 0.6), "gradient": (0.0, 0.2), "bend_count": (0, 2), "bend_amp": (0.1, 0.3),
-            "texture": (0.106, 0.123, 0.050, 0.078, 0.10, 0.08), "texture_gain": (0.8, 1.2),
+            "texture": (0.106, 0.123, 0.050, 0.078, 0.074, 0.043), "texture_gain": (0.8, 1.2),
             "texture_skew": (0.0, 0.06),
-            "anisotropy": (0.0, 0.35), "lines": (0, 3), "line_amp": (0.2, 0.5), "line_width": (3.0, 10.0),
+            "anisotropy": (0.0, 0.35), "lines": (1, 4), "line_amp": (0.25, 0.5), "line_width": (2.0, 4.0),
             "specks": 0.0, "dose": (30.0, 70.0), "blur": (0.6, 1.1), "read_noise": (0.0, 0.01),
+            # structures (issue 15): beaded / double-image inclined dislocations decorated by loops,
+            # edge-on loops as dark lines, bend contours with subsidiary fringes, dark contrast tail
+            "line_beads": (0.4, 1.0), "line_period": (8.0, 16.0), "line_double": (0.0, 0.5),
+            "line_curvature": (0.02, 0.05), "line_length": (0.2, 0.8), "edge_on": (0.2, 0.5),
+            "bend_fringes": (0.0, 0.5), "black_white": (0.0, 0.4), "contrast_tail": (0.1, 0.3),
+            "label_extent": 0.35, "min_snr": 2.5, "lookalikes": "suppress",
         },
     }
     PRESETS["dsva"] = {
@@ -503,10 +618,18 @@ def _define_presets() -> None:
             "arrangement": "mixed", "contrast": (0.75, 0.95), "edge_px": (0.5, 1.0), "halo": (0.0, 0.15),
             "edge_frac": (0.05, 0.15), "irregularity": (0.03, 0.15), "loop_fill": (0.85, 1.0), "min_aspect": 0.4,
             "level": (0.52, 0.63), "gradient": (0.0, 0.1), "bend_count": (0, 1), "bend_amp": (0.05, 0.15),
-            "texture": (0.025, 0.040, 0.081, 0.070, 0.055, 0.032), "texture_gain": (0.8, 1.25),
+            "texture": (0.025, 0.040, 0.045, 0.040, 0.055, 0.032), "texture_gain": (0.8, 1.25),
             "texture_skew": (0.03, 0.09),
-            "anisotropy": (0.1, 0.35), "lines": (0, 2), "line_amp": (0.1, 0.3), "line_width": (1.5, 3.0),
+            "anisotropy": (0.0, 0.15), "lines": (0, 2), "line_amp": (0.15, 0.35), "line_width": (1.5, 3.0),
             "specks": (5.0, 40.0), "dose": (150.0, 250.0), "blur": (0.75, 0.95), "read_noise": (0.004, 0.01),
+            # structures (issue 15): streaky background along ~150° (match.streak_statistics on the dev
+            # frames, inpainted: amp 0.087, ℓ 16 px, L 1.5, 150°; the streak variance was taken out of the
+            # 16/32 px bands), inclined dislocations with zig-zag contrast, black-white lobes, dark tail
+            "streak_amp": (0.07, 0.1), "streak_scale": (12.0, 20.0), "streak_length": (1.5, 2.5),
+            "streak_angle": (2.45, 2.8), "line_beads": (0.5, 1.0), "line_period": (10.0, 20.0),
+            "line_double": (0.0, 0.3), "line_curvature": (0.005, 0.02), "line_length": (0.15, 0.5),
+            "black_white": (0.0, 0.35), "contrast_tail": (0.2, 0.4),
+            "label_extent": 0.35, "min_snr": 2.0, "lookalikes": "suppress",
         },
     }
     PRESETS["ti"] = {
@@ -519,7 +642,7 @@ def _define_presets() -> None:
         },
         "config": {
             "pixel_nm": (0.45, 0.55), "classes": ("black_dot", "loop111"), "class_weights": (0.35, 0.65),
-            "size_nm": (10.0, 22.0), "size_sigma": 0.3, "size_jitter": 0.08, "density": (330.0, 720.0),
+            "size_nm": (10.0, 22.0), "size_sigma": 0.3, "size_jitter": 0.08, "density": (660.0, 1440.0),
             "arrangement": "mixed", "contrast": (0.45, 0.75), "edge_px": (1.0, 2.2), "halo": (0.05, 0.35),
             "edge_frac": (0.15, 0.35), "irregularity": (0.05, 0.2), "loop_fill": (0.6, 1.0), "min_aspect": 0.4,
             "level": (0.5, 0.61), "gradient": (0.0, 0.1), "bend_count": (0, 1), "bend_amp": (0.05, 0.15),
@@ -527,6 +650,18 @@ def _define_presets() -> None:
             "texture_skew": (0.01, 0.06),
             "anisotropy": (0.02, 0.12), "lines": (0, 2), "line_amp": (0.08, 0.2), "line_width": (1.0, 3.0),
             "specks": 0.0, "dose": (42.0, 60.0), "blur": (0.45, 0.6), "read_noise": (0.0, 0.03),
+            # structures (issue 15): large connected dark patches of dense damage (darker, with
+            # stronger mottle inside), weak streaks (streak_statistics on the dev frames: amp 0.068,
+            # ℓ 22, L 1.5, ~120°), dark contrast tail, faint beaded lines.  Patches replacing part of
+            # the texture, or darker / sharper patches, made the realism judge's AUC worse (docs/tem.md).
+            # Only visible defects are labelled (min_snr 2.5: ~45 % of the rendered ones on this busy
+            # mottle), so the density was doubled to keep the labelled density nearer the dev set's
+            "patch_frac": (0.1, 0.25), "patch_amp": (0.15, 0.3), "patch_scale": (20.0, 40.0),
+            "patch_edge": (0.3, 0.5), "patch_texture": (0.8, 1.5),
+            "streak_amp": (0.03, 0.06), "streak_scale": (16.0, 24.0),
+            "streak_length": (1.5, 2.0), "streak_angle": (1.9, 2.25), "contrast_tail": (0.2, 0.4),
+            "line_beads": (0.3, 0.8), "line_period": (10.0, 20.0),
+            "label_extent": 0.35, "min_snr": 2.5, "lookalikes": "suppress",
         },
     }
 
@@ -579,9 +714,12 @@ def draw_image_params(rng: np.random.Generator, config: TemConfig) -> dict:
     p["psi"] = float(rng.uniform(0, 2 * math.pi))
     p["g_angle"] = float(rng.uniform(0, 2 * math.pi))
     p["gradient_angle"] = float(rng.uniform(0, 2 * math.pi))
-    p["mottle_angle"] = float(rng.uniform(0, math.pi))
+    # streaks and the anisotropy of the mottle share one direction (the specimen's)
+    p["mottle_angle"] = p["streak_angle"]
+    f = config.fringes
+    p["fringes"] = bool(f >= 1 or (f > 0 and rng.uniform() < f))
     if config.texture is not None:
-        from .tem_render import TEXTURE_SCALES
+        from simgen.simulate.tem_render import TEXTURE_SCALES
 
         jitter = rng.uniform(0.85, 1.15, len(TEXTURE_SCALES))
         p["texture_components"] = [(float(sc), float(wt * p["texture_gain"] * j))
@@ -590,6 +728,8 @@ def draw_image_params(rng: np.random.Generator, config: TemConfig) -> dict:
         ms = p["mottle_scale"]
         p["texture_components"] = [(ms, p["mottle_amp"]), (max(2.0, ms / 4), p["grain_amp"]),
                                    (ms * 4, p["coarse_amp"])]
+    if p["streak_amp"] > 0:
+        p["texture_components"].append((p["streak_scale"], p["streak_amp"], p["streak_length"], p["streak_angle"]))
     return p
 
 
@@ -727,8 +867,13 @@ def draw_defects(rng: np.random.Generator, config: TemConfig, p: dict, n: int, c
         along_g = rng.uniform(size=nd) < 0.6
         angle[dots] = np.where(along_g, p["g_angle"] + rng.normal(0, 0.35, nd), rng.uniform(0, np.pi, nd))
     rim_px = np.clip(rng.uniform(*config.rim_nm, n) / p["pixel_nm"], 1.0, None)
+    asp = np.maximum(aspect, config.min_aspect)
+    if p["edge_on"] > 0:
+        # loops whose habit plane contains the beam: a dark line along the trace of the plane
+        eo = is_loop & (rng.uniform(size=n) < p["edge_on"])
+        asp = np.where(eo, rng.uniform(0.05, 0.2, n), asp)
     # edge-on loops keep the width of their rim; tiny defects stay at least 0.75 px thick
-    b = np.maximum(a * np.maximum(aspect, config.min_aspect), np.where(is_loop, np.minimum(rim_px / 2, a), 0.75))
+    b = np.maximum(a * asp, np.where(is_loop, np.minimum(rim_px / 2, a), 0.75))
     b = np.minimum(b, a)
     if xy is None:
         xy = _positions(rng, n, (h, w), config.arrangement, config, float(np.median(diam)), list(curves))
@@ -738,7 +883,11 @@ def draw_defects(rng: np.random.Generator, config: TemConfig, p: dict, n: int, c
     out["a"], out["b"], out["angle"] = a, b, np.mod(angle, np.pi)
     out["kind"] = cls
     s = config.contrast_spread
-    out["contrast"] = np.clip(p["contrast"] * rng.uniform(1 - s, 1 + s, n), 0.05, 0.95)
+    factor = rng.uniform(1 - s, 1 + s, n)
+    tail = p["contrast_tail"]
+    if tail > 0:
+        factor = factor * ((1 - tail) + tail * rng.exponential(1.0, n))
+    out["contrast"] = np.clip(p["contrast"] * factor, 0.05, 0.95)
     out["edge"] = p["edge_px"] * rng.uniform(0.8, 1.25, n) + p["edge_frac"] * b
     irr = p["irregularity"]
     out["h2"] = irr * rng.uniform(0, 1, n)
@@ -756,6 +905,8 @@ def draw_defects(rng: np.random.Generator, config: TemConfig, p: dict, n: int, c
     out["bean"] = np.where(rng.uniform(size=n) < 0.3, rng.uniform(*config.bean, n), 0.0)
     flip = rng.uniform(size=n) < 0.5  # black-white direction flips with depth in the foil
     out["g_angle"] = p["g_angle"] + np.where(flip, np.pi, 0.0)
+    if config.black_white[1] > 0:
+        out["bw"] = np.where(resolved, 0.0, rng.uniform(*config.black_white, n))
     return out
 
 
@@ -774,10 +925,17 @@ def place_and_render(candidates: np.ndarray, config: TemConfig) -> tuple[np.ndar
     names = candidates.dtype.names
     avoid = config.overlap == "avoid"
     gap = np.float32(config.min_gap)
+    extent = float(config.label_extent)
     for row in candidates.tolist():
         rec = dict(zip(names, row))
         r0, c0, d, val = render_patch(rec)
-        inside = d <= 0
+        if extent > 0:
+            peak = float(val.max())
+            if not peak > 0:
+                continue
+            inside = _dark_extent(val, extent * peak, d if rec["rim"] > 0 else None)
+        else:
+            inside = d <= 0
         total = int(inside.sum())
         if total == 0:  # sub-pixel ellipse missing every pixel centre: not visible, not labelled
             continue
@@ -794,7 +952,10 @@ def place_and_render(candidates: np.ndarray, config: TemConfig) -> tuple[np.ndar
             continue
         lab = labels[rr0:rr1, cc0:cc1]
         if avoid:
-            if lab[d[sl] <= gap].any():
+            near = d[sl] <= gap
+            if extent > 0:
+                near |= vis
+            if lab[near].any():
                 continue
         else:
             hit = lab[vis]
@@ -814,6 +975,14 @@ def place_and_render(candidates: np.ndarray, config: TemConfig) -> tuple[np.ndar
         lab[vis] = new_id
     accepted = np.array(keep, dtype=DEFECT_DTYPE) if keep else np.zeros(0, DEFECT_DTYPE)
     return deficit, labels, accepted
+
+
+def _dark_extent(val: np.ndarray, level: float, d: np.ndarray | None = None) -> np.ndarray:
+    """Pixels of a defect patch at least ``level`` dark; with ``d``, the loop's interior (``d <= 0``) too."""
+    m = val >= np.float32(level)
+    if d is not None:
+        m |= d <= 0
+    return m
 
 
 def boxes_from_labels(labels: np.ndarray, defects: np.ndarray, config: TemConfig) -> np.ndarray:
@@ -868,6 +1037,146 @@ def _specks(rng, shape, per_mpx: float, deficit: np.ndarray) -> int:
     return n
 
 
+def annotate_visible(image: np.ndarray, labels: np.ndarray, defects: np.ndarray, config: TemConfig,
+                     kind_of_lookalike: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Make the labels follow what an annotator sees (``min_snr``, ``lookalikes``; see :class:`TemConfig`).
+
+    Measures every labelled defect's SNR (normalised LoG response at its own scale / local
+    background fluctuation, :mod:`simgen.simulate.tem_labels`) on the final ``image``;
+    drops the labels of those below ``config.min_snr`` (they stay rendered: invisible);
+    then finds unlabelled defect-like blobs (blob-shaped, within the 5-95 % size range of
+    the kept labels, SNR >= max(min_snr, 25th percentile of the kept SNRs)) and flattens or
+    labels them — the same definitions :func:`simgen.simulate.tem_labels.label_noise` measures.
+
+    Returns
+    -------
+    (image, labels, defects, info) — the (possibly flattened) image, relabelled instance
+    image (ids 1…m in order), the labelled defects (instance ``i`` = ``defects[i - 1]``) and
+    counts ``n_invisible``, ``n_lookalikes``, ``n_lookalike_labels``.
+    """
+    info = {"n_invisible": 0, "n_lookalikes": 0, "n_lookalike_labels": 0}
+    n = len(defects)
+    if n == 0 or (config.min_snr <= 0 and config.lookalikes == "keep"):
+        return image, labels, defects, info
+    h, w = labels.shape
+    tight = np.zeros((n, 4))
+    for i, sl in enumerate(_ndi.find_objects(labels, max_label=n)):
+        if sl is not None:
+            tight[i] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+    size = np.maximum(tight[:, 2] - tight[:, 0], tight[:, 3] - tight[:, 1])
+    # the lattice scales the sizes need (the 2-98 % range ±√2; the rare extremes use the nearest)
+    s_lo, s_hi = np.percentile(size, [2, 98]) if n > 10 else (float(size.min()), float(size.max()))
+    ss = scale_space(image, _default_sigmas(float(s_lo) / math.sqrt(2), float(s_hi) * math.sqrt(2)))
+    ss.set_background(_free_mask((h, w), tight, 2.0))
+    snr, _ = visibility(ss, tight)
+    keep = snr >= config.min_snr if config.min_snr > 0 else np.ones(n, bool)
+    info["n_invisible"] = int(n - keep.sum())
+    if not keep.all():
+        lut = np.zeros(n + 1, labels.dtype)
+        lut[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+        labels = lut[labels]
+        defects = defects[keep]
+    if config.lookalikes != "keep" and keep.any():
+        kept_box = tight[keep]
+        ksz = size[keep]
+        lo_px, hi_px = np.percentile(ksz, [5, 95]) if len(ksz) > 2 else (float(ksz.min()), float(ksz.max()))
+        lo = int(ss.scale_index(max(float(lo_px), 2.0) / (2 * math.sqrt(2)))) - 1
+        hi = int(ss.scale_index(max(float(hi_px), 2.0) / (2 * math.sqrt(2)))) + 1
+        # The background (and so every SNR) is measured around the labels only, as label_noise does;
+        # flattening or labelling a blob changes it, which can make a weaker neighbour stand out:
+        # re-measure and repeat once.
+        active = range(max(lo - 1, 0), min(hi + 2, len(ss.sigmas)))  # scales the search and its threshold use
+        for it in range(_LOOKALIKE_PASSES):
+            free = _free_mask((h, w), kept_box, 2.0)
+            if it > 0 or not keep.all():  # (else the background is the one just measured)
+                ss.set_background(free, indices=None if it == 0 else active)
+            ks, _ = visibility(ss, kept_box)
+            thr = max(config.min_snr, float(np.percentile(ks, 25)))
+            look = find_lookalikes(ss, free, thr, (lo, hi))
+            if it == 0:
+                info["n_lookalikes"] = int(len(look))
+            if not len(look):
+                break
+            if config.lookalikes == "suppress":
+                image = _flatten_blobs(image, look, ss, 0.5 * thr)
+                if it + 1 < _LOOKALIKE_PASSES:
+                    ss.recompute(image, active)
+            else:
+                labels, defects, new_boxes = _label_blobs(image, labels, defects, look, config, kind_of_lookalike)
+                info["n_lookalike_labels"] += len(new_boxes)
+                if not len(new_boxes):
+                    break
+                kept_box = np.concatenate([kept_box, new_boxes])
+    return image, labels, defects, info
+
+
+_LOOKALIKE_PASSES = 2
+
+
+def _flatten_blobs(image: np.ndarray, look: np.ndarray, ss, target_snr: float, widen: float = 1.3) -> np.ndarray:
+    """Add a smooth bright Gaussian to every blob so its response drops to ``target_snr``.
+
+    For ``g = A exp(-r²/2s²)`` the normalised LoG response at scale σ is
+    ``-2 A σ² s² / (s² + σ²)²`` (relative to the level); ``s = widen × σ`` (a bump a little
+    wider than the blob also lowers weaker neighbours).  The image noise is kept.
+    """
+    img = image.copy()
+    h, w = img.shape
+    for x, y, sg, snr, depth in look.tolist():
+        fl = depth / snr if snr > 0 else 0.0
+        sb = widen * sg
+        gain = 2.0 * sg * sg * sb * sb / (sb * sb + sg * sg) ** 2
+        amp = ss.level * (depth - target_snr * fl) / gain
+        if amp <= 0:
+            continue
+        rad = int(math.ceil(3 * sb))
+        c0, c1 = max(int(x) - rad, 0), min(int(x) + rad + 1, w)
+        r0, r1 = max(int(y) - rad, 0), min(int(y) + rad + 1, h)
+        yy = (np.arange(r0, r1, dtype=np.float32) + np.float32(0.5 - y))[:, None]
+        xx = (np.arange(c0, c1, dtype=np.float32) + np.float32(0.5 - x))[None, :]
+        img[r0:r1, c0:c1] += np.float32(amp) * np.exp((xx * xx + yy * yy) * np.float32(-0.5 / (sb * sb)))
+    np.clip(img, 0.0, 1.0, out=img)
+    return img
+
+
+def _label_blobs(image, labels, defects, look, config: TemConfig, kind_of_lookalike):
+    """Label look-alike blobs: the disc of the blob's LoG radius ``√2 σ`` (unlabelled pixels only).
+
+    The disc has the diameter ``2√2 σ`` that the LoG scale σ corresponds to, so a labelled
+    look-alike is measured at the scale it was found at.  Returns the relabelled image,
+    the defects with one record per new label (a round record of the ``black_dot`` kind
+    when that class exists, radius ``√2 σ``, contrast = its response) and the new labels'
+    tight boxes.
+    """
+    h, w = labels.shape
+    labels = labels.copy()
+    kind = kind_of_lookalike
+    if kind is None:
+        kind = config.classes.index("black_dot") if "black_dot" in config.classes else 0
+    recs, boxes = [], []
+    for x, y, sg, _snr, depth in look.tolist():
+        r = math.sqrt(2) * sg
+        rad = int(math.ceil(r)) + 1
+        c0, c1 = max(int(x) - rad, 0), min(int(x) + rad + 1, w)
+        r0, r1 = max(int(y) - rad, 0), min(int(y) + rad + 1, h)
+        yy = (np.arange(r0, r1) + 0.5 - y)[:, None]
+        xx = (np.arange(c0, c1) + 0.5 - x)[None, :]
+        m = (xx * xx + yy * yy <= r * r) & (labels[r0:r1, c0:c1] == 0)
+        if m.sum() < 2:
+            continue
+        new_id = len(defects) + len(recs) + 1
+        labels[r0:r1, c0:c1][m] = new_id
+        rows_, cols_ = np.nonzero(m)
+        boxes.append((c0 + cols_.min(), r0 + rows_.min(), c0 + cols_.max() + 1, r0 + rows_.max() + 1))
+        rec = np.zeros(1, DEFECT_DTYPE)
+        rec["x"], rec["y"], rec["a"], rec["b"] = x, y, r, r
+        rec["kind"], rec["contrast"], rec["fill"] = kind, min(max(depth, 0.05), 0.95), 1.0
+        recs.append(rec)
+    if recs:
+        defects = np.concatenate([defects, *recs])
+    return labels, defects, np.asarray(boxes, float).reshape(-1, 4)
+
+
 def simulate_tem(rng: np.random.Generator, config: TemConfig | None = None, *, layers: bool = False,
                  **overrides) -> TemSample:
     """Simulate, render and annotate one TEM image.
@@ -884,15 +1193,23 @@ def simulate_tem(rng: np.random.Generator, config: TemConfig | None = None, *, l
     config = (config or TemConfig()).replace(**overrides).validate() if overrides else (config or TemConfig()).validate()
     shape = config.shape
     p = draw_image_params(rng, config)
-    curves = random_curves(rng, shape, p["lines"], (0.3, 1.0)) if p["lines"] else []
+    lo_len, hi_len = config.line_length
+    curves = random_curves(rng, shape, p["lines"], (lo_len, hi_len), p["line_curvature"]) if p["lines"] else []
     candidates = sample_population(rng, config, p, curves)
-    bg = background(rng, shape, p)
+    bg = specimen_background(rng, shape, p)
     deficit, labels, defects = place_and_render(candidates, config)
     neg = np.zeros(shape, np.float32)
     if curves:
-        amps = rng.uniform(*config.line_amp, len(curves))
-        widths = rng.uniform(*config.line_width, len(curves))
-        render_lines(shape, curves, amps, widths, neg)
+        k = len(curves)
+        mag = config.nominal_pixel_nm / p["pixel_nm"]  # widths and periods are physical lengths
+        amps = rng.uniform(*config.line_amp, k)
+        widths = np.maximum(rng.uniform(*config.line_width, k) * mag, 0.5)
+        beads = rng.uniform(*config.line_beads, k)
+        periods = np.maximum(rng.uniform(*config.line_period, k) * mag, 2.0 * widths)
+        phases = rng.uniform(0, 2 * math.pi, k)
+        doubles = rng.uniform(*config.line_double, k)
+        render_dislocations(shape, curves, amps, widths, neg, beads=beads, periods=periods, phases=phases,
+                            doubles=doubles)
     n_specks = _specks(rng, shape, p["specks"], neg) if p["specks"] > 0 else 0
     total = deficit + neg if (curves or n_specks) else deficit.copy()
     np.minimum(total, np.float32(0.97), out=total)
@@ -901,10 +1218,12 @@ def simulate_tem(rng: np.random.Generator, config: TemConfig | None = None, *, l
     clean = total
     clean *= bg
     image = apply_camera(rng, clean, p["dose"], p["blur"], p["read_noise"])
+    n_rendered = int(len(defects))
+    image, labels, defects, info = annotate_visible(image, labels, defects, config)
     boxes = boxes_from_labels(labels, defects, config)
     params = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in p.items()}
-    params.update(n_candidates=int(len(candidates)), n_defects=int(len(defects)), n_lines=len(curves),
-                  n_specks=n_specks)
+    params.update(n_candidates=int(len(candidates)), n_defects=n_rendered, n_labels=int(len(defects)),
+                  n_lines=len(curves), n_specks=n_specks, **info)
     lay = None
     if layers:
         lay = {"background": bg, "defects": deficit, "negatives": neg, "clean": clean}
@@ -928,7 +1247,7 @@ class TemSampler:
     kind = "tem"
 
     def __init__(self, config: TemConfig | None = None, seed: int = 0, match: dict | None = None):
-        from ..rng import check_seed
+        from simgen.rng import check_seed
 
         self.config = (config or TemConfig()).validate()
         self.seed = check_seed(seed)
@@ -947,7 +1266,7 @@ class TemSampler:
     # -- simulation-time augmentation codes (simgen.augment.AugmentedSampler) ----------
     def check_overrides(self, codes) -> None:
         """Only ``RD`` (defect density) acts at simulation time for TEM images."""
-        from ..errors import SpecError
+        from simgen.errors import SpecError
 
         bad = [c for c in codes if c != "RD"]
         if bad:
@@ -963,7 +1282,7 @@ class TemSampler:
         return TemSampler(cfg, seed=self.seed, match=self.match)
 
     def __call__(self, index: int) -> dict:
-        from ..rng import sample_rng
+        from simgen.rng import sample_rng
 
         s = simulate_tem(sample_rng(self.seed, index), self.config)
         return {
@@ -972,6 +1291,24 @@ class TemSampler:
             "boxes": s.boxes,
             "provenance": {"index": int(index), **s.params},
         }
+
+
+#: Smallest estimated streak amplitude that ``config_from_match`` renders as streaks (the
+#: estimator's floor on isotropic texture is ~0.02, see tests/simulate/test_tem_structures.py).
+_MIN_STREAK = 0.03
+
+
+def _remove_band(texture, ell: float, amp: float) -> tuple:
+    """Octave weights with ``amp²`` of variance removed around scale ``ell`` (overlap-weighted, floored at 0)."""
+    from simgen.simulate.tem_render import TEXTURE_SCALES
+
+    w2 = np.asarray(texture, float) ** 2
+    share = np.exp(-0.5 * (np.log(np.asarray(TEXTURE_SCALES) / ell) / math.log(2)) ** 2)
+    share = share * (w2 > 0)
+    if share.sum() <= 0:
+        return tuple(float(x) for x in texture)
+    w2 = np.maximum(w2 - amp * amp * share / share.sum(), 0.0)
+    return tuple(float(math.sqrt(x)) for x in w2)
 
 
 def config_from_match(estimates: dict, base: TemConfig | None = None, spread: float = 0.2) -> TemConfig:
@@ -983,7 +1320,10 @@ def config_from_match(estimates: dict, base: TemConfig | None = None, spread: fl
         Output of :func:`simgen.simulate.match.estimate` (background level, texture
         amplitude and scale, noise dose and blur, defect contrast, size and density).
     base : TemConfig, optional
-        Everything not estimated (classes, arrangement, bend contours, lines, ...).
+        Everything not estimated (classes, arrangement, bend contours, lines, dark
+        patches, edge-on loops, black-white lobes, label rules, ...).  Streaks (direction,
+        amplitude, scale, elongation) are estimated; their variance is taken out of the
+        isotropic texture bands they overlap.
     spread : float
         Relative half-width of the ranges around each estimate.
     """
@@ -1024,6 +1364,23 @@ def config_from_match(estimates: dict, base: TemConfig | None = None, spread: fl
         mix = math.exp(sum(wi * math.log(KIND_SIZE[k]) for wi, k in zip(w, base.classes)))
         changes["size_nm"] = around(estimates["defect_size_px"] * base.nominal_pixel_nm / mix, 1e-3)
         changes["size_jitter"] = min(base.size_jitter, 0.15)
+    if estimates.get("streak_amp", 0.0) >= _MIN_STREAK:
+        # streaks replace part of the isotropic texture: take their variance out of the octave
+        # bands they overlap (weights ∝ the overlap of the band spectra), keep the direction
+        amp, ell = float(estimates["streak_amp"]), float(estimates["streak_scale"])
+        changes["streak_amp"] = around(amp, 0.0, 0.5)
+        changes["streak_scale"] = around(ell, 0.5)
+        changes["streak_length"] = around(max(float(estimates["streak_length"]), 1.0), 1.0, 50.0)
+        ang = float(estimates["streak_angle"])
+        changes["streak_angle"] = (ang - 0.1, ang + 0.1)
+        if "texture" in changes:
+            changes["texture"] = _remove_band(changes["texture"], ell, amp)
+        changes["anisotropy"] = (0.0, min(0.1, base.anisotropy[1]))
+    elif "streak_amp" in estimates:
+        changes["streak_amp"] = (0.0, 0.0)
+        if "anisotropy_angle" in estimates:
+            ang = float(estimates["anisotropy_angle"])
+            changes["streak_angle"] = (ang - 0.1, ang + 0.1)
     if "density_per_mpx" in estimates and estimates["density_per_mpx"] > 0:
         per_um2 = estimates["density_per_mpx"] / (1e6 * (base.nominal_pixel_nm * 1e-3) ** 2)
         changes["density"] = (per_um2 / 1.6, per_um2 * 1.6)

@@ -67,6 +67,7 @@ DEFECT_DTYPE = np.dtype(
         ("p2", "f4"),  # its phase (rad)
         ("h3", "f4"),  # 3rd harmonic (irregular, egg/bean-like outlines)
         ("p3", "f4"),
+        ("bw", "f4"),  # black-white dipole amplitude relative to ``contrast`` (no contrast on the line ⟂ g)
     ]
 )
 
@@ -122,14 +123,21 @@ def ellipse_patch(x, y, a, b, angle, reach, h2=0.0, p2=0.0, h3=0.0, p3=0.0):
 
 def patch_of(rec: dict):
     """:func:`ellipse_patch` of one defect record (a dict with the DEFECT_DTYPE fields)."""
-    return ellipse_patch(rec["x"], rec["y"], rec["a"], rec["b"], rec["angle"],
-                         _reach(rec["a"] * (1 + abs(rec["h2"]) + abs(rec["h3"])), rec["b"], rec["edge"], rec["halo_ext"]),
+    reach = _reach(rec["a"] * (1 + abs(rec["h2"]) + abs(rec["h3"])), rec["b"], rec["edge"], rec["halo_ext"])
+    if rec.get("bw", 0.0):
+        reach = max(reach, 3.0 * _bw_sigma(rec) + 1.0)
+    return ellipse_patch(rec["x"], rec["y"], rec["a"], rec["b"], rec["angle"], reach,
                          rec["h2"], rec["p2"], rec["h3"], rec["p3"])
 
 
 def _reach(a, b, edge, halo_ext) -> float:
     # the logistic edge is < 2 % beyond 4 edge widths, the halo < 5 % of itself beyond 3 extents
     return float(a + 4.0 * max(edge, 0.5) + 3.0 * halo_ext + 1.0)
+
+
+def _bw_sigma(rec) -> float:
+    # the dipole's lobes peak at ~ the defect's radius (strain field of a small loop ~ r³/d² decays fast)
+    return float(0.5 * (rec["a"] + rec["b"]) + 0.5)
 
 
 def defect_deficit(rec: dict, d, dx, dy) -> np.ndarray:
@@ -170,6 +178,17 @@ def defect_deficit(rec: dict, d, dx, dy) -> np.ndarray:
         if rec["bean"] > 0:
             mod = mod * (f32(1.0) - f32(rec["bean"]) * (f32(1.0) - np.abs(cosg)))
         core = core * mod
+    bw = rec.get("bw", 0.0)
+    if bw:
+        # black-white contrast of a small loop near a surface: an antisymmetric dipole along g,
+        # dark on one side, bright on the other, no contrast on the line through the centre
+        # perpendicular to g (phenomenological form of the dynamical images; Eyre et al. 1977)
+        gx, gy = f32(np.cos(rec["g_angle"])), f32(np.sin(rec["g_angle"]))
+        sb = f32(_bw_sigma(rec))
+        proj = (dx * gx + dy * gy) * (f32(1.0) / sb)
+        r2 = (dx * dx + dy * dy) * (f32(0.5) / (sb * sb))
+        dip = proj * np.exp(f32(0.5) - r2)
+        core = core + f32(bw) * dip
     core *= f32(rec["contrast"])
     return core
 
@@ -251,35 +270,48 @@ def texture_field(rng: np.random.Generator, shape, components, anisotropy: float
 
     Parameters
     ----------
-    components : sequence of (ℓ, w)
+    components : sequence of (ℓ, w) or (ℓ, w, stretch, angle)
         Band scale in px and standard deviation of each band (their variances add).
+        A 4-tuple is an anisotropic band of its own: blobs stretched ``stretch`` (>= 1)
+        times along ``angle`` (rad), e.g. streaks.
     anisotropy : float in [0, 1)
-        Stretches the blobs along ``direction`` by ``1 / (1 - anisotropy)`` (streaky mottle).
+        Stretches the blobs of the 2-tuple bands along ``direction`` by ``1 / (1 - anisotropy)``
+        (streaky mottle).
 
     Notes
     -----
     One inverse real FFT in single precision of complex white noise times
     ``sqrt(S(k) H W / 2)``, which gives the field the variance ``∫ S d²k`` (the same
-    normalisation :func:`simgen.simulate.match.radial_psd` measures).
+    normalisation :func:`simgen.simulate.match.radial_psd` measures).  Stretching space
+    by ``L`` along ``u`` maps ``S(k)`` to ``L S(L k_u, k_v)`` (variance kept).
     """
     h, w = shape
     ky = _fft.fftfreq(h).astype(np.float32)[:, None]
     kx = _fft.rfftfreq(w).astype(np.float32)[None, :]
-    if anisotropy > 0:
-        c, s = np.float32(np.cos(direction)), np.float32(np.sin(direction))
-        ku = kx * c + ky * s
+
+    def stretched_k2(stretch, angle):
+        if stretch == 1.0:
+            return kx * kx + ky * ky
+        c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+        ku = (kx * c + ky * s) * np.float32(stretch)
         kv = ky * c - kx * s
-        # stretching space by 1/(1-an) along u shrinks k_u by (1-an); keep the variance
-        k2 = (ku / np.float32(1.0 - anisotropy)) ** 2 + kv * kv
-        jac = np.float32(1.0 / (1.0 - anisotropy))
-    else:
-        k2 = kx * kx + ky * ky
-        jac = np.float32(1.0)
-    power = np.zeros(k2.shape, np.float32)
-    for ell, wgt in components:
-        if wgt > 0:
-            power += np.float32(wgt * wgt) * texture_band(k2, ell)
-    amp = np.sqrt(power * (np.float32(h * w / 2.0) * jac))
+        return ku * ku + kv * kv
+
+    power = np.zeros((h, w // 2 + 1), np.float32)
+    cache: dict = {}
+    for comp in components:
+        ell, wgt = comp[0], comp[1]
+        if not wgt > 0:
+            continue
+        if len(comp) >= 4:
+            stretch, angle = max(float(comp[2]), 1.0), float(comp[3])
+        else:
+            stretch, angle = (1.0 / (1.0 - anisotropy), direction) if anisotropy > 0 else (1.0, 0.0)
+        key = (stretch, angle)
+        if key not in cache:
+            cache[key] = stretched_k2(stretch, angle)
+        power += np.float32(wgt * wgt * stretch) * texture_band(cache[key], ell)
+    amp = np.sqrt(power * np.float32(h * w / 2.0))
     spec = rng.standard_normal((*amp.shape, 2), dtype=np.float32).view(np.complex64)[..., 0]
     spec *= amp
     return _fft.irfft2(spec, s=(h, w), workers=1).astype(np.float32, copy=False)
@@ -325,12 +357,12 @@ def background(rng: np.random.Generator, shape, p: dict) -> np.ndarray:
     ga = p.get("gradient_angle", 0.0)
     rel = f32(p["gradient"]) * (xs[None, :] * f32(np.cos(ga)) + ys[:, None] * f32(np.sin(ga)))
     comps = p.get("texture_components") or []
-    if any(wt > 0 for _, wt in comps):
+    if any(c[1] > 0 for c in comps):
         tex = texture_field(rng, shape, comps, p.get("anisotropy", 0.0), p.get("mottle_angle", 0.0))
         kappa = float(p.get("texture_skew", 0.0))
         if kappa > 0:
             # dark-skewed mottle: z - κ(z² - 1) for unit-variance z (skewness ≈ -6κ), variance kept
-            sd = f32(np.sqrt(sum(wt * wt for _, wt in comps)))
+            sd = f32(np.sqrt(sum(c[1] * c[1] for c in comps)))
             z = tex / sd
             tex = (z - f32(kappa) * (z * z - f32(1.0))) * (sd / f32(np.sqrt(1 + 2 * kappa * kappa)))
         rel = rel + tex
