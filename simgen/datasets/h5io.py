@@ -572,8 +572,38 @@ class Dataset:
         if path not in self.file or "columns" not in self.file[path].attrs:
             return None
         group = self.file[path]
+        self._table_offsets(name, group)
         columns = json.loads(_text(group.attrs["columns"]))
         return pd.DataFrame({c: group[c][()] for c in columns})
+
+    def _table_offsets(self, name: str, group) -> np.ndarray:
+        """The validated row index of table ``name`` (cached): files are untrusted input.
+
+        ``offsets`` must be N+1 non-decreasing integers from 0 to the row count of every column,
+        and a ``sample`` column must agree with it; otherwise rows would silently move to another
+        image (a file with ``offsets[2] = 1e9`` once exported boxes onto the wrong images).
+        """
+        if name in self._offsets:
+            return self._offsets[name]
+        where = f"{self.path}: table {name!r}"
+        if "offsets" not in group:
+            raise SchemaError(f"{where} has no offsets index")
+        off = group["offsets"][()]
+        if off.ndim != 1 or off.dtype.kind not in "iu" or len(off) != self.n + 1:
+            raise SchemaError(f"{where}: offsets must be {self.n + 1} integers (one per sample + 1), "
+                              f"got shape {off.shape} of {off.dtype}")
+        off = off.astype(np.int64)
+        columns = json.loads(_text(group.attrs["columns"]))
+        lengths = {len(group[c]) for c in columns if c in group}
+        if off[0] != 0 or np.any(np.diff(off) < 0) or lengths != {int(off[-1])}:
+            raise SchemaError(f"{where}: offsets must start at 0, never decrease and end at the row count "
+                              f"({sorted(lengths)}); the file is damaged")
+        if "sample" in columns:
+            sample = group["sample"][()]
+            if not np.array_equal(sample, np.repeat(np.arange(self.n), np.diff(off))):
+                raise SchemaError(f"{where}: its sample column disagrees with its offsets; the file is damaged")
+        self._offsets[name] = off
+        return off
 
     def rows(self, name: str, i: int) -> pd.DataFrame | None:
         """Rows of table ``name`` belonging to sample ``i``."""
@@ -581,9 +611,7 @@ class Dataset:
         if path not in self.file or "columns" not in self.file[path].attrs:
             return None
         group = self.file[path]
-        if name not in self._offsets:
-            self._offsets[name] = group["offsets"][()]
-        off = self._offsets[name]
+        off = self._table_offsets(name, group)
         i = self._index(i)
         a, b = int(off[i]), int(off[i + 1])
         columns = json.loads(_text(group.attrs["columns"]))
@@ -631,7 +659,7 @@ class Dataset:
         }
         for name in self.tables:
             group = self.file[table_path(name)]
-            rows = int(group["offsets"][-1])
+            rows = int(self._table_offsets(name, group)[-1])
             entry = {"rows": rows, "per_sample": round(rows / max(self.n, 1), 3)}
             if name == "points" and rows:
                 charge = group["charge"][()]

@@ -144,3 +144,33 @@ def test_empty_record_list_and_padded_masks(tmp_path):
     with open_dataset(tmp_path / "e.h5") as ds:
         assert len(ds.rows("boxes", 0)) == 0 and len(ds.rows("boxes", 1)) == 1
         assert ds.mask(0).shape == (4, 5) and ds.mask(1).shape == (6, 8)
+
+
+@pytest.mark.parametrize("damage", ["huge", "decreasing", "short", "sample_column"])
+def test_a_damaged_table_index_is_refused_not_misread(tmp_path, damage):
+    """offsets[2] = 1e9 once exported boxes onto the wrong images without a word."""
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path, kind="test") as w:
+        for i in range(3):
+            w.append(np.zeros((8, 8), np.float32),
+                     boxes={"x0": [1.0 + i], "y0": [1.0], "x1": [3.0], "y1": [3.0], "class": [0]})
+    with h5py.File(path, "r+") as f:
+        g = f["labels/boxes"]
+        off = g["offsets"][()]
+        if damage == "huge":
+            off[2] = 10 ** 9
+        elif damage == "decreasing":
+            off[1], off[2] = 2, 1
+        elif damage == "short":
+            del g["offsets"]
+            g.create_dataset("offsets", data=off[:-1])
+            off = None
+        else:
+            s = g["sample"][()]
+            s[0], s[1] = 1, 0
+            g["sample"][...] = s
+            off = None
+        if off is not None:
+            g["offsets"][...] = off
+    with pytest.raises(SchemaError, match="damaged|offsets|index"), open_dataset(path) as ds:
+        ds.rows("boxes", 1)
