@@ -89,3 +89,24 @@ def test_real_folders_open(realdata_dir):
         m = folder.mask(0)
         if m is not None:
             assert m.shape == img.shape and m.max() > 0
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"3 0.5 0.5 0.1 0.1\n", "class id 3 but the folder has 1 class"),
+    (b"0 1.5 0.5 0.1 0.1\n", "outside the image"),
+    (b"0 0.5 0.5 0.1 0.1\n\xff\xfe\x00bad", "not a UTF-8 text label file"),
+])
+def test_untrusted_label_files_give_one_clear_error(tmp_path, content, message):
+    from PIL import Image
+
+    from simgen.datasets.formats.yolo import open_yolo_folder
+    from simgen.errors import DataError
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "classes.txt").write_text("loop\n")
+    (tmp_path / "labels" / "a.txt").write_bytes(content)
+    folder = open_yolo_folder(tmp_path)
+    with pytest.raises(DataError, match=message):
+        folder.boxes(0)

@@ -33,7 +33,8 @@ __all__ = [
 BOX_COLUMNS = ["x0", "y0", "x1", "y1", "class"]
 
 
-def read_yolo_labels(path: str | PathLike, width: int, height: int) -> pd.DataFrame:
+def read_yolo_labels(path: str | PathLike, width: int, height: int, n_classes: int | None = None,
+                     tolerance: float = 0.01) -> pd.DataFrame:
     """Read one YOLO label file into pixel boxes.
 
     Parameters
@@ -42,6 +43,11 @@ def read_yolo_labels(path: str | PathLike, width: int, height: int) -> pd.DataFr
         ``.txt`` file; a missing file means "no objects".
     width, height : int
         Image size in pixels.
+    n_classes : int, optional
+        Number of classes of the folder (``classes.txt``); a larger class id is refused.
+    tolerance : float
+        Normalized coordinates may leave [0, 1] by this much (rounding of exporters); further
+        out is refused as a label file that does not belong to the image.
 
     Returns
     -------
@@ -51,14 +57,19 @@ def read_yolo_labels(path: str | PathLike, width: int, height: int) -> pd.DataFr
     Raises
     ------
     DataError
-        On malformed lines (wrong column count, non-numbers, negative sizes).
+        On malformed lines (wrong column count, non-numbers, negative sizes, class ids beyond
+        ``n_classes``, coordinates outside [0, 1]) and files that are not UTF-8 text.
     """
     path = Path(path)
     if not path.exists():
         return pd.DataFrame({c: np.zeros(0, np.float32) for c in BOX_COLUMNS}).astype({"class": np.int16})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a UTF-8 text label file") from None
     rows = []
     ncols = None
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -77,6 +88,13 @@ def read_yolo_labels(path: str | PathLike, width: int, height: int) -> pd.DataFr
         raise DataError(f"{path}: boxes with negative or non-finite size")
     if np.any(cls < 0) or np.any(cls != np.round(cls)):
         raise DataError(f"{path}: class ids must be non-negative integers")
+    if n_classes is not None and len(cls) and cls.max() >= n_classes:
+        raise DataError(f"{path}: class id {int(cls.max())} but the folder has {n_classes} class(es) "
+                        "(classes.txt)")
+    norm = arr[:, 1:5]
+    lo, hi = norm[:, :2] - norm[:, 2:] / 2, norm[:, :2] + norm[:, 2:] / 2
+    if len(norm) and (lo.min() < -tolerance or hi.max() > 1 + tolerance):
+        raise DataError(f"{path}: box coordinates outside the image (normalized values must lie in [0, 1])")
     df = pd.DataFrame(
         {
             "x0": (xc - w / 2).astype(np.float32),
@@ -172,16 +190,28 @@ class YoloFolder:
 
     def _read_class_names(self) -> list[str]:
         txt = self.root / "classes.txt"
-        if txt.exists():
-            return [line.strip() for line in txt.read_text().splitlines() if line.strip()]
-        yaml_path = self.root / "data.yaml"
-        if yaml_path.exists():
-            import yaml
+        try:
+            if txt.exists():
+                return [line.strip() for line in txt.read_text(encoding="utf-8").splitlines() if line.strip()]
+            yaml_path = self.root / "data.yaml"
+            if yaml_path.exists():
+                import yaml
 
-            names = (yaml.safe_load(yaml_path.read_text()) or {}).get("names", [])
-            if isinstance(names, dict):
-                return [names[k] for k in sorted(names)]
-            return list(names)
+                doc = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+                names = doc.get("names", []) if isinstance(doc, dict) else None
+                if isinstance(names, dict):
+                    return [str(names[k]) for k in sorted(names)]
+                if not isinstance(names, list):
+                    raise DataError(f"{yaml_path}: 'names' must be a list or a mapping of class names")
+                return [str(n) for n in names]
+        except UnicodeDecodeError:
+            raise DataError(f"{self.root}: classes.txt / data.yaml is not UTF-8 text") from None
+        except ImportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - yaml raises its own error types
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{self.root}/data.yaml is not valid YAML ({type(exc).__name__})") from None
         return []
 
     def __len__(self) -> int:
@@ -219,7 +249,7 @@ class YoloFolder:
     def boxes(self, i: int | str, shape: tuple[int, int] | None = None) -> pd.DataFrame:
         """Boxes of one image in pixels (``shape`` needed for label-only folders)."""
         h, w = shape if shape is not None else self.shape(i)
-        return read_yolo_labels(self.label_path(i), w, h)
+        return read_yolo_labels(self.label_path(i), w, h, n_classes=len(self.class_names) or None)
 
     def mask(self, i: int | str) -> np.ndarray | None:
         """Instance-id label image (``masks/<stem>.png``) or ``None``."""
