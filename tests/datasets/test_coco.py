@@ -116,3 +116,17 @@ def test_export_refuses_existing_output_and_missing_table(tem, tmp_path):
     with pytest.raises(DataError, match="no 'tracks' table"):
         export_coco(tem, tmp_path / "c2", table="tracks")
     assert not (tmp_path / "c2").exists()
+
+
+def test_results_lists_with_absurd_ids_are_refused_not_allocated():
+    from simgen.datasets.formats.coco import read_coco
+    from simgen.errors import DataError
+
+    with pytest.raises(DataError, match="outside 0..10000000"):
+        read_coco([{"image_id": 2_000_000_000, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}])
+    with pytest.raises(DataError, match="must be an integer"):
+        read_coco([{"image_id": "1", "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}])
+    with pytest.raises(DataError, match="is not an object"):
+        read_coco(["not", "objects"])
+    with pytest.raises(DataError, match="not a COCO file"):
+        read_coco(42)

@@ -126,3 +126,17 @@ def test_open_sequence_errors(tmp_path):
     (tmp_path / "gt" / "gt.txt").write_text("")
     with pytest.raises(DataError, match="seqinfo"):
         open_mot_sequence(tmp_path)
+
+
+def test_huge_sequence_lengths_and_frame_numbers_are_refused(tmp_path):
+    from simgen.datasets.formats.mot import read_mot, read_seqinfo
+    from simgen.errors import DataError
+
+    ini = tmp_path / "seqinfo.ini"
+    ini.write_text("[Sequence]\nname=x\nseqLength=2000000000\nimWidth=64\nimHeight=64\n")
+    with pytest.raises(DataError, match="seqLength=2000000000 is outside"):
+        read_seqinfo(ini)
+    gt = tmp_path / "gt.txt"
+    gt.write_text("2000000000,1,1,1,5,5,1,1,1\n")
+    with pytest.raises(DataError, match="beyond"):
+        read_mot(gt)

@@ -18,6 +18,7 @@ Conventions
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -64,12 +65,28 @@ class CocoData:
 def _load_json(source):
     if isinstance(source, (dict, list)):
         return source, "<memory>"
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(f"not a COCO file: expected a path, an object or a results list, got {type(source).__name__}")
     path = Path(source)
     text = read_text(path, "COCO file", "text (JSON)")
     try:
         return json.loads(text), str(path)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+#: Largest id a results list may use when no id list is given (ids become a dense range).
+MAX_ID = 10_000_000
+
+
+def _top_id(anns, key: str, where: str) -> int:
+    ids = [a.get(key, 0) for a in anns if isinstance(a, dict)]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise DataError(f"{where}: every {key} must be an integer")
+    top = max(ids, default=0)
+    if not 0 <= top <= MAX_ID:
+        raise DataError(f"{where}: {key} {top} is outside 0..{MAX_ID}; pass the id list explicitly")
+    return top
 
 
 def _boxes_from_annotations(anns, img_index, cat_index, where) -> pd.DataFrame:
@@ -135,11 +152,9 @@ def read_coco(source, *, image_ids=None, category_ids=None) -> CocoData:
     if isinstance(data, list):
         anns = data
         if image_ids is None:
-            top = max((a.get("image_id", 0) for a in anns if isinstance(a, dict)), default=0)
-            image_ids = list(range(1, int(top) + 1))
+            image_ids = list(range(1, _top_id(anns, "image_id", where) + 1))
         if category_ids is None:
-            top = max((a.get("category_id", 0) for a in anns if isinstance(a, dict)), default=0)
-            category_ids = list(range(1, int(top) + 1))
+            category_ids = list(range(1, _top_id(anns, "category_id", where) + 1))
         img_index = {i: k for k, i in enumerate(image_ids)}
         cat_index = {c: k for k, c in enumerate(category_ids)}
         boxes = _boxes_from_annotations(anns, img_index, cat_index, where)

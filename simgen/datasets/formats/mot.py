@@ -43,6 +43,10 @@ __all__ = ["read_mot", "format_mot", "write_mot_file", "read_seqinfo", "format_s
            "open_mot_sequence", "export_mot", "tracks_with_boxes"]
 
 
+#: Bound on frame counts and image sides read from files (a seqLength of 2e9 once ended in MemoryError).
+MAX_FRAMES_OR_PIXELS = 1_000_000
+
+
 def read_mot(path, *, kind: str = "auto", pixel_origin: int = 0, drop_ignored: bool = True) -> pd.DataFrame:
     """Read a MOTChallenge text file.
 
@@ -97,6 +101,8 @@ def read_mot(path, *, kind: str = "auto", pixel_origin: int = 0, drop_ignored: b
     frame = arr[:, 0]
     if np.any(frame < 1) or np.any(frame != np.round(frame)):
         raise DataError(f"{path}: frame numbers must be integers >= 1 (MOTChallenge frames are 1-based)")
+    if len(frame) and frame.max() > MAX_FRAMES_OR_PIXELS:
+        raise DataError(f"{path}: frame number {int(frame.max())} is beyond {MAX_FRAMES_OR_PIXELS}")
     if np.any(arr[:, 4] < 0) or np.any(arr[:, 5] < 0):
         raise DataError(f"{path}: boxes with negative width or height")
     ids = arr[:, 1]
@@ -215,8 +221,10 @@ def read_seqinfo(path) -> dict:
         if key in info:
             try:
                 info[key] = int(float(info[key]))
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise DataError(f"{path}: {key} must be a number, got {info[key]!r}") from None
+            if not 0 <= info[key] <= MAX_FRAMES_OR_PIXELS:
+                raise DataError(f"{path}: {key}={info[key]} is outside 0..{MAX_FRAMES_OR_PIXELS}")
     return info
 
 
