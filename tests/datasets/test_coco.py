@@ -130,3 +130,28 @@ def test_results_lists_with_absurd_ids_are_refused_not_allocated():
         read_coco(["not", "objects"])
     with pytest.raises(DataError, match="not a COCO file"):
         read_coco(42)
+
+
+def test_mask_less_boxes_get_an_empty_segmentation_so_segm_eval_runs():
+    import contextlib
+    import io
+
+    import pandas as pd
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from simgen.datasets.formats.coco import coco_dict
+
+    boxes = pd.DataFrame({"sample": [0, 0], "x0": [1.0, 5.0], "y0": [1.0, 5.0], "x1": [4.0, 9.0],
+                          "y1": [4.0, 9.0], "class": [0, 0]})
+    d = coco_dict(boxes, ["a.png"], [(12, 16)], ["loop"])
+    assert all("segmentation" in a and a["segmentation"]["size"] == [12, 16] for a in d["annotations"])
+    gt = COCO()
+    gt.dataset = d
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 3], "score": 0.9,
+                          "segmentation": d["annotations"][0]["segmentation"]}])
+        ev = COCOeval(gt, dt, "segm")
+        ev.evaluate()
+        ev.accumulate()

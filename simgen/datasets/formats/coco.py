@@ -206,7 +206,8 @@ def coco_dict(boxes: pd.DataFrame, names, shapes, class_names, *, masks=None, in
     class_names : sequence of str
     masks : callable, optional
         ``masks(sample) -> instance label image or None``; with an ``instance``
-        column, each box gets the RLE of its instance as ``segmentation``.
+        column, each box gets the RLE of its instance as ``segmentation``.  Every other
+        box gets an empty RLE mask of its image's size, so ``segmentation`` is always there.
     info : dict, optional
         COCO ``info`` block.
     """
@@ -246,6 +247,11 @@ def coco_dict(boxes: pd.DataFrame, names, shapes, class_names, *, masks=None, in
                 if region.any():
                     ann["segmentation"] = _rle(region)
                     ann["area"] = int(region.sum())
+        if "segmentation" not in ann:
+            # always present, so COCOeval(..., "segm") runs on any export: a box without an
+            # instance mask (catalysts, some video boxes) has an empty one
+            h, w = (int(v) for v in shapes[int(s[k])])
+            ann["segmentation"] = _rle(np.zeros((h, w), bool))
         out["annotations"].append(ann)
     return out
 
