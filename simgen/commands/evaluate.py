@@ -110,7 +110,7 @@ def track_command(detections, output, search_range, memory, conf, table, link_st
 
 
 @click.command("coco")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--table", default="boxes", show_default=True, help="Table holding the boxes.")
 @click.option("--images/--no-images", default=True, show_default=True, help="Also write images/*.png.")
@@ -128,7 +128,7 @@ def export_coco_command(path, out_dir, table, images, overwrite):
 
 
 @click.command("mot")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path())
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--table", default="tracks", show_default=True, help="Table holding the tracks.")
 @click.option("--name", default=None, help="Sequence name (default: folder name).")
@@ -137,8 +137,11 @@ def export_coco_command(path, out_dir, table, images, overwrite):
 @click.option("--images/--no-images", default=True, show_default=True, help="Also write img1/*.jpg.")
 @click.option("--pixel-origin", type=click.Choice(["0", "1"]), default="0", show_default=True,
               help="Pixel origin of bb_left/bb_top (1 = MATLAB devkit convention).")
+@click.option("--keep-classes", is_flag=True,
+              help="Write each object's class + 1 (default: all class 1, the class TrackEval scores by default).")
 @overwrite_option
-def export_mot_command(path, out_dir, table, name, frame_rate, box_size, images, pixel_origin, overwrite):
+def export_mot_command(path, out_dir, table, name, frame_rate, box_size, images, pixel_origin, keep_classes,
+                       overwrite):
     """Export a video dataset as a MOTChallenge sequence (seqinfo.ini, gt/gt.txt, img1/).
 
     \b
@@ -147,7 +150,7 @@ def export_mot_command(path, out_dir, table, name, frame_rate, box_size, images,
     """
 
     out = export_mot(path, out_dir, table=table, name=name, frame_rate=frame_rate, box_size=box_size,
-                     images=images, pixel_origin=int(pixel_origin), overwrite=overwrite)
+                     images=images, pixel_origin=int(pixel_origin), keep_classes=keep_classes, overwrite=overwrite)
     click.echo(f"wrote {out}")
 
 

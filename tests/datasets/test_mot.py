@@ -35,7 +35,7 @@ def test_gt_format_conventions():
 
 def test_round_trip_gt_and_results(tmp_path):
     t = _tracks()
-    write_mot_file(t, tmp_path / "gt.txt", kind="gt")
+    write_mot_file(t, tmp_path / "gt.txt", kind="gt", keep_classes=True)
     back = read_mot(tmp_path / "gt.txt")
     for col in ("sample", "track_id", "x0", "y0", "x1", "y1", "class"):
         np.testing.assert_allclose(back[col].to_numpy(float), t[col].to_numpy(float))
@@ -140,3 +140,13 @@ def test_huge_sequence_lengths_and_frame_numbers_are_refused(tmp_path):
     gt.write_text("2000000000,1,1,1,5,5,1,1,1\n")
     with pytest.raises(DataError, match="beyond"):
         read_mot(gt)
+
+
+def test_gt_is_one_class_by_default_as_trackeval_scores_it(tmp_path):
+    """TrackEval's MOTChallenge preprocessing drops class 3 and treats 2 as a distractor: a
+    multi-class export scored against itself gave MOTA 0.3.  Default: every object is class 1."""
+    t = _tracks()
+    assert t["class"].nunique() > 1
+    write_mot_file(t, tmp_path / "gt.txt", kind="gt")
+    back = read_mot(tmp_path / "gt.txt")
+    assert len(back) == len(t) and set(back["class"]) == {0}

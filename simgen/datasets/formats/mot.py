@@ -159,7 +159,8 @@ def tracks_with_boxes(tracks: pd.DataFrame, box_size: float | None = None) -> pd
     return tracks.assign(x0=x - side / 2, y0=y - side / 2, x1=x + side / 2, y1=y + side / 2)
 
 
-def format_mot(tracks: pd.DataFrame, *, kind: str = "gt", pixel_origin: int = 0, box_size: float | None = None) -> str:
+def format_mot(tracks: pd.DataFrame, *, kind: str = "gt", pixel_origin: int = 0, box_size: float | None = None,
+               keep_classes: bool = False) -> str:
     """Tracks (``sample, track_id`` + boxes or ``x, y``) → MOTChallenge text.
 
     ``kind="gt"`` writes 9 columns (consider flag 1, class + 1, visibility or 1);
@@ -182,7 +183,13 @@ def format_mot(tracks: pd.DataFrame, *, kind: str = "gt", pixel_origin: int = 0,
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     frame, ids = frame[order], ids[order]
     if kind == "gt":
-        cls = (t["class"].to_numpy(np.int64)[order] + 1) if "class" in t.columns else np.ones(len(t), np.int64)
+        # class 1 ("pedestrian") for every object by default: TrackEval's MOTChallenge preprocessing
+        # treats class 2 as a distractor and drops class 3, so a multi-class ground truth scored
+        # against itself would give MOTA 0.3; keep_classes writes class + 1 for tools that use it
+        if keep_classes and "class" in t.columns:
+            cls = t["class"].to_numpy(np.int64)[order] + 1
+        else:
+            cls = np.ones(len(t), np.int64)
         vis = t["visibility"].to_numpy(np.float64)[order] if "visibility" in t.columns else np.ones(len(t))
         return "".join(
             f"{f},{i},{a:.3f},{c:.3f},{d:.3f},{e:.3f},1,{k},{v:.3g}\n"
@@ -198,11 +205,11 @@ def format_mot(tracks: pd.DataFrame, *, kind: str = "gt", pixel_origin: int = 0,
 
 
 def write_mot_file(tracks: pd.DataFrame, path, *, kind: str = "results", pixel_origin: int = 0,
-                   box_size: float | None = None, overwrite: bool = False) -> Path:
-    """Write tracks as a MOTChallenge text file, atomically."""
+                   box_size: float | None = None, keep_classes: bool = False, overwrite: bool = False) -> Path:
+    """Write tracks as a MOTChallenge text file, atomically (see :func:`format_mot`)."""
 
-    return atomic_write_text(path, format_mot(tracks, kind=kind, pixel_origin=pixel_origin, box_size=box_size),
-                             overwrite=overwrite)
+    text = format_mot(tracks, kind=kind, pixel_origin=pixel_origin, box_size=box_size, keep_classes=keep_classes)
+    return atomic_write_text(path, text, overwrite=overwrite)
 
 
 def read_seqinfo(path) -> dict:
@@ -297,6 +304,7 @@ def export_mot(
     box_size: float | None = None,
     images: bool = True,
     pixel_origin: int = 0,
+    keep_classes: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Export a simgen video dataset as a MOTChallenge sequence folder.
@@ -325,6 +333,9 @@ def export_mot(
         Write ``img1/*.jpg``.
     pixel_origin : {0, 1}
         See module notes.
+    keep_classes : bool
+        Write each object's class + 1 in the class column.  Off by default: every object is
+        class 1 (MOTChallenge "pedestrian"), the one class TrackEval scores by default.
     overwrite : bool
 
     Returns
@@ -344,7 +355,7 @@ def export_mot(
             raise DataError(f"{src.path}: table {table!r} has no track_id column")
         if images and not src.has_images:
             raise DataError(f"{src.path} stores no images; export with images=False (--no-images)")
-        text = format_mot(tracks, kind="gt", pixel_origin=pixel_origin, box_size=box_size)
+        text = format_mot(tracks, kind="gt", pixel_origin=pixel_origin, box_size=box_size, keep_classes=keep_classes)
         h, w = src.shape(0)
         seq = name or out_dir.name
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
