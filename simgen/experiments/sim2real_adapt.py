@@ -22,8 +22,10 @@ from simgen.experiments.scoring import pooled_scores
 from simgen.experiments.sim2real_config import Sim2RealConfig
 from simgen.experiments.sim2real_real import RealSet, detect_real
 from simgen.progress import ProgressLog
-from simgen.train.yolo.adapt import adapt_batchnorm, open_unlabeled, self_train
+from simgen.train.yolo.adapt_batchnorm import adapt_batchnorm
 from simgen.train.yolo.predict import YoloDetector
+from simgen.train.yolo.self_train import self_train
+from simgen.train.yolo.unlabeled import open_unlabeled
 
 __all__ = ["LEVERS", "adaptation_folds", "adaptation_study"]
 

@@ -18,19 +18,14 @@ from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.matching import box_iou
 from simgen.train.tiling import pad_to, tile_windows
-from simgen.train.yolo.adapt import (
-    adapt_batchnorm,
-    box_limits,
-    count_change,
-    flip_consistent,
-    open_unlabeled,
-    pseudo_label,
-    self_train,
-)
+from simgen.train.yolo.adapt_batchnorm import adapt_batchnorm
 from simgen.train.yolo.checkpoint import load_yolo_checkpoint
 from simgen.train.yolo.config import PRESETS
 from simgen.train.yolo.predict import YoloDetector
+from simgen.train.yolo.pseudo_label import flip_consistent, pseudo_label
+from simgen.train.yolo.self_train import box_limits, count_change, self_train
 from simgen.train.yolo.trainer import train_yolo
+from simgen.train.yolo.unlabeled import open_unlabeled
 
 COLS = ["x0", "y0", "x1", "y1", "class", "score"]
 
