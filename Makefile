@@ -35,6 +35,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check simgen tests benchmarks tools
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The synthetic-only -> real experiment (< 1 h on 2 CPU cores); REAL=... picks another real set.

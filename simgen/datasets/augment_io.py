@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
+from os import PathLike
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -24,7 +27,8 @@ from simgen.augment.pipeline import TAG_AUGMENT, AugmentedSampler, Pipeline
 from simgen.augment.readnoise import NoiseProfile, extract_profile
 from simgen.augment.realism import ImageSetStats, realism_distance
 from simgen.augment.spec import Spec, parse_spec
-from simgen.datasets.h5io import DatasetWriter, open_dataset
+from simgen.datasets.generate import Sampler
+from simgen.datasets.h5io import Dataset, DatasetWriter, open_dataset
 from simgen.datasets.imageio import IMAGE_SUFFIXES, list_images, read_image
 from simgen.datasets.schema import table_path
 from simgen.errors import DataError, ParameterError, SpecError
@@ -47,6 +51,8 @@ __all__ = [
 ]
 
 DEFAULT_PROFILE = "default"
+#: A noise profile, its ``.npz`` file, or ``None`` / ``"default"`` for the shipped one.
+ProfileSource: TypeAlias = NoiseProfile | str | PathLike | None
 _KNOWN = {"images", "phase", "names", "shapes", "provenance", "labels/masks", "labels/classes"}
 
 
@@ -58,17 +64,18 @@ def default_profile_path() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "readnoise_default.npz"
 
 
-def save_noise_profile(profile: NoiseProfile, path, overwrite: bool = False) -> Path:
+def save_noise_profile(profile: NoiseProfile, path: str | PathLike, overwrite: bool = False) -> Path:
     """Write ``profile`` to an ``.npz`` file atomically; returns the path."""
     if not isinstance(profile, NoiseProfile):
         raise ParameterError(f"expected a NoiseProfile, got {type(profile).__name__}")
     with atomic_path(path, overwrite) as tmp:
         with open(tmp, "wb") as fh:  # a file object: numpy must not append '.npz' to the name
-            np.savez_compressed(fh, **profile.to_arrays())
+            # numpy's stub: a **dict might also fill savez_compressed's bool allow_pickle keyword
+            np.savez_compressed(fh, **profile.to_arrays())  # type: ignore[arg-type]
     return Path(path)
 
 
-def load_noise_profile(source=None) -> NoiseProfile:
+def load_noise_profile(source: ProfileSource = None) -> NoiseProfile:
     """Read a noise profile: a path, a :class:`NoiseProfile`, or ``None``/``"default"``.
 
     Raises
@@ -78,7 +85,10 @@ def load_noise_profile(source=None) -> NoiseProfile:
     """
     if isinstance(source, NoiseProfile):
         return source
-    path = default_profile_path() if source in (None, DEFAULT_PROFILE) else Path(source)
+    if source is None or source == DEFAULT_PROFILE:
+        path, shipped = default_profile_path(), True
+    else:
+        path, shipped = Path(source), False
     if not path.exists():
         raise DataError(f"noise profile {path} does not exist")
     try:
@@ -90,7 +100,7 @@ def load_noise_profile(source=None) -> NoiseProfile:
     meta = dict(profile.meta)
     meta.setdefault("source", str(path))
     meta["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    meta["file"] = DEFAULT_PROFILE if source in (None, DEFAULT_PROFILE) else str(path)
+    meta["file"] = DEFAULT_PROFILE if shipped else str(path)
     return NoiseProfile(profile.freqs, profile.power, profile.cell, profile.rms_ratio, meta)
 
 
@@ -113,7 +123,8 @@ def _image_files(inputs) -> list[Path]:
     return files
 
 
-def extract_noise_profile(inputs, out=None, *, overwrite: bool = False, name: str | None = None, **kwargs) -> NoiseProfile:
+def extract_noise_profile(inputs: str | PathLike | Iterable[str | PathLike], out: str | PathLike | None = None, *,
+                          overwrite: bool = False, name: str | None = None, **kwargs: Any) -> NoiseProfile:
     """Measure a read-noise profile from image files or folders (and save it to ``out``).
 
     ``kwargs`` go to :func:`simgen.augment.readnoise.extract_profile` (``tile``,
@@ -131,14 +142,14 @@ def extract_noise_profile(inputs, out=None, *, overwrite: bool = False, name: st
 # --------------------------------------------------------------------------- pipelines
 
 
-def build_pipeline(spec, *, noise_profile=None, **kwargs) -> Pipeline:
+def build_pipeline(spec: str | Spec | None, *, noise_profile: ProfileSource = None, **kwargs: Any) -> Pipeline:
     """A :class:`Pipeline` with the noise profile loaded from a file when ``FN`` needs one."""
     spec = parse_spec(spec)
     profile = load_noise_profile(noise_profile) if "FN" in spec else None
     return Pipeline(spec, noise_profile=profile, **kwargs)
 
 
-def schlieren_options(ds) -> dict:
+def schlieren_options(ds: Dataset) -> dict:
     """Decross angle, regime and anisotropy of a *film* dataset's Schlieren rendering (what DC varies).
 
     Only film datasets store them; other generators use some of the same names for other things (a
@@ -156,7 +167,8 @@ def schlieren_options(ds) -> dict:
         raise DataError("the film dataset's generator config has a non-numeric decross/anisotropy") from None
 
 
-def augmented_sampler(sampler, spec, *, noise_profile=None, seed: int | None = None):
+def augmented_sampler(sampler: Sampler, spec: str | Spec | None, *, noise_profile: ProfileSource = None,
+                      seed: int | None = None) -> Sampler:
     """Wrap ``sampler`` in an :class:`AugmentedSampler` (``spec`` "none" returns it unchanged)."""
     pipeline = build_pipeline(spec, noise_profile=noise_profile)
     if not pipeline.codes:
@@ -185,12 +197,12 @@ def _json(value) -> str:
 
 
 def augment_dataset(
-    source,
-    out,
-    spec,
+    source: str | PathLike,
+    out: str | PathLike,
+    spec: str | Spec | None,
     *,
     seed: int = 0,
-    noise_profile=None,
+    noise_profile: ProfileSource = None,
     overwrite: bool = False,
     progress: bool = False,
     image_dtype: str | None = None,
@@ -251,7 +263,7 @@ def augment_dataset(
                 phase = ds.phase(i)
                 if "DC" in spec and (phase is None or not np.all(np.isfinite(phase))):
                     raise DataError(f"{src}: sample {i} has no stored phase field; DC cannot re-render it")
-                annotations = {t: ds.rows(t, i) for t in tables}
+                annotations: dict[str, Any] = {t: ds.rows(t, i) for t in tables}
                 mask = ds.mask(i)
                 if mask is not None:
                     annotations["mask"] = mask
@@ -308,7 +320,7 @@ def _source_sample(source, index: int, size: int, seed: int):
             raise DataError(f"{path} stores no images")
         if not 0 <= index < ds.n:
             raise ParameterError(f"index {index} out of range for {ds.n} samples")
-        sample = {"image": ds.image(index), "phase": ds.phase(index)}
+        sample: dict[str, Any] = {"image": ds.image(index), "phase": ds.phase(index)}
         for t in ("points", "boxes"):
             rows = ds.rows(t, index)
             if rows is not None:
@@ -334,14 +346,14 @@ def _fmt_params(params: dict) -> str:
 
 
 def transform_sheet(
-    source,
-    out,
-    spec,
+    source: str | PathLike | None,
+    out: str | PathLike,
+    spec: str | Spec | None,
     *,
     index: int = 0,
     seed: int = 0,
     size: int = 256,
-    noise_profile=None,
+    noise_profile: ProfileSource = None,
     overwrite: bool = False,
     dpi: int = 110,
 ) -> Path:
@@ -369,7 +381,7 @@ def transform_sheet(
     check_output(out, overwrite)
     sample, sampler, label = _source_sample(source, index, size, seed)
     if sampler is None:
-        check_image_spec(spec, sample.get("phase") is not None and np.all(np.isfinite(sample["phase"])), label)
+        check_image_spec(spec, bool(sample.get("phase") is not None and np.all(np.isfinite(sample["phase"]))), label)
     profile = load_noise_profile(noise_profile) if "FN" in spec else None
     panels = [("original", sample["image"], "")]
     combos = [(str(item), Spec((item,), str(item))) for item in spec.items]
@@ -407,7 +419,7 @@ def transform_sheet(
 # --------------------------------------------------------------------------- realism
 
 
-def iter_images(source, max_images: int | None = None):
+def iter_images(source: str | PathLike, max_images: int | None = None) -> Iterator[np.ndarray]:
     """Yield float images from an HDF5 dataset, a YOLO folder, an image folder or an image file.
 
     A folder without images but with sub-folders holding them (``realdata/dev``) yields
@@ -448,12 +460,12 @@ def iter_images(source, max_images: int | None = None):
 
 
 def realism_report(
-    a,
-    b,
+    a: str | PathLike,
+    b: str | PathLike,
     *,
-    spec=None,
+    spec: str | Spec | None = None,
     seed: int = 0,
-    noise_profile=None,
+    noise_profile: ProfileSource = None,
     max_images: int | None = None,
 ) -> dict:
     """Realism distances of set ``a`` (optionally augmented with image-level ``spec``) to set ``b``.
@@ -469,7 +481,7 @@ def realism_report(
     pipeline = build_pipeline(spec, noise_profile=noise_profile) if aug is not None else None
     for i, img in enumerate(iter_images(a, max_images)):
         raw.add(img)
-        if aug is not None:
+        if aug is not None and pipeline is not None:  # both set together
             out, _, _ = pipeline.apply(img, Pipeline.new_key(sample_rng(seed, i, TAG_AUGMENT)))
             aug.add(out)
     result = realism_distance(aug if aug is not None else raw, stats_b).to_dict()

@@ -20,11 +20,16 @@ import contextlib
 import datetime as _dt
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
+from os import PathLike
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
 
 import h5py
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from simgen import __version__
 from simgen.atomic import check_output, fsync_path, json_default
@@ -34,12 +39,16 @@ from simgen.datasets.schema import (
     SCHEMA_NAME,
     SCHEMA_VERSION,
     TABLE_COLUMNS,
+    _json_text,
     _table_names,
     _text,
     table_path,
     validate_file,
 )
 from simgen.errors import ParameterError, SchemaError
+
+if TYPE_CHECKING:
+    from simgen.datasets.generate import Sampler
 
 __all__ = [
     "DatasetWriter",
@@ -52,6 +61,10 @@ __all__ = [
 ]
 
 _STR = h5py.string_dtype("utf-8")
+
+#: Annotation records of one table: a DataFrame, a NumPy structured array, a dict of
+#: array-likes (one per column) or a list of dicts (one per row).
+Records: TypeAlias = pd.DataFrame | np.ndarray | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
 
 def to_storage_dtype(image: np.ndarray, dtype: str) -> np.ndarray:
@@ -81,7 +94,7 @@ def to_float_image(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
-def records_to_columns(records, table: str | None = None) -> dict[str, np.ndarray]:
+def records_to_columns(records: Records | None, table: str | None = None) -> dict[str, np.ndarray]:
     """Normalize annotation records to ``{column: 1-D array}``.
 
     Accepts a pandas DataFrame, a NumPy structured array, a dict of array-likes
@@ -90,21 +103,22 @@ def records_to_columns(records, table: str | None = None) -> dict[str, np.ndarra
     """
     if records is None:
         return {}
+    raw: dict[Any, Any]
     if isinstance(records, pd.DataFrame):
-        cols = {c: records[c].to_numpy() for c in records.columns}
+        raw = {c: records[c].to_numpy() for c in records.columns}
     elif isinstance(records, np.ndarray) and records.dtype.names:
-        cols = {c: records[c] for c in records.dtype.names}
+        raw = {c: records[c] for c in records.dtype.names}
     elif isinstance(records, dict):
-        cols = {c: np.asarray(v) for c, v in records.items()}
+        raw = {c: np.asarray(v) for c, v in records.items()}
     elif isinstance(records, (list, tuple)):
         if not records:
-            cols = {}
+            raw = {}
         else:
             keys = list(records[0].keys())
-            cols = {k: np.asarray([r[k] for r in records]) for k in keys}
+            raw = {k: np.asarray([r[k] for r in records]) for k in keys}
     else:
         raise ParameterError(f"unsupported annotation records of type {type(records).__name__}")
-    cols = {str(c): np.atleast_1d(np.asarray(v)) for c, v in cols.items()}
+    cols = {str(c): np.atleast_1d(np.asarray(v)) for c, v in raw.items()}
     lengths = {len(v) for v in cols.values()}
     if len(lengths) > 1:
         raise ParameterError(f"table {table!r}: columns have different lengths {sorted(lengths)}")
@@ -118,14 +132,14 @@ def records_to_columns(records, table: str | None = None) -> dict[str, np.ndarra
                 cols[col] = np.zeros(0, dtype)
                 continue
             raise ParameterError(f"table {table!r} is missing column {col!r} (has {sorted(cols)})")
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for col, values in cols.items():
-        dtype = required.get(col) or OPTIONAL_COLUMNS.get(col)
-        if dtype is None:
+        target: str | np.dtype | None = required.get(col) or OPTIONAL_COLUMNS.get(col)
+        if target is None:
             if values.dtype.kind not in "biuf":
                 raise ParameterError(f"table {table!r} column {col!r} must be numeric, got {values.dtype}")
-            dtype = values.dtype
-        out[col] = values.astype(dtype, copy=False)
+            target = values.dtype
+        out[col] = values.astype(target, copy=False)
     return out
 
 
@@ -139,7 +153,7 @@ class _TableBuffer:
         self.counts: list[int] = []  # rows per sample, aligned with sample index
         self.pending: dict[str, list[np.ndarray]] = {}
 
-    def add(self, index: int, records) -> None:
+    def add(self, index: int, records: Records | None) -> None:
         cols = records_to_columns(records, self.name)
         cols.pop("sample", None)
         if self.columns is None:
@@ -227,8 +241,8 @@ class DatasetWriter:
     """
 
     @classmethod
-    def for_sampler(cls, path, sampler, *, attrs: dict | None = None, image_dtype: str = "uint8",
-                    overwrite: bool = False) -> "DatasetWriter":
+    def for_sampler(cls, path: str | PathLike, sampler: Sampler, *, attrs: dict | None = None,
+                    image_dtype: str = "uint8", overwrite: bool = False) -> DatasetWriter:
         """A writer whose kind, class names, generator description and seed come from ``sampler``."""
         return cls(path, kind=sampler.kind, image_dtype=image_dtype, class_names=sampler.class_names,
                    generator=sampler.describe(), seed=getattr(sampler, "seed", None), attrs=attrs,
@@ -236,18 +250,18 @@ class DatasetWriter:
 
     def __init__(
         self,
-        path,
+        path: str | PathLike,
         *,
         kind: str,
         image_dtype: str = "uint8",
-        class_names=None,
+        class_names: Iterable[str] | None = None,
         generator: dict | None = None,
         seed: int | None = None,
         attrs: dict | None = None,
         overwrite: bool = False,
         compression: str | None = "gzip",
         flush_every: int = 256,
-    ):
+    ) -> None:
         if image_dtype not in IMAGE_DTYPES:
             raise ParameterError(f"image_dtype must be one of {IMAGE_DTYPES}, got {image_dtype!r}")
         self.path = check_output(path, overwrite)
@@ -262,7 +276,7 @@ class DatasetWriter:
         self._tables: dict[str, _TableBuffer] = {}
         self._provenance: list[str] = []
         self._names: list[str] = []
-        self._shapes: list[tuple[int, int]] = []
+        self._shapes: list[tuple[int, ...]] = []
         self._closed = False
         root = self._f.attrs
         root["schema"] = SCHEMA_NAME
@@ -279,7 +293,7 @@ class DatasetWriter:
             self.set_attrs(**attrs)
 
     # -- building ---------------------------------------------------------
-    def set_attrs(self, **attrs) -> None:
+    def set_attrs(self, **attrs: Any) -> None:
         """Set extra root attributes; dicts and lists are stored as JSON strings."""
         reserved = {"schema", "schema_version", "n_samples"}
         for key, value in attrs.items():
@@ -291,23 +305,23 @@ class DatasetWriter:
                 continue
             self._f.attrs[key] = value
 
-    def set_class_names(self, names) -> None:
-        names = [str(n) for n in names]
+    def set_class_names(self, names: Iterable[str]) -> None:
+        labels = [str(n) for n in names]
         grp = self._f.require_group("labels")
         if "classes" in grp:
             del grp["classes"]
-        grp.create_dataset("classes", data=np.array(names, dtype=object), dtype=_STR)
+        grp.create_dataset("classes", data=np.array(labels, dtype=object), dtype=_STR)
 
     def append(
         self,
-        image=None,
+        image: ArrayLike | None = None,
         *,
-        points=None,
-        boxes=None,
-        tracks=None,
-        tables: dict | None = None,
-        mask=None,
-        phase=None,
+        points: Records | None = None,
+        boxes: Records | None = None,
+        tracks: Records | None = None,
+        tables: Mapping[str, Records | None] | None = None,
+        mask: ArrayLike | None = None,
+        phase: ArrayLike | None = None,
         provenance: dict | None = None,
         name: str | None = None,
         shape: tuple[int, int] | None = None,
@@ -363,7 +377,7 @@ class DatasetWriter:
                 buf.flush(self._f)
         return i
 
-    def create_array(self, path: str, data=None, **kwargs):
+    def create_array(self, path: str, data: ArrayLike | None = None, **kwargs: Any) -> h5py.Dataset:
         """Store an extra array (e.g. ``pairs/index``) at ``path``; kwargs go to h5py.
 
         With ``data=None`` and ``shape``/``dtype`` in ``kwargs`` an empty dataset is created
@@ -374,7 +388,7 @@ class DatasetWriter:
             del self._f[path]
         return self._f.create_dataset(path, data=data, **kwargs)
 
-    def set_group_attrs(self, path: str, **attrs) -> None:
+    def set_group_attrs(self, path: str, **attrs: Any) -> None:
         """Set attributes on the group or dataset at ``path``; dicts/lists are stored as JSON."""
         self._check_open()
         obj = self._f[path] if path in self._f else self._f.require_group(path)
@@ -450,17 +464,18 @@ class DatasetWriter:
         with contextlib.suppress(OSError):
             self._tmp.unlink()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if exc_type is None:
             self.close()
         else:
             self.abort()
         return False
 
-    def __del__(self):  # a writer dropped without close() must not leave its temp file
+    def __del__(self) -> None:  # a writer dropped without close() must not leave its temp file
         if not getattr(self, "_closed", True):
             self.abort()
 
@@ -478,7 +493,7 @@ class Dataset:
     class_names : list of str
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | PathLike) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise SchemaError(f"{self.path} does not exist")
@@ -501,13 +516,17 @@ class Dataset:
 
     # -- arrays -----------------------------------------------------------
     @property
-    def images(self):
+    def images(self) -> h5py.Dataset | None:
         """The on-disk ``/images`` dataset (lazy h5py Dataset) or ``None``."""
         return self.file.get("images")
 
     @property
     def image_shape(self) -> tuple[int, int] | None:
-        return tuple(self.images.shape[1:]) if self.images is not None else None
+        images = self.images
+        if images is None:
+            return None
+        h, w = images.shape[1:]  # validate_file checked (N, H, W)
+        return h, w
 
     def image(self, i: int, as_float: bool = True) -> np.ndarray:
         """Image ``i`` as float32 in [0, 1] (or raw on-disk dtype with ``as_float=False``)."""
@@ -549,10 +568,13 @@ class Dataset:
         return f"{self._index(i):06d}" if ds is None else (_text(ds[self._index(i)]) or f"{i:06d}")
 
     def shape(self, i: int) -> tuple[int, int]:
-        if self.images is not None:
-            return self.image_shape
+        images = self.images
+        if images is not None:
+            h, w = images.shape[1:]
+            return h, w
         if "shapes" in self.file:
-            return tuple(int(s) for s in self.file["shapes"][self._index(i)])
+            h, w = (int(s) for s in self.file["shapes"][self._index(i)])
+            return h, w
         raise SchemaError(f"{self.path} stores neither images nor shapes")
 
     def provenance(self, i: int) -> dict:
@@ -573,7 +595,7 @@ class Dataset:
             return None
         group = self.file[path]
         self._table_offsets(name, group)
-        columns = json.loads(_text(group.attrs["columns"]))
+        columns = _json_text(group.attrs["columns"])
         return pd.DataFrame({c: group[c][()] for c in columns})
 
     def _table_offsets(self, name: str, group) -> np.ndarray:
@@ -593,7 +615,7 @@ class Dataset:
             raise SchemaError(f"{where}: offsets must be {self.n + 1} integers (one per sample + 1), "
                               f"got shape {off.shape} of {off.dtype}")
         off = off.astype(np.int64)
-        columns = json.loads(_text(group.attrs["columns"]))
+        columns = _json_text(group.attrs["columns"])
         lengths = {len(group[c]) for c in columns if c in group}
         if off[0] != 0 or np.any(np.diff(off) < 0) or lengths != {int(off[-1])}:
             raise SchemaError(f"{where}: offsets must start at 0, never decrease and end at the row count "
@@ -614,7 +636,7 @@ class Dataset:
         off = self._table_offsets(name, group)
         i = self._index(i)
         a, b = int(off[i]), int(off[i + 1])
-        columns = json.loads(_text(group.attrs["columns"]))
+        columns = _json_text(group.attrs["columns"])
         return pd.DataFrame({c: group[c][a:b] for c in columns})
 
     # -- plumbing ---------------------------------------------------------
@@ -632,16 +654,17 @@ class Dataset:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
     def summary(self) -> dict:
         """Counts and parameters, as shown by ``simgen info``."""
-        out = {
+        image_shape = self.image_shape
+        out: dict[str, Any] = {
             "path": str(self.path),
             "schema_version": self.attrs.get("schema_version"),
             "simgen_version": self.attrs.get("simgen_version"),
@@ -649,7 +672,7 @@ class Dataset:
             "created": self.attrs.get("created"),
             "seed": self.attrs.get("seed"),
             "n_samples": self.n,
-            "image_shape": list(self.image_shape) if self.images is not None else None,
+            "image_shape": list(image_shape) if image_shape is not None else None,
             "image_dtype": str(self.images.dtype) if self.images is not None else None,
             "classes": self.class_names,
             "tables": {},
@@ -660,7 +683,7 @@ class Dataset:
         for name in self.tables:
             group = self.file[table_path(name)]
             rows = int(self._table_offsets(name, group)[-1])
-            entry = {"rows": rows, "per_sample": round(rows / max(self.n, 1), 3)}
+            entry: dict[str, Any] = {"rows": rows, "per_sample": round(rows / max(self.n, 1), 3)}
             if name == "points" and rows:
                 charge = group["charge"][()]
                 entry["charge+"] = int((charge > 0).sum())
@@ -672,7 +695,7 @@ class Dataset:
         return out
 
 
-def open_dataset(path) -> Dataset:
+def open_dataset(path: str | PathLike) -> Dataset:
     """Open and validate a simgen HDF5 dataset for reading.
 
     Raises
@@ -683,7 +706,7 @@ def open_dataset(path) -> Dataset:
     return Dataset(path)
 
 
-def read_table(path, name: str) -> pd.DataFrame | None:
+def read_table(path: str | PathLike, name: str) -> pd.DataFrame | None:
     """Read one whole table from a dataset file."""
     with open_dataset(path) as ds:
         return ds.table(name)

@@ -39,16 +39,17 @@ def read_image(path: str | PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.uint32)
-                top = 65535.0 if arr.max(initial=0) <= 65535 else float(arr.max())
-                return (arr / top).astype(np.float32)
+                wide = np.asarray(im, dtype=np.uint32)
+                top = 65535.0 if wide.max(initial=0) <= 65535 else float(wide.max())
+                return (wide / top).astype(np.float32)
             if im.mode == "F":
-                arr = np.asarray(im, dtype=np.float32)
-                lo, hi = float(arr.min()), float(arr.max())
-                return ((arr - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+                real = np.asarray(im, dtype=np.float32)
+                lo, hi = float(real.min()), float(real.max())
+                return ((real - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
             if im.mode not in ("L", "RGB", "RGBA", "LA", "P", "1"):
-                im = im.convert("RGB")
-            arr = np.asarray(im)
+                arr = np.asarray(im.convert("RGB"))
+            else:
+                arr = np.asarray(im)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as exc:
@@ -60,8 +61,8 @@ def read_image(path: str | PathLike) -> np.ndarray:
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
             arr = arr[..., 0]
         else:
-            arr = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-            return (arr / 255.0).astype(np.float32)
+            grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+            return (grey / 255.0).astype(np.float32)
     return (arr.astype(np.float32) / 255.0).astype(np.float32)
 
 

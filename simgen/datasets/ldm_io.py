@@ -18,6 +18,8 @@ box whose extent best overlaps the instance's tight box, else class 0.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from simgen.augment.ldm.masks import (
     relabel_sequential,
 )
 from simgen.datasets.formats.yolo import open_yolo_folder
-from simgen.datasets.h5io import DatasetWriter, open_dataset
+from simgen.datasets.h5io import Dataset, DatasetWriter, open_dataset
 from simgen.errors import DataError, ParameterError
 from simgen.progress import track
 
@@ -49,7 +51,7 @@ __all__ = [
 BOX_RECORD_COLUMNS = ["x0", "y0", "x1", "y1", "class", "instance", "size"]
 
 
-def boxes_from_mask(instance_mask: np.ndarray, classes=None) -> pd.DataFrame:
+def boxes_from_mask(instance_mask: np.ndarray, classes: np.ndarray | None = None) -> pd.DataFrame:
     """Tight boxes of every instance: columns x0, y0, x1, y1, class, instance, size.
 
     ``size`` is the equivalent-circle diameter in pixels; ``classes`` as in
@@ -120,8 +122,8 @@ def _rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndar
 
 
 def import_real(
-    folder,
-    output,
+    folder: str | PathLike,
+    output: str | PathLike,
     *,
     tile: int = 256,
     scale: float = 1.0,
@@ -175,7 +177,7 @@ def import_real(
     if not with_masks:
         raise DataError(f"{folder}: no image has a mask in masks/")
     # validate sizes before writing anything
-    shapes = {}
+    shapes: dict[str, tuple[int, int]] = {}
     for name in with_masks:
         h, w = yolo.shape(name)
         sh = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -195,6 +197,8 @@ def import_real(
                           enabled=progress):
             image = yolo.image(name)
             mask = yolo.mask(name)
+            if mask is None:  # split layouts look for masks/<split>/<name>.png
+                raise DataError(f"{folder}: no instance mask for image {name} in masks/")
             if mask.shape != image.shape:
                 raise DataError(f"{folder}: mask of {name} is {mask.shape}, image {image.shape}")
             classes = instance_classes_from_boxes(mask, yolo.boxes(name))
@@ -227,7 +231,7 @@ def import_real(
             "skipped": skipped, "class_names": class_names}
 
 
-def read_pairs(path, indices=None) -> TrainingPairs:
+def read_pairs(path: str | PathLike, indices: Iterable[int] | None = None) -> TrainingPairs:
     """Read images, instance masks and classes of a simgen HDF5 file as :class:`TrainingPairs`.
 
     Parameters
@@ -253,6 +257,7 @@ def read_pairs(path, indices=None) -> TrainingPairs:
         images, cmaps, insts, names, max_cls = [], [], [], [], -1
         for i in idx:
             inst = ds.mask(i)
+            assert inst is not None  # the file has /labels/masks (checked above)
             boxes = ds.rows("boxes", i) if has_boxes else None
             classes = instance_classes_from_boxes(inst, boxes)
             max_cls = max(max_cls, int(classes.max(initial=-1)))
@@ -269,10 +274,10 @@ def read_pairs(path, indices=None) -> TrainingPairs:
 
 
 def write_generated(
-    path,
-    samples,
+    path: str | PathLike,
+    samples: Iterable[dict],
     *,
-    class_names,
+    class_names: Sequence[str] | None,
     generator: dict,
     seed: int | None = None,
     n: int | None = None,
@@ -307,7 +312,7 @@ def write_generated(
     return {"path": str(path), "n": count, "n_defects": n_def, "seconds": time.perf_counter() - t0}
 
 
-def read_pairs_sample(path, max_images: int | None = None) -> TrainingPairs:
+def read_pairs_sample(path: str | PathLike, max_images: int | None = None) -> TrainingPairs:
     """:func:`read_pairs` of at most ``max_images`` samples, evenly spaced over the file."""
     with open_dataset(path) as ds:
         n = ds.n
@@ -316,8 +321,9 @@ def read_pairs_sample(path, max_images: int | None = None) -> TrainingPairs:
     return read_pairs(path, np.unique(np.linspace(0, n - 1, int(max_images)).round().astype(int)))
 
 
-def copy_samples(output, sources, *, kind: str, generator: dict | None = None, overwrite: bool = False,
-                 class_names=None) -> dict:
+def copy_samples(output: str | PathLike, sources: Iterable[tuple[str | PathLike, Iterable[int] | None, str]], *,
+                 kind: str, generator: dict | None = None, overwrite: bool = False,
+                 class_names: Sequence[str] | None = None) -> dict:
     """Write selected samples of one or more datasets with masks into one new file.
 
     Used to assemble training / test sets (real tiles, + generated pairs, + simulated
@@ -331,7 +337,7 @@ def copy_samples(output, sources, *, kind: str, generator: dict | None = None, o
     """
     check_output(output, overwrite)
     names = class_names
-    opened = []
+    opened: list[tuple[Dataset, Iterable[int] | None, str]] = []
     try:
         for path, indices, label in sources:
             ds = open_dataset(path)
@@ -349,6 +355,7 @@ def copy_samples(output, sources, *, kind: str, generator: dict | None = None, o
                 has_boxes = "boxes" in ds.tables
                 for i in idx:
                     inst = ds.mask(i)
+                    assert inst is not None  # every source has /labels/masks (checked above)
                     classes = instance_classes_from_boxes(inst, ds.rows("boxes", i) if has_boxes else None)
                     writer.append(ds.image(i), mask=inst, boxes=boxes_from_mask(inst, classes),
                                   name=f"{label}/{ds.name(i)}",

@@ -36,10 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simgen.errors import SchemaError
+
+if TYPE_CHECKING:
+    import h5py
 
 __all__ = [
     "SCHEMA_NAME",
@@ -94,7 +98,7 @@ def table_path(name: str) -> str:
     return "tracks" if name == "tracks" else f"labels/{name}"
 
 
-def validate_file(f, path: str = "") -> dict:
+def validate_file(f: h5py.File, path: str = "") -> dict:
     """Check that an open ``h5py.File`` is a readable simgen dataset.
 
     Returns the root attributes as a plain dict (``generator`` parsed from JSON).
@@ -136,7 +140,7 @@ def validate_file(f, path: str = "") -> dict:
             raise SchemaError(
                 f"{where}: table {name!r} has {offsets.shape[0] - 1} samples in its index, expected {n}"
             )
-        columns = json.loads(_text(group.attrs["columns"]))
+        columns = _json_text(group.attrs["columns"])
         nrows = int(offsets[-1])
         for col in columns:
             if col not in group or group[col].shape != (nrows,):
@@ -150,7 +154,7 @@ def validate_file(f, path: str = "") -> dict:
     return out
 
 
-def _table_names(f) -> list[str]:
+def _table_names(f: h5py.File) -> list[str]:
     names = []
     if "labels" in f:
         for key, obj in f["labels"].items():
@@ -165,6 +169,17 @@ def _text(value) -> str | None:
     if isinstance(value, bytes):
         return value.decode()
     return value if isinstance(value, str) else None
+
+
+def _json_text(value: object) -> Any:
+    """A JSON document stored as a string attribute (``str`` or ``bytes``) → Python object.
+
+    Raises ``TypeError`` for any other value, as ``json.loads`` does.
+    """
+    text = _text(value)
+    if text is None:
+        raise TypeError(f"expected a JSON string, got {type(value).__name__}")
+    return json.loads(text)
 
 
 def _plain(value):

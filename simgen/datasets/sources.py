@@ -29,6 +29,7 @@ import hashlib
 import json
 from os import PathLike
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -123,6 +124,7 @@ class _DatasetReader(_Reader):
             if self._own:
                 ds.close()
             raise
+        self._ds = ds
         self.dataset = ds
         self.kind = kind
         self.has_images = has_images
@@ -133,31 +135,32 @@ class _DatasetReader(_Reader):
         self.sample_kind = str(ds.kind)
 
     def __len__(self) -> int:
-        return self.dataset.n
+        return self._ds.n
 
     def name(self, i: int) -> str:
-        return self.dataset.name(i)
+        return self._ds.name(i)
 
     def image(self, i: int) -> np.ndarray:
         if not self.has_images:
             raise DataError(f"{self.path} stores no images (a label-only file)")
-        return self.dataset.image(i)
+        return self._ds.image(i)
 
     def shape(self, i: int) -> tuple[int, int]:
-        return tuple(int(s) for s in self.dataset.shape(i))
+        h, w = self._ds.shape(i)
+        return int(h), int(w)
 
     def rows(self, table: str, i: int) -> pd.DataFrame | None:
-        return self.dataset.rows(table, i)
+        return self._ds.rows(table, i)
 
     def mask(self, i: int) -> np.ndarray | None:
-        return self.dataset.mask(i) if self.has_masks else None
+        return self._ds.mask(i) if self.has_masks else None
 
     def table(self, name: str) -> pd.DataFrame | None:
-        return self.dataset.table(name)
+        return self._ds.table(name)
 
     def fingerprint(self, h) -> None:
-        if isinstance(self.dataset, ShardedDataset):  # the manifest records every shard's SHA-256
-            shards = [(s["file"], s["n"], s.get("sha256")) for s in self.dataset.manifest["shards"]]
+        if isinstance(self._ds, ShardedDataset):  # the manifest records every shard's SHA-256
+            shards = [(s["file"], s["n"], s.get("sha256")) for s in self._ds.manifest["shards"]]
             h.update(json.dumps(["shards", shards]).encode())
         else:
             h.update(self.path.name.encode())
@@ -165,7 +168,7 @@ class _DatasetReader(_Reader):
 
     def close(self) -> None:
         if self._own:
-            self.dataset.close()
+            self._ds.close()
 
 
 class _YoloReader(_Reader):
@@ -182,13 +185,14 @@ class _YoloReader(_Reader):
         self.has_masks = self.folder.masks_dir is not None
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self.names)
 
     def image(self, i: int) -> np.ndarray:
         return self.folder.image(i)
 
     def shape(self, i: int) -> tuple[int, int]:
-        return tuple(self.folder.shape(i))
+        h, w = self.folder.shape(i)
+        return h, w
 
     def rows(self, table: str, i: int) -> pd.DataFrame | None:
         return self.folder.boxes(i) if table in self.tables else None
@@ -303,7 +307,7 @@ class Source:
     """
 
     def __init__(self, path: str | PathLike, names: list[str] | None = None, table: str = "boxes", *,
-                 require_images: bool = True):
+                 require_images: bool = True) -> None:
         self.path = Path(path)
         self._reader = _open_reader(self.path, require_images)
         self._owner = True
@@ -508,13 +512,13 @@ class Source:
     def __enter__(self) -> Source:
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
 
-def open_source(source: str | PathLike | Source, names: list[str] | None = None, table: str | None = None, *,
-                require_images: bool = True) -> Source:
+def open_source(source: str | PathLike | Source | Dataset | ShardedDataset, names: list[str] | None = None,
+                table: str | None = None, *, require_images: bool = True) -> Source:
     """Open an input for reading (see :class:`Source`); use as a context manager.
 
     Parameters

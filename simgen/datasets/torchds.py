@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from os import PathLike
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from simgen.datasets.h5io import Dataset as H5Dataset
 from simgen.datasets.h5io import open_dataset, to_float_image
 from simgen.datasets.shards.read import ShardedDataset, locate_sample
 from simgen.datasets.shards.write import is_manifest_path
@@ -44,8 +48,13 @@ from simgen.rng import check_seed
 
 __all__ = ["SimgenDataset", "SimgenIterableDataset", "collate_detection", "dataset_files"]
 
+#: One sample: a ``(1, H, W)`` image tensor and its target dict.
+Sample: TypeAlias = tuple[torch.Tensor, dict[str, Any]]
+#: ``transform(image, target) -> (image, target)``.
+Transform: TypeAlias = Callable[[torch.Tensor, dict[str, Any]], Sample]
 
-def dataset_files(path) -> tuple[list[Path], np.ndarray]:
+
+def dataset_files(path: str | PathLike) -> tuple[list[Path], np.ndarray]:
     """Files and global start indices ``(S + 1,)`` of a single dataset file or a sharded set.
 
     Validates the file (schema) or the manifest (complete, all shards present) once.
@@ -61,18 +70,18 @@ def dataset_files(path) -> tuple[list[Path], np.ndarray]:
 class _Reader:
     """Per-process, lazily opened :class:`~simgen.datasets.h5io.Dataset` handles over files."""
 
-    def __init__(self, files, starts, max_open: int = 32):
+    def __init__(self, files: Iterable[str | PathLike], starts: np.ndarray, max_open: int = 32) -> None:
         self.files = [str(f) for f in files]
         self.starts = np.asarray(starts, np.int64)
         self.n = int(self.starts[-1])
         self.max_open = max(1, int(max_open))
-        self._pid = None
-        self._open: OrderedDict[int, object] = OrderedDict()
+        self._pid: int | None = None
+        self._open: OrderedDict[int, H5Dataset] = OrderedDict()
 
     def locate(self, i: int) -> tuple[int, int]:
         return locate_sample(self.starts, i)
 
-    def file(self, k: int):
+    def file(self, k: int) -> H5Dataset:
 
         if self._pid != os.getpid():  # new process (forked worker) or first use: start afresh
             self._open = OrderedDict()
@@ -97,7 +106,7 @@ class _Reader:
                 ds.close()
         self._open = OrderedDict()
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()
         state["_pid"] = None
@@ -105,7 +114,8 @@ class _Reader:
 
 
 class _Base:
-    def _setup(self, path, masks, points, label_offset, transform, max_open):
+    def _setup(self, path: str | PathLike, masks: bool, points: bool, label_offset: int, transform: Transform | None,
+               max_open: int) -> None:
         if int(label_offset) != label_offset or label_offset < 0:
             raise ParameterError(f"label_offset must be a non-negative integer, got {label_offset!r}")
         self.path = Path(path)
@@ -119,7 +129,7 @@ class _Base:
     def __len__(self) -> int:
         return self._reader.n
 
-    def _sample(self, i: int):
+    def _sample(self, i: int) -> Sample:
 
         k, j = self._reader.locate(i)
         ds = self._reader.file(k)
@@ -171,11 +181,11 @@ class SimgenDataset(_Base, Dataset):
         Maximum number of files each process keeps open.
     """
 
-    def __init__(self, path, *, masks: bool = True, points: bool = True, label_offset: int = 0,
-                 transform=None, max_open: int = 32):
+    def __init__(self, path: str | PathLike, *, masks: bool = True, points: bool = True, label_offset: int = 0,
+                 transform: Transform | None = None, max_open: int = 32) -> None:
         self._setup(path, masks, points, label_offset, transform, max_open)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Sample:
         return self._sample(i)
 
 
@@ -199,9 +209,9 @@ class SimgenIterableDataset(_Base, IterableDataset):
         Position of this process in a distributed job (defaults: a single process).
     """
 
-    def __init__(self, path, *, shuffle: bool = False, seed: int = 0, block_size: int = 256, rank: int = 0,
-                 world_size: int = 1, masks: bool = True, points: bool = True, label_offset: int = 0,
-                 transform=None, max_open: int = 4):
+    def __init__(self, path: str | PathLike, *, shuffle: bool = False, seed: int = 0, block_size: int = 256,
+                 rank: int = 0, world_size: int = 1, masks: bool = True, points: bool = True, label_offset: int = 0,
+                 transform: Transform | None = None, max_open: int = 4) -> None:
 
         if int(block_size) != block_size or block_size < 1:
             raise ParameterError(f"block_size must be a positive integer, got {block_size!r}")
@@ -232,7 +242,7 @@ class SimgenIterableDataset(_Base, IterableDataset):
             blocks = [blocks[b] for b in rng.permutation(len(blocks))]
         return blocks
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()
         n_workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         mine = self._rank_blocks()
@@ -253,7 +263,7 @@ class SimgenIterableDataset(_Base, IterableDataset):
         return sum(stop - a for _, (a, stop) in self._rank_blocks())
 
 
-def collate_detection(batch):
+def collate_detection(batch: Sequence[Sample]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """DataLoader ``collate_fn``: stack images ``(B, 1, H, W)``, keep targets as a list of dicts."""
     images, targets = zip(*batch)
     return torch.stack(images), list(targets)

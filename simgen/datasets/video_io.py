@@ -19,7 +19,9 @@ pairs under ``/pairs``: ``index`` (M, 2) sample indices ``(first, second)``,
 
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,13 +32,20 @@ from simgen.errors import ParameterError
 from simgen.progress import track
 from simgen.simulate.video import END_CAUSES
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from simgen.simulate.filament import FilamentSampler
+    from simgen.simulate.video import VideoSampler
+
 __all__ = ["write_video", "write_filament", "read_lifetimes", "read_pairs", "preview_pairs", "CHANGE_CLASSES"]
 
 #: Per-pixel change classes of filament pairs.
 CHANGE_CLASSES = ("background", "appearing", "disappearing", "unchanged")
 
 
-def write_video(path, sampler, *, overwrite: bool = False, image_dtype: str = "uint8", progress: bool = False) -> Path:
+def write_video(path: str | PathLike, sampler: VideoSampler, *, overwrite: bool = False, image_dtype: str = "uint8",
+                progress: bool = False) -> Path:
     """Write every frame of a :class:`~simgen.simulate.video.VideoSampler` to one HDF5 file, atomically."""
 
     with DatasetWriter.for_sampler(
@@ -52,7 +61,7 @@ def write_video(path, sampler, *, overwrite: bool = False, image_dtype: str = "u
     return Path(path)
 
 
-def read_lifetimes(ds) -> "pandas.DataFrame":  # noqa: F821
+def read_lifetimes(ds: Dataset) -> pd.DataFrame:
     """Lifetimes table of an open video dataset (``track_id, birth, death, cause, merged_into``)."""
     import pandas as pd
 
@@ -62,8 +71,8 @@ def read_lifetimes(ds) -> "pandas.DataFrame":  # noqa: F821
     return pd.DataFrame({c: ds.array(f"video/lifetimes/{c}") for c in cols})
 
 
-def write_filament(path, sampler, n: int, *, overwrite: bool = False, image_dtype: str = "uint8",
-                   progress: bool = False) -> tuple[Path, int]:
+def write_filament(path: str | PathLike, sampler: FilamentSampler, n: int, *, overwrite: bool = False,
+                   image_dtype: str = "uint8", progress: bool = False) -> tuple[Path, int]:
     """Write ``n`` sequences of a :class:`~simgen.simulate.filament.FilamentSampler` and their pairs.
 
     Returns
@@ -81,7 +90,7 @@ def write_filament(path, sampler, n: int, *, overwrite: bool = False, image_dtyp
         path, sampler, image_dtype=image_dtype, overwrite=overwrite,
         attrs={"n_sequences": int(n), "frames_per_sequence": int(cfg.frames), "n_pairs": int(total_pairs)},
     ) as writer:
-        comp = {"compression": "gzip", "compression_opts": 1, "chunks": (1, h, w)}
+        comp: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "chunks": (1, h, w)}
         a1 = writer.create_array("filament/a1", shape=(n * cfg.frames, h, w), dtype="u1", **comp)
         a2 = writer.create_array("filament/a2", shape=(n * cfg.frames, h, w), dtype="u1", **comp)
         c1 = writer.create_array("pairs/change_a1", shape=(total_pairs, h, w), dtype="u1", **comp)
@@ -114,7 +123,7 @@ def write_filament(path, sampler, n: int, *, overwrite: bool = False, image_dtyp
     return Path(path), total_pairs
 
 
-def read_pairs(ds) -> dict:
+def read_pairs(ds: Dataset) -> dict[str, Any]:
     """Pair arrays of an open filament dataset: ``index, gap, direction`` (change maps stay lazy)."""
     if not ds.has("pairs/index"):
         raise ParameterError(f"{ds.path} has no /pairs (not a simgen filament dataset)")
@@ -131,7 +140,8 @@ def read_pairs(ds) -> dict:
 CHANGE_COLOURS = {1: (0.19, 0.82, 0.35, 0.85), 2: (1.0, 0.23, 0.19, 0.85), 3: (0.04, 0.52, 1.0, 0.45)}
 
 
-def preview_pairs(source, out, *, n: int = 6, start: int = 0, overwrite: bool = False, dpi: int = 100) -> Path:
+def preview_pairs(source: str | PathLike | Dataset, out: str | PathLike, *, n: int = 6, start: int = 0,
+                  overwrite: bool = False, dpi: int = 100) -> Path:
     """Contact sheet of filament pairs: first frame, second frame, A1 and A2 change maps.
 
     Change colours: green appearing, red disappearing, blue unchanged-present.  Used by
@@ -147,7 +157,7 @@ def preview_pairs(source, out, *, n: int = 6, start: int = 0, overwrite: bool = 
     if n < 1:
         raise ParameterError(f"n must be >= 1, got {n}")
     own = not isinstance(source, Dataset)
-    ds = open_dataset(source) if own else source
+    ds = source if isinstance(source, Dataset) else open_dataset(source)
     try:
         pairs = read_pairs(ds)
         m = len(pairs["index"])

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from simgen.errors import ParameterError
 from simgen.evaluate.matching import Matching, check_detections, match_detections
@@ -45,7 +46,7 @@ __all__ = [
 AP_METHODS = ("coco", "continuous", "voc11")
 
 
-def ratio(num, den):
+def ratio(num: ArrayLike, den: ArrayLike) -> float | np.ndarray:
     """``num / den`` with 0 where ``den == 0`` (TrackEval's ``max(1, den)`` convention)."""
     num = np.asarray(num, np.float64)
     den = np.asarray(den, np.float64)
@@ -53,7 +54,7 @@ def ratio(num, den):
     return out if out.ndim else float(out)
 
 
-def prf(tp, fp, fn) -> dict:
+def prf(tp: int | np.ndarray, fp: int | np.ndarray, fn: int | np.ndarray) -> dict:
     """Precision, recall and F1 from counts (0 when undefined)."""
     return {
         "precision": ratio(tp, tp + fp),
@@ -62,13 +63,13 @@ def prf(tp, fp, fn) -> dict:
     }
 
 
-def interpolated_precision(precision) -> np.ndarray:
+def interpolated_precision(precision: ArrayLike) -> np.ndarray:
     """Monotone envelope ``p_interp[i] = max(precision[i:])`` (precision ordered by recall)."""
     p = np.asarray(precision, np.float64)
     return np.maximum.accumulate(p[::-1])[::-1] if len(p) else p
 
 
-def average_precision(recall, precision, method: str = "coco") -> float:
+def average_precision(recall: ArrayLike, precision: ArrayLike, method: str = "coco") -> float:
     """Average precision from per-detection cumulative recall and precision.
 
     Parameters

@@ -25,9 +25,11 @@ diffusivity from tracks is ``Deff(tau) = <|r(t+tau) - r(t)|^2> / (4 tau)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.matching import BOX_COLUMNS, box_centres
@@ -52,7 +54,7 @@ _NAN_RESULT = {"cx": math.nan, "cy": math.nan, "major": math.nan, "minor": math.
                "area": 0.0, "size": math.nan}
 
 
-def crop_box(image: np.ndarray, box, pad: int = 2):
+def crop_box(image: np.ndarray, box: Sequence[float] | np.ndarray, pad: int = 2) -> tuple[np.ndarray, tuple[int, int]]:
     """Crop ``image`` to a box (pixels touched by it) plus ``pad`` pixels, clipped to the image.
 
     Returns
@@ -150,7 +152,7 @@ def ellipse_from_mask(mask: np.ndarray) -> dict:
             "angle": angle, "area": float(n)}
 
 
-def measure_box(image: np.ndarray, box, *, polarity: str = "dark", pad: int = 2, min_distance: int = 3) -> dict:
+def measure_box(image: np.ndarray, box: Sequence[float] | np.ndarray, *, polarity: str = "dark", pad: int = 2, min_distance: int = 3) -> dict:
     """Segment the defect inside one detection box and fit an ellipse.
 
     Parameters
@@ -191,7 +193,7 @@ def measure_box(image: np.ndarray, box, *, polarity: str = "dark", pad: int = 2,
     return e
 
 
-def measure_sizes(image_of, boxes: pd.DataFrame, *, polarity: str = "dark", pad: int = 2,
+def measure_sizes(image_of: Callable[[int], ArrayLike], boxes: pd.DataFrame, *, polarity: str = "dark", pad: int = 2,
                   min_distance: int = 3) -> pd.DataFrame:
     """Measure every box of a table.
 
@@ -242,7 +244,8 @@ def size_stats_per_frame(sizes: pd.DataFrame, n_frames: int | None = None, colum
     return out.reset_index()
 
 
-def areal_density(count, area, *, visibility: float = VISIBILITY, pixel_size: float | None = None):
+def areal_density(count: ArrayLike, area: float, *, visibility: float = VISIBILITY,
+                  pixel_size: float | None = None) -> float | np.ndarray:
     """Defects per unit area, corrected for invisible variants.
 
     Parameters

@@ -28,8 +28,9 @@ indices with :func:`align`: by file stem when both sides have real file names
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -100,10 +101,10 @@ class Annotations:
             c()
         self._closers.clear()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
@@ -123,8 +124,8 @@ def _normalise(df: pd.DataFrame | None, what: str) -> tuple[pd.DataFrame, bool]:
         for c in BOX_COLUMNS:
             df[c] = df[c].astype(np.float64)
         if not ("x" in df.columns and "y" in df.columns):
-            c = box_centres(df[BOX_COLUMNS].to_numpy(np.float64))
-            df["x"], df["y"] = c[:, 0], c[:, 1]
+            centres = box_centres(df[BOX_COLUMNS].to_numpy(np.float64))
+            df["x"], df["y"] = centres[:, 0], centres[:, 1]
     elif not ("x" in df.columns and "y" in df.columns):
         if len(df) == 0:
             df["x"], df["y"] = np.zeros(0), np.zeros(0)
@@ -151,7 +152,7 @@ def _normalise(df: pd.DataFrame | None, what: str) -> tuple[pd.DataFrame, bool]:
     return df, has_boxes
 
 
-def detect_format(path) -> str:
+def detect_format(path: str | PathLike) -> str:
     """Guess the format of a path: ``hdf5``, ``coco``, ``mot``, ``csv`` or ``yolo``."""
     p = Path(path)
     if not p.exists():
@@ -176,7 +177,7 @@ def detect_format(path) -> str:
     return "yolo"
 
 
-def load_annotations(path, *, like: Annotations | None = None, table: str | None = None,
+def load_annotations(path: str | PathLike, *, like: Annotations | None = None, table: str | None = None,
                      role: str = "annotations") -> Annotations:
     """Read a source into :class:`Annotations`.
 
@@ -397,7 +398,8 @@ def align(pred: Annotations, gt: Annotations) -> Annotations:
     return out
 
 
-def validate_options(*, iou: float | None = None, max_distance: float | None = None, conf: float | None = None):
+def validate_options(*, iou: float | None = None, max_distance: float | None = None,
+                     conf: float | None = None) -> None:
     """Check numeric options before any work (raise :class:`ParameterError`)."""
     if iou is not None and not (np.isfinite(iou) and 0.0 < iou <= 1.0):
         raise ParameterError(f"--iou must be in (0, 1], got {iou}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from simgen.errors import DataError, ParameterError
 
@@ -74,7 +75,7 @@ def track_lifetimes(
     return out
 
 
-def doane_bins(x) -> np.ndarray:
+def doane_bins(x: ArrayLike) -> np.ndarray:
     """Histogram bin edges by Doane's rule (``numpy.histogram_bin_edges(x, "doane")``)."""
     x = np.asarray(x, np.float64)
     if len(x) == 0:
@@ -82,7 +83,7 @@ def doane_bins(x) -> np.ndarray:
     return np.histogram_bin_edges(x, bins="doane")
 
 
-def compare_lifetimes(pred, gt, bins=None) -> dict:
+def compare_lifetimes(pred: ArrayLike, gt: ArrayLike, bins: ArrayLike | None = None) -> dict:
     """Chi-square (Doane bins) and two-sample KS comparison of two lifetime samples.
 
     Parameters

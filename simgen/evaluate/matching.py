@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from simgen.errors import DataError, ParameterError
 
@@ -49,7 +50,7 @@ BOX_COLUMNS = ["x0", "y0", "x1", "y1"]
 
 
 # -- geometry on arrays ------------------------------------------------------
-def box_iou(a, b) -> np.ndarray:
+def box_iou(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Intersection over union of every box in ``a`` with every box in ``b``.
 
     Parameters
@@ -82,7 +83,7 @@ def box_iou(a, b) -> np.ndarray:
     return out
 
 
-def pairwise_distance(a, b) -> np.ndarray:
+def pairwise_distance(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Euclidean distance between every point of ``a`` (N, 2) and of ``b`` (M, 2)."""
     a = np.asarray(a, np.float64).reshape(-1, 2)
     b = np.asarray(b, np.float64).reshape(-1, 2)
@@ -90,14 +91,15 @@ def pairwise_distance(a, b) -> np.ndarray:
     return np.sqrt(np.einsum("ijk,ijk->ij", d, d))
 
 
-def box_centres(boxes) -> np.ndarray:
+def box_centres(boxes: ArrayLike) -> np.ndarray:
     """Centres ``(x, y)`` of boxes ``(x0, y0, x1, y1)``; returns an (N, 2) array."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2])
 
 
 # -- greedy assignment over candidate pairs -----------------------------------
-def greedy_assign(rows, cols, n_rows: int | None = None, n_cols: int | None = None):
+def greedy_assign(rows: ArrayLike, cols: ArrayLike, n_rows: int | None = None,
+                  n_cols: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Accept candidate pairs in the given order when both ends are still free.
 
     Parameters
@@ -207,7 +209,7 @@ def candidate_pairs(
     metric: str = "iou",
     threshold: float = 0.15,
     by_class: bool = True,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All prediction/ground-truth pairs of the same frame (and class) that may match.
 
     Parameters

@@ -5,22 +5,33 @@ Use :func:`save_figure` to write a figure atomically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, TypeVar
+
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from simgen.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+_P = TypeVar("_P", bound=str | PathLike)
 
 __all__ = ["save_figure", "plot_pr_curve", "plot_per_frame", "plot_lifetimes", "plot_sizes"]
 
 
-def _figure(width=5.0, height=4.0):
+def _figure(width: float = 5.0, height: float = 4.0) -> tuple[Figure, Axes]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     return fig, fig.add_subplot()
 
 
-def save_figure(fig, path, overwrite: bool = False):
+def save_figure(fig: Figure, path: _P, overwrite: bool = False) -> _P:
     """Save a figure as PNG atomically (``path`` must not exist unless ``overwrite``)."""
 
     with atomic_path(path, overwrite=overwrite, suffix=".png") as tmp:
@@ -28,7 +39,8 @@ def save_figure(fig, path, overwrite: bool = False):
     return path
 
 
-def plot_pr_curve(curve: pd.DataFrame, curves: dict | None = None, class_names=None, title: str = ""):
+def plot_pr_curve(curve: pd.DataFrame, curves: dict | None = None, class_names: Sequence[str] | None = None,
+                  title: str = "") -> Figure:
     """Precision-recall curve with the peak-F1 point marked (per-class curves thin).
 
     Parameters
@@ -61,8 +73,8 @@ def plot_pr_curve(curve: pd.DataFrame, curves: dict | None = None, class_names=N
     return fig
 
 
-def plot_per_frame(frames, pred, gt, ylabel: str, title: str = "", frame_interval: float = 1.0,
-                   time_unit: str = "frame"):
+def plot_per_frame(frames: ArrayLike, pred: ArrayLike, gt: ArrayLike, ylabel: str, title: str = "",
+                   frame_interval: float = 1.0, time_unit: str = "frame") -> Figure:
     """Predicted vs ground-truth value per frame (e.g. defect count, mean NN distance)."""
     fig, ax = _figure(6.0, 3.5)
     t = np.asarray(frames, np.float64) * frame_interval
@@ -76,13 +88,15 @@ def plot_per_frame(frames, pred, gt, ylabel: str, title: str = "", frame_interva
     return fig
 
 
-def plot_lifetimes(pred_lifetimes, gt_lifetimes, bins, stats: dict | None = None, unit: str = "frames"):
+def plot_lifetimes(pred_lifetimes: Sequence[float] | np.ndarray, gt_lifetimes: Sequence[float] | np.ndarray,
+                   bins: ArrayLike, stats: dict | None = None, unit: str = "frames") -> Figure:
     """Histograms of predicted and ground-truth track lifetimes (shared Doane bins)."""
     fig, ax = _figure()
     bins = np.asarray(bins, np.float64)
-    ax.hist(np.asarray(gt_lifetimes, np.float64), bins=bins, histtype="stepfilled", alpha=0.4, color="k",
+    # the ignores: matplotlib's stubs type bins as Sequence[float], but hist takes any array of bin edges
+    ax.hist(np.asarray(gt_lifetimes, np.float64), bins=bins, histtype="stepfilled", alpha=0.4, color="k",  # type: ignore[arg-type]
             label=f"ground truth (n={len(gt_lifetimes)})")
-    ax.hist(np.asarray(pred_lifetimes, np.float64), bins=bins, histtype="step", lw=1.5, color="tab:red",
+    ax.hist(np.asarray(pred_lifetimes, np.float64), bins=bins, histtype="step", lw=1.5, color="tab:red",  # type: ignore[arg-type]
             label=f"predicted (n={len(pred_lifetimes)})")
     if stats:
         ax.set_title(f"chi2 p = {stats.get('chi2_p', float('nan')):.3g}, KS p = {stats.get('ks_p', float('nan')):.3g}",
@@ -93,7 +107,7 @@ def plot_lifetimes(pred_lifetimes, gt_lifetimes, bins, stats: dict | None = None
     return fig
 
 
-def plot_sizes(stats_pred: pd.DataFrame, stats_gt: pd.DataFrame, unit: str = "px"):
+def plot_sizes(stats_pred: pd.DataFrame, stats_gt: pd.DataFrame, unit: str = "px") -> Figure:
     """Median and interquartile band of defect size per frame."""
     fig, ax = _figure(6.0, 3.5)
     for st, color, label in ((stats_gt, "k", "ground truth"), (stats_pred, "tab:red", "predicted")):

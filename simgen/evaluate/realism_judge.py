@@ -28,10 +28,12 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage
 from scipy.stats import rankdata
 
@@ -275,7 +277,7 @@ def _positions(rng, images, idx, size):
     return rows, cols
 
 
-def rank_auc(scores, positive) -> float:
+def rank_auc(scores: ArrayLike, positive: ArrayLike) -> float:
     """ROC AUC by the rank (Mann-Whitney) formula, ties counted as one half.
 
     Parameters
@@ -323,7 +325,8 @@ def _network(torch):
     return Judge()
 
 
-def judge_realism(synthetic, real, settings: JudgeSettings | None = None, log=None) -> JudgeResult:
+def judge_realism(synthetic: str | os.PathLike | Sequence[np.ndarray], real: str | os.PathLike | Sequence[np.ndarray],
+                  settings: JudgeSettings | None = None, log: Callable[[str], object] | None = None) -> JudgeResult:
     """Classifier two-sample test of ``synthetic`` against ``real`` images.
 
     Parameters
@@ -371,7 +374,7 @@ def judge_realism(synthetic, real, settings: JudgeSettings | None = None, log=No
 
     rng = np.random.default_rng(np.random.SeedSequence(settings.seed))
     n, size = settings.n_patches, settings.patch
-    cols = {k: [] for k in ("image", "fold", "row", "col", "patch", "label")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "fold", "row", "col", "patch", "label")}
     folds_of = {}
     for label, side in enumerate(SIDES):
         images = sides[side]

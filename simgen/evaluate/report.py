@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import json
 import math
+from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,7 +53,7 @@ from simgen.evaluate.tracking import LINK_STRATEGIES
 __all__ = ["evaluate", "link_tracks_file", "to_jsonable"]
 
 
-def to_jsonable(obj):
+def to_jsonable(obj: Any) -> Any:
     """Nested results → JSON-safe plain Python (NaN/inf → None)."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
@@ -70,9 +72,9 @@ def to_jsonable(obj):
 
 
 def evaluate(
-    pred,
-    gt,
-    out_dir=None,
+    pred: str | PathLike,
+    gt: str | PathLike,
+    out_dir: str | PathLike | None = None,
     *,
     iou: float = 0.15,
     match: str = "auto",
@@ -364,15 +366,15 @@ def _write_report(out_dir: Path, report: dict, tables: dict, figures: dict, over
 
 
 def link_tracks_file(
-    detections,
-    output,
+    detections: str | PathLike,
+    output: str | PathLike,
     *,
     search_range: float = 5.0,
     memory: int = 2,
     conf: float | None = None,
     table: str | None = None,
     link_strategy: str = "nonrecursive",
-    like=None,
+    like: str | PathLike | None = None,
     overwrite: bool = False,
 ) -> pd.DataFrame:
     """Link the detections of any supported source into tracks and write them (``simgen track``).

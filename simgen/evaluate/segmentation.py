@@ -18,8 +18,12 @@ Change maps of filament pairs use four classes, by default in the order of
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from simgen.errors import DataError, ParameterError
 
@@ -37,7 +41,7 @@ __all__ = [
 CHANGE_CLASSES = ("no change", "appearing", "disappearing", "overlapping")
 
 
-def _check_pair(pred, gt, n_classes):
+def _check_pair(pred: ArrayLike, gt: ArrayLike, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
@@ -52,7 +56,7 @@ def _check_pair(pred, gt, n_classes):
     return pred.astype(np.int64, copy=False), gt.astype(np.int64, copy=False)
 
 
-def confusion_matrix(pred, gt, n_classes: int = 2) -> np.ndarray:
+def confusion_matrix(pred: ArrayLike, gt: ArrayLike, n_classes: int = 2) -> np.ndarray:
     """Per-pixel confusion matrix ``C[true, predicted]`` (int64, ``n_classes x n_classes``).
 
     Examples
@@ -69,7 +73,7 @@ def confusion_matrix(pred, gt, n_classes: int = 2) -> np.ndarray:
     )
 
 
-def scores_from_confusion(cm) -> pd.DataFrame:
+def scores_from_confusion(cm: ArrayLike) -> pd.DataFrame:
     """Per-class ``tp, fp, fn, dice, iou`` from a confusion matrix ``C[true, predicted]``.
 
     Classes absent from prediction and truth get NaN scores.
@@ -84,22 +88,23 @@ def scores_from_confusion(cm) -> pd.DataFrame:
     return pd.DataFrame({"class": np.arange(len(tp)), "tp": tp, "fp": fp, "fn": fn, "dice": d, "iou": j})
 
 
-def dice(pred, gt) -> float:
+def dice(pred: ArrayLike, gt: ArrayLike) -> float:
     """Dice coefficient of two binary masks (NaN when both are empty)."""
     return float(scores_from_confusion(confusion_matrix(np.asarray(pred) > 0, np.asarray(gt) > 0, 2))["dice"][1])
 
 
-def iou(pred, gt) -> float:
+def iou(pred: ArrayLike, gt: ArrayLike) -> float:
     """Jaccard index (IoU) of two binary masks (NaN when both are empty)."""
     return float(scores_from_confusion(confusion_matrix(np.asarray(pred) > 0, np.asarray(gt) > 0, 2))["iou"][1])
 
 
-def foreground(labels) -> np.ndarray:
+def foreground(labels: ArrayLike) -> np.ndarray:
     """Instance-id label image → class image (0 background, 1 any instance)."""
     return (np.asarray(labels) > 0).astype(np.int64)
 
 
-def segmentation_scores(preds, gts, n_classes: int = 2, class_names=None) -> dict:
+def segmentation_scores(preds: Iterable[ArrayLike], gts: Iterable[ArrayLike], n_classes: int = 2,
+                        class_names: Sequence[str] | None = None) -> dict:
     """Dice and IoU per class, per image and dataset-wide.
 
     Parameters
@@ -141,7 +146,8 @@ def segmentation_scores(preds, gts, n_classes: int = 2, class_names=None) -> dic
     return {"per_image": per_image, "dataset": dataset, "mean_per_image": mean, "confusion": total}
 
 
-def change_map_confusion(preds, gts, class_names=CHANGE_CLASSES, normalize: bool = False) -> pd.DataFrame:
+def change_map_confusion(preds: np.ndarray | Iterable[ArrayLike], gts: np.ndarray | Iterable[ArrayLike],
+                         class_names: Sequence[str] = CHANGE_CLASSES, normalize: bool = False) -> pd.DataFrame:
     """Per-pixel confusion of change maps (rows: true class, columns: predicted class).
 
     Parameters
@@ -157,14 +163,14 @@ def change_map_confusion(preds, gts, class_names=CHANGE_CLASSES, normalize: bool
     -------
     DataFrame indexed by true class name, columns = predicted class names.
     """
-    if isinstance(preds, np.ndarray) and preds.ndim == 2:
-        preds, gts = [preds], [gts]
+    single = isinstance(preds, np.ndarray) and preds.ndim == 2
+    pred_maps: list[Any] = [preds] if single else list(preds)
+    gt_maps: list[Any] = [gts] if single else list(gts)
     n = len(class_names)
     total = np.zeros((n, n), np.int64)
-    preds, gts = list(preds), list(gts)
-    if len(preds) != len(gts):
-        raise DataError(f"{len(preds)} predicted change maps but {len(gts)} ground-truth ones")
-    for p, g in zip(preds, gts):
+    if len(pred_maps) != len(gt_maps):
+        raise DataError(f"{len(pred_maps)} predicted change maps but {len(gt_maps)} ground-truth ones")
+    for p, g in zip(pred_maps, gt_maps):
         total += confusion_matrix(p, g, n)
     data = total.astype(np.float64)
     if normalize:

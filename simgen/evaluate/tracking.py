@@ -29,6 +29,7 @@ tests in ``tests/evaluate/test_tracking_crosscheck.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -218,7 +219,7 @@ def tracking_data(
     else:
         gpos = gt[["x", "y"]].to_numpy(np.float64)
         ppos = pred[["x", "y"]].to_numpy(np.float64)
-    data = {k: [] for k in ("gt_ids", "tracker_ids", "similarity_scores", "gt_rows", "tracker_rows")}
+    data: dict[str, Any] = {k: [] for k in ("gt_ids", "tracker_ids", "similarity_scores", "gt_rows", "tracker_rows")}
     for t in range(n_frames):
         gr = g_order[glo[t]:ghi[t]]
         pr = p_order[plo[t]:phi[t]]
@@ -291,7 +292,27 @@ def _clear_final(res: dict) -> dict:
     return res
 
 
-def clear_metrics(data: dict, threshold: float = 0.5, return_matches: bool = False):
+@overload
+def clear_metrics(data: dict, threshold: float = ..., return_matches: Literal[False] = ...) -> dict[str, float]: ...
+
+
+@overload
+def clear_metrics(data: dict, threshold: float, return_matches: Literal[True]) -> tuple[dict[str, float],
+                                                                                      list[np.ndarray]]: ...
+
+
+@overload
+def clear_metrics(data: dict, threshold: float = ..., *,
+                  return_matches: Literal[True]) -> tuple[dict[str, float], list[np.ndarray]]: ...
+
+
+@overload
+def clear_metrics(data: dict, threshold: float = ...,
+                  return_matches: bool = ...) -> dict[str, float] | tuple[dict[str, float], list[np.ndarray]]: ...
+
+
+def clear_metrics(data: dict, threshold: float = 0.5,
+                  return_matches: bool = False) -> dict[str, float] | tuple[dict[str, float], list[np.ndarray]]:
     """CLEAR MOT metrics of one sequence, as TrackEval's ``CLEAR.eval_sequence``.
 
     Parameters
@@ -317,7 +338,7 @@ def clear_metrics(data: dict, threshold: float = 0.5, return_matches: bool = Fal
     frames without ground truth or without predictions do not reset the
     "tracked in the previous frame" state used for ID-switch matching and Frag.
     """
-    res = {k: 0 for k in _CLEAR_INT + _CLEAR_FLOAT}
+    res: dict[str, float] = {k: 0 for k in _CLEAR_INT + _CLEAR_FLOAT}  # ints and floats, as in TrackEval
     matches = [np.zeros(0, np.int64)] * 3
     if data["num_tracker_dets"] == 0:
         res["CLR_FN"] = data["num_gt_dets"]
@@ -419,7 +440,7 @@ def _max_weight_matching(gi: np.ndarray, ti: np.ndarray, w: np.ndarray, n_g: int
     return total
 
 
-def identity_metrics(data: dict, threshold: float = 0.5) -> dict:
+def identity_metrics(data: dict, threshold: float = 0.5) -> dict[str, float]:
     """ID metrics (IDF1, IDP, IDR, IDTP, IDFP, IDFN), as TrackEval's ``Identity.eval_sequence``.
 
     The global one-to-one assignment of ground-truth to predicted identities
@@ -427,7 +448,7 @@ def identity_metrics(data: dict, threshold: float = 0.5) -> dict:
     ``threshold``); TrackEval solves the equivalent ``(G+T) x (G+T)`` min-cost
     problem, this solves the sparse max-weight matching component by component.
     """
-    res = {"IDF1": 0, "IDR": 0, "IDP": 0, "IDTP": 0, "IDFN": 0, "IDFP": 0}
+    res: dict[str, float] = {"IDF1": 0, "IDR": 0, "IDP": 0, "IDTP": 0, "IDFN": 0, "IDFP": 0}
     if data["num_tracker_dets"] == 0:
         res["IDFN"] = data["num_gt_dets"]
         return res
@@ -435,7 +456,7 @@ def identity_metrics(data: dict, threshold: float = 0.5) -> dict:
         res["IDFP"] = data["num_tracker_dets"]
         return res
     n_g, n_t = data["num_gt_ids"], data["num_tracker_ids"]
-    keys = []
+    key_parts: list[np.ndarray] = []
     g_all, t_all = [], []
     for gt_ids_t, tracker_ids_t, sim in zip(data["gt_ids"], data["tracker_ids"], data["similarity_scores"]):
         gt_ids_t = np.asarray(gt_ids_t, np.int64)
@@ -444,8 +465,8 @@ def identity_metrics(data: dict, threshold: float = 0.5) -> dict:
         t_all.append(tracker_ids_t)
         if len(gt_ids_t) and len(tracker_ids_t):
             i, j = np.nonzero(np.asarray(sim) >= threshold)
-            keys.append(gt_ids_t[i] * n_t + tracker_ids_t[j])
-    keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+            key_parts.append(gt_ids_t[i] * n_t + tracker_ids_t[j])
+    keys = np.concatenate(key_parts) if key_parts else np.zeros(0, np.int64)
     uk, counts = np.unique(keys, return_counts=True)
     gi, ti = np.divmod(uk, n_t)
     n_gt_dets = int(sum(len(g) for g in g_all))

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -126,7 +128,8 @@ def _boxes_from_annotations(anns, img_index, cat_index, where) -> pd.DataFrame:
     return df.sort_values("sample", kind="stable").reset_index(drop=True)
 
 
-def read_coco(source, *, image_ids=None, category_ids=None) -> CocoData:
+def read_coco(source: str | PathLike | dict | list, *, image_ids: Sequence[Any] | None = None,
+              category_ids: Sequence[Any] | None = None) -> CocoData:
     """Read a COCO dataset JSON or a COCO results list.
 
     Parameters
@@ -192,7 +195,8 @@ def _rle(mask: np.ndarray) -> dict:
     return rle
 
 
-def coco_dict(boxes: pd.DataFrame, names, shapes, class_names, *, masks=None, info: dict | None = None) -> dict:
+def coco_dict(boxes: pd.DataFrame, names: Iterable[str], shapes: Iterable[tuple[int, int]], class_names: Sequence[str],
+              *, masks: Callable[[int], np.ndarray | None] | None = None, info: dict | None = None) -> dict:
     """Build a COCO dataset dict from a simgen box table.
 
     Parameters
@@ -216,7 +220,7 @@ def coco_dict(boxes: pd.DataFrame, names, shapes, class_names, *, masks=None, in
         raise ParameterError("names and shapes must have one entry per sample")
     n_cls = int(boxes["class"].max()) + 1 if len(boxes) else 0
     class_names = list(class_names) + [str(c) for c in range(len(class_names), n_cls)]
-    out = {
+    out: dict[str, Any] = {
         "info": info or {"description": "exported by simgen"},
         "images": [{"id": i + 1, "file_name": n, "height": int(s[0]), "width": int(s[1])}
                    for i, (n, s) in enumerate(zip(names, shapes))],
@@ -239,7 +243,7 @@ def coco_dict(boxes: pd.DataFrame, names, shapes, class_names, *, masks=None, in
                "area": round(float(w * h), 4), "iscrowd": 0}
         if score is not None:
             ann["score"] = round(float(score[k]), 6)
-        if inst is not None:
+        if inst is not None and masks is not None:  # inst is only set with masks
             if s[k] != current:
                 current, mask = s[k], masks(int(s[k]))
             if mask is not None and inst[k] > 0:
@@ -256,7 +260,8 @@ def coco_dict(boxes: pd.DataFrame, names, shapes, class_names, *, masks=None, in
     return out
 
 
-def coco_results(boxes: pd.DataFrame, *, image_ids=None, category_ids=None) -> list:
+def coco_results(boxes: pd.DataFrame, *, image_ids: Sequence[Any] | None = None,
+                 category_ids: Sequence[Any] | None = None) -> list:
     """Predictions as a COCO results list (``image_id, category_id, bbox, score``)."""
     out = []
     s = boxes["sample"].to_numpy(np.int64)
@@ -272,7 +277,7 @@ def coco_results(boxes: pd.DataFrame, *, image_ids=None, category_ids=None) -> l
     return out
 
 
-def write_coco_json(data, path, overwrite: bool = False) -> Path:
+def write_coco_json(data: dict | list, path: str | PathLike, overwrite: bool = False) -> Path:
     """Write a COCO dict or results list to ``path`` atomically."""
 
     return atomic_write_text(path, json.dumps(data, separators=(",", ":")), overwrite=overwrite)

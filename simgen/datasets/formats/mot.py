@@ -47,7 +47,8 @@ __all__ = ["read_mot", "format_mot", "write_mot_file", "read_seqinfo", "format_s
 MAX_FRAMES_OR_PIXELS = 1_000_000
 
 
-def read_mot(path, *, kind: str = "auto", pixel_origin: int = 0, drop_ignored: bool = True) -> pd.DataFrame:
+def read_mot(path: str | PathLike, *, kind: str = "auto", pixel_origin: int = 0,
+             drop_ignored: bool = True) -> pd.DataFrame:
     """Read a MOTChallenge text file.
 
     Parameters
@@ -204,7 +205,7 @@ def format_mot(tracks: pd.DataFrame, *, kind: str = "gt", pixel_origin: int = 0,
     )
 
 
-def write_mot_file(tracks: pd.DataFrame, path, *, kind: str = "results", pixel_origin: int = 0,
+def write_mot_file(tracks: pd.DataFrame, path: str | PathLike, *, kind: str = "results", pixel_origin: int = 0,
                    box_size: float | None = None, keep_classes: bool = False, overwrite: bool = False) -> Path:
     """Write tracks as a MOTChallenge text file, atomically (see :func:`format_mot`)."""
 
@@ -212,26 +213,33 @@ def write_mot_file(tracks: pd.DataFrame, path, *, kind: str = "results", pixel_o
     return atomic_write_text(path, text, overwrite=overwrite)
 
 
-def read_seqinfo(path) -> dict:
+class _CaseConfigParser(configparser.ConfigParser):
+    """A ConfigParser that keeps the case of keys (``seqLength``, not ``seqlength``)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
+def read_seqinfo(path: str | PathLike) -> dict[str, str | int]:
     """Read ``seqinfo.ini`` → dict (``name, imDir, frameRate, seqLength, imWidth, imHeight, imExt``)."""
-    cp = configparser.ConfigParser()
-    cp.optionxform = str
+    cp = _CaseConfigParser()
     try:
-        if not cp.read(path):
+        if not cp.read(Path(path)):
             raise DataError(f"{path} does not exist")
     except configparser.Error as exc:
         raise DataError(f"{path}: not a valid seqinfo.ini ({type(exc).__name__})") from None
     if "Sequence" not in cp:
         raise DataError(f"{path}: no [Sequence] section")
-    info = dict(cp["Sequence"])
+    info: dict[str, str | int] = dict(cp["Sequence"])
     for key in ("frameRate", "seqLength", "imWidth", "imHeight"):
         if key in info:
             try:
-                info[key] = int(float(info[key]))
+                value = int(float(info[key]))
             except (ValueError, OverflowError):
                 raise DataError(f"{path}: {key} must be a number, got {info[key]!r}") from None
-            if not 0 <= info[key] <= MAX_FRAMES_OR_PIXELS:
-                raise DataError(f"{path}: {key}={info[key]} is outside 0..{MAX_FRAMES_OR_PIXELS}")
+            if not 0 <= value <= MAX_FRAMES_OR_PIXELS:
+                raise DataError(f"{path}: {key}={value} is outside 0..{MAX_FRAMES_OR_PIXELS}")
+            info[key] = value
     return info
 
 
@@ -279,7 +287,7 @@ class MotSequence:
         return self._shape
 
 
-def open_mot_sequence(root, *, pixel_origin: int = 0) -> MotSequence:
+def open_mot_sequence(root: str | PathLike, *, pixel_origin: int = 0) -> MotSequence:
     """Open a MOTChallenge sequence folder: ``seqinfo.ini`` + ``gt/gt.txt`` (or ``det/det.txt``)."""
     root = Path(root)
     if not root.is_dir():
@@ -351,7 +359,7 @@ def export_mot(
         if not src.has_labels:
             raise DataError(f"{src.path} has no {table!r} table (has {src.tables or 'none'})")
         tracks = src.read_table()
-        if "track_id" not in tracks.columns:
+        if tracks is None or "track_id" not in tracks.columns:
             raise DataError(f"{src.path}: table {table!r} has no track_id column")
         if images and not src.has_images:
             raise DataError(f"{src.path} stores no images; export with images=False (--no-images)")

@@ -147,7 +147,7 @@ class YoloFolder:
         folder (predictions); its boxes need image sizes from elsewhere.
     """
 
-    def __init__(self, root: str | PathLike):
+    def __init__(self, root: str | PathLike) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root} is not a directory")

@@ -24,6 +24,7 @@ import os
 from collections import OrderedDict
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 
@@ -32,12 +33,17 @@ from simgen.datasets.shards.write import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
     VIRTUAL_NAME,
+    VerifyReport,
     is_manifest_path,
     load_manifest,
     manifest_path,
     verify_manifest,
 )
 from simgen.errors import DataError, SchemaError
+
+if TYPE_CHECKING:
+    import h5py
+    import pandas as pd
 
 __all__ = ["ShardedDataset", "open_sharded", "open_any", "virtual_manifest", "summarize_manifest"]
 
@@ -82,7 +88,7 @@ class ShardedDataset:
     starts : (S + 1,) int64 array of shard boundaries in global sample indices
     """
 
-    def __init__(self, path, *, check_files: bool = True, max_open: int = 64):
+    def __init__(self, path: str | PathLike, *, check_files: bool = True, max_open: int = 64) -> None:
         self.manifest_path = manifest_path(path)
         self.manifest = load_manifest(self.manifest_path)
         m = self.manifest
@@ -120,8 +126,8 @@ class ShardedDataset:
                 )
         self.max_open = max(1, int(max_open))
         self._pid = os.getpid()
-        self._handles: OrderedDict[int, object] = OrderedDict()
-        self._virtual = None
+        self._handles: OrderedDict[int, Dataset] = OrderedDict()
+        self._virtual: h5py.File | None = None
         self._checked: set[int] = set()
 
     # -- shards -----------------------------------------------------------
@@ -133,7 +139,7 @@ class ShardedDataset:
         """Global sample index → ``(shard number, index inside the shard)``."""
         return locate_sample(self.starts, i)
 
-    def shard(self, k: int):
+    def shard(self, k: int) -> Dataset:
         """Open (or reuse) shard ``k`` as a :class:`simgen.datasets.h5io.Dataset`."""
 
         self._after_fork()
@@ -163,7 +169,7 @@ class ShardedDataset:
 
     # -- arrays -----------------------------------------------------------
     @property
-    def images(self):
+    def images(self) -> h5py.Dataset | None:
         """``/images`` of ``virtual.h5`` (a lazy h5py virtual dataset) or ``None`` if it was not written."""
         self._after_fork()
         if self._virtual is None:
@@ -211,7 +217,7 @@ class ShardedDataset:
         rows = (self.manifest.get("totals") or {}).get("rows")
         return sorted(rows) if rows else self.shard(0).tables
 
-    def rows(self, name: str, i: int):
+    def rows(self, name: str, i: int) -> pd.DataFrame | None:
         """Rows of table ``name`` for global sample ``i`` (``sample`` column = global index)."""
         k, j = self.locate(i)
         df = self.shard(k).rows(name, j)
@@ -219,7 +225,7 @@ class ShardedDataset:
             df["sample"] = df["sample"].to_numpy() + self.starts[k]
         return df
 
-    def table(self, name: str):
+    def table(self, name: str) -> pd.DataFrame | None:
         """Whole table ``name`` over all shards as one DataFrame (global ``sample``), or ``None``."""
         import pandas as pd
 
@@ -236,7 +242,7 @@ class ShardedDataset:
     def summary(self) -> dict:
         return summarize_manifest(self.manifest_path, self.manifest)
 
-    def verify(self):
+    def verify(self) -> VerifyReport:
         """Recompute all shard checksums (see :func:`simgen.datasets.shards.verify_manifest`)."""
         return verify_manifest(self.manifest_path)
 
@@ -252,26 +258,26 @@ class ShardedDataset:
         self._handles = OrderedDict()
         self._virtual = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
-    def __getstate__(self):  # picklable (spawned DataLoader workers, Dask): no open handles travel
+    def __getstate__(self) -> dict[str, Any]:  # picklable (spawned DataLoader workers, Dask): no open handles travel
         state = self.__dict__.copy()
         state["_handles"] = OrderedDict()
         state["_virtual"] = None
         state["_pid"] = None
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._pid = os.getpid()
 
 
-def open_sharded(path, **kwargs) -> ShardedDataset:
+def open_sharded(path: str | PathLike, **kwargs: Any) -> ShardedDataset:
     """Open a complete sharded dataset (``manifest.json`` or its directory)."""
     return ShardedDataset(path, **kwargs)
 
@@ -317,7 +323,7 @@ def virtual_manifest(path: str | PathLike) -> Path | None:
     return path.parent / name
 
 
-def summarize_manifest(path, manifest: dict | None = None) -> dict:
+def summarize_manifest(path: str | PathLike, manifest: dict | None = None) -> dict:
     """Summary of a (possibly incomplete) sharded dataset from its manifest alone (``simgen info``)."""
     mpath = manifest_path(path)
     m = manifest if manifest is not None else load_manifest(mpath)

@@ -52,8 +52,11 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -64,6 +67,11 @@ from simgen.datasets.h5io import open_dataset
 from simgen.datasets.schema import IMAGE_DTYPES, table_path
 from simgen.errors import DataError, ParameterError, SchemaError, SimgenError
 from simgen.progress import track
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from simgen.datasets.generate import Sampler
 
 __all__ = [
     "MANIFEST_NAME",
@@ -141,7 +149,7 @@ def shard_seed_info(seed: int | None, shard: Shard) -> dict:
 
 # ---------------------------------------------------------------------------
 # checksums and one shard
-def file_sha256(path, block: int = 1 << 22) -> str:
+def file_sha256(path: str | PathLike, block: int = 1 << 22) -> str:
     """SHA-256 (hex) of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -150,7 +158,7 @@ def file_sha256(path, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def images_sha256(path, block: int = 32) -> str | None:
+def images_sha256(path: str | PathLike, block: int = 32) -> str | None:
     """SHA-256 (hex) of the ``/images`` array of a dataset file (C order, little-endian), or ``None``."""
     import h5py
 
@@ -183,8 +191,8 @@ def _shard_facts(path) -> dict:
     }
 
 
-def write_shard(out_dir, shard: Shard, sampler, image_dtype: str = "uint8", overwrite: bool = False,
-                attrs: dict | None = None) -> dict:
+def write_shard(out_dir: str | PathLike, shard: Shard, sampler: Sampler, image_dtype: str = "uint8",
+                overwrite: bool = False, attrs: dict | None = None) -> dict:
     """Generate one shard file in ``out_dir`` and return its manifest facts.
 
     This is the unit of work sent to Dask workers (it must stay importable and
@@ -227,19 +235,19 @@ def _adopt_shard(path: Path, shard: Shard, identity: dict) -> dict | None:
 
 # ---------------------------------------------------------------------------
 # manifest
-def manifest_path(path) -> Path:
+def manifest_path(path: str | PathLike) -> Path:
     """``path`` itself if it is a file, else ``path/manifest.json``."""
     path = Path(path)
     return path / MANIFEST_NAME if path.is_dir() or not path.suffix else path
 
 
-def is_manifest_path(path) -> bool:
+def is_manifest_path(path: str | PathLike) -> bool:
     """True for a ``*.json`` path or a directory holding a ``manifest.json``."""
     path = Path(path)
     return path.suffix.lower() == ".json" or (path.is_dir() and (path / MANIFEST_NAME).is_file())
 
 
-def load_manifest(path) -> dict:
+def load_manifest(path: str | PathLike) -> dict:
     """Read and validate a shard manifest (``manifest.json`` or its directory).
 
     Raises
@@ -311,7 +319,7 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 # ---------------------------------------------------------------------------
 # execution
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None):
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
     """A ``distributed.Client``: connected to ``scheduler`` or to a new LocalCluster.
 
     The local cluster has ``workers`` worker processes with one thread each (no
@@ -417,20 +425,20 @@ class ShardRun:
 
 
 def generate_sharded(
-    out_dir,
-    sampler,
+    out_dir: str | PathLike,
+    sampler: Sampler,
     n: int,
     shard_size: int = 1000,
     *,
     workers: int | None = None,
     scheduler: str | None = None,
-    client=None,
+    client: Client | None = None,
     serial: bool = False,
     image_dtype: str = "uint8",
     overwrite: bool = False,
     progress: bool = False,
     virtual: bool = True,
-    log=None,
+    log: Callable[[str], object] | None = None,
 ) -> ShardRun:
     """Generate ``n`` samples of ``sampler`` as shards in ``out_dir`` with a manifest; resume if present.
 
@@ -570,6 +578,7 @@ def generate_sharded(
             "shards": entries,
         }
         # -- run ---------------------------------------------------------------
+        runner: contextlib.AbstractContextManager[Client | None]
         if serial or not tasks:
             runner = contextlib.nullcontext(None)
             run.mode = "serial" if tasks else "none"
@@ -689,8 +698,8 @@ def _remove_stale(out_dir: Path, old: dict | None, plan: list[Shard]) -> None:
 class _DirLock:
     """Exclusive, non-blocking ``flock`` on a directory (released automatically if the process dies)."""
 
-    def __init__(self, directory: Path):
-        self.fd = os.open(directory, os.O_RDONLY)
+    def __init__(self, directory: Path) -> None:
+        self.fd: int | None = os.open(directory, os.O_RDONLY)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -736,7 +745,7 @@ def write_virtual_from(out_dir: Path, manifest: dict) -> str | None:
     return VIRTUAL_NAME
 
 
-def write_virtual(path) -> Path:
+def write_virtual(path: str | PathLike) -> Path:
     """(Re)write ``virtual.h5`` next to a complete manifest; returns its path."""
     mpath = manifest_path(path)
     manifest = load_manifest(mpath)
@@ -772,7 +781,7 @@ class VerifyReport:
         return d
 
 
-def verify_manifest(path) -> VerifyReport:
+def verify_manifest(path: str | PathLike) -> VerifyReport:
     """Recompute every shard's file SHA-256 and compare it with the manifest.
 
     ``missing``: recorded as done but absent; ``corrupt``: checksum (or size) differs;
