@@ -505,6 +505,9 @@ class Dataset:
             raise SchemaError(f"cannot read {self.path} as HDF5 ({_short(exc)})") from None
         try:
             self.attrs = validate_file(self.file, str(self.path))
+        except (KeyError, ValueError, OSError) as exc:  # h5py's words for a damaged file
+            self.file.close()
+            raise SchemaError(f"{self.path} is damaged ({_short(exc)})") from None
         except BaseException:
             self.file.close()
             raise

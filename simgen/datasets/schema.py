@@ -135,6 +135,8 @@ def validate_file(f: h5py.File, path: str = "") -> dict:
             raise SchemaError(f"{where}: /images dtype {images.dtype} not in {IMAGE_DTYPES}")
     for name in _table_names(f):
         group = f[table_path(name)]
+        if "offsets" not in group or "columns" not in group.attrs:
+            raise SchemaError(f"{where}: table {name!r} has no offsets index or column list; the file is damaged")
         offsets = group["offsets"]
         if offsets.shape != (n + 1,):
             raise SchemaError(

@@ -174,3 +174,18 @@ def test_a_damaged_table_index_is_refused_not_misread(tmp_path, damage):
             g["offsets"][...] = off
     with pytest.raises(SchemaError, match="damaged|offsets|index"), open_dataset(path) as ds:
         ds.rows("boxes", 1)
+
+
+@pytest.mark.parametrize("cut", ["labels/boxes/offsets", "labels/boxes/x0", "images"])
+def test_preview_of_a_damaged_file_is_one_line(tmp_path, cut):
+    from clitools import assert_one_line_error, run
+
+    path = tmp_path / "d.h5"
+    with DatasetWriter(path, kind="test") as w:
+        for _ in range(2):
+            w.append(np.zeros((8, 8), np.float32), boxes={"x0": [1.0], "y0": [1.0], "x1": [3.0], "y1": [3.0], "class": [0]})
+    with h5py.File(path, "r+") as f:
+        del f[cut]
+    res = run("preview", path, "-o", tmp_path / "p.png")
+    assert_one_line_error(res)
+    assert not (tmp_path / "p.png").exists()
