@@ -7,6 +7,7 @@ identical channels.  Inside simgen every image is a float32 ``(H, W)`` array in
 
 from __future__ import annotations
 
+import warnings
 from os import PathLike
 from pathlib import Path
 
@@ -36,12 +37,13 @@ def read_image(path: str | PathLike) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        return _read_tiff(path)
     try:
         with Image.open(path) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 wide = np.asarray(im, dtype=np.uint32)
-                top = 65535.0 if wide.max(initial=0) <= 65535 else float(wide.max())
-                return (wide / top).astype(np.float32)
+                return (wide / _full_scale(wide)).astype(np.float32)
             if im.mode == "F":
                 real = np.asarray(im, dtype=np.float32)
                 lo, hi = float(real.min()), float(real.max())
@@ -64,6 +66,48 @@ def read_image(path: str | PathLike) -> np.ndarray:
             grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
             return (grey / 255.0).astype(np.float32)
     return (arr.astype(np.float32) / 255.0).astype(np.float32)
+
+
+#: Bit depths cameras write; a 12-bit frame stored in a 16-bit container is scaled by 4095, not 65535.
+CAMERA_BITS = (8, 10, 12, 14, 16)
+
+
+def _full_scale(values: np.ndarray) -> float:
+    """The full-scale value of integer pixels: 2**b - 1 for the smallest camera bit depth b that holds
+    the maximum (a 12-bit frame saved as 16-bit TIFF once read as a near-black image, level 0.03)."""
+    top = int(values.max(initial=0))
+    for bits in CAMERA_BITS:
+        if top <= 2**bits - 1:
+            return float(2**bits - 1)
+    return float(top)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A TIFF through ``tifffile``: its true bit depth, the first page only (with a warning)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) > 1:
+                warnings.warn(f"{path} holds {len(tif.pages)} pages; reading the first", stacklevel=3)
+            arr = tif.pages[0].asarray()
+    except (tifffile.TiffFileError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    arr = np.squeeze(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return (arr / (255.0 if arr.max(initial=0) <= 255 else _full_scale(np.rint(arr)))).astype(np.float32)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D greyscale image, got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        return (np.clip(arr, 0, None) / _full_scale(arr)).astype(np.float32)
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    real = arr.astype(np.float32)
+    if not np.isfinite(real).all():
+        raise DataError(f"{path}: non-finite pixel values")
+    lo, hi = float(real.min()), float(real.max())
+    return ((real - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
 
 
 def write_image(path: str | PathLike, image: np.ndarray, overwrite: bool = False, bits: int = 8) -> Path:

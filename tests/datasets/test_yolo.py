@@ -110,3 +110,20 @@ def test_untrusted_label_files_give_one_clear_error(tmp_path, content, message):
     folder = open_yolo_folder(tmp_path)
     with pytest.raises(DataError, match=message):
         folder.boxes(0)
+
+
+def test_a_12_bit_frame_in_a_16_bit_tiff_reads_at_its_true_level(tmp_path):
+    import tifffile
+    from PIL import Image
+
+    from simgen.datasets.imageio import read_image
+
+    rng = np.random.default_rng(1)
+    frame12 = rng.integers(1000, 3000, (32, 40)).astype(np.uint16)  # 12-bit camera counts
+    tifffile.imwrite(tmp_path / "f.tif", frame12)
+    Image.fromarray((frame12 / 4095 * 255).round().astype(np.uint8)).save(tmp_path / "f.png")
+    tif, png = read_image(tmp_path / "f.tif"), read_image(tmp_path / "f.png")
+    assert abs(tif.mean() - png.mean()) < 0.01 and tif.mean() > 0.2  # not near-black (was 0.03)
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([frame12, frame12]))
+    with pytest.warns(UserWarning, match="2 pages"):
+        read_image(tmp_path / "stack.tif")
