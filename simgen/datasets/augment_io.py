@@ -27,10 +27,9 @@ from simgen.augment.pipeline import TAG_AUGMENT, AugmentedSampler, Pipeline
 from simgen.augment.readnoise import NoiseProfile, extract_profile
 from simgen.augment.realism import ImageSetStats, realism_distance
 from simgen.augment.spec import Spec, parse_spec
-from simgen.datasets.generate import Sampler
 from simgen.datasets.h5io import Dataset, DatasetWriter, open_dataset
 from simgen.datasets.imageio import IMAGE_SUFFIXES, list_images, read_image
-from simgen.datasets.schema import table_path
+from simgen.datasets.schema import Sampler, table_path
 from simgen.errors import DataError, ParameterError, SpecError
 from simgen.progress import track
 from simgen.rng import check_seed, sample_rng

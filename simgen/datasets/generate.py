@@ -9,31 +9,17 @@ distributed generation in :mod:`simgen.datasets.shards`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Protocol
 
 from simgen.datasets.h5io import DatasetWriter
+from simgen.datasets.schema import Sampler
 from simgen.errors import ParameterError
 from simgen.progress import track
 
-__all__ = ["Sampler", "write_dataset", "append_sample"]
+__all__ = ["write_dataset", "append_sample"]
 
 
-class Sampler(Protocol):
-    """The sampler protocol (for type checking): ``kind``, ``class_names``, ``describe()`` and
-    ``sampler(index) -> sample dict``; e.g. :class:`simgen.simulate.film.FilmSampler`."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def class_names(self) -> Sequence[str]: ...
-
-    def describe(self) -> dict: ...
-
-    def __call__(self, index: int, /) -> dict: ...
 
 
 def append_sample(writer: DatasetWriter, sample: dict) -> int:

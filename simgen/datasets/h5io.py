@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
+from typing import Any, Literal, Self, TypeAlias
 
 import h5py
 import numpy as np
@@ -39,6 +39,7 @@ from simgen.datasets.schema import (
     SCHEMA_NAME,
     SCHEMA_VERSION,
     TABLE_COLUMNS,
+    Sampler,
     _json_text,
     _table_names,
     _text,
@@ -46,9 +47,6 @@ from simgen.datasets.schema import (
     validate_file,
 )
 from simgen.errors import ParameterError, SchemaError
-
-if TYPE_CHECKING:
-    from simgen.datasets.generate import Sampler
 
 __all__ = [
     "DatasetWriter",

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -193,3 +194,18 @@ def _plain(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+class Sampler(Protocol):
+    """The sampler protocol (for type checking): ``kind``, ``class_names``, ``describe()`` and
+    ``sampler(index) -> sample dict``; e.g. :class:`simgen.simulate.film.FilmSampler`."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def class_names(self) -> Sequence[str]: ...
+
+    def describe(self) -> dict: ...
+
+    def __call__(self, index: int, /) -> dict: ...

@@ -71,7 +71,7 @@ from simgen.progress import track
 if TYPE_CHECKING:
     from distributed import Client
 
-    from simgen.datasets.generate import Sampler
+    from simgen.datasets.schema import Sampler
 
 __all__ = [
     "MANIFEST_NAME",
