@@ -24,8 +24,9 @@ def _fmt(v, spec=".3f"):
               help="Match boxes by IoU or centres by distance (auto: distance when either side has points only).")
 @click.option("--max-dist", "max_distance", type=float, default=5.0, show_default=True,
               help="Centre-distance cut-off in pixels (distance matching, point tracks).")
-@click.option("--conf", type=float, default=0.25, show_default=True,
-              help="Confidence threshold for counts, P/R/F1 and linking.")
+@click.option("--conf", type=float, default=None,
+              help="Confidence threshold for counts, P/R/F1 and linking (default: the threshold stored with the "
+                   "predictions by the model that made them, else 0.25; the report says which).")
 @click.option("--ap", "ap_method", type=click.Choice(["coco", "continuous", "voc11"]), default="coco",
               show_default=True, help="AP interpolation (coco = 101-point, as pycocotools).")
 @click.option("--class-agnostic", is_flag=True, help="Ignore classes when matching.")
@@ -72,6 +73,7 @@ def evaluate_command(pred, gt, output, iou, match, max_distance, conf, ap_method
                f"P {_fmt(d['precision'])} R {_fmt(d['recall'])} F1 {_fmt(d['f1'])} @ conf {d['conf']:g}  "
                f"peak F1 {_fmt(d['peak_f1'])} @ {_fmt(d['peak_f1_threshold'], '.3g')}  "
                f"(TP {d['tp']} FP {d['fp']} FN {d['fn']})")
+    click.echo(f"confidence threshold {d['conf']:g}: {rep['parameters']['conf_source']}")
     if "tracking" in rep:
         t = rep["tracking"]
         click.echo(f"tracking: MOTA {_fmt(t['MOTA'])} MOTP {_fmt(t['MOTP'])} IDF1 {_fmt(t['IDF1'])} "

@@ -240,9 +240,21 @@ def _load_source(path: Path, *, fmt: str, table, role) -> Annotations:
         src.close()
         raise
     ann = Annotations(df, names, shapes, src.class_names, str(path), fmt, src.named, has_boxes, tracks,
-                      image=src.image if src.has_images else None, mask=src.mask if src.has_masks else None)
+                      image=src.image if src.has_images else None, mask=src.mask if src.has_masks else None,
+                      meta=_stored_threshold(src))
     ann._closers.append(src.close)
     return ann
+
+
+def _stored_threshold(src) -> dict:
+    """``{"conf_f1": t}`` when a prediction file carries the threshold its model chose (simgen
+    predictions keep every candidate with its score and store the threshold beside them)."""
+    attrs = getattr(getattr(src, "dataset", None), "attrs", None) or {}
+    raw = attrs.get("conf_f1")
+    if not isinstance(raw, (int, float, np.number)) or isinstance(raw, bool):
+        return {}
+    value = float(raw)
+    return {"conf_f1": value} if np.isfinite(value) else {}
 
 
 def _load_coco(path: Path, *, like, table, role) -> Annotations:

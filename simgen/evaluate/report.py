@@ -79,7 +79,7 @@ def evaluate(
     iou: float = 0.15,
     match: str = "auto",
     max_distance: float = 5.0,
-    conf: float = 0.25,
+    conf: float | None = None,
     ap_method: str = "coco",
     class_agnostic: bool = False,
     table: str | None = None,
@@ -111,8 +111,10 @@ def evaluate(
         both sides have boxes, else distance.
     max_distance : float
         Centre-distance cut-off (pixels) for distance matching and point tracks.
-    conf : float
-        Confidence threshold for counts, P/R/F1 and linking.
+    conf : float, optional
+        Confidence threshold for counts, P/R/F1 and linking.  Default: the threshold stored with
+        the predictions (``conf_f1``, the one their model chose on its validation data), else
+        0.25; ``metrics.json`` says which (``parameters.conf_source``).
     ap_method : {"coco", "continuous", "voc11"}
     class_agnostic : bool
         Ignore classes when matching.
@@ -144,7 +146,7 @@ def evaluate(
     dict
         The content of ``metrics.json``.
     """
-    validate_options(iou=iou, max_distance=max_distance, conf=conf)
+    validate_options(iou=iou, max_distance=max_distance, conf=0.25 if conf is None else conf)
     if match not in ("auto", "iou", "distance"):
         raise ParameterError(f"--match must be auto, iou or distance, got {match!r}")
     if ap_method not in AP_METHODS:
@@ -175,6 +177,12 @@ def evaluate(
         except BaseException:
             pred_raw.close()
             raise
+        if conf is not None:
+            conf_source = "given"
+        elif "conf_f1" in pred_raw.meta:
+            conf, conf_source = float(pred_raw.meta["conf_f1"]), "stored with the predictions (conf_f1)"
+        else:
+            conf, conf_source = 0.25, "default 0.25 (the predictions store no threshold)"
         try:
             report, tables, figures = _compute(
                 pred_ann, gt_ann, iou=iou, match=match, max_distance=max_distance, conf=conf,
@@ -187,6 +195,7 @@ def evaluate(
     finally:
         gt_ann.close()
     report["inputs"] = {"pred": str(pred), "gt": str(gt), "pred_format": pred_raw.fmt, "gt_format": gt_ann.fmt}
+    report["parameters"]["conf_source"] = conf_source
     report = to_jsonable(report)
     if out_dir is not None:
         _write_report(out_dir, report, tables, figures, overwrite)

@@ -135,7 +135,10 @@ def test_predict_log_writes_predictions(tmp_path):
                       progress=False)
     with open_dataset(out) as ds:
         assert ds.kind == "predictions" and ds.n == 2 and ds.class_names == ["loop"]
-        assert len(ds.rows("boxes", 0)) == 6 and "score" in ds.rows("boxes", 0)
+        rows = ds.rows("boxes", 0)
+        # every candidate is kept with its score; the tuned threshold travels with them
+        assert ds.attrs["conf_f1"] == pytest.approx(0.1) and len(rows) >= 6
+        assert (rows["score"] >= ds.attrs["conf_f1"]).sum() == 6
 
 
 def test_cli_tune_and_predict(tmp_path):
@@ -150,6 +153,13 @@ def test_cli_tune_and_predict(tmp_path):
     res = runner.invoke(main, ["predict", str(tmp_path / "p.json"), str(root), "-o", str(tmp_path / "pred.h5"),
                                "--no-progress"])
     assert res.exit_code == 0, res.output
+    # tune and predict + evaluate agree (once 0.805 vs 0.733: evaluate applied its own 0.25)
+    res = runner.invoke(main, ["evaluate", "--pred", str(tmp_path / "pred.h5"), "--gt", str(root), "-o",
+                               str(tmp_path / "ev"), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    assert "stored with the predictions" in res.output
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())["detection"]
+    assert ev["f1"] == pytest.approx(data["tuning"]["insample"]["f1"], abs=1e-6)
     res = runner.invoke(main, ["baseline", "log", "tune", str(root), "-o", str(tmp_path / "q.json"), "--cv", "1"])
     assert res.exit_code == 2 and res.output.startswith("Error:") and not (tmp_path / "q.json").exists()
     res = runner.invoke(main, ["baseline", "log", "predict", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.h5")])
