@@ -132,3 +132,15 @@ def test_counts_and_nearest_neighbour_distance_per_frame():
 def test_position_rmse():
     m = pd.DataFrame({"dx": [3.0, 0.0], "dy": [4.0, 0.0]})
     assert position_rmse(m) == pytest.approx(np.sqrt(25 / 2))
+
+
+def test_dense_detections_at_a_large_search_range_link_adaptively_and_say_so():
+    """Once `simgen track` hung or failed on dense frames at --search-range 30."""
+    from simgen.evaluate.tracking import link_tracks
+
+    rng = np.random.default_rng(0)
+    det = pd.concat([pd.DataFrame({"sample": f, "x": rng.uniform(0, 256, 120), "y": rng.uniform(0, 256, 120)})
+                     for f in range(6)], ignore_index=True)
+    with pytest.warns(UserWarning, match="adaptive search"):
+        out = link_tracks(det, search_range=30.0, memory=2)
+    assert len(out) == len(det) and out["track_id"].nunique() < len(det)
