@@ -353,7 +353,7 @@ def test_sim2real_smoke(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SIMGEN_CACHE_DIR", str(tmp_path / "cache"))
     real = _yolo_folder(tmp_path / "real", sizes=((96, 96), (64, 80)))
-    cfg = Sim2RealConfig.preset("small").replace(n_train=8, n_val=4, match=False)
+    cfg = Sim2RealConfig.preset("small").replace(n_train=8, n_val=4, match=False, adapt=("bn",))
     rep = run_sim2real(real, tmp_path / "s2r", cfg, progress=False)
     out = tmp_path / "s2r"
     for name in ("report.md", "report.json", "pr_curves.png", "examples.png", "synthetic_examples.png",
