@@ -38,7 +38,7 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The synthetic-only -> real experiment (< 1 h on 2 CPU cores); REAL=... picks another real set.
+# The synthetic-only -> real experiment (fixed 30 epochs, ~75 min on one CPU thread); REAL=... picks another real set.
 REAL ?= ../shared/realdata/dev/dsva_fecral
 S2R_OUT ?= runs/s2r
 sim2real: install
