@@ -20,7 +20,7 @@ LAYERS = [
     ["simgen.evaluate"],
     ["simgen.train"],
     ["simgen.experiments"],
-    ["simgen.commands", "simgen.cli", "simgen.viewers"],
+    ["simgen.commands", "simgen.cli"],
 ]
 # `python -m simgen` runs the CLI: the entry point may sit on top of everything.
 ENTRY_POINTS = {"simgen.__main__": len(LAYERS) - 1}

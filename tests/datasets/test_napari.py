@@ -5,7 +5,7 @@ import pytest
 from clitools import run
 
 from simgen.datasets.h5io import open_dataset
-from simgen.viewers.napari import HALF_PIXEL, get_reader, read_dataset
+from simgen.datasets.napari import HALF_PIXEL, get_reader, read_dataset
 
 
 @pytest.fixture(scope="module")
@@ -65,5 +65,5 @@ def test_manifest_is_a_valid_npe2_plugin():
     npe2 = pytest.importorskip("npe2")
     from importlib.resources import files
 
-    manifest = npe2.PluginManifest.from_file(str(files("simgen.viewers") / "napari.yaml"))
+    manifest = npe2.PluginManifest.from_file(str(files("simgen.datasets") / "napari.yaml"))
     assert manifest.contributions.readers[0].command == "simgen.get_reader"

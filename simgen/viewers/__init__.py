@@ -1,1 +1,0 @@
-"""Viewers for simgen data in the tools microscopists use (napari)."""
