@@ -418,6 +418,15 @@ class Source:
         """Name of sample ``k``: file stem for folders, ``/names`` entry or ``f"{index:06d}"`` for HDF5."""
         return self._reader.name(self._i(k))
 
+    def file_name(self, k: int) -> str:
+        """The image file name of sample ``k`` (``im0.png``) for folder sources; :meth:`name` for HDF5."""
+        reader, i = self._reader, self._i(k)
+        if isinstance(reader, _ImageFolderReader):
+            return reader.files[i].name
+        if isinstance(reader, _YoloReader):
+            return reader.folder.image_path(i).name
+        return reader.name(i)
+
     def image(self, k: int) -> np.ndarray:
         """Image of sample ``k``: float32 ``(H, W)`` in [0, 1] (8-bit / 16-bit data scaled by 255 / 65535).
 

@@ -8,10 +8,8 @@ import numpy as np
 
 from simgen.atomic import check_output
 from simgen.datasets.h5io import DatasetWriter
-from simgen.datasets.imageio import list_images, read_image
 from simgen.datasets.normalize import normalize_image
-from simgen.datasets.shards.read import open_any
-from simgen.datasets.shards.write import is_manifest_path
+from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
 from simgen.progress import track
 from simgen.runtime import select_device
@@ -98,35 +96,18 @@ def predict_images(model, images, *, mask_threshold: float = 0.5, mask_conf: flo
 
 
 def _image_inputs(source):
-    """``(n, names, read(i), shapes, handle)`` for an HDF5 file, a sharded set or an image folder."""
-
-    source = Path(source)
-    if source.is_dir() and not is_manifest_path(source):
-        from PIL import Image
-
-        folder = source / "images" if (source / "images").is_dir() else source
-        files = list_images(folder)
-        if not files:
-            raise DataError(f"{folder} holds no images (.png, .tif, .jpg, ...)")
-        shapes = []
-        for p in files:
-            try:
-                with Image.open(p) as im:
-                    shapes.append((im.height, im.width))
-            except OSError as exc:
-                raise DataError(f"cannot read image {p}: {exc}") from None
-        return len(files), [p.name for p in files], (lambda i: read_image(files[i])), shapes, None
-    if not source.exists():
-        raise DataError(f"{source} does not exist")
-    ds = open_any(source)
+    """``(n, names, read(i), shapes, handle)`` of any source :func:`open_source` reads; names are the
+    image file names for folders (``im0.png``), the stored names for HDF5 and shard sets."""
+    src = open_source(source)
     try:
-        if ds.n == 0:
+        if len(src) == 0:
             raise DataError(f"{source} holds no samples")
-        ds.image(0)  # SchemaError for label-only files
+        names = [src.file_name(k) for k in range(len(src))]
+        shapes = [tuple(src.shape(k)) for k in range(len(src))]
     except BaseException:
-        ds.close()
+        src.close()
         raise
-    return ds.n, [ds.name(i) for i in range(ds.n)], ds.image, [ds.shape(i) for i in range(ds.n)], ds
+    return len(src), names, src.image, shapes, src
 
 
 def predict_maskrcnn(
