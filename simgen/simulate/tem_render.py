@@ -340,6 +340,23 @@ def smooth_field(rng: np.random.Generator, shape, scale: float) -> np.ndarray:
     return field / np.float32(sd if sd > 0 else 1.0)
 
 
+def mottle(rng: np.random.Generator, shape, p: dict) -> np.ndarray | None:
+    """The specimen mottle of image parameters ``p`` (``texture_components``, ``anisotropy``,
+    ``mottle_angle``, ``texture_skew``) as a relative field ``(H, W)``, or ``None`` when it is off."""
+    comps = p.get("texture_components") or []
+    if not any(c[1] > 0 for c in comps):
+        return None
+    f32 = np.float32
+    tex = texture_field(rng, shape, comps, p.get("anisotropy", 0.0), p.get("mottle_angle", 0.0))
+    kappa = float(p.get("texture_skew", 0.0))
+    if kappa > 0:
+        # dark-skewed mottle: z - κ(z² - 1) for unit-variance z (skewness ≈ -6κ), variance kept
+        sd = f32(np.sqrt(sum(c[1] * c[1] for c in comps)))
+        z = tex / sd
+        tex = (z - f32(kappa) * (z * z - f32(1.0))) * (sd / f32(np.sqrt(1 + 2 * kappa * kappa)))
+    return tex
+
+
 def background(rng: np.random.Generator, shape, p: dict) -> np.ndarray:
     """Specimen background ``B`` (float32, around ``p['level']``).
 
@@ -356,15 +373,8 @@ def background(rng: np.random.Generator, shape, p: dict) -> np.ndarray:
     xs = (np.arange(w, dtype=np.float32) + f32(0.5 - w / 2)) / f32(max(h, w))
     ga = p.get("gradient_angle", 0.0)
     rel = f32(p["gradient"]) * (xs[None, :] * f32(np.cos(ga)) + ys[:, None] * f32(np.sin(ga)))
-    comps = p.get("texture_components") or []
-    if any(c[1] > 0 for c in comps):
-        tex = texture_field(rng, shape, comps, p.get("anisotropy", 0.0), p.get("mottle_angle", 0.0))
-        kappa = float(p.get("texture_skew", 0.0))
-        if kappa > 0:
-            # dark-skewed mottle: z - κ(z² - 1) for unit-variance z (skewness ≈ -6κ), variance kept
-            sd = f32(np.sqrt(sum(c[1] * c[1] for c in comps)))
-            z = tex / sd
-            tex = (z - f32(kappa) * (z * z - f32(1.0))) * (sd / f32(np.sqrt(1 + 2 * kappa * kappa)))
+    tex = mottle(rng, shape, p)
+    if tex is not None:
         rel = rel + tex
     bgi = f32(p["level"]) * (f32(1.0) + rel)
     n_bend = int(p.get("bend_count", 0))

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage as _ndi
 from scipy.special import ndtri as _ndtri
 
-from simgen.simulate.tem_render import smooth_field, texture_field
+from simgen.simulate.tem_render import mottle, smooth_field
 
 __all__ = [
     "rocking_curve",
@@ -233,15 +233,8 @@ def specimen_background(rng: np.random.Generator, shape, p: dict) -> np.ndarray:
     xs = (np.arange(w, dtype=np.float32) + f32(0.5 - w / 2)) / f32(max(h, w))
     ga = p.get("gradient_angle", 0.0)
     rel = f32(p["gradient"]) * (xs[None, :] * f32(math.cos(ga)) + ys[:, None] * f32(math.sin(ga)))
-    comps = p.get("texture_components") or []
-    tex = None
-    if any(c[1] > 0 for c in comps):
-        tex = texture_field(rng, shape, comps, p.get("anisotropy", 0.0), p.get("mottle_angle", 0.0))
-        kappa = float(p.get("texture_skew", 0.0))
-        if kappa > 0:
-            sd = f32(math.sqrt(sum(c[1] * c[1] for c in comps)))
-            z = tex / sd
-            tex = (z - f32(kappa) * (z * z - f32(1.0))) * (sd / f32(math.sqrt(1 + 2 * kappa * kappa)))
+    tex = mottle(rng, shape, p)
+    if tex is not None:
         rel = rel + tex
     bgi = f32(p["level"]) * (f32(1.0) + rel)
     n_bend = int(p.get("bend_count", 0))
