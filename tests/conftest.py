@@ -11,6 +11,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI must not go red by chance: property tests replay the same examples on every
+# run. HYPOTHESIS_PROFILE=explore draws fresh examples when hunting for bugs.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "dev"
 

@@ -35,12 +35,14 @@ def test_pipeline_properties(spec, h, w, seed, dtype):
     p = Pipeline(spec)
     a, ann_a = p(image, np.random.default_rng(seed), ann)
     b, _ = p(image, np.random.default_rng(seed))
-    c, _ = p(image, np.random.default_rng(seed + 1))
+    # A weak draw can leave a tiny image unchanged (SP with amount * h * w < 0.5
+    # replaces no pixel), so ask that *some* other seed changes the output.
+    others = [p(image, np.random.default_rng(seed + k))[0] for k in range(1, 21)]
     assert a.shape == (h, w) and a.dtype == np.float32
     assert np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0
     np.testing.assert_array_equal(a, b)
     if spec != "ST":
-        assert not np.array_equal(a, c)
+        assert any(not np.array_equal(a, c) for c in others)
     assert ann_a is ann and ann["points"].tobytes() == before
 
 
