@@ -26,6 +26,7 @@ from simgen.train.baselines.log import (
     save_params,
     tune_log,
 )
+from simgen.train.yolo.adapt import adapt_detector, adapt_levers
 from simgen.train.yolo.checkpoint import load_yolo_checkpoint
 from simgen.train.yolo.config import PRESETS
 from simgen.train.yolo.trainer import train_yolo
@@ -77,12 +78,21 @@ def baseline_group():
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Where YOLO exports are cached (default ~/.cache/simgen/yolo-data or $SIMGEN_CACHE_DIR).")
+@click.option("--adapt-to", "adapt_to", multiple=True, type=click.Path(exists=True),
+              help="Unlabeled real images (folder or files; repeatable) to adapt the trained model to, without "
+                   "labels: writes OUTPUT/adapt/<lever>/best.pt. Needs --val (thresholds come from it).")
+@click.option("--adapt", "adapt", default="self_train", show_default=True, metavar="LEVERS",
+              help="With --adapt-to: bn, self_train or all (comma-separated).")
+@click.option("--self-train-rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Self-training rounds (pseudo-label, train a student).")
+@click.option("--self-train-epochs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Student epochs per self-training round.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the output folder.")
 @restart_option
 @progress_option
 def train_yolo_command(data, val, output, preset, model, weights, epochs, batch, imgsz, tile, overlap, min_box, scale,
-                       normalize, val_fraction, patience, workers, device, threads, seed, cache_dir, resume, overwrite,
-                       progress):
+                       normalize, val_fraction, patience, workers, device, threads, seed, cache_dir, adapt_to, adapt,
+                       self_train_rounds, self_train_epochs, resume, overwrite, progress):
     """Train a YOLO detector (Ultralytics, from a .yaml, fully offline) on simgen data.
 
     Images are contrast-normalised, tiled at native resolution and exported once to a
@@ -95,6 +105,7 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
       simgen train yolo --data tem_train.h5 --val tem_val.h5 --epochs 40 -o runs/yolo
       simgen train yolo --data tem.h5 --config small -o runs/smoke
       simgen train yolo --data real_few/ --weights runs/yolo/best.pt --epochs 20 -o runs/finetune
+      simgen train yolo --data tem_train.h5 --val tem_val.h5 --adapt-to my_micrographs/ -o runs/yolo_adapted
       simgen predict runs/yolo/best.pt ../shared/realdata/dev/dsva_fecral -o pred.h5
     """
 
@@ -107,9 +118,24 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
     elif imgsz is not None:
         changes["tile"] = imgsz
     config = PRESETS[preset].replace(**changes).validate()
+    levers = _levers(adapt) if adapt_to else ()
+    if adapt_to and not levers:
+        raise click.UsageError("--adapt-to needs at least one lever in --adapt")
+    if adapt_to and {"self_train", "all"} & set(levers) and not val:
+        raise ParameterError("--adapt-to with self-training needs --val: the pseudo-label threshold and the "
+                             "student's best epoch are chosen on that (synthetic) validation set")
+    if levers:
+        adapt_levers(levers)  # refuse a bad lever before hours of training
     best = train_yolo(list(data), output, val=list(val) or None, config=config, weights=weights, resume=resume,
                       overwrite=overwrite, progress=progress, cache_dir=cache_dir, threads=threads)
     click.echo(f"wrote {best}")
+    if levers:
+        adapted = adapt_detector(best, list(adapt_to), Path(output) / "adapt", levers=levers, synthetic=list(data),
+                                 synthetic_val=list(val), rounds=self_train_rounds, epochs=self_train_epochs,
+                                 seed=config.seed, device=config.device, threads=threads, resume=resume,
+                                 progress=progress)
+        for lever, (path, _) in adapted.items():
+            click.echo(f"adapted ({lever}): wrote {path}")
 
 
 # -- simgen predict -----------------------------------------------------------------------------

@@ -22,9 +22,8 @@ from simgen.experiments.scoring import pooled_scores
 from simgen.experiments.sim2real_config import Sim2RealConfig
 from simgen.experiments.sim2real_real import RealSet, detect_real
 from simgen.progress import ProgressLog
-from simgen.train.yolo.adapt_batchnorm import adapt_batchnorm
+from simgen.train.yolo.adapt import adapt_detector
 from simgen.train.yolo.predict import YoloDetector
-from simgen.train.yolo.self_train import self_train
 from simgen.train.yolo.unlabeled import open_unlabeled
 
 __all__ = ["LEVERS", "adaptation_folds", "adaptation_study"]
@@ -99,20 +98,7 @@ def _image_folder(root: Path) -> Path:
 def _adapt_fold(cfg: Sim2RealConfig, weights, train_h5, val_h5, unlabeled, fold: Path, *, threads, progress,
                 resume) -> dict[str, tuple[Path, dict]]:
     """The adapted checkpoints of one fold, lever → (weights, what the adaptation did)."""
-    done: dict[str, tuple[Path, dict]] = {}
-    bn_path = fold / "bn.pt"
-    if {"bn", "all"} & set(cfg.adapt):
-        if not (resume and bn_path.exists()):
-            adapt_batchnorm(weights, unlabeled, bn_path, seed=cfg.seed, device=cfg.device, threads=threads,
-                            overwrite=True, progress=False)
-        if "bn" in cfg.adapt:
-            done["bn"] = (bn_path, {"images": len(unlabeled)})
-    for lever, start in (("self_train", weights), ("all", bn_path)):
-        if lever not in cfg.adapt:
-            continue
-        res = self_train(start, train_h5, unlabeled, fold / lever, synthetic_val=val_h5, rounds=cfg.self_train_rounds,
-                         epochs=cfg.self_train_epochs, config=cfg.yolo_config(epochs=cfg.self_train_epochs),
-                         seed=cfg.seed, device=cfg.device, resume=resume, overwrite=not resume, progress=progress,
-                         threads=threads)
-        done[lever] = (Path(res.weights), {"rounds": res.rounds, "stopped": res.stopped})
-    return done
+    return adapt_detector(weights, unlabeled, fold, levers=cfg.adapt, synthetic=train_h5, synthetic_val=val_h5,
+                          rounds=cfg.self_train_rounds, epochs=cfg.self_train_epochs,
+                          config=cfg.yolo_config(epochs=cfg.self_train_epochs), seed=cfg.seed, device=cfg.device,
+                          threads=threads, resume=resume, progress=progress)

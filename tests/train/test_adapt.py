@@ -420,3 +420,35 @@ def test_open_unlabeled_takes_an_open_source_and_leaves_it_open(tmp_path):
         with open_unlabeled(src, exclude=["syn00"]) as u:
             assert u.names == ["syn01", "syn02"] and u.image(0).shape == (64, 64)
         assert src.image(0).shape == (64, 64)  # still open
+
+
+def test_train_yolo_adapt_to_cli_adapts_without_labels(tmp_path):
+    from click.testing import CliRunner
+
+    from simgen.cli import main
+
+    syn = _synthetic(tmp_path / "syn.h5", n=8)
+    val = _synthetic(tmp_path / "val.h5", n=4, seed=3)
+    root, _ = _real_folder(tmp_path / "real", n=2)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    base = ["train", "yolo", "--data", str(syn), "--config", "small", "--epochs", "1", "--no-progress",
+            "--cache-dir", str(tmp_path / "cache")]
+    # refused before any training: no synthetic validation to choose thresholds on, or a bad lever
+    r = runner.invoke(main, [*base, "--adapt-to", str(root), "-o", str(out)])
+    assert r.exit_code == 2 and "needs --val" in r.output and not out.exists()
+    r = runner.invoke(main, [*base, "--val", str(val), "--adapt-to", str(root), "--adapt", "bn,magic", "-o", str(out)])
+    assert r.exit_code == 2 and "levers must be among" in r.output and not out.exists()
+    with never_touched(root / "labels"):
+        r = runner.invoke(main, [*base, "--val", str(val), "--adapt-to", str(root), "--adapt", "bn,self_train",
+                                 "--self-train-epochs", "1", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "best.pt").exists() and (out / "adapt" / "bn.pt").exists()
+    assert (out / "adapt" / "self_train" / "adapt.json").exists() and "adapted (self_train)" in r.output
+    state = json.loads((out / "adapt" / "self_train" / "adapt.json").read_text())
+    assert state["result"]["rounds"], state
+    # the BatchNorm-adapted checkpoint loads and differs from the trained one in its statistics only
+    a, b = load_yolo_checkpoint(out / "best.pt"), load_yolo_checkpoint(out / "adapt" / "bn.pt")
+    sa, sb = a["model"].state_dict(), b["model"].state_dict()
+    moved = [k for k in sa if k.endswith("running_mean") and not np.allclose(sa[k].float(), sb[k].float())]
+    assert moved and all(np.allclose(sa[k].float(), sb[k].float()) for k in sa if k.endswith(".weight"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simgen.datasets.imageio import IMAGE_SUFFIXES, read_image
+from simgen.datasets.imageio import IMAGE_SUFFIXES, list_images, read_image
 from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 
@@ -45,7 +45,8 @@ class UnlabeledImages:
         A folder of images; a YOLO-layout folder (only its ``images/`` is read); a folder
         with a ``frames/`` subfolder (an unlabeled video); a simgen HDF5 dataset (images
         only: its tables are never read); an open :class:`~simgen.datasets.sources.Source`
-        (only ``image()``/``shape()`` are called; left open); image files; or float arrays
+        (only ``image()``/``shape()`` are called; left open); a list of image files and/or
+        such folders (their images; names must stay unique); or float arrays
         ``(H, W)`` / ``(N, H, W)`` in [0, 1].
     names : sequence of str, optional
         Keep only these samples (by name: the file stem, or the HDF5 sample name).
@@ -91,7 +92,10 @@ class UnlabeledImages:
             self.origin = "<in-memory>" if not isinstance(items[0], (str, Path)) else "<files>"
             if isinstance(items[0], (str, Path)):
                 self._files = {}
-                for p in map(Path, items):
+                # folders in a list contribute their images (several unlabeled folders at once)
+                paths = [f for p in map(Path, items)
+                         for f in (list_images(_image_folder(p)) if p.is_dir() else [p])]
+                for p in paths:
                     if not p.is_file():
                         raise DataError(f"image {p} does not exist")
                     if p.stem in self._files:
