@@ -1,4 +1,4 @@
-"""Dataset commands: ``simgen info``, ``simgen preview``, ``simgen export yolo``."""
+"""Dataset commands: ``simgen info``, ``simgen preview`` (``simgen export yolo`` is in export.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 
 import click
 
-from simgen.commands._options import output_option, overwrite_option, seed_option
-from simgen.datasets.formats.yolo import export_yolo
+from simgen.commands._options import output_option, overwrite_option
 from simgen.datasets.preview import preview_sheet
 from simgen.datasets.shards.read import open_any, summarize_manifest
 from simgen.datasets.shards.write import is_manifest_path
@@ -74,31 +73,6 @@ def preview_command(path, output, n, start, cols, no_boxes, overwrite):
     click.echo(f"wrote {out}")
 
 
-@click.command("yolo")
-@click.argument("path", type=click.Path())
-@click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Fraction of images held out as the validation split.")
-@click.option("--min-box", type=float, default=1.0, show_default=True, help="Drop boxes smaller than this (px).")
-@seed_option
-@overwrite_option
-def export_yolo_command(path, out_dir, val_fraction, min_box, seed, overwrite):
-    """Export a dataset to a YOLO folder (images/, labels/, data.yaml).
-
-    PATH is an HDF5 dataset or a sharded set (its directory, manifest.json or virtual.h5)
-    with a boxes table.
-
-    \b
-    Example:
-      simgen export yolo film.h5 film_yolo/ --val-fraction 0.1
-      simgen export yolo film_shards/ film_yolo/
-    """
-
-    data_yaml = export_yolo(path, out_dir, val_fraction=val_fraction, min_box=min_box, seed=seed, overwrite=overwrite)
-    click.echo(f"wrote {data_yaml}")
-
-
 def register(groups):
     groups["main"].add_command(info_command)
     groups["main"].add_command(preview_command)
-    groups["export"].add_command(export_yolo_command)

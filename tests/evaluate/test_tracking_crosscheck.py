@@ -2,8 +2,14 @@
 
 simgen follows TrackEval / the MOTChallenge definitions.  Each known difference
 from py-motmetrics has a test below that constructs a case showing it; the
-same list is in docs/evaluate.md.
+same list is in docs/evaluate.md.  py-motmetrics is not a dependency (its IoU
+path calls ``np.asfarray``, gone in NumPy 2): those tests run when it is
+installed and are skipped otherwise; the TrackEval tests always run.
 """
+
+import ast
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,9 +94,13 @@ def test_equal_to_trackeval_mot_challenge_pipeline_on_exported_files(ev, tmp_pat
 
 
 # -- py-motmetrics: agreement where the definitions agree ----------------------------------
-def _motmetrics(pred: pd.DataFrame, gt: pd.DataFrame, n_frames: int):
-    import motmetrics as mm
+def _mm():
+    """py-motmetrics, or a skip: it is optional (see the module notes)."""
+    return pytest.importorskip("motmetrics")
 
+
+def _motmetrics(pred: pd.DataFrame, gt: pd.DataFrame, n_frames: int):
+    mm = _mm()
     acc = mm.MOTAccumulator(auto_id=True)
     for t in range(n_frames):
         g, p = gt[gt["sample"] == t], pred[pred["sample"] == t]
@@ -101,8 +111,7 @@ def _motmetrics(pred: pd.DataFrame, gt: pd.DataFrame, n_frames: int):
 
 
 def _mm_summary(acc):
-    import motmetrics as mm
-
+    mm = _mm()
     names = ["mota", "motp", "idf1", "num_switches", "num_fragmentations", "mostly_tracked", "mostly_lost",
              "num_false_positives", "num_misses", "num_detections", "idtp"]
     return mm.metrics.create().compute(acc, metrics=names, name="x").iloc[0].to_dict()
@@ -140,8 +149,7 @@ def test_agrees_with_motmetrics_where_definitions_agree():
 
 # -- py-motmetrics: documented differences, one test each ------------------------------------
 def _frames_to_acc(frames):
-    import motmetrics as mm
-
+    mm = _mm()
     acc = mm.MOTAccumulator(auto_id=True)
     for g, h, d in frames:
         acc.update(g, h, d)
@@ -215,8 +223,7 @@ def test_difference_iou_matrix_is_a_distance_and_broken_on_numpy2():
     """mm.distances.iou_matrix returns 1 - IoU and its ``max_iou`` is a maximum *distance*
     (max_iou=0.5 keeps pairs with IoU >= 0.5).  motmetrics 1.4.0 calls np.asfarray, which
     NumPy 2 removed, so the tests compute the same matrix with simgen's box_iou."""
-    import motmetrics as mm
-
+    mm = _mm()
     a = np.array([[0.0, 0.0, 4.0, 4.0]])  # x, y, w, h
     b = np.array([[1.0, 0.0, 4.0, 4.0], [3.0, 0.0, 4.0, 4.0]])
     ours = 1.0 - box_iou(np.c_[a[:, :2], a[:, :2] + a[:, 2:]], np.c_[b[:, :2], b[:, :2] + b[:, 2:]])
@@ -227,3 +234,19 @@ def test_difference_iou_matrix_is_a_distance_and_broken_on_numpy2():
         ref = mm.distances.iou_matrix(a, b, max_iou=0.5)
         assert ref[0, 0] == pytest.approx(ours[0, 0]) and np.isnan(ref[0, 1])
     assert ours[0, 0] == pytest.approx(1 - 12 / 20) and ours[0, 1] > 0.5
+
+
+def test_motmetrics_is_no_dependency_and_simgen_never_imports_it():
+    """simgen's MOT metrics equal TrackEval (tests above); py-motmetrics, broken on NumPy 2, is not required."""
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    required = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    assert not [d for d in required if d.lower().replace("_", "-").startswith(("motmetrics", "py-motmetrics"))]
+    imports = set()
+    for path in (root / "simgen").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imports.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imports.add(node.module.split(".")[0])
+    assert "motmetrics" not in imports

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from simgen.atomic import atomic_dir, atomic_write_text, check_output_dir
+from simgen.datasets.formats.names import export_stems
 from simgen.datasets.formats.text import read_text
 from simgen.datasets.normalize import to_uint8
 from simgen.datasets.sources import Source, open_source
@@ -289,7 +290,10 @@ def export_coco(source: str | PathLike | Source, out_dir: str | PathLike, *, tab
 
     Layout: ``out_dir/annotations.json`` and, with ``images``, ``out_dir/images/<name>.png``
     (8-bit greyscale; ``file_name`` in the JSON is ``<name>.png``).  The folder is
-    written under a temporary name and renamed when complete.
+    written under a temporary name and renamed when complete.  ``<name>`` is the sample
+    name made safe and unique by :func:`~simgen.datasets.formats.names.export_stems`
+    (``a/x.png`` and ``b/x.png`` become ``x_<hash>.png`` each; ``..`` or absolute paths never
+    leave the folder).
 
     Parameters
     ----------
@@ -318,8 +322,7 @@ def export_coco(source: str | PathLike | Source, out_dir: str | PathLike, *, tab
         if images and not src.has_images:
             raise DataError(f"{src.path} stores no images; export with images=False (--no-images)")
         boxes = src.read_table()
-        stems = [_stem(src.name(k)) for k in range(len(src))]
-        names = [f"{s}.png" for s in stems]
+        names = [f"{s}.png" for s in export_stems(src.names)]
         shapes = [src.shape(k) for k in range(len(src))]
         data = coco_dict(boxes, names, shapes, src.class_names, masks=src.mask if src.has_masks else None,
                          info={"description": f"simgen export of {src.path.name}", "kind": src.sample_kind})
@@ -333,7 +336,3 @@ def export_coco(source: str | PathLike | Source, out_dir: str | PathLike, *, tab
             (tmp / "annotations.json").write_text(json.dumps(data, separators=(",", ":")))
     return out_dir / "annotations.json"
 
-
-def _stem(name: str) -> str:
-    stem = Path(name).stem or name
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from simgen.atomic import atomic_dir, atomic_write_text, check_output_dir
+from simgen.datasets.formats.names import clean_stem
 from simgen.datasets.formats.text import read_text
 from simgen.datasets.imageio import read_image
 from simgen.datasets.normalize import to_uint8
@@ -245,10 +246,11 @@ def read_seqinfo(path: str | PathLike) -> dict[str, str | int]:
 
 def format_seqinfo(name: str, n_frames: int, width: int, height: int, frame_rate: float = 25,
                    im_dir: str = "img1", im_ext: str = ".jpg") -> str:
-    """Text of a ``seqinfo.ini``."""
+    """Text of a ``seqinfo.ini`` (``name`` made safe by :func:`~simgen.datasets.formats.names.clean_stem`)."""
     return (
         "[Sequence]\n"
-        f"name={name}\nimDir={im_dir}\nframeRate={frame_rate:g}\nseqLength={int(n_frames)}\n"
+        f"name={clean_stem(name, strip_suffix=False)}\n"
+        f"imDir={im_dir}\nframeRate={frame_rate:g}\nseqLength={int(n_frames)}\n"
         f"imWidth={int(width)}\nimHeight={int(height)}\nimExt={im_ext}\n"
     )
 
@@ -332,7 +334,9 @@ def export_mot(
     table : str
         Table to export (``tracks``; a ``boxes`` table with a ``track_id`` column works too).
     name : str, optional
-        Sequence name (default: the folder name).
+        Sequence name (default: the folder name), made safe by
+        :func:`~simgen.datasets.formats.names.clean_stem` in :func:`format_seqinfo` (no line
+        breaks, ``=`` or separators reach ``seqinfo.ini``).
     frame_rate : float
         Written to ``seqinfo.ini``.
     box_size : float, optional
@@ -365,7 +369,7 @@ def export_mot(
             raise DataError(f"{src.path} stores no images; export with images=False (--no-images)")
         text = format_mot(tracks, kind="gt", pixel_origin=pixel_origin, box_size=box_size, keep_classes=keep_classes)
         h, w = src.shape(0)
-        seq = name or out_dir.name
+        seq = name or out_dir.resolve().name  # made safe by format_seqinfo
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             (tmp / "gt").mkdir()
             (tmp / "gt" / "gt.txt").write_text(text)

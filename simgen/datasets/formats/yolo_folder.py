@@ -26,6 +26,8 @@ __all__ = [
     "BOX_COLUMNS",
     "read_yolo_labels",
     "format_yolo_labels",
+    "yolo_drop_reasons",
+    "DROP_REASONS",
     "YoloFolder",
     "open_yolo_folder",
 ]
@@ -109,24 +111,61 @@ def read_yolo_labels(path: str | PathLike, width: int, height: int, n_classes: i
     return df
 
 
+#: Why :func:`yolo_drop_reasons` drops a box; code ``k`` is ``DROP_REASONS[k]`` (0 = kept).
+DROP_REASONS = ("kept", "non-finite coordinates", "outside the image", "smaller than min-box")
+
+
+def yolo_drop_reasons(boxes: pd.DataFrame | dict | None, width: int, height: int, min_size: float = 0.0) -> np.ndarray:
+    """Which boxes a YOLO label file keeps, and why the others are dropped.
+
+    Parameters
+    ----------
+    boxes : DataFrame or dict of arrays
+        ``x0, y0, x1, y1`` in pixels.
+    width, height : int
+        Image size in pixels.
+    min_size : float
+        Smallest width and height (pixels, after clipping to the image) a kept box has.
+
+    Returns
+    -------
+    (N,) int8
+        Index into :data:`DROP_REASONS`: 0 kept, 1 a coordinate is NaN/inf, 2 the box does not
+        overlap the image, 3 narrower or lower than ``min_size`` after clipping (also boxes of
+        zero width or height).
+    """
+    if boxes is None or len(boxes) == 0:
+        return np.zeros(0, np.int8)
+    b = pd.DataFrame(boxes) if not isinstance(boxes, pd.DataFrame) else boxes
+    x0, y0, x1, y1 = (b[c].to_numpy(np.float64) for c in ("x0", "y0", "x1", "y1"))
+    finite = np.isfinite(x0) & np.isfinite(y0) & np.isfinite(x1) & np.isfinite(y1)
+    with np.errstate(invalid="ignore"):
+        outside = (x1 <= 0) | (y1 <= 0) | (x0 >= width) | (y0 >= height)
+        w = np.clip(x1, 0, width) - np.clip(x0, 0, width)
+        h = np.clip(y1, 0, height) - np.clip(y0, 0, height)
+        small = (w < max(min_size, 1e-9)) | (h < max(min_size, 1e-9))
+    return np.select([~finite, outside, small], [1, 2, 3], 0).astype(np.int8)
+
+
 def format_yolo_labels(boxes: pd.DataFrame | dict | None, width: int, height: int, min_size: float = 0.0) -> str:
     """Pixel boxes (x0, y0, x1, y1, class [, score]) → YOLO label text.
 
     Boxes are clipped to the image; boxes narrower or lower than ``min_size``
     pixels after clipping are dropped (Ultralytics discards boxes under ~3 px
-    anyway; dropping them here keeps labels and training in agreement).
+    anyway; dropping them here keeps labels and training in agreement), and so are
+    boxes outside the image or with NaN/inf coordinates (:func:`yolo_drop_reasons`).
     """
     if boxes is None or len(boxes) == 0:
         return ""
     b = pd.DataFrame(boxes) if not isinstance(boxes, pd.DataFrame) else boxes
-    x0 = np.clip(b["x0"].to_numpy(np.float64), 0, width)
-    x1 = np.clip(b["x1"].to_numpy(np.float64), 0, width)
-    y0 = np.clip(b["y0"].to_numpy(np.float64), 0, height)
-    y1 = np.clip(b["y1"].to_numpy(np.float64), 0, height)
-    keep = ((x1 - x0) >= max(min_size, 1e-9)) & ((y1 - y0) >= max(min_size, 1e-9))
+    keep = yolo_drop_reasons(b, width, height, min_size) == 0
+    x0 = np.clip(b["x0"].to_numpy(np.float64), 0, width)[keep]
+    x1 = np.clip(b["x1"].to_numpy(np.float64), 0, width)[keep]
+    y0 = np.clip(b["y0"].to_numpy(np.float64), 0, height)[keep]
+    y1 = np.clip(b["y1"].to_numpy(np.float64), 0, height)[keep]
     cls = b["class"].to_numpy()[keep].astype(int)
-    xc, yc = (x0 + x1)[keep] / 2 / width, (y0 + y1)[keep] / 2 / height
-    w, h = (x1 - x0)[keep] / width, (y1 - y0)[keep] / height
+    xc, yc = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
+    w, h = (x1 - x0) / width, (y1 - y0) / height
     cols = [cls, xc, yc, w, h]
     if "score" in b:
         cols.append(b["score"].to_numpy()[keep])
