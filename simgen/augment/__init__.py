@@ -1,7 +1,7 @@
 """simgen.augment — make simulated images look like a real instrument.
 
 Numpy in, numpy out (no file I/O): seeded transforms with short codes
-(:mod:`.transforms`), Fourier read noise (:mod:`.readnoise`), the spec-string grammar
+(:mod:`.transforms`; their float32 blur and Poisson kernels in :mod:`.fast`), Fourier read noise (:mod:`.readnoise`), the spec-string grammar
 and level table (:mod:`.spec`), pipelines and augmented samplers (:mod:`.pipeline`)
 and realism distances between image sets (:mod:`.realism`).  Files (noise profiles,
 augmented HDF5 datasets, ablation grids) are handled by
