@@ -209,18 +209,19 @@ def evaluate(
             conf, conf_source = float(pred_raw.meta["conf_f1"]), "stored with the predictions (conf_f1)"
         else:
             conf, conf_source = 0.25, "default 0.25 (the predictions store no threshold)"
-        if overlays is not None and gt_ann.image is None:
-            raise DataError(f"--overlays needs ground-truth images; {gt} has none")
+        gt_image = gt_ann.image
         try:
+            if overlays is not None and gt_image is None:
+                raise DataError(f"--overlays needs ground-truth images; {gt} has none")
             report, tables, figures, det = _compute(
                 pred_ann, gt_ann, ious=ious, match=match, max_distance=max_distance, conf=conf,
                 ap_method=ap_method, class_agnostic=class_agnostic, tracking=tracking,
                 search_range=search_range, memory=memory, mot_iou=mot_iou, sizes=sizes, polarity=polarity,
                 visibility=visibility, pixel_size=pixel_size, frame_interval=frame_interval, plots=plots,
             )
-            if overlays is not None:
+            if overlays is not None and gt_image is not None:
                 with atomic_dir(overlays, overwrite=overwrite, allow_empty=True) as tmp:
-                    n_written = write_overlays(tmp, gt_ann.image, gt_ann.names, det["kept"], gt_ann.table,
+                    n_written = write_overlays(tmp, gt_image, gt_ann.names, det["kept"], gt_ann.table,
                                                det["matching"], boxes=det["boxes"], radius=max_distance)
                 report["overlays"] = {"folder": str(overlays), "images": n_written,
                                       "colours": {k: list(v) for k, v in COLOURS.items()},

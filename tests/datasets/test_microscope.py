@@ -31,8 +31,13 @@ def dm_bytes(image: np.ndarray, scale: tuple[float, float], unit: str = "nm", ve
     Dimensions}, ImageTags, Name}``; tag-info fields big-endian, values little-endian.
     """
     n = ">l" if version == 3 else ">q"
-    codes = {np.dtype(np.uint16): (10, 4), np.dtype(np.float32): (2, 6)}  # DataType, tag element type
-    data_type, el_type = codes[image.dtype]
+    if image.ndim == 3:  # RGB: DataType 23, one 4-byte B, G, R, A word per pixel
+        bgra = np.concatenate([image[..., ::-1], np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+        data_type, el_type, payload, (h, w) = 23, 5, bgra.astype(np.uint8).tobytes(), image.shape[:2]
+    else:
+        codes = {np.dtype(np.uint16): (10, 4), np.dtype(np.float32): (2, 6)}  # DataType, tag element type
+        data_type, el_type = codes[image.dtype]
+        payload, (h, w) = image.astype(image.dtype.newbyteorder("<")).tobytes(), image.shape
 
     def name(tag_id, text):
         raw = text.encode()
@@ -59,11 +64,10 @@ def dm_bytes(image: np.ndarray, scale: tuple[float, float], unit: str = "nm", ve
     def calib(text, origin, sc, u):
         return group(text, [real("Origin", origin), real("Scale", sc), string("Units", u)])
 
-    h, w = image.shape
     image_data = group("ImageData", [
         group("Calibrations", [calib("Brightness", 0.0, 1.0, "Counts"),
                                group("Dimension", [calib("", 0.0, scale[0], unit), calib("", 0.0, scale[1], unit)])]),
-        data("Data", [20, el_type, image.size], image.astype(image.dtype.newbyteorder("<")).tobytes()),
+        data("Data", [20, el_type, h * w], payload),
         long("DataType", data_type),
         group("Dimensions", [long("", w), long("", h)]),
     ])
@@ -154,6 +158,16 @@ def test_dm_in_angstrom_and_non_square_pixels(tmp_path):
     assert pixel_size_nm(tmp_path / "c.dm3") is None
 
 
+def test_dm_rgb_image_reads_as_luminance(tmp_path):
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
+    rgb = np.stack([grey, grey, grey], axis=-1)
+    (tmp_path / "c.dm4").write_bytes(dm_bytes(rgb, (0.5, 0.5), "nm", version=4))
+    assert image_shape(tmp_path / "c.dm4") == (4, 5)  # rosettasciio reads RGB eagerly only: handled
+    img, px = read_calibrated(tmp_path / "c.dm4")
+    np.testing.assert_allclose(img, grey / 255, atol=1e-6)
+    assert px == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("cut", [0, 10, 200])
 def test_a_damaged_dm_file_is_one_data_error_line(tmp_path, cut):
     good = dm_bytes(np.zeros((16, 16), np.uint16), (1.0, 1.0))
@@ -189,3 +203,15 @@ def test_png_and_hdf5_pixel_sizes(tmp_path):
         w.append(np.zeros((4, 4), np.float32), provenance={})
     with open_source(tmp_path / "d.h5") as src:
         assert src.pixel_size_nm(0) == pytest.approx(0.45) and src.pixel_size_nm(1) is None
+
+
+def test_without_the_instruments_extra_the_error_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    _write_mrc(tmp_path / "a.mrc", np.zeros((4, 4), np.uint8), 1.0)
+    (tmp_path / "a.dm3").write_bytes(dm_bytes(np.zeros((4, 4), np.uint16), (1.0, 1.0)))
+    monkeypatch.setitem(sys.modules, "mrcfile", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "rsciio.digitalmicrograph", None)
+    for name in ("a.mrc", "a.dm3"):
+        with pytest.raises(DataError, match=r"simgen\[instruments\]"):
+            read_image(tmp_path / name)
