@@ -19,7 +19,9 @@ def _fmt(v, spec=".3f"):
               help="Predictions: .h5, YOLO folder (6th column = confidence), COCO .json, MOT .txt/folder or .csv.")
 @click.option("--gt", "gt", required=True, type=click.Path(), help="Ground truth, same formats.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Report folder.")
-@click.option("--iou", type=float, default=0.15, show_default=True, help="IoU cut-off for detection matching.")
+@click.option("--iou", default="0.15", show_default=True,
+              help="IoU cut-off for detection matching; a range LO:HI:STEP (e.g. 0.05:0.5:0.05) or a list 0.1,0.3 "
+                   "adds F1 against IoU (f1_vs_iou.csv/.png) and computes the rest at the first value.")
 @click.option("--match", type=click.Choice(["auto", "iou", "distance"]), default="auto", show_default=True,
               help="Match boxes by IoU or centres by distance (auto: distance when either side has points only).")
 @click.option("--max-dist", "max_distance", type=float, default=5.0, show_default=True,
@@ -45,10 +47,13 @@ def _fmt(v, spec=".3f"):
 @click.option("--pixel-size", type=float, default=None, help="Pixel length (e.g. nm) for physical units.")
 @click.option("--frame-interval", type=float, default=1.0, show_default=True, help="Time between frames.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--overlays", type=click.Path(file_okay=False), default=None,
+              help="Folder for one PNG per image: true positives green, false positives red, misses yellow "
+                   "(the matching of the counts: --iou, --conf).")
 @overwrite_option
 def evaluate_command(pred, gt, output, iou, match, max_distance, conf, ap_method, class_agnostic, table, tracking,
                      search_range, memory, mot_iou, sizes, polarity, visibility, pixel_size, frame_interval,
-                     no_plots, overwrite):
+                     no_plots, overlays, overwrite):
     """Score predictions against ground truth; write metrics JSON/CSV and PNG plots.
 
     Detection (AP per class, mAP, P/R/F1 at --conf, PR curve, peak F1), per-frame
@@ -61,19 +66,30 @@ def evaluate_command(pred, gt, output, iou, match, max_distance, conf, ap_method
     Examples:
       simgen evaluate --pred runs/predict --gt realdata/dev/ti_anneal --iou 0.15 -o report/
       simgen evaluate --pred tracks.txt --gt video.h5 -o report/ --search-range 5
+      simgen evaluate --pred runs/predict --gt realdata/dev/dsva_fecral --iou 0.05:0.5:0.05 -o report/
+      simgen evaluate --pred runs/predict --gt realdata/dev/ti_anneal -o report/ --overlays overlays/
     """
 
     rep = evaluate(pred, gt, output, iou=iou, match=match, max_distance=max_distance, conf=conf,
                    ap_method=ap_method, class_agnostic=class_agnostic, table=table, tracking=tracking,
                    search_range=search_range, memory=memory, mot_iou=mot_iou, sizes=sizes, polarity=polarity,
                    visibility=visibility, pixel_size=pixel_size, frame_interval=frame_interval,
-                   plots=not no_plots, overwrite=overwrite)
+                   plots=not no_plots, overlays=overlays, overwrite=overwrite)
     d = rep["detection"]
     click.echo(f"detection ({d['metric']} {d['threshold']:g}): mAP {_fmt(d['mAP'])}  "
                f"P {_fmt(d['precision'])} R {_fmt(d['recall'])} F1 {_fmt(d['f1'])} @ conf {d['conf']:g}  "
                f"peak F1 {_fmt(d['peak_f1'])} @ {_fmt(d['peak_f1_threshold'], '.3g')}  "
                f"(TP {d['tp']} FP {d['fp']} FN {d['fn']})")
     click.echo(f"confidence threshold {d['conf']:g}: {rep['parameters']['conf_source']}")
+    if "f1_vs_iou" in rep:
+        click.echo(f"F1 against the IoU cut-off (P/R/F1 at conf {d['conf']:g}):")
+        click.echo("    IoU      P      R     F1     AP     TP    FP    FN")
+        for r in rep["f1_vs_iou"]:
+            click.echo(f"  {r['iou']:5.3g}  {_fmt(r['precision'])}  {_fmt(r['recall'])}  {_fmt(r['f1'])}  "
+                       f"{_fmt(r['mAP'])}  {r['tp']:5d} {r['fp']:5d} {r['fn']:5d}")
+    if "overlays" in rep:
+        o = rep["overlays"]
+        click.echo(f"overlays: {o['images']} images in {o['folder']} (green TP, red FP, yellow FN)")
     if "tracking" in rep:
         t = rep["tracking"]
         click.echo(f"tracking: MOTA {_fmt(t['MOTA'])} MOTP {_fmt(t['MOTP'])} IDF1 {_fmt(t['IDF1'])} "

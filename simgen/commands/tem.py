@@ -77,7 +77,8 @@ def _print_match(est: dict) -> None:
 @click.option("--preset", type=click.Choice(["creme", "dsva", "ti"]), default=None,
               help="Start from the parameters derived from a real data set (see docs/tem.md).")
 @click.option("--match", "match", type=click.Path(dir_okay=False), default=None,
-              help="Fit background level, texture, noise, contrast, size and density to this real image.")
+              help="Fit background level, texture, noise, contrast, size and density to this real image "
+                   "(PNG/TIFF, or MRC/DM3/DM4, whose recorded pixel size is used unless --pixel-nm is given).")
 @click.option("--density", default=None, help="Defects per µm², number or per-image range LO-HI (default 150-1500).")
 @click.option("--pixel-nm", default=None, help="Pixel size in nm, number or per-image range (default 0.4).")
 @click.option("--size-nm", default=None, help="Median <111>-loop diameter in nm, number or range (default 3-8).")
@@ -147,20 +148,30 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
     config = TemConfig.from_preset(preset, **overrides) if preset else TemConfig(**overrides)
     config.validate()
     estimates = None
+    file_pixel_nm = None
     if match:
-        from simgen.datasets.imageio import read_image
+        from simgen.datasets.imageio import read_calibrated
         from simgen.simulate.match import estimate
 
-        estimates = estimate(read_image(match))
+        image, file_pixel_nm = read_calibrated(match)  # MRC / DM3 / DM4 record their pixel size
+        estimates = estimate(image)
+        if file_pixel_nm is not None and "pixel_nm" not in overrides:  # an explicit --pixel-nm wins
+            config = config.replace(pixel_nm=(file_pixel_nm, file_pixel_nm))
         explicit = {k: overrides[k] for k in ("density", "size_nm", "contrast", "dose", "blur") if k in overrides}
         config = config_from_match(estimates, config).replace(**explicit).validate()
-    sampler = TemSampler(config, seed=seed, match=_match_summary(estimates, match))
+    summary = _match_summary(estimates, match)
+    if summary is not None:
+        summary["pixel_nm"] = config.nominal_pixel_nm
+        summary["pixel_nm_from"] = ("--pixel-nm" if "pixel_nm" in overrides else
+                                    "the image file" if file_pixel_nm is not None else "preset/default")
+    sampler = TemSampler(config, seed=seed, match=summary)
     if spec != "none":  # artifacts (simgen.augment): RD adjusts the density per sample, the rest act on the image
         from simgen.datasets.augment_io import augmented_sampler
 
         sampler = augmented_sampler(sampler, spec, noise_profile=noise_profile)
     if estimates is not None:
         _print_match(estimates)
+        click.echo(f"pixel size {summary['pixel_nm']:g} nm (from {summary['pixel_nm_from']})")
     if shard is not None:  # -o is a directory of shards + manifest.json (simgen.datasets.shards)
         run_sharded(output, sampler, n, shard, image_dtype=image_dtype, overwrite=overwrite, progress=progress)
         return

@@ -8,11 +8,13 @@ a sharded set                             its directory, its ``manifest.json`` o
                                           (read through :class:`~simgen.datasets.shards.read.ShardedDataset`)
 a YOLO folder                             ``images/`` + ``labels/`` [+ ``masks/``, ``classes.txt``]
                                           (Ultralytics' ``images/train`` split layout included)
-a plain image folder                      PNG / TIFF / JPEG / BMP files (no labels)
+a plain image folder                      PNG / TIFF / JPEG / BMP files, or microscope files MRC /
+                                          DM3 / DM4 (extra ``[instruments]``) (no labels)
 ========================================  =========================================================
 
 and gives every kind the same sample interface: ``len(src)``, ``src.name(k)``,
-``src.image(k)``, ``src.shape(k)``, ``src.boxes(k)``, ``src.mask(k)``.  Trainers,
+``src.image(k)``, ``src.shape(k)``, ``src.boxes(k)``, ``src.mask(k)``,
+``src.pixel_size_nm(k)``.  Trainers,
 prediction, ``simgen preview``, ``simgen export`` and evaluation all read through it,
 so a new input kind works everywhere at once.
 
@@ -36,7 +38,7 @@ import pandas as pd
 
 from simgen.datasets.formats.yolo_folder import YoloFolder
 from simgen.datasets.h5io import Dataset
-from simgen.datasets.imageio import list_images, read_image
+from simgen.datasets.imageio import image_shape, list_images, pixel_size_nm, read_image
 from simgen.datasets.shards.read import ShardedDataset, open_any
 from simgen.datasets.shards.write import is_manifest_path
 from simgen.errors import DataError
@@ -90,6 +92,9 @@ class _Reader:
         return None
 
     def mask(self, i: int) -> np.ndarray | None:
+        return None
+
+    def pixel_size_nm(self, i: int) -> float | None:
         return None
 
     def table(self, name: str) -> pd.DataFrame | None:
@@ -155,6 +160,13 @@ class _DatasetReader(_Reader):
     def mask(self, i: int) -> np.ndarray | None:
         return self._ds.mask(i) if self.has_masks else None
 
+    def pixel_size_nm(self, i: int) -> float | None:
+        try:  # simulated TEM records the pixel size each image was drawn with
+            prov = self._ds.provenance(i)
+        except ValueError:  # unreadable provenance JSON: no pixel size, not a failed read
+            return None
+        return _positive(prov.get("pixel_nm")) if isinstance(prov, dict) else None
+
     def table(self, name: str) -> pd.DataFrame | None:
         return self._ds.table(name)
 
@@ -200,6 +212,9 @@ class _YoloReader(_Reader):
     def mask(self, i: int) -> np.ndarray | None:
         return self.folder.mask(i)
 
+    def pixel_size_nm(self, i: int) -> float | None:
+        return pixel_size_nm(self.folder.image_path(i)) if self.folder.has_images else None
+
 
 class _ImageFolderReader(_Reader):
     """Image files directly inside a folder (no labels); names are the file stems."""
@@ -210,12 +225,13 @@ class _ImageFolderReader(_Reader):
         super().__init__(path)
         self.files = list_images(path)
         if not self.files:
-            raise DataError(f"{path} holds no images (png, tif, jpg, bmp) and no images/ folder")
+            raise DataError(f"{path} holds no images (png, tif, jpg, bmp, mrc, dm3, dm4) and no images/ folder")
         self._names = [p.stem for p in self.files]
         if len(set(self._names)) < len(self._names):
             dup = next(n for n in self._names if self._names.count(n) > 1)
             raise DataError(f"{path} holds two images named {dup!r} (different extensions); names must be unique")
         self._shapes: dict[int, tuple[int, int]] = {}
+        self._pixel: dict[int, float | None] = {}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -227,14 +243,22 @@ class _ImageFolderReader(_Reader):
 
     def shape(self, i: int) -> tuple[int, int]:
         if i not in self._shapes:
-            from PIL import Image
-
-            try:
-                with Image.open(self.files[i]) as im:
-                    self._shapes[i] = (im.height, im.width)
-            except OSError as exc:
-                raise DataError(f"cannot read image {self.files[i]}: {exc}") from None
+            self._shapes[i] = image_shape(self.files[i])
         return self._shapes[i]
+
+    def pixel_size_nm(self, i: int) -> float | None:
+        if i not in self._pixel:
+            self._pixel[i] = pixel_size_nm(self.files[i])
+        return self._pixel[i]
+
+
+def _positive(value) -> float | None:
+    """A finite positive number, else ``None`` (missing or malformed metadata)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
 
 
 def _hash_file(h, path: Path) -> None:
@@ -457,6 +481,15 @@ class Source:
     def mask(self, k: int) -> np.ndarray | None:
         """Instance label image ``(H, W)`` (0 = background, ``n`` = instance ``n``) or ``None``."""
         return self._reader.mask(self._i(k))
+
+    def pixel_size_nm(self, k: int) -> float | None:
+        """Pixel size of sample ``k`` in nm per pixel, or ``None`` when the input does not record one.
+
+        Known for MRC and DM3/DM4 image files (their header; folders and YOLO folders) and for
+        simulated TEM datasets (the ``pixel_nm`` each image was drawn with, in its provenance);
+        ``None`` for PNG/TIFF/JPEG images and other datasets.  Read from headers, no pixels decoded.
+        """
+        return self._reader.pixel_size_nm(self._i(k))
 
     def read_table(self, name: str | None = None) -> pd.DataFrame | None:
         """All rows of table ``name`` (default :attr:`table`) for the samples of this source.

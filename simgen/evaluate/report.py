@@ -14,7 +14,12 @@ pairs frames, and computes
   position RMSE, lifetime comparison, diffusivity;
 * segmentation (when both sides have instance masks): foreground Dice/IoU;
 * sizes (``sizes=True`` and ground-truth images): per-frame median and quartiles
-  of the watershed/ellipse size of predicted and true boxes.
+  of the watershed/ellipse size of predicted and true boxes;
+* F1 against the IoU cut-off (``iou`` a range such as ``"0.05:0.5:0.05"``): P, R, F1 at
+  ``conf`` and mAP per cut-off (:mod:`simgen.evaluate.iou_sweep`); everything else at the
+  first value of the range;
+* overlay images (``overlays=DIR``): one PNG per ground-truth image with true positives,
+  false positives and misses outlined (:mod:`simgen.evaluate.overlays`).
 
 and writes a report folder::
 
@@ -26,6 +31,7 @@ and writes a report folder::
     count_vs_time.png, nn_distance_vs_time.png      (more than one frame)
     lifetimes.png     lifetime histograms (tracking)
     sizes.png         size per frame (sizes=True)
+    f1_vs_iou.csv, f1_vs_iou.png                    (an IoU range)
 
 The folder is assembled under a temporary name and renamed at the end.
 """
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -47,7 +54,9 @@ from simgen.evaluate import tracking as trk
 from simgen.evaluate.detection import AP_METHODS, evaluate_detections
 from simgen.evaluate.geometry import diffusivity
 from simgen.evaluate.io import align, load_annotations, validate_options
+from simgen.evaluate.iou_sweep import f1_vs_iou, parse_iou, plot_f1_vs_iou
 from simgen.evaluate.lifetimes import compare_lifetimes, track_lifetimes
+from simgen.evaluate.overlays import COLOURS, write_overlays
 from simgen.evaluate.tracking import LINK_STRATEGIES
 
 __all__ = ["evaluate", "link_tracks_file", "to_jsonable"]
@@ -76,7 +85,7 @@ def evaluate(
     gt: str | PathLike,
     out_dir: str | PathLike | None = None,
     *,
-    iou: float = 0.15,
+    iou: float | str | Sequence[float] = 0.15,
     match: str = "auto",
     max_distance: float = 5.0,
     conf: float | None = None,
@@ -93,6 +102,7 @@ def evaluate(
     pixel_size: float | None = None,
     frame_interval: float = 1.0,
     plots: bool = True,
+    overlays: str | PathLike | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Evaluate predictions against ground truth and (optionally) write a report folder.
@@ -104,8 +114,11 @@ def evaluate(
         file/folder or CSV (see :mod:`simgen.evaluate.io`).
     out_dir : path-like, optional
         Report folder (nothing is written when ``None``).
-    iou : float
-        IoU cut-off for detection matching (default 0.15).
+    iou : float, str or sequence of float
+        IoU cut-off for detection matching (default 0.15).  A range ``"LO:HI:STEP"`` (HI
+        included), a list ``"0.1,0.3"`` or a sequence adds the F1-against-IoU table
+        (``f1_vs_iou``: P, R, F1 at ``conf`` and mAP per value) and computes everything else
+        at the first value.
     match : {"auto", "iou", "distance"}
         Detection matching by box IoU or centre distance; ``"auto"``: IoU when
         both sides have boxes, else distance.
@@ -138,15 +151,20 @@ def evaluate(
         Time between frames for lifetimes and diffusivity.
     plots : bool
         Write PNG plots.
+    overlays : path-like, optional
+        Folder for one overlay PNG per ground-truth image (true positives green, false
+        positives red, misses yellow; see :mod:`simgen.evaluate.overlays`), from the same
+        matching as the counts (cut-off, ``conf``).  Needs ground-truth images.
     overwrite : bool
-        Replace an existing report folder.
+        Replace an existing report folder (and overlay folder).
 
     Returns
     -------
     dict
         The content of ``metrics.json``.
     """
-    validate_options(iou=iou, max_distance=max_distance, conf=0.25 if conf is None else conf)
+    ious = parse_iou(iou)
+    validate_options(iou=ious[0], max_distance=max_distance, conf=0.25 if conf is None else conf)
     if match not in ("auto", "iou", "distance"):
         raise ParameterError(f"--match must be auto, iou or distance, got {match!r}")
     if ap_method not in AP_METHODS:
@@ -168,6 +186,14 @@ def evaluate(
     if out_dir is not None:
         out_dir = Path(out_dir)
         check_output_dir(out_dir, overwrite, allow_empty=True)
+        _refuse_inputs(out_dir, (pred, gt), "-o/--output")
+    if overlays is not None:
+        overlays = Path(overlays)
+        check_output_dir(overlays, overwrite, allow_empty=True)
+        _refuse_inputs(overlays, (pred, gt), "--overlays")
+        if out_dir is not None and (overlays.resolve() == out_dir.resolve()
+                                    or out_dir.resolve() in overlays.resolve().parents):
+            raise ParameterError(f"--overlays {overlays} is (inside) the report folder; give a folder beside it")
 
     gt_ann = load_annotations(gt, table=table, role="ground truth")
     try:
@@ -183,13 +209,23 @@ def evaluate(
             conf, conf_source = float(pred_raw.meta["conf_f1"]), "stored with the predictions (conf_f1)"
         else:
             conf, conf_source = 0.25, "default 0.25 (the predictions store no threshold)"
+        gt_image = gt_ann.image
         try:
-            report, tables, figures = _compute(
-                pred_ann, gt_ann, iou=iou, match=match, max_distance=max_distance, conf=conf,
+            if overlays is not None and gt_image is None:
+                raise DataError(f"--overlays needs ground-truth images; {gt} has none")
+            report, tables, figures, det = _compute(
+                pred_ann, gt_ann, ious=ious, match=match, max_distance=max_distance, conf=conf,
                 ap_method=ap_method, class_agnostic=class_agnostic, tracking=tracking,
                 search_range=search_range, memory=memory, mot_iou=mot_iou, sizes=sizes, polarity=polarity,
                 visibility=visibility, pixel_size=pixel_size, frame_interval=frame_interval, plots=plots,
             )
+            if overlays is not None and gt_image is not None:
+                with atomic_dir(overlays, overwrite=overwrite, allow_empty=True) as tmp:
+                    n_written = write_overlays(tmp, gt_image, gt_ann.names, det["kept"], gt_ann.table,
+                                               det["matching"], boxes=det["boxes"], radius=max_distance)
+                report["overlays"] = {"folder": str(overlays), "images": n_written,
+                                      "colours": {k: list(v) for k, v in COLOURS.items()},
+                                      "match": det["metric"], "threshold": det["threshold"], "conf": conf}
         finally:
             pred_ann.close()
     finally:
@@ -202,8 +238,18 @@ def evaluate(
     return report
 
 
-def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnostic, tracking, search_range,
+def _refuse_inputs(out: Path, inputs, option: str) -> None:
+    """An output folder that is, or contains, an input would replace it: refuse (even with --overwrite)."""
+    target = out.resolve()
+    for p in inputs:
+        src = Path(p).resolve()
+        if target == src or target in src.parents:
+            raise ParameterError(f"{option} {out} would replace the input {p}; choose another folder")
+
+
+def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agnostic, tracking, search_range,
              memory, mot_iou, sizes, polarity, visibility, pixel_size, frame_interval, plots):
+    iou = ious[0]
 
     if match == "auto":
         metric = "iou" if (pred.has_boxes and gt.has_boxes) else "distance"
@@ -212,6 +258,8 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
     if metric == "iou" and not (pred.has_boxes and gt.has_boxes):
         side = "predictions" if not pred.has_boxes else "ground truth"
         raise DataError(f"IoU matching needs boxes but the {side} are points; use --match distance")
+    if len(ious) > 1 and metric != "iou":
+        raise ParameterError("an --iou range needs IoU matching (boxes on both sides, --match iou or auto)")
     threshold = iou if metric == "iou" else max_distance
     n = gt.n
     det = evaluate_detections(pred.table, gt.table, metric=metric, threshold=threshold, conf=conf,
@@ -226,6 +274,8 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
                        "ap_method": ap_method, "class_agnostic": class_agnostic, "n_frames": n,
                        "visibility": visibility, "pixel_size": pixel_size, "frame_interval": frame_interval},
     }
+    if len(ious) > 1:
+        report["parameters"]["iou_values"] = list(ious)
     if not pred.has_scores:
         report["detection"]["note"] = "predictions carry no confidence; all scores taken as 1"
     kept = pred.table[det.kept].reset_index(drop=True)
@@ -265,6 +315,15 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
             figures["nn_distance_vs_time.png"] = plot_per_frame(
                 per_frame["sample"], per_frame["nn_pred"], per_frame["nn_gt"], "mean NN distance (px)",
                 "nearest-neighbour distance vs time", frame_interval)
+
+    # F1 against the IoU cut-off
+    if len(ious) > 1:
+        sweep = f1_vs_iou(pred.table, gt.table, ious, conf=conf, ap_method=ap_method, by_class=not class_agnostic,
+                          n_frames=n)
+        report["f1_vs_iou"] = sweep.to_dict(orient="records")
+        tables["f1_vs_iou.csv"] = sweep
+        if plots:
+            figures["f1_vs_iou.png"] = plot_f1_vs_iou(sweep, conf)
 
     # tracking
     if tracking and gt.tracks is not None and len(gt.tracks):
@@ -325,7 +384,9 @@ def _compute(pred, gt, *, iou, match, max_distance, conf, ap_method, class_agnos
             figures["sizes.png"] = plot_sizes(st_pred.assign(**{c: st_pred[c] * scale for c in ("median", "q1", "q3")}),
                                               st_gt.assign(**{c: st_gt[c] * scale for c in ("median", "q1", "q3")}),
                                               unit)
-    return report, tables, figures
+    det_ctx = {"kept": kept, "matching": det.matching, "metric": metric, "threshold": threshold,
+               "boxes": bool(pred.has_boxes and gt.has_boxes)}
+    return report, tables, figures, det_ctx
 
 
 def _tracking(pred, gt, kept, *, conf, search_range, memory, mot_iou, max_distance, n, pixel_size, frame_interval,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simgen.datasets.imageio import IMAGE_SUFFIXES, read_image
+from simgen.datasets.imageio import IMAGE_SUFFIXES, image_shape, read_image
 from simgen.errors import DataError
 
 __all__ = [
@@ -275,10 +275,7 @@ class YoloFolder:
         """``(H, W)`` of an image (read from the header only)."""
         key = self._key(i)
         if key not in self._shapes:
-            from PIL import Image
-
-            with Image.open(self.image_path(key)) as im:
-                self._shapes[key] = (im.height, im.width)
+            self._shapes[key] = image_shape(self.image_path(key))  # MRC / DM headers too
         return self._shapes[key]
 
     def label_path(self, i: int | str) -> Path:
