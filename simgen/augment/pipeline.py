@@ -24,13 +24,14 @@ Simulation hooks
 A hook is ``hook(sampler, index, params) -> sample dict`` where ``params`` maps the
 simulation codes present to their draws::
 
-    {"DC": {"angle": radians}, "RD": {"density": defects per 10^4 px^2},
+    {"LG": {}, "DC": {"angle": radians}, "RD": {"density": defects per 10^4 px^2, "quench": sites},
      "LR": {"factor": run-length multiplier}}
 
 A sampler can provide its own by defining ``with_overrides(params) -> sampler`` (and
 optionally ``check_overrides(codes)`` raising :class:`~simgen.errors.SpecError` for codes
-it cannot honour); otherwise a hook registered for its ``kind`` with
-:func:`register_simulation_hook` is used.  The film hook is built in.
+it cannot honour) — the film and TEM samplers do (see
+:meth:`simgen.simulate.film.FilmSampler.with_overrides`); otherwise a hook registered for
+its ``kind`` with :func:`register_simulation_hook` is used.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ __all__ = [
     "ANNOTATION_KEYS",
     "register_simulation_hook",
     "simulation_hook",
-    "film_hook",
 ]
 
 #: Spawn-key tag of the per-sample augmentation stream ("aug").
@@ -223,45 +223,6 @@ def simulation_hook(sampler, codes) -> SimulationHook:
     if check is not None:
         check(sampler, codes)
     return hook
-
-
-def _film_check(sampler, codes) -> None:
-    if "RD" in codes and "LR" in codes:
-        raise SpecError("RD (random-defect model with a random defect count) and LR (thermal model) "
-                        "choose different film models; use one of them per dataset")
-    if "RD" in codes and sampler.config.model != "random":
-        raise SpecError("RD sets the defect count of the random-defect model; this film sampler runs the thermal model")
-
-
-def film_defect_count(config, density: float) -> int:
-    """Defects for a density per 10^4 px^2 of the usable area, capped to what fits."""
-    side = max(config.size - 2 * config.margin, 0.0)
-    area = side * side
-    n = int(round(density * area / 1e4))
-    if config.min_separation > 0:
-        cap = int(0.3 * area / (math.pi * (config.min_separation / 2) ** 2))
-        n = min(n, max(cap, 0))
-    return max(n, 0)
-
-
-def film_hook(sampler, index: int, params: dict) -> dict:
-    """Film simulation hook: DC shifts the decross angle, RD fixes the defect count, LR runs the
-    thermal model ``factor`` times longer."""
-    cfg = sampler.config
-    changes = {}
-    if "DC" in params:
-        changes["decross"] = cfg.decross + params["DC"]["angle"]
-    if "RD" in params:
-        n = film_defect_count(cfg, params["RD"]["density"])
-        changes["n_defects"] = (n, n)
-    if "LR" in params:
-        changes["model"] = "thermal"
-        changes["steps"] = max(1, int(round(cfg.steps * params["LR"]["factor"])))
-    inner = type(sampler)(cfg.replace(**changes), seed=sampler.seed, store_phase=sampler.store_phase)
-    return inner(index)
-
-
-register_simulation_hook("film", film_hook, _film_check)
 
 
 # --------------------------------------------------------------------------- sampler wrapper

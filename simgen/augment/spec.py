@@ -14,8 +14,8 @@ Grammar (case-insensitive, spaces ignored)::
 
 * ``all``   = every artifact of the instrument: ``FN RV RB GB DC islands``;
   ``image`` = the image-level ones only (``FN RV RB GB islands``).  The model
-  codes ``RD`` and ``LR`` and the robustness noises ``PN GN SP`` are named explicitly
-  (``all+RD``, ``all+LR``).  A level prefix applies to every code of the keyword
+  codes ``LG``, ``RD`` and ``LR`` and the robustness noises ``PN GN SP`` are named
+  explicitly (``LG+all+RD+LR``).  A level prefix applies to every code of the keyword
   (``L-all``); a code given explicitly overrides the keyword's level
   (``all+H-GB``).
 * ``CODE@v`` fixes the code's primary parameter to ``v`` (``FN@0.04``: read noise of
@@ -24,9 +24,22 @@ Grammar (case-insensitive, spaces ignored)::
   :data:`CODES`), not in the order written: a spec is a *set* of artifacts, so
   ``"GB+FN"`` and ``"FN+GB"`` are the same pipeline.
 
-Stages: ``LR``, ``RD`` and ``DC`` act at *simulation* time (run length, defect count,
-decross angle of the renderer); ``DC`` can also act on an existing image when the
-phase field φ was stored.  Everything else acts on the rendered image.
+Stages: ``LG``, ``LR``, ``RD`` and ``DC`` act at *simulation* time (film model, run
+length, defect number, decross angle of the renderer); ``DC`` can also act on an
+existing image when the phase field φ was stored.  Everything else acts on the
+rendered image.
+
+Model codes of the film simulator (:class:`simgen.simulate.film.FilmSampler`):
+
+* ``LG`` selects the Landau–Ginzburg (thermal XY) model for the samples (the same as
+  ``--model thermal``), so every row of the published Table 1 is one spec.
+* ``RD`` randomizes the number of defects.  Random-defect model: the count is drawn
+  from ``density``.  LG model: the quench starts from a field of random correlation
+  length ``quench`` (log-uniform, lattice sites), i.e. a random initial defect density.
+* ``LR`` stretches the LG run: ``steps × factor`` with ``factor`` log-uniform, so
+  stopping times are log-uniform up to ``factor_max × steps`` and the power-law fall of
+  the defect count is covered evenly down to low densities.  Long runs exist only for
+  the LG model, so ``LR`` implies ``LG``.
 """
 
 from __future__ import annotations
@@ -104,10 +117,19 @@ def _p(*args, **kwargs) -> Param:
 CODES: dict[str, CodeInfo] = {
     c.code: c
     for c in (
-        CodeInfo("LR", "simulation", "model", "long simulation runs: thermal model at late times",
-                 (_p("factor", (2, 5), (5, 20), "x", "multiplier of the thermal run length (steps)", log=True),), tag=1),
-        CodeInfo("RD", "simulation", "model", "random defect number",
-                 (_p("density", (0.1, 0.5), (0.5, 2.0), "1/(100 px)^2", "defects per 10^4 px^2 of usable area"),), tag=2),
+        CodeInfo("LG", "simulation", "model", "Landau-Ginzburg (thermal XY) film model: quenched, coarsened dynamics",
+                 aliases=("thermal",), tag=14),
+        CodeInfo("LR", "simulation", "model",
+                 "long runs: log-uniform stopping time of the thermal (LG) run, up to factor x steps",
+                 (_p("factor", (1, 10), (10, 100), "x", "multiplier of the thermal run length (steps)", log=True),),
+                 tag=1),
+        CodeInfo("RD", "simulation", "model",
+                 "random defect number: random count (random model), random quench density (LG model)",
+                 (_p("density", (0.1, 0.5), (0.5, 2.0), "1/(100 px)^2",
+                     "random model: defects per 10^4 px^2 of usable area"),
+                  _p("quench", (0.5, 4.0), (4.0, 24.0), "sites",
+                     "LG model: correlation length of the quench's start (about 0.07/quench^2 defects per site)",
+                     log=True)), tag=2),
         CodeInfo("DC", "simulation", "artifact", "random decross angle (re-render from phi)",
                  (_p("angle", (2.0, 10.0), (10.0, 45.0), "deg", "offset of the decross angle", signed=True),), tag=3),
         CodeInfo("islands", "image", "artifact", "random circles of random brightness and radius (neutral objects)",

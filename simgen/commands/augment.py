@@ -17,7 +17,7 @@ from simgen.commands._options import (
     seed_option,
 )
 from simgen.datasets.augment_io import augment_dataset, extract_noise_profile, realism_report, transform_sheet
-from simgen.experiments.ablation import run_ablation
+from simgen.experiments.ablation import grid_rows, load_grid, run_ablation
 from simgen.experiments.ablation_yolo import eval_for_ablation, train_for_ablation
 from simgen.train.yolo.config import PRESETS
 
@@ -176,8 +176,12 @@ def codes_command(as_json):
 
 @click.command("ablate")
 @click.option("--grid", "grid_path", required=True, type=click.Path(dir_okay=False),
-              help="Ablation grid YAML (example: simgen/configs/ablation.yaml).")
-@output_option(help="Output folder (datasets/, eval/, runs/, ablation.csv/.md/.json/.png).")
+              help="Ablation grid YAML (example: simgen/configs/ablation.yaml), or a shipped grid's name: table1 "
+                   "(the smectic-film study's Table 1, 21 rows), ablation.")
+@click.option("-o", "--output", "output", type=click.Path(), default=None,
+              help="Output folder (datasets/, eval/, runs/, ablation.csv/.md/.json/.png); not needed with --list.")
+@click.option("--list", "list_rows", is_flag=True, help="Print the grid's rows (number, name, spec, published "
+                                                        "figures) and exit.")
 @click.option("--train", is_flag=True,
               help="Train a detector per combination and score it (peak F1, AP) on --eval-on, else on a held-out "
                    "synthetic set (eval/heldout.h5: the grid's sampler with another seed).")
@@ -193,10 +197,12 @@ def codes_command(as_json):
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="YOLO epochs of the built-in hooks (default: the preset's).")
 @click.option("--only", default=None, help="Comma-separated combination names to run.")
+@click.option("--rows", default=None, help="Comma-separated row numbers to run (1-based, as --list shows).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Images per combination (overrides the grid).")
 @overwrite_option
 @progress_option
-def ablate_command(grid_path, output, train, eval_on, hooks, train_preset, epochs, only, n, overwrite, progress):
+def ablate_command(grid_path, output, list_rows, train, eval_on, hooks, train_preset, epochs, only, rows, n, overwrite,
+                   progress):
     """One dataset per artifact combination (Table-1 style), optionally a detector each.
 
     Writes datasets/<name>.h5 per combination (reused when they exist and match) and a
@@ -210,15 +216,28 @@ def ablate_command(grid_path, output, train, eval_on, hooks, train_preset, epoch
       simgen ablate --grid simgen/configs/ablation.yaml -o runs/ablation
       simgen ablate --grid ablation.yaml -o runs/ablation --train --train-preset small
       simgen ablate --grid ablation.yaml -o runs/ablation --eval-on ../shared/realdata/dev/creme_316L --train
+      simgen ablate --grid table1 --list
+      simgen ablate --grid table1 -o runs/table1 --rows 1,2 --train --eval-on films.h5
     """
 
+    if list_rows:
+        for r in grid_rows(load_grid(grid_path)):
+            pub = ", ".join(f"{k[len('published_'):]} {v:g}" for k, v in r.items() if k.startswith("published_"))
+            click.echo(f"{r['row']:>3}  {r['name']}  [{r['spec']}]" + (f"  published: {pub}" if pub else ""))
+        return
+    if output is None:
+        raise click.UsageError("Missing option '-o' / '--output'.")
     names = [s.strip() for s in only.split(",") if s.strip()] if only else None
+    try:
+        row_numbers = [int(r) for r in rows.split(",") if r.strip()] if rows else None
+    except ValueError:
+        raise click.BadParameter(f"row numbers must be integers, got {rows!r}", param_hint="--rows") from None
     train_fn = eval_fn = None
     if train and not hooks:
         config = PRESETS[train_preset] if epochs is None else PRESETS[train_preset].replace(epochs=epochs)
         train_fn, eval_fn = partial(train_for_ablation, config=config, progress=progress), eval_for_ablation
     result = run_ablation(grid_path, output, train=train, eval_on=eval_on, train_fn=train_fn, eval_fn=eval_fn,
-                          hooks_module=hooks, only=names, n=n, overwrite=overwrite, progress=progress,
+                          hooks_module=hooks, only=names, rows=row_numbers, n=n, overwrite=overwrite, progress=progress,
                           log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {len(result.rows)} combinations; table {result.table}")
 

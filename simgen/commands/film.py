@@ -7,6 +7,7 @@ import math
 import click
 
 from simgen.atomic import check_output
+from simgen.augment.spec import parse_spec
 from simgen.commands._options import (
     dtype_option,
     noise_profile_option,
@@ -39,15 +40,22 @@ from simgen.simulate.film import FilmConfig, FilmSampler
 @click.option("--anisotropy", type=float, default=0.2, show_default=True,
               help="Analyzer regime: film cross-polarised amplitude relative to the analyzer leak.")
 @click.option("--box-size", type=float, default=16.0, show_default=True, help="Side of the box around each defect (px).")
-@click.option("--single-class", is_flag=True, help="One class 'defect' instead of plus/minus.")
-@click.option("--steps", type=click.IntRange(min=0), default=200, show_default=True, help="Thermal model: steps after the quench (LR raises it).")
+@click.option("--single-class/--two-class", default=True, show_default=True,
+              help="Boxes of one class 'defect' (the charge stays in the points table), or classes plus/minus by "
+                   "sign (not identifiable from one frame: an isolated +1 and -1 render alike, see docs/film.md).")
+@click.option("--steps", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Thermal model: steps after the quench (LR multiplies it by a log-uniform factor).")
+@click.option("--quench-length", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Thermal model: correlation length of the quench's start in lattice sites (0: fully random; "
+                   "RD draws it per image).")
 @click.option("--dt", type=float, default=0.1, show_default=True, help="Thermal model: time step.")
 @click.option("--kappa", type=float, default=1.0, show_default=True, help="Thermal model: coupling.")
 @click.option("--temperature", type=float, default=0.05, show_default=True, help="Thermal model: temperature T.")
 @click.option("--upsample", type=click.IntRange(min=1), default=1, show_default=True, help="Thermal model: pixels per lattice site.")
 @click.option("--store-phase", is_flag=True, help="Also store the phase field (allows DC re-rendering later).")
 @click.option("--spec", default="none", show_default=True,
-              help="Artifact codes, e.g. 'L-FN+GB+RB+islands+RD': DC/RD/LR act at simulation time, the rest on the image.")
+              help="Artifact codes, e.g. 'LG+L-FN+L-GB+RD+LR': LG (thermal model), RD (random defect number), "
+                   "LR (long thermal runs) and DC act at simulation time, the rest on the image.")
 @noise_profile_option
 @dtype_option
 @output_option(help="Output HDF5 file (a directory with --shard-size).")
@@ -55,14 +63,15 @@ from simgen.simulate.film import FilmConfig, FilmSampler
 @overwrite_option
 @progress_option
 def film_command(model, n, size, seed, backend, n_defects, min_separation, margin, neutral, decross, regime, anisotropy, box_size,
-                 single_class, steps, dt, kappa, temperature, upsample, store_phase, spec, noise_profile, image_dtype, output, shard,
-                 overwrite, progress):
+                 single_class, steps, quench_length, dt, kappa, temperature, upsample, store_phase, spec, noise_profile,
+                 image_dtype, output, shard, overwrite, progress):
     """Simulate annotated Schlieren images of smectic-C films.
 
     \b
     Examples:
       simgen simulate film --n 1000 --size 512 --seed 0 -o film.h5
       simgen simulate film --model thermal --backend numba --steps 2000 --n 50 --size 256 -o thermal.h5
+      simgen simulate film --model thermal --upsample 2 --steps 500 --spec "DC+RD+LR+FN+GB" --n 100 -o lg.h5
       simgen simulate film --n 100000 --shard-size 1000 --workers 2 -o film_shards/
     """
 
@@ -70,7 +79,7 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
         model=model, size=size, n_defects=parse_range(n_defects, "--n-defects"), min_separation=min_separation,
         margin=margin, neutral=neutral, decross=math.radians(decross), regime=regime, anisotropy=anisotropy, box_size=box_size,
         single_class=single_class, steps=steps, dt=dt, kappa=kappa, temperature=temperature, backend=backend,
-        upsample=upsample,
+        upsample=upsample, quench_length=quench_length,
     ).validate()
     sampler = FilmSampler(config, seed=seed, store_phase=store_phase)
     if spec != "none":  # artifacts (simgen.augment): simulation-time codes adjust the config per sample
@@ -82,6 +91,8 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
         return
     check_output(output, overwrite)
     path = write_dataset(output, sampler, n, overwrite=overwrite, image_dtype=image_dtype, progress=progress)
+    if {"LG", "LR"} & set(parse_spec(spec).codes):  # the spec selects the thermal model
+        model = "thermal"
     click.echo(f"wrote {n} {model}-model film images ({size}x{size}) to {path}")
 
 

@@ -382,14 +382,17 @@ def _levers(text: str | None) -> tuple[str, ...] | None:
               help="Wall-clock cap of the whole run in minutes (default 50).")
 @click.option("--train-spec", default=None, help="Artifacts of the training images (default L-all).")
 @click.option("--test-spec", default=None, help="Unseen artifacts of the thermal test films (default H-GB+H-FN+H-RV).")
+@click.option("--two-class", is_flag=True, default=None,
+              help="Classes plus/minus by sign instead of one class 'defect' (the sign is not identifiable from one "
+                   "frame; flips are turned off).")
 @click.option("--config", "preset_cfg", type=click.Choice(["small", "full"]), default="full", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default $SIMGEN_THREADS or 1).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @restart_option
 @progress_option
-def sim2real_film_command(output, n_train, epochs, time_budget, train_spec, test_spec, preset_cfg, threads, device,
-                          seed, overwrite, progress):
+def sim2real_film_command(output, n_train, epochs, time_budget, train_spec, test_spec, two_class, preset_cfg, threads,
+                          device, seed, overwrite, progress):
     """Film version of sim2real: YOLO trained on random-defect films only, tested on thermal-model films.
 
     No real film data exists yet, so the test films come from a different physics model
@@ -403,7 +406,7 @@ def sim2real_film_command(output, n_train, epochs, time_budget, train_spec, test
     cfg = FilmExperimentConfig.preset(preset_cfg).replace(
         **{k: v for k, v in dict(n_train=n_train, epochs=epochs, time_budget_minutes=time_budget,
                                  train_spec=train_spec, test_spec=test_spec, threads=threads, device=device,
-                                 seed=seed).items() if v is not None})
+                                 seed=seed, two_class=two_class).items() if v is not None})
     result = run_film_experiment(output, cfg, overwrite=overwrite, progress=progress)
     click.echo(result.summary_text)
     click.echo(f"wrote {result.output / 'report.md'}")

@@ -181,13 +181,13 @@ def check_image_spec(spec: Spec, has_phase: bool, where: str = "an existing data
     sim = [i.code for i in spec.simulation_items if i.code != "DC"]
     if sim:
         problems.append(
-            f"{', '.join(sim)} act at simulation time (RD sets the defect count, LR the run length); "
+            f"{', '.join(sim)} act at simulation time (LG sets the model, RD the defect number, LR the run length); "
             "give them to the simulator ('simgen simulate film --spec ...')"
         )
     if "DC" in spec and not has_phase:
         problems.append("DC re-renders from the phase field, which is not stored (simulate with --store-phase)")
     if problems:
-        image_only = spec.without("RD", "LR", *(() if has_phase else ("DC",))).canonical
+        image_only = spec.without("LG", "RD", "LR", *(() if has_phase else ("DC",))).canonical
         raise SpecError(f"cannot apply to {where}: " + "; ".join(problems) + f"; image-level part: '{image_only}'")
 
 

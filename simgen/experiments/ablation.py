@@ -6,6 +6,13 @@ parameters, the images per combination and the combinations themselves — expli
 each artifact alone, every pair, all, all at low intensity, each model alone and all
 artifacts with each model).
 
+*Named grids* ship in ``simgen/configs``: ``--grid table1`` is the 21-row Table 1 of the
+smectic-C film study (``configs/table1.yaml``: its two published rows with their peak F1
+and mAP under ``published:``, and a documented reconstruction of the others, see
+``docs/film.md``).  A grid file may start from a named grid with ``base: <name>``: its keys
+replace the base's, and its ``config`` is merged into the base's (a tiny ``table1`` for
+tests: ``{base: table1, config: {size: 64}, n: 4}``).
+
 :func:`run_ablation` runs these steps (plain functions, each can be run alone):
 
 1. :func:`plan_ablation` — validate the grid and decide, per combination, whether its
@@ -64,6 +71,9 @@ __all__ = [
     "make_sampler",
     "plan_ablation",
     "plan_eval_set",
+    "named_grids",
+    "grid_rows",
+    "select_combinations",
     "realism_distances",
     "resolve_training_hooks",
     "run_ablation",
@@ -76,10 +86,11 @@ TRAIN_HOOKS_MODULE = "simgen.experiments.ablation_yolo"
 _HOOKS_SIGNATURE = ("train_for_ablation(train_h5, run_dir) -> weights and "
                     "eval_for_ablation(weights, eval_on) -> {'peak_f1', 'ap', ...}")
 _GRID_KEYS = ("sampler", "config", "n", "seed", "image_dtype", "standardize", "noise_profile", "realism_images",
-              "table1", "combinations", "eval_spec", "eval_n", "eval_seed")
+              "table1", "combinations", "eval_spec", "eval_n", "eval_seed", "published", "base")
 _TABLE1_KEYS = ("artifacts", "models", "raw", "singles", "pairs", "all", "low")
 #: Name of the held-out evaluation set (``eval/heldout.h5``) used when no ``eval_on`` is given.
 HELDOUT = "heldout"
+_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass
@@ -104,6 +115,7 @@ class AblationGrid:
     eval_spec: str | None = None
     eval_n: int | None = None
     eval_seed: int | None = None
+    published: dict = field(default_factory=dict)
     path: str | None = None
 
     def validate(self) -> "AblationGrid":
@@ -118,6 +130,10 @@ class AblationGrid:
             raise ParameterError(f"grid realism_images must be an integer >= 0, got {self.realism_images!r}")
         if not isinstance(self.combinations, dict):
             raise ParameterError("grid combinations must be a mapping name: spec")
+        if not isinstance(self.published, dict) or not all(
+                isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values())
+                for v in self.published.values()):
+            raise ParameterError("grid published must be a mapping name: {metric: number}")
         if self.table1 is not None:
             if not isinstance(self.table1, dict):
                 raise ParameterError("grid table1 must be a mapping")
@@ -130,8 +146,12 @@ class AblationGrid:
         if self.eval_seed is not None and check_seed(self.eval_seed) == self.seed:
             raise ParameterError(f"grid eval_seed must differ from seed ({self.seed}): the evaluation set is held out")
         parse_spec(self.heldout_spec())
-        if not expand_combinations(self):
+        combos = expand_combinations(self)
+        if not combos:
             raise ParameterError("the grid defines no combinations (give table1: or combinations:)")
+        stray = sorted(set(self.published) - {name for name, _ in combos})
+        if stray:
+            raise ParameterError(f"grid published names row(s) the grid does not have: {', '.join(stray)}")
         return self
 
     def heldout_spec(self) -> str:
@@ -155,6 +175,7 @@ class PlannedDataset:
     seed: int
     reuse: bool
     attrs: dict
+    row: int | None = None
 
 
 @dataclass
@@ -176,13 +197,28 @@ class AblationResult(ExperimentResult):
                 "eval_on": None if self.eval_on is None else str(self.eval_on)}
 
 
-def load_grid(path) -> AblationGrid:
-    """Read and validate a grid YAML file."""
+def named_grids() -> dict[str, Path]:
+    """The grids shipped in ``simgen/configs``: ``{name: path}`` (``table1``, ``ablation``)."""
+    return {p.stem: p for p in sorted(_CONFIGS.glob("*.yaml"))}
+
+
+def _resolve_grid_path(path) -> Path:
+    """``path`` itself when it exists, else the shipped grid of that name."""
+    p = Path(path)
+    if p.exists():
+        return p
+    named = named_grids()
+    if str(path) in named:
+        return named[str(path)]
+    raise DataError(f"grid {path} does not exist (named grids: {', '.join(named)})")
+
+
+def _read_grid(path, seen: tuple = ()) -> dict:
     import yaml
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"grid {path} does not exist")
+    path = _resolve_grid_path(path)
+    if path.resolve() in seen:
+        raise ParameterError(f"grid {path}: 'base' grids form a loop")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -192,7 +228,21 @@ def load_grid(path) -> AblationGrid:
     unknown = sorted(set(raw) - set(_GRID_KEYS))
     if unknown:
         raise ParameterError(f"unknown grid key(s) {', '.join(unknown)} in {path}; valid: {', '.join(_GRID_KEYS)}")
-    grid = AblationGrid(**{k: v for k, v in raw.items() if v is not None or k == "table1"}, path=str(path))
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or base not in named_grids():
+        raise ParameterError(f"grid {path}: base must name a shipped grid ({', '.join(named_grids())}), got {base!r}")
+    merged = _read_grid(named_grids()[base], (*seen, path.resolve()))
+    config = {**(merged.get("config") or {}), **(raw.pop("config", None) or {})}
+    return {**merged, **raw, "config": config}
+
+
+def load_grid(path) -> AblationGrid:
+    """Read and validate a grid: a YAML file, or the name of a shipped grid (:func:`named_grids`)."""
+    raw = _read_grid(path)
+    grid = AblationGrid(**{k: v for k, v in raw.items() if v is not None or k == "table1"},
+                        path=str(_resolve_grid_path(path)))
     return grid.validate()
 
 
@@ -317,33 +367,76 @@ def _plan(name: str, spec: str, path: Path, grid: AblationGrid, seed: int, n: in
 
 
 # -- steps ------------------------------------------------------------------------------------------
-def plan_ablation(grid: AblationGrid, out_dir, *, only=None, n: int | None = None,
-                  overwrite: bool = False) -> list[PlannedDataset]:
-    """Validate ``grid`` and plan one dataset per combination (``only``: these names); writes nothing.
+def select_combinations(grid: AblationGrid, *, only=None, rows=None) -> list[tuple[int, str, str]]:
+    """``[(row, name, spec)]`` of the grid (``row``: 1-based position in table order), all of them or
+    those named in ``only`` and/or numbered in ``rows``.
 
     Raises
     ------
     ParameterError
-        Unknown names in ``only``, or an existing dataset made from other settings (without ``overwrite``).
+        Unknown names or row numbers out of range.
+    """
+    combos = [(k, name, spec) for k, (name, spec) in enumerate(expand_combinations(grid), 1)]
+    if not only and not rows:
+        return combos
+    wanted = set()
+    if only:
+        known = {name for _, name, _ in combos}
+        missing = [str(o) for o in only if str(o) not in known]
+        if missing:
+            raise ParameterError(f"unknown combination(s) {', '.join(missing)}; grid has {', '.join(sorted(known))}")
+        wanted |= {str(o) for o in only}
+    for r in rows or ():
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= len(combos):
+            raise ParameterError(f"row {r!r} out of range: the grid has rows 1..{len(combos)}")
+        wanted.add(combos[int(r) - 1][1])
+    return [c for c in combos if c[1] in wanted]
+
+
+def grid_rows(grid: AblationGrid) -> list[dict]:
+    """The rows of ``grid`` without generating anything: ``row`` (1-based), ``name``, ``spec`` (as
+    generated, with ``ST`` when the grid standardizes) and ``published_*`` figures where the grid has them.
+
+    Every spec is checked against the grid's sampler (e.g. a simulation-time code it cannot honour
+    raises :class:`~simgen.errors.SpecError`).
+    """
+    grid.validate()
+    out = []
+    profile = load_noise_profile(grid.noise_profile)
+    for row, name, spec in select_combinations(grid):
+        full = _full_spec(spec, grid.standardize)
+        augmented_sampler(make_sampler(grid.sampler, grid.config, grid.seed), full, noise_profile=profile)  # accepted
+        out.append({"row": row, "name": name, "spec": parse_spec(full).canonical,
+                    **{f"published_{m}": v for m, v in grid.published.get(name, {}).items()}})
+    return out
+
+
+def plan_ablation(grid: AblationGrid, out_dir, *, only=None, rows=None, n: int | None = None,
+                  overwrite: bool = False) -> list[PlannedDataset]:
+    """Validate ``grid`` and plan one dataset per combination (``only``: these names; ``rows``: these
+    1-based row numbers); writes nothing.
+
+    Raises
+    ------
+    ParameterError
+        Unknown names in ``only``, rows out of range, or an existing dataset made from other settings
+        (without ``overwrite``).
     """
     grid.validate()
     n_images = grid.n if n is None else int(n)
     if n_images < 1:
         raise ParameterError(f"n must be >= 1, got {n}")
-    combos = expand_combinations(grid)
-    if only:
-        wanted = [str(o) for o in only]
-        known = {name for name, _ in combos}
-        missing = [o for o in wanted if o not in known]
-        if missing:
-            raise ParameterError(f"unknown combination(s) {', '.join(missing)}; grid has {', '.join(sorted(known))}")
-        combos = [(name, spec) for name, spec in combos if name in wanted]
+    selected = select_combinations(grid, only=only, rows=rows)
+    combos = [(name, spec) for _, name, spec in selected]
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ParameterError(f"output {out_dir} exists and is not a folder")
     profile = load_noise_profile(grid.noise_profile)
-    return [_plan(name, spec, out_dir / "datasets" / f"{_safe_name(name)}.h5", grid, grid.seed, n_images, profile,
+    plan = [_plan(name, spec, out_dir / "datasets" / f"{_safe_name(name)}.h5", grid, grid.seed, n_images, profile,
                   overwrite) for name, spec in combos]
+    for item, (row, _, _) in zip(plan, selected):
+        item.row = row
+    return plan
 
 
 def plan_eval_set(grid: AblationGrid, out_dir, *, n: int | None = None, overwrite: bool = False) -> PlannedDataset:
@@ -398,6 +491,7 @@ def run_ablation(
     eval_fn=None,
     hooks_module: str | None = None,
     only=None,
+    rows=None,
     n: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
@@ -421,6 +515,8 @@ def run_ablation(
         trained detectors.
     only : iterable of str, optional
         Run only these combination names.
+    rows : iterable of int, optional
+        Run only these rows (1-based, in table order; with ``only``: either selects).
     n : int, optional
         Override the grid's images per combination.
     overwrite : bool
@@ -432,7 +528,7 @@ def run_ablation(
     log = log or (lambda message: None)
     grid = grid if isinstance(grid, AblationGrid) else load_grid(grid)
     # validate everything before the first byte is written
-    plan = plan_ablation(grid, out_dir, only=only, n=n, overwrite=overwrite)
+    plan = plan_ablation(grid, out_dir, only=only, rows=rows, n=n, overwrite=overwrite)
     if eval_on is not None and not Path(eval_on).exists():
         raise DataError(f"evaluation set {eval_on} does not exist")
     heldout = plan_eval_set(grid, out_dir, n=n, overwrite=overwrite) if train and eval_on is None else None
@@ -448,20 +544,22 @@ def run_ablation(
     real_stats = None
     if eval_on is not None and heldout is None and grid.realism_images > 0:
         real_stats = ImageSetStats().extend(iter_images(eval_on))
-    rows = []
+    results = []
     for k, item in enumerate(plan, 1):
         step = f"[{k}/{len(plan)}] {item.name}"
         log(f"{step}: reusing {item.path}" if item.reuse else f"{step}: generating {item.n} images ({item.spec})")
         make_dataset(item, grid, progress=progress)
-        row = {"name": item.name, "spec": item.spec, "n": item.n, "dataset": str(item.path.relative_to(out_dir))}
+        row = {"name": item.name, "row": item.row, "spec": item.spec, "n": item.n,
+               "dataset": str(item.path.relative_to(out_dir))}
         if real_stats is not None:
             row.update(realism_distances(item.path, real_stats, grid.realism_images))
         if train:
             log(f"{step}: training")
             row.update(train_and_evaluate(item, out_dir, eval_on, train_fn, eval_fn))
-        rows.append(row)
+        row.update({f"published_{m}": v for m, v in grid.published.get(item.name, {}).items()})
+        results.append(row)
     eval_on = Path(eval_on) if train else None
-    return AblationResult(out_dir, rows, write_results(rows, out_dir, grid, eval_on=eval_on), eval_on)
+    return AblationResult(out_dir, results, write_results(results, out_dir, grid, eval_on=eval_on), eval_on)
 
 
 def _number(v):
@@ -501,6 +599,8 @@ def write_results(rows: list[dict], out_dir: Path, grid: AblationGrid | None = N
                 "eval_on": None if eval_on is None else str(eval_on)}
     files.append(atomic_write_text(out_dir / "ablation.json", json.dumps(manifest, indent=2, default=_default), True))
     metrics = [m for m in ("peak_f1", "ap") if any(m in r for r in rows)]
+    if metrics:  # the published figures of the same rows beside the measured ones
+        metrics += [f"published_{m}" for m in ("peak_f1", "ap") if any(f"published_{m}" in r for r in rows)]
     if not metrics:
         metrics = [m for m in ("psd_distance", "histogram_distance") if any(m in r for r in rows)]
     if metrics:

@@ -10,6 +10,13 @@
    per class and class-agnostic;
 
 then writes ``report.json`` / ``report.md`` and returns a :class:`FilmResult`.
+
+Classes: one class, ``defect``, by default (the charge stays in each film's ``points``
+table).  ``two_class=True`` trains ``plus``/``minus`` instead — with the caveat that the
+sign is not identifiable from the texture around a defect (an isolated +1 and −1 defect
+render alike for some global phase and are mirror images, see :mod:`simgen.simulate.film`),
+so a two-class model splits its confidence between the classes.  Image flips swap the
+sign of every defect, so two-class training turns YOLO's flip augmentation off.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class FilmExperimentConfig:
     rendered clean and with ``test_spec`` (high-level artifacts never seen in training)
     at a fixed decross angle ``test_decross`` (degrees).  Training runs ``epochs``, capped
     by ``time_budget_minutes`` of wall-clock time for the whole run (``None``: no cap).
+    ``two_class``: classes ``plus``/``minus`` by sign instead of one class ``defect``
+    (flip augmentation off, see the module docstring).
     """
 
     n_train: int = 800
@@ -80,6 +89,7 @@ class FilmExperimentConfig:
     threads: int | None = None
     device: str = "auto"
     seed: int = 0
+    two_class: bool = False
 
     @classmethod
     def preset(cls, name: str) -> "FilmExperimentConfig":
@@ -105,10 +115,12 @@ class FilmExperimentConfig:
         return self
 
     def yolo_config(self, hours: float = 0.0) -> YoloConfig:
+        # a mirror flip turns every +1 defect into a -1 (and back): with sign classes, flips would contradict the labels
+        flip = 0.0 if self.two_class else 0.5
         return YoloConfig(model=self.model, epochs=self.epochs, batch=self.batch, imgsz=self.size, tile=self.size,
                           overlap=self.size // 4, min_box=5.0, device=self.device, seed=self.seed, val_fraction=0.0,
                           patience=10 if self.epochs > 10 else 0, mosaic=1.0 if self.size >= 128 else 0.0,
-                          close_mosaic=min(5, self.epochs // 4), hours=hours).validate()
+                          close_mosaic=min(5, self.epochs // 4), fliplr=flip, flipud=flip, hours=hours).validate()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -152,12 +164,13 @@ def generate_film_data(out, cfg: FilmExperimentConfig, *, progress: bool = True)
     out = Path(out)
     margin = min(8.0, cfg.size / 8)
     train_cfg = FilmConfig(model="random", size=cfg.size, box_size=cfg.box_size, margin=margin,
-                           min_separation=min(12.0, cfg.size / 6)).validate()
+                           min_separation=min(12.0, cfg.size / 6), single_class=not cfg.two_class).validate()
     sampler = AugmentedSampler(FilmSampler(train_cfg, seed=cfg.seed), cfg.train_spec, seed=cfg.seed)
     write_dataset(out / "train.h5", sampler, cfg.n_train, overwrite=True, progress=progress)
     write_dataset(out / "val.h5", sampler, cfg.n_val, start=cfg.n_train, overwrite=True, progress=progress)
     thermal = FilmConfig(model="thermal", size=cfg.size, box_size=cfg.box_size, steps=cfg.test_steps,
-                         upsample=cfg.upsample, backend="numba", decross=math.radians(cfg.test_decross)).validate()
+                         upsample=cfg.upsample, backend="numba", decross=math.radians(cfg.test_decross),
+                         single_class=not cfg.two_class).validate()
     test_seed = cfg.seed + 1000
     tests = {"thermal_clean": FilmSampler(thermal, seed=test_seed),
              "thermal_artifacts": AugmentedSampler(FilmSampler(thermal, seed=test_seed), cfg.test_spec,
@@ -224,7 +237,7 @@ def run_film_experiment(output, config: FilmExperimentConfig | None = None, *, o
 
     Returns the :class:`FilmResult` (also ``report.json`` / ``report.md`` in ``output``): per
     test set (``thermal_clean``, ``thermal_artifacts``) P/R/F1 at IoU 0.15, AP and peak F1,
-    overall and per class (``plus``/``minus``, and class-agnostic).
+    overall and per class (``defect``, or ``plus``/``minus`` with ``two_class``, and class-agnostic).
     """
     cfg = (config or FilmExperimentConfig()).validate()
     out = check_experiment_dir(output, overwrite=overwrite)

@@ -7,12 +7,28 @@ Two models produce the c-director angle field φ of a free-standing smectic-C fi
   a random count, positions drawn uniformly with a minimum separation and a
   border margin, and a random global phase ``φ0``.  Labels are the placed
   defects themselves (exact positions and charges).
-* **thermal model** — Ginzburg–Landau XY dynamics on a periodic lattice quenched
-  from a random start (see :mod:`simgen.simulate.xy`); labels come from the
+* **thermal model** (``LG``, Landau–Ginzburg) — XY dynamics on a periodic lattice
+  quenched from a random start (see :mod:`simgen.simulate.xy`); labels come from the
   plaquette winding numbers of the final field (:mod:`simgen.simulate.winding`).
 
 Both are rendered as Schlieren images (:mod:`simgen.simulate.schlieren`) and
 boxes of a configurable size are put around every defect for detectors.
+
+Classes.  Boxes have **one class, "defect"**, by default; every defect keeps its charge
+(winding number ±1) in the ``points`` table.  ``single_class=False`` labels boxes by sign
+(``plus``/``minus``) instead, but the sign is not identifiable from the texture around a
+defect: every regime renders ``f(2φ)`` with ``f`` symmetric about some angle, so an isolated
++1 defect with global phase c, ``φ = θ + c``, renders exactly like an isolated −1 defect
+``φ = −θ + c'`` with another phase c' (``c' = −c`` in the decrossed regime at δ = 0), and the
+two are mirror images of each other across any line through the core.  With a uniformly random global phase the two classes look
+the same locally; only the far field (how brushes connect neighbouring defects) carries
+the sign, and a mirror flip swaps it (so flip augmentation contradicts sign labels).
+
+Simulation-time augmentation codes (:meth:`FilmSampler.with_overrides`): ``LG`` selects
+the thermal model, ``RD`` randomizes the defect number (random model: the count; thermal
+model: the correlation length of the quench's start, i.e. the initial defect density),
+``LR`` multiplies the thermal run length by a log-uniform factor, ``DC`` offsets the
+decross angle.
 """
 
 from __future__ import annotations
@@ -22,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simgen.errors import ParameterError
+from simgen.errors import ParameterError, SpecError
 from simgen.rng import check_seed, sample_rng
 from simgen.simulate.schlieren import REGIMES, schlieren
 from simgen.simulate.winding import DEFECT_DTYPE, find_defects
@@ -32,6 +48,7 @@ __all__ = [
     "FilmConfig",
     "FilmSample",
     "FilmSampler",
+    "film_defect_count",
     "sample_defects",
     "random_defect_phase",
     "defect_boxes",
@@ -41,8 +58,10 @@ __all__ = [
 ]
 
 MODELS = ("random", "thermal")
-#: Class names of film boxes: class 0 = +1 defect, class 1 = −1 defect.
+#: Class names of two-class film boxes (``single_class=False``): class 0 = +1 defect, class 1 = −1 defect.
 FILM_CLASSES = ("plus", "minus")
+#: Class name of single-class film boxes (the default).
+DEFECT_CLASS = "defect"
 BOX_DTYPE = np.dtype([("x0", "f4"), ("y0", "f4"), ("x1", "f4"), ("y1", "f4"), ("class", "i2")])
 
 
@@ -72,10 +91,15 @@ class FilmConfig:
     box_size : float
         Side of the square box put around every defect (clipped to the image).
     single_class : bool
-        Label every defect as class 0 instead of by charge.
+        True (default): every box is class 0, ``"defect"`` (the charge stays in ``points``).
+        False: class by sign, ``"plus"``/``"minus"`` — see the module docstring for why the
+        sign is not identifiable from a single frame.
     steps, dt, kappa, temperature : int, float, float, float
-        Thermal model: number of steps after the quench (LR raises it), time step,
+        Thermal model: number of steps after the quench (LR multiplies it), time step,
         coupling κ and temperature T (noise variance 2T/Δt per step).
+    quench_length : float
+        Thermal model: correlation length ξ (lattice sites) of the quench's random start;
+        0 = fully random (see :func:`simgen.simulate.xy.random_start`).  RD draws it per sample.
     backend : {"numpy", "numba", "jax"}
         Compute backend: thermal dynamics (all three) and the random-defect field
         (numba kernel; numpy otherwise).  Thermal noise streams differ between backends.
@@ -93,13 +117,14 @@ class FilmConfig:
     regime: str = "decrossed"
     anisotropy: float = 0.2
     box_size: float = 16.0
-    single_class: bool = False
+    single_class: bool = True
     steps: int = 200
     dt: float = 0.1
     kappa: float = 1.0
     temperature: float = 0.05
     backend: str = "numba"
     upsample: int = 1
+    quench_length: float = 0.0
 
     def validate(self) -> "FilmConfig":
         """Raise :class:`ParameterError` for any out-of-range parameter; return self."""
@@ -131,6 +156,8 @@ class FilmConfig:
             # explicit Euler (gradient descent) on the XY energy is stable for dt < 2 / λmax with
             # λmax = 8κ, the largest eigenvalue of the coupling Hessian on a square lattice
             raise ParameterError(f"dt*kappa = {self.dt * self.kappa:g} > 0.25: the explicit update is unstable")
+        if not (np.isfinite(self.quench_length) and self.quench_length >= 0):
+            raise ParameterError(f"quench_length must be a finite number >= 0 sites, got {self.quench_length}")
         if self.upsample < 1 or self.size % self.upsample:
             raise ParameterError(f"upsample must be a positive divisor of size, got {self.upsample}")
         if self.model == "thermal" and self.size // self.upsample < 4:
@@ -273,6 +300,21 @@ def defect_boxes(points: np.ndarray, box_size: float, shape: tuple[int, int], si
     return boxes
 
 
+def film_defect_count(config: FilmConfig, density: float) -> int:
+    """Defects of the random model for ``density`` per 10^4 px^2 of the usable area, capped to what fits.
+
+    The usable area is the image minus its ``margin``; the cap keeps defects of diameter
+    ``min_separation`` below 30 % of it.
+    """
+    side = max(config.size - 2 * config.margin, 0.0)
+    area = side * side
+    n = int(round(density * area / 1e4))
+    if config.min_separation > 0:
+        cap = int(0.3 * area / (np.pi * (config.min_separation / 2) ** 2))
+        n = min(n, max(cap, 0))
+    return max(n, 0)
+
+
 def _upsample_phase(phi: np.ndarray, factor: int) -> np.ndarray:
     """Periodic bilinear upsampling of an angle field through (cos φ, sin φ)."""
     from scipy.ndimage import zoom
@@ -326,12 +368,14 @@ def simulate_film(rng: np.random.Generator, config: FilmConfig | None = None, **
             temperature=config.temperature,
             seed=noise_seed,
             backend=config.backend,
+            correlation=config.quench_length,
         )[0]
         points = find_defects(snap, periodic=True)
         points["x"] *= config.upsample
         points["y"] *= config.upsample
         phi = _upsample_phase(snap.astype(np.float32), config.upsample)
-        params.update(noise_seed=noise_seed, n_defects=int(len(points)), steps=config.steps)
+        params.update(noise_seed=noise_seed, n_defects=int(len(points)), steps=config.steps,
+                      quench_length=config.quench_length)
     image = schlieren(phi, config.decross, config.regime, config.anisotropy)
     boxes = defect_boxes(points, config.box_size, (size, size), config.single_class)
     return FilmSample(image=image, phi=phi.astype(np.float32, copy=False), points=points, boxes=boxes, params=params)
@@ -369,10 +413,56 @@ class FilmSampler:
 
     @property
     def class_names(self) -> list[str]:
-        return ["defect"] if self.config.single_class else list(FILM_CLASSES)
+        return [DEFECT_CLASS] if self.config.single_class else list(FILM_CLASSES)
 
     def describe(self) -> dict:
         return {"sampler": "film", "config": self.config.to_dict(), "store_phase": self.store_phase}
+
+    # -- simulation-time augmentation codes (simgen.augment.AugmentedSampler) ----------
+    def check_overrides(self, codes) -> None:
+        """Raise :class:`SpecError` for codes that do not act at simulation time on films.
+
+        ``LG``, ``LR``, ``RD`` and ``DC`` work with either configured model (``LG`` and
+        ``LR`` select the thermal one).
+        """
+        unknown = [c for c in codes if c not in ("LG", "LR", "RD", "DC")]
+        if unknown:
+            raise SpecError(f"{'+'.join(unknown)}: not a simulation-time code of the film sampler (LG, LR, RD, DC)")
+
+    def with_overrides(self, params: dict) -> "FilmSampler":
+        """The sampler of one sample's simulation-time draws ``params`` (see :mod:`simgen.augment.pipeline`).
+
+        Parameters
+        ----------
+        params : dict
+            ``{"LG": {}, "LR": {"factor": x}, "RD": {"density": per 10^4 px^2, "quench": sites},
+            "DC": {"angle": radians}}``, any subset.
+
+        Returns
+        -------
+        FilmSampler
+            Same seed: ``LG`` sets ``model="thermal"``; ``LR`` multiplies the thermal run length
+            (at least 1 step) and, as long runs exist only for the thermal model, implies ``LG``;
+            ``DC`` adds its angle to the decross angle; ``RD`` fixes the defect count of the
+            random model (:func:`film_defect_count`) or the quench correlation length of the
+            thermal model.
+        """
+        cfg = self.config
+        changes: dict = {}
+        model = "thermal" if "LG" in params or "LR" in params else cfg.model
+        if model != cfg.model:
+            changes["model"] = model
+        if "DC" in params:
+            changes["decross"] = cfg.decross + params["DC"]["angle"]
+        if "RD" in params:
+            if model == "random":
+                n = film_defect_count(cfg, params["RD"]["density"])
+                changes["n_defects"] = (n, n)
+            else:
+                changes["quench_length"] = float(params["RD"]["quench"])
+        if "LR" in params:
+            changes["steps"] = max(1, int(round(cfg.steps * params["LR"]["factor"])))
+        return FilmSampler(cfg.replace(**changes), seed=self.seed, store_phase=self.store_phase)
 
     def __call__(self, index: int) -> dict:
 

@@ -30,7 +30,7 @@ def test_augment_default_command_and_provenance(film, tmp_path):
 def test_augment_errors_are_one_line_and_touch_nothing(film, tmp_path):
     out = tmp_path / "x.h5"
     res = run("augment", film, "--spec", "FN+XY", "-o", out)
-    assert_one_line_error(res, "unknown augmentation code 'XY'", "valid codes: LR, RD, DC, islands, RB, GB")
+    assert_one_line_error(res, "unknown augmentation code 'XY'", "valid codes: LG, LR, RD, DC, islands, RB, GB")
     res = run("augment", film, "--spec", "GB+RD+LR", "-o", out)
     assert_one_line_error(res, "LR, RD act at simulation time", "image-level part: 'GB'")
     assert not out.exists()

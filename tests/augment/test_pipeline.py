@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from simgen.augment import AugmentedSampler, Pipeline, register_simulation_hook
-from simgen.augment.pipeline import film_defect_count
 from simgen.errors import ParameterError, SpecError
-from simgen.simulate.film import FilmConfig, FilmSampler
+from simgen.simulate.film import FilmConfig, FilmSampler, film_defect_count
 from simgen.simulate.schlieren import schlieren
 
 CFG = FilmConfig(size=64, n_defects=(2, 4), min_separation=6, margin=4, box_size=8, steps=5)
@@ -79,16 +78,22 @@ def test_film_hook_dc_rd_lr():
         o = rd(i)
         density = o["provenance"]["augment"]["RD"]["density"]
         assert len(o["points"]) == film_defect_count(CFG, density) == o["provenance"]["n_defects"]
-    lr = AugmentedSampler(base, "LR@3")
+    lr = AugmentedSampler(base, "LR@3")  # long runs exist for the thermal model only: LR implies LG
     o = lr(0)
     assert o["provenance"]["model"] == "thermal" and o["provenance"]["steps"] == 15
 
 
-def test_film_hook_rejects_inconsistent_codes():
-    with pytest.raises(SpecError, match="RD .* LR|different film models"):
-        AugmentedSampler(_film(), "RD+LR")
-    with pytest.raises(SpecError, match="thermal"):
-        AugmentedSampler(_film(model="thermal"), "RD")
+def test_film_rd_and_lr_combine_on_the_thermal_model():
+    """RD+LR is one spec: RD draws the quench's correlation length, LR the run length (was refused)."""
+    for spec in ("RD+LR", "LG+RD+LR+DC+GB"):
+        o = AugmentedSampler(_film(), spec)(0)
+        aug, prov = o["provenance"]["augment"], o["provenance"]
+        assert prov["model"] == "thermal" and prov["quench_length"] == aug["RD"]["quench"]
+        assert prov["steps"] == max(1, round(CFG.steps * aug["LR"]["factor"]))
+    o = AugmentedSampler(_film(), "LG")(0)
+    assert o["provenance"]["model"] == "thermal" and o["provenance"]["steps"] == CFG.steps
+    with pytest.raises(SpecError, match="film sampler"):
+        _film().check_overrides(("RD", "XX"))
 
 
 def test_other_samplers_need_a_hook_for_simulation_codes():

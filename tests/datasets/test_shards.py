@@ -73,7 +73,7 @@ def test_manifest_and_shards(serial_set):
     assert m["schema"] == MANIFEST_SCHEMA and m["schema_version"] == 1 and m["complete"]
     assert m["seed"] == 7 and m["n_samples"] == N and m["shard_size"] == K and m["n_shards"] == 4
     assert m["sampler"] == json.loads(json.dumps(sampler().describe()))
-    assert m["class_names"] == ["plus", "minus"] and m["image_shape"] == [32, 32]
+    assert m["class_names"] == ["defect"] and m["image_shape"] == [32, 32]  # films: one class by default
     total_rows = 0
     for s in m["shards"]:
         path = serial_set / s["file"]

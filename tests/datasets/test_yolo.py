@@ -11,7 +11,8 @@ from simgen.simulate.film import FilmConfig, FilmSampler
 
 @pytest.fixture
 def film(tmp_path):
-    s = FilmSampler(FilmConfig(size=64, n_defects=(2, 5), min_separation=8, margin=4, box_size=10), seed=1)
+    s = FilmSampler(FilmConfig(size=64, n_defects=(2, 5), min_separation=8, margin=4, box_size=10, single_class=False),
+                    seed=1)
     return write_dataset(tmp_path / "film.h5", s, 6)
 
 

@@ -390,7 +390,7 @@ def test_film_experiment_smoke(tmp_path, monkeypatch):
     rep = json.loads((out / "report.json").read_text())
     assert set(rep["results"]) == {"thermal_clean", "thermal_artifacts"}
     for scores in rep["results"].values():
-        assert {"plus", "minus", "any (class-agnostic)"} <= set(scores["per_class"])
+        assert {"defect", "any (class-agnostic)"} <= set(scores["per_class"])  # one class by default
         assert all(0 <= scores[k] <= 1 for k in ("precision", "recall", "f1") if scores[k] is not None)
     with open_dataset(out / "test_thermal_clean.h5") as ds:
         assert ds.attrs["generator"]["config"]["model"] == "thermal"  # a different physics model than training
