@@ -102,7 +102,7 @@ def main():
     Typical flow:
       simgen simulate film --n 1000 --size 512 --seed 0 -o film.h5
       simgen preview film.h5 -o film.png
-      simgen export yolo film.h5 yolo_dir/
+      simgen export yolo film.h5 -o yolo_dir/
     Run `simgen COMMAND --help` for each command's options and examples.
     """
 

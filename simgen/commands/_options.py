@@ -61,3 +61,63 @@ def parse_range(text: str, name: str, cast=int) -> tuple:
     if hi < lo:
         raise ParameterError(f"{name} range {text!r} is empty (high < low)")
     return lo, hi
+
+
+# -- one option vocabulary: old spellings keep working for one release ----------------------------
+def _deprecated(old: str, new: str) -> None:
+    click.echo(f"Warning: {old} is deprecated and will be removed in the next release; use {new}", err=True)
+
+
+def renamed_option(old: str, new: str, dest: str, **kwargs):
+    """Accept the old spelling ``old`` of option ``new`` (parameter ``dest``) with a deprecation line.
+
+    Put it below ``@click.command`` with the other options; ``kwargs`` (e.g. ``type``) apply to
+    the hidden old option.  Giving both spellings is a usage error.
+    """
+    import functools
+
+    hidden = f"renamed_{dest}"
+
+    def deco(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kw):
+            value = kw.pop(hidden, None)
+            if value is not None:
+                ctx = click.get_current_context()
+                if ctx.get_parameter_source(dest) == click.core.ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"give {new} only (not also the old spelling {old})")
+                _deprecated(old, new)
+                kw[dest] = value
+            return f(*args, **kw)
+
+        return click.option(old, hidden, default=None, hidden=True, **kwargs)(wrapper)
+
+    return deco
+
+
+def output_dir_option(help: str = "Output folder."):
+    """``-o/--output`` for a folder, also accepting the old positional ``OUT_DIR`` (deprecated).
+
+    The command receives it as ``out_dir``.
+    """
+    import functools
+
+    def deco(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kw):
+            legacy = kw.pop("legacy_out_dir", None)
+            if legacy is not None:
+                if kw.get("out_dir") is not None:
+                    raise click.UsageError("give the output folder once, with -o (the positional OUT_DIR is deprecated)")
+                _deprecated("the positional OUT_DIR", "-o/--output OUT_DIR")
+                kw["out_dir"] = legacy
+            if kw.get("out_dir") is None:
+                raise click.UsageError("Missing option '-o' / '--output'.")
+            return f(*args, **kw)
+
+        with_arg = click.argument("legacy_out_dir", required=False, type=click.Path(file_okay=False),
+                                  metavar="[OUT_DIR]")(wrapper)
+        return click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None,
+                            help=help)(with_arg)
+
+    return deco

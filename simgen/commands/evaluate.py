@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import overwrite_option
+from simgen.commands._options import output_dir_option, overwrite_option
 from simgen.datasets.formats.coco import export_coco
 from simgen.datasets.formats.mot import export_mot
 from simgen.evaluate.report import evaluate, link_tracks_file
@@ -129,7 +129,7 @@ def track_command(detections, output, search_range, memory, conf, table, link_st
 
 @click.command("coco")
 @click.argument("path", type=click.Path())
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@output_dir_option("Output folder (the old positional OUT_DIR still works, deprecated).")
 @click.option("--table", default="boxes", show_default=True, help="Table holding the boxes.")
 @click.option("--images/--no-images", default=True, show_default=True, help="Also write images/*.png.")
 @overwrite_option
@@ -138,7 +138,7 @@ def export_coco_command(path, out_dir, table, images, overwrite):
 
     \b
     Example:
-      simgen export coco tem.h5 tem_coco/
+      simgen export coco tem.h5 -o tem_coco/
     """
 
     out = export_coco(path, out_dir, table=table, images=images, overwrite=overwrite)
@@ -147,7 +147,7 @@ def export_coco_command(path, out_dir, table, images, overwrite):
 
 @click.command("mot")
 @click.argument("path", type=click.Path())
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@output_dir_option("Output folder (the old positional OUT_DIR still works, deprecated).")
 @click.option("--table", default="tracks", show_default=True, help="Table holding the tracks.")
 @click.option("--name", default=None, help="Sequence name (default: folder name).")
 @click.option("--frame-rate", type=float, default=25.0, show_default=True, help="Written to seqinfo.ini.")
@@ -164,7 +164,7 @@ def export_mot_command(path, out_dir, table, name, frame_rate, box_size, images,
 
     \b
     Example:
-      simgen export mot video.h5 MOT-sim-01/
+      simgen export mot video.h5 -o MOT-sim-01/
     """
 
     out = export_mot(path, out_dir, table=table, name=name, frame_rate=frame_rate, box_size=box_size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import overwrite_option, seed_option
+from simgen.commands._options import output_dir_option, overwrite_option, seed_option
 from simgen.datasets.formats.yolo import export_yolo, read_export_summary
 from simgen.datasets.normalize import NORMALIZE
 
@@ -31,7 +31,7 @@ def _report(summary: dict) -> list[str]:
 
 @click.command("yolo")
 @click.argument("path", type=click.Path())
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@output_dir_option("Output folder (the old positional OUT_DIR still works, deprecated).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Fraction of images held out as the validation split (seeded; 0 = no val split).")
 @click.option("--min-box", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -51,8 +51,8 @@ def export_yolo_command(path, out_dir, val_fraction, min_box, normalize, seed, o
 
     \b
     Example:
-      simgen export yolo film.h5 film_yolo/ --val-fraction 0.2
-      simgen export yolo film_shards/ film_yolo/
+      simgen export yolo film.h5 -o film_yolo/ --val-fraction 0.2
+      simgen export yolo film_shards/ -o film_yolo/
     """
 
     data_yaml = export_yolo(path, out_dir, val_fraction=val_fraction, min_box=min_box, normalize=normalize,

@@ -17,7 +17,7 @@ from simgen.atomic import atomic_write_text, check_output
 from simgen.augment.ldm.config import LDMConfig
 from simgen.augment.ldm.masks import mask_source_from_spec
 from simgen.augment.ldm.quality import quality_report
-from simgen.commands._options import CONTEXT, output_option, overwrite_option, progress_option
+from simgen.commands._options import CONTEXT, output_option, overwrite_option, progress_option, renamed_option
 from simgen.datasets.ldm_io import import_real, read_pairs, read_pairs_sample, write_generated
 from simgen.errors import ParameterError
 
@@ -132,7 +132,9 @@ def train_command(data, preset, max_steps, sets, seed, device, output, resume, o
 @click.option("--size", type=click.IntRange(min=1), default=None,
               help="Image side (default: the training crop size; any multiple of the model's factor).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampling steps (default: the config's).")
-@click.option("--scheduler", type=click.Choice(["ddim", "dpm"]), default=None, help="Sampler (default: the config's).")
+@click.option("--sampler", "scheduler", type=click.Choice(["ddim", "dpm"]), default=None,
+              help="Diffusion sampler (default: the config's; --scheduler names the Dask scheduler elsewhere).")
+@renamed_option("--scheduler", "--sampler", "scheduler", type=click.Choice(["ddim", "dpm"]))
 @click.option("--guidance", type=click.FloatRange(min=0), default=None,
               help="Classifier-free guidance scale (1 = none; default: the config's).")
 @click.option("--masks", "mask_source", default="learned", show_default=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from simgen.atomic import atomic_write_bytes
-from simgen.commands._options import overwrite_option, progress_option, seed_option
+from simgen.commands._options import overwrite_option, progress_option, renamed_option, seed_option
 from simgen.errors import ParameterError
 from simgen.evaluate.realism_judge import JudgeSettings, judge_realism, report_markdown, sheet_png
 
@@ -45,8 +45,9 @@ def _write_outputs(out_dir: Path, files: dict[str, bytes], overwrite: bool) -> N
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
               help="Folds over source images (each side needs at least this many images).")
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Training steps per fold.")
-@click.option("--batch", type=click.IntRange(min=2), default=64, show_default=True,
+@click.option("--batch-size", "batch", type=click.IntRange(min=2), default=64, show_default=True,
               help="Patches per step (half per side).")
+@renamed_option("--batch", "--batch-size", "batch", type=click.IntRange(min=2))
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="Resample synthetic images by this factor first: synthetic nm/px divided by real nm/px.")
 @click.option("--max-images", type=click.IntRange(min=1), default=200, show_default=True,

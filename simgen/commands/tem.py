@@ -222,7 +222,7 @@ def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, 
     Examples:
       simgen simulate video --frames 200 --size 512 --seed 0 -o video.h5
       simgen simulate video --preset dsva --diffusion 2 --glide 0.5 --frames 100 -o glide.h5
-      simgen export mot video.h5 mot_dir/
+      simgen export mot video.h5 -o mot_dir/
     """
 
     tem_over = {"size": _size(size)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from simgen.atomic import check_output
-from simgen.commands._options import CONTEXT, overwrite_option, progress_option
+from simgen.commands._options import CONTEXT, overwrite_option, progress_option, renamed_option
 from simgen.errors import DataError, ParameterError
 from simgen.experiments.sim2real_film import FilmExperimentConfig, run_film_experiment
 from simgen.experiments.sim2real_tem import Sim2RealConfig, run_sim2real
@@ -59,7 +59,8 @@ def baseline_group():
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Start from trained weights (a local best.pt), e.g. to fine-tune on a few real images.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: the config's).")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size.")
+@click.option("--batch-size", "batch", type=click.IntRange(min=1), default=None, help="Images per batch.")
+@renamed_option("--batch", "--batch-size", "batch", type=click.IntRange(min=1))
 @click.option("--imgsz", type=click.IntRange(min=32), default=None, help="Network input size (multiple of 32).")
 @click.option("--tile", type=click.IntRange(min=0), default=None,
               help="Tile side for images larger than it (0 = no tiling). Default: imgsz.")
@@ -72,7 +73,9 @@ def baseline_group():
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Share of --data held out for validation when --val is not given.")
 @click.option("--patience", type=click.IntRange(min=0), default=None, help="Early stopping patience (0 = off).")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Dataloader workers.")
+@click.option("--loader-workers", "workers", type=click.IntRange(min=0), default=None,
+              help="Data-loading worker processes (--workers means Dask workers in simgen simulate).")
+@renamed_option("--workers", "--loader-workers", "workers", type=click.IntRange(min=0))
 @click.option("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default $SIMGEN_THREADS or 1).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed.")

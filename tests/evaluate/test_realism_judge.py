@@ -92,7 +92,7 @@ def test_cli_writes_report_and_refuses_to_overwrite(tmp_path):
             write_image(tmp_path / side / "images" / f"{i}.png", im)
     out = tmp_path / "report"
     args = ("realism", tmp_path / "syn", "--real", tmp_path / "real", "-o", out, "--patch", 32, "--patches", 12,
-            "--folds", 3, "--steps", 5, "--batch", 8, "--no-progress")
+            "--folds", 3, "--steps", 5, "--batch-size", 8, "--no-progress")
     res = run(*args)
     assert res.exit_code == 0, res.output
     report = json.loads((out / "realism.json").read_text())
