@@ -48,11 +48,14 @@ def _bins(text: str):
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @overwrite_option
 @progress_option
 def analyze_command(frames, weights, pixel_size, thickness, frame_rate, dose_rate, dose_start, visibility, conf,
-                    polarity, opening, size_bins, lag, plots, device, threads, output, overwrite, progress, **tracking):
+                    polarity, opening, size_bins, lag, plots, device, threads, runtime, output, overwrite, progress,
+                    **tracking):
     """Count, size and track defects in every frame of a video; densities against dose; D by size.
 
     FRAMES is a folder of frames (sorted by name) or an HDF5 video. Sizes: Otsu +
@@ -73,7 +76,7 @@ def analyze_command(frames, weights, pixel_size, thickness, frame_rate, dose_rat
     res = analyze(frames, weights, output, pixel_size=pixel_size, thickness=thickness, frame_rate=frame_rate,
                   dose_rate=dose_rate, dose_start=dose_start, conf=conf, options=options, polarity=polarity,
                   opening=opening, visibility=visibility, diffusivity_bins=_bins(size_bins), lag=lag, plots=plots,
-                  device=device, threads=threads, overwrite=overwrite, progress=progress)
+                  device=device, threads=threads, runtime=runtime, overwrite=overwrite, progress=progress)
     s = res.summary
     click.echo(f"{res.n_frames} frames, {res.n_defects} defects (conf {res.conf:.3g}), {res.n_tracks} tracks "
                f"({options.tracker})")

@@ -27,10 +27,12 @@ def tracking_from_options(kwargs: dict) -> TrackingOptions:
               help="IoU threshold of the MOT metrics (0.15 = the detection cut-off, for small defects).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
 @overwrite_option
 @progress_option
-def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, device, threads, overwrite, progress,
-                        **tracking):
+def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, device, threads, runtime, overwrite,
+                        progress, **tracking):
     """Detect defects in every frame of a video with a trained detector, link them, score.
 
     VIDEO is an HDF5 video (e.g. simulated, with a tracks table) or a folder of frames
@@ -48,7 +50,8 @@ def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, d
 
     options = tracking_from_options(tracking)
     res = track_video(weights, video, output, conf=conf, options=options, class_agnostic=class_agnostic,
-                      mot_iou=mot_iou, device=device, threads=threads, overwrite=overwrite, progress=progress)
+                      mot_iou=mot_iou, device=device, threads=threads, runtime=runtime, overwrite=overwrite,
+                      progress=progress)
     click.echo(f"{res.n_frames} frames at {res.fps:.1f} frames/s; {res.n_tracks} tracks ({options.tracker})")
     t = res.tracking
     if t:

@@ -45,7 +45,7 @@ from simgen.evaluate.report import to_jsonable
 from simgen.evaluate.sizes import SIZE_COLUMNS, measure_sizes
 from simgen.evaluate.tracking import shift_by_drift
 from simgen.experiments.common import ExperimentResult, check_experiment_dir
-from simgen.experiments.track_video import TrackingOptions, detect_video, link_detections
+from simgen.experiments.track_video import TrackingOptions, check_runtime, detect_video, link_detections
 from simgen.train.yolo.predict import read_predictions
 
 __all__ = ["AnalyzeResult", "analyze", "per_frame_table"]
@@ -121,8 +121,8 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
             frame_rate: float | None = None, dose_rate: float | None = None, dose_start: float = 0.0,
             conf: float | None = None, options: TrackingOptions | None = None, polarity: str = "dark",
             opening: int = 3, visibility: float = VISIBILITY, diffusivity_bins: int | list[float] = 4, lag: int = 1,
-            plots: bool = True, device: str = "auto", threads: int | None = None, overwrite: bool = False,
-            progress: bool = True) -> AnalyzeResult:
+            plots: bool = True, device: str = "auto", threads: int | None = None, runtime: str = "torch",
+            overwrite: bool = False, progress: bool = True) -> AnalyzeResult:
     """Detect, track, size and count defects in every frame of a video and write a report.
 
     Parameters
@@ -160,6 +160,8 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
         Lag (frames) of the diffusivity ``D = <|Δr|²> / 4τ``.
     plots : bool
         Write the PNG plots.
+    runtime : {"torch", "onnx"}
+        YOLO inference through torch or ONNX Runtime.
 
     Returns
     -------
@@ -180,6 +182,7 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
     size_bins(np.zeros(0), bins_px)  # validates
     if conf is not None and not (np.isfinite(conf) and 0 <= conf <= 1):
         raise ParameterError(f"conf must be in [0, 1], got {conf}")
+    check_runtime(runtime, weights)
     out = check_experiment_dir(output, overwrite=overwrite)
     with open_source(frames) as src:
         n = len(src)
@@ -190,7 +193,8 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
     out.mkdir(parents=True, exist_ok=True)
 
     # 1-2. detect and link
-    dets_file = detect_video(weights, frames, out / "detections.h5", device=device, threads=threads, progress=progress)
+    dets_file = detect_video(weights, frames, out / "detections.h5", device=device, threads=threads, runtime=runtime,
+                             progress=progress)
     conf = dets_file.conf if conf is None else float(conf)
     dets = read_predictions(dets_file.path).reset_index(drop=True)
     dets["det_row"] = np.arange(len(dets), dtype=np.int64)

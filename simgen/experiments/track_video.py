@@ -34,12 +34,13 @@ from simgen.evaluate import tracking as trk
 from simgen.evaluate.report import evaluate, to_jsonable
 from simgen.experiments.common import ExperimentResult, check_experiment_dir
 from simgen.train.baselines.log import load_params, predict_log
+from simgen.train.yolo.onnx import RUNTIMES, require_onnx
 from simgen.train.yolo.predict import YoloDetector, predict_yolo, read_predictions
 from simgen.train.yolo.track import TRACKERS as ULTRALYTICS_TRACKERS
 from simgen.train.yolo.track import TrackerSettings, track_boxes
 
-__all__ = ["TRACKERS", "TrackingOptions", "VideoDetections", "TrackVideoResult", "detect_video", "link_detections",
-           "link_tracks", "score_tracks", "track_video"]
+__all__ = ["TRACKERS", "TrackingOptions", "VideoDetections", "TrackVideoResult", "check_runtime", "detect_video",
+           "link_detections", "link_tracks", "score_tracks", "track_video"]
 
 #: Trackers of ``simgen track-video --tracker``.
 TRACKERS = ("trackpy", *ULTRALYTICS_TRACKERS)
@@ -181,12 +182,21 @@ class TrackVideoResult(ExperimentResult):
         return out
 
 
+def check_runtime(runtime: str, weights) -> None:
+    """Refuse an unknown inference runtime, or ONNX without its packages, before any work (LoG needs none)."""
+    if runtime not in RUNTIMES:
+        raise ParameterError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnx" and Path(weights).suffix.lower() != ".json":
+        require_onnx()
+
+
 # -- steps ------------------------------------------------------------------------------------------
 def detect_video(weights, video, output, *, device: str = "auto", threads: int | None = None,
-                 progress: bool = True) -> VideoDetections:
+                 runtime: str = "torch", progress: bool = True) -> VideoDetections:
     """Run the detector on every frame of ``video``; writes ``output`` (an HDF5 predictions file).
 
-    ``weights``: a YOLO ``best.pt`` or a LoG parameter ``.json`` (``simgen baseline log tune``).
+    ``weights``: a YOLO ``best.pt`` or a LoG parameter ``.json`` (``simgen baseline log tune``);
+    ``runtime``: ``torch`` or ``onnx`` (YOLO through ONNX Runtime).
     """
     output = Path(output)
     if Path(weights).suffix.lower() == ".json":
@@ -194,7 +204,7 @@ def detect_video(weights, video, output, *, device: str = "auto", threads: int |
         predict_log(video, output, params, overwrite=True, progress=progress)
         conf, classes = params.threshold, None  # LoG finds blobs of one kind, whatever the file calls class 0
     else:
-        det = YoloDetector(weights, device=device, threads=threads)
+        det = YoloDetector(weights, device=device, threads=threads, runtime=runtime)
         predict_yolo(weights, video, output, overwrite=True, progress=progress, detector=det)
         conf, classes = det.conf_f1, list(det.class_names)
     with open_dataset(output) as ds:
@@ -306,7 +316,8 @@ def score_tracks(tracked, video, report_dir, *, conf: float, class_agnostic: boo
 def track_video(weights, video, output, *, conf: float | None = None, options: TrackingOptions | None = None,
                 search_range: float | None = None, memory: int | None = None, tracker: str | None = None,
                 class_agnostic: bool | None = None, mot_iou: float = 0.5, device: str = "auto",
-                threads: int | None = None, overwrite: bool = False, progress: bool = True) -> TrackVideoResult:
+                threads: int | None = None, runtime: str = "torch", overwrite: bool = False,
+                progress: bool = True) -> TrackVideoResult:
     """Detect defects in every frame of a video, link them into tracks and score against true tracks.
 
     Parameters
@@ -337,6 +348,8 @@ def track_video(weights, video, output, *, conf: float | None = None, options: T
     mot_iou : float
         IoU threshold of the MOT metrics (MOTChallenge uses 0.5; small defects may want
         the detection cut-off, 0.15).
+    runtime : {"torch", "onnx"}
+        YOLO inference through torch or ONNX Runtime.
 
     Returns
     -------
@@ -349,11 +362,13 @@ def track_video(weights, video, output, *, conf: float | None = None, options: T
     options = options.replace(**shortcuts)
     if not (np.isfinite(mot_iou) and 0 < mot_iou <= 1):
         raise ParameterError(f"MOT IoU must be in (0, 1], got {mot_iou}")
+    check_runtime(runtime, weights)
     with open_source(video) as src:
         n_frames, has_truth, video_classes = len(src), "tracks" in src.tables, src.class_names
     out.mkdir(parents=True, exist_ok=True)
     # TODO(sources): the detectors and the evaluator re-open the video; pass one open Source once they take it.
-    dets = detect_video(weights, video, out / "detections.h5", device=device, threads=threads, progress=progress)
+    dets = detect_video(weights, video, out / "detections.h5", device=device, threads=threads, runtime=runtime,
+                        progress=progress)
     conf = dets.conf if conf is None else float(conf)
     tracks = link_tracks(dets, out / "tracks.csv", conf=conf, options=options, n_frames=n_frames)
     result = TrackVideoResult(Path(weights), Path(video), out, n_frames, dets.fps,
