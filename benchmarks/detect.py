@@ -9,7 +9,13 @@ the same number):
   full config's tiling (320² tiles, 64 px overlap: 4 tiles per frame, seams merged),
   contrast normalisation included;
 * ``fps_512_whole`` — the same model on the whole frame letterboxed to 512 (no tiling);
-* ``fps_512_log`` — the tuned-LoG baseline (σ 2-8 px, 6 scales) for comparison.
+* ``fps_512_log`` — the tuned-LoG baseline (σ 2-8 px, 6 scales) for comparison;
+* ``fps_512_tiled_onnx`` / ``fps_512_whole_onnx`` — the same through ONNX Runtime
+  (``runtime="onnx"``: Ultralytics' ONNX export, cached; ``--threads`` intra-op threads),
+  ``same_detections_onnx`` the share of torch's detections (conf >= 0.01) that ONNX Runtime
+  returns too (box within 0.01 px, score within 1e-4) on the same frames;
+* ``fps_track_e2e_<runtime>`` — the tracking pipeline end to end: tiled detection of every
+  frame, then ByteTrack over the sequence (frames / total seconds).
 
 Frames are random TEM-like noise with dark discs; speed does not depend on the weights.
 
@@ -62,8 +68,37 @@ def _fps(fn, frames) -> float:
     return len(frames) / (time.perf_counter() - t0)
 
 
+def _same_fraction(a, b) -> float:
+    """Share of ``a``'s boxes that ``b`` has too (a box within 0.01 px, score within 1e-4)."""
+    if not len(a):
+        return 1.0 if not len(b) else 0.0
+    cols = ["x0", "y0", "x1", "y1"]
+    pa, pb = a[cols].to_numpy(np.float64), b[cols].to_numpy(np.float64)
+    sa, sb = a["score"].to_numpy(np.float64), b["score"].to_numpy(np.float64)
+    if not len(b):
+        return 0.0
+    d = np.abs(pa[:, None, :] - pb[None, :, :]).max(axis=2)
+    nearest = d.argmin(axis=1)
+    ok = (d[np.arange(len(pa)), nearest] < 0.01) & (np.abs(sa - sb[nearest]) < 1e-4)
+    return float(ok.mean())
+
+
+def _e2e(detector, frames) -> float:
+    """Frames/s of detection + ByteTrack over the whole sequence."""
+    import pandas as pd
+
+    from simgen.experiments.track_video import TrackingOptions, link_detections
+
+    t0 = time.perf_counter()
+    parts = [detector.detect(f).assign(sample=k) for k, f in enumerate(frames)]
+    dets = pd.concat(parts, ignore_index=True)
+    link_detections(dets, conf=detector.conf_f1, options=TrackingOptions(tracker="bytetrack"), n_frames=len(frames))
+    return len(frames) / (time.perf_counter() - t0)
+
+
 def main() -> dict:
     from simgen.datasets.generate import write_dataset
+    from simgen.errors import ParameterError
     from simgen.runtime import setup_threads
     from simgen.simulate.film import FilmConfig, FilmSampler
     from simgen.train.baselines.log import LogParams, detect_log
@@ -86,6 +121,19 @@ def main() -> dict:
         fps_tiled = _fps(tiled.detect, frames)
         whole = YoloDetector(best, tile=512, overlap=0, threads=threads)
         fps_whole = _fps(whole.detect, frames)
+        onnx = {}
+        try:
+            tiled_onnx = YoloDetector(best, tile=320, overlap=64, threads=threads, runtime="onnx")
+        except ParameterError as exc:  # onnx / onnxruntime not installed
+            onnx["onnx_skipped"] = str(exc)
+        else:
+            onnx["fps_512_tiled_onnx"] = round(_fps(tiled_onnx.detect, frames), 2)
+            whole_onnx = YoloDetector(best, tile=512, overlap=0, threads=threads, runtime="onnx")
+            onnx["fps_512_whole_onnx"] = round(_fps(whole_onnx.detect, frames), 2)
+            same = [_same_fraction(tiled.detect(f), tiled_onnx.detect(f)) for f in frames[:2]]
+            onnx["same_detections_onnx"] = round(float(np.mean(same)), 4)
+            onnx["fps_track_e2e_onnx"] = round(_e2e(tiled_onnx, frames), 2)
+        e2e_torch = round(_e2e(tiled, frames), 2)
     params = LogParams(min_sigma=2, max_sigma=8, threshold=0.1)
     fps_log = _fps(lambda f: detect_log(f, params), frames)
     return {
@@ -100,6 +148,9 @@ def main() -> dict:
         "tiling": "320² tiles, 64 px overlap (4 per 512² frame)",
         "fps_512_whole": round(fps_whole, 2),
         "fps_512_log": round(fps_log, 2),
+        **onnx,
+        "fps_track_e2e_torch": e2e_torch,
+        "tracker": "bytetrack (Ultralytics), detections at the detector's threshold and above 0.1",
         "frames": n_frames,
         "quick": bool(_args.quick),
     }

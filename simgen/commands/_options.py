@@ -121,3 +121,42 @@ def output_dir_option(help: str = "Output folder."):
                             help=help)(with_arg)
 
     return deco
+
+
+#: Option names of :func:`tracking_options` (fields of ``simgen.experiments.track_video.TrackingOptions``).
+TRACKING_FIELDS = ("tracker", "search_range", "memory", "min_length", "drift", "drift_smoothing", "track_high_thresh",
+                   "track_low_thresh", "new_track_thresh", "track_buffer", "match_thresh", "fuse_score")
+
+
+def tracking_options(f):
+    """Options choosing the tracker and its settings (``track-video``, ``analyze``)."""
+    opts = [
+        click.option("--tracker", type=click.Choice(["trackpy", "bytetrack", "botsort"]), default="trackpy",
+                     show_default=True, help="trackpy: nearest-neighbour linking; bytetrack/botsort: Ultralytics' "
+                     "IoU + Kalman trackers (low-score detections continue tracks)."),
+        click.option("--search-range", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+                     help="trackpy (and drift estimate): largest step of a defect between frames (px)."),
+        click.option("--memory", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="trackpy: frames a defect may vanish and keep its id."),
+        click.option("--min-length", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Drop tracks detected in fewer frames."),
+        click.option("--drift/--no-drift", default=False, show_default=True,
+                     help="Subtract the stage drift (trackpy.compute_drift) before linking."),
+        click.option("--drift-smoothing", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Rolling mean of the drift over this many frames."),
+        click.option("--track-high", "track_high_thresh", type=click.FloatRange(0, 1), default=None,
+                     help="bytetrack/botsort: first-association score threshold (default: the linking --conf)."),
+        click.option("--track-low", "track_low_thresh", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+                     help="bytetrack/botsort: lower scores never continue a track."),
+        click.option("--new-track", "new_track_thresh", type=click.FloatRange(0, 1), default=None,
+                     help="bytetrack/botsort: score to start a track (default: --track-high)."),
+        click.option("--track-buffer", type=click.IntRange(min=0), default=30, show_default=True,
+                     help="bytetrack/botsort: frames a lost track is kept and may be re-found."),
+        click.option("--match-thresh", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+                     help="bytetrack/botsort: largest association cost (1 - IoU)."),
+        click.option("--fuse-score/--no-fuse-score", default=True, show_default=True,
+                     help="bytetrack/botsort: weigh the IoU by the detection score."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f

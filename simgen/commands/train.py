@@ -1,5 +1,5 @@
 """Detector commands: ``simgen train yolo``, ``simgen predict``, ``simgen baseline log``,
-``simgen sim2real`` and ``simgen track-video``.
+``simgen sim2real`` (``simgen track-video`` is in :mod:`simgen.commands.track`).
 
 This module creates the ``train`` group (``simgen.commands.train_models`` adds
 ``maskrcnn`` and ``deltanet`` to it) and the ``baseline`` group.
@@ -16,7 +16,6 @@ from simgen.commands._options import CONTEXT, overwrite_option, progress_option,
 from simgen.errors import DataError, ParameterError
 from simgen.experiments.sim2real_film import FilmExperimentConfig, run_film_experiment
 from simgen.experiments.sim2real_tem import Sim2RealConfig, run_sim2real
-from simgen.experiments.track_video import track_video
 from simgen.train.baselines.log import (
     DEFAULT_GRID,
     QUICK_GRID,
@@ -156,6 +155,8 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
               help="Resize factor before detection (default: as trained). Boxes come back in original pixels.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="YOLO: torch, or ONNX Runtime on the CPU (exported once and cached; needs simgen[onnx]).")
 @click.option("--mask-conf", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Mask R-CNN: mask probability threshold.")
 @click.option("--fusion", type=click.Choice(["forward", "backward", "consecutive", "ensemble"]), default="ensemble",
@@ -163,8 +164,8 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
               "consecutive = chained t→t+1 steps, ensemble = mean of the available ones).")
 @overwrite_option
 @progress_option
-def predict_command(weights, source, output, conf, iou, tile, overlap, scale, device, threads, mask_conf, fusion,
-                    overwrite, progress):
+def predict_command(weights, source, output, conf, iou, tile, overlap, scale, device, threads, runtime, mask_conf,
+                    fusion, overwrite, progress):
     """Run a trained detector on an HDF5 dataset, a YOLO folder or a folder of images.
 
     WEIGHTS is a best.pt from `simgen train yolo|maskrcnn|deltanet` (the model type is
@@ -203,7 +204,7 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
         from simgen.train.yolo.predict import predict_yolo
 
         out = predict_yolo(path, source, output, overwrite=overwrite, progress=progress, conf=conf, iou=iou,
-                           tile=tile, overlap=overlap, scale=scale, device=device, threads=threads)
+                           tile=tile, overlap=overlap, scale=scale, device=device, threads=threads, runtime=runtime)
     click.echo(f"wrote {out}")
 
 
@@ -415,54 +416,6 @@ def sim2real_film_command(output, n_train, epochs, time_budget, train_spec, test
     click.echo(f"wrote {result.output / 'report.md'}")
 
 
-# -- simgen track-video ----------------------------------------------------------------------------
-@click.command("track-video")
-@click.argument("weights", type=click.Path(dir_okay=False))
-@click.argument("video", type=click.Path())
-@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
-              help="Folder: detections.h5, tracks.csv, report/ (when VIDEO has true tracks).")
-@click.option("--conf", type=click.FloatRange(0, 1), default=None,
-              help="Detections below this confidence are not linked (default: the threshold stored in WEIGHTS).")
-@click.option("--search-range", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              help="Largest step of a defect between frames (px).")
-@click.option("--memory", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Frames a defect may vanish and keep its id.")
-@click.option("--class-agnostic/--per-class", default=None,
-              help="Ignore classes when scoring (default: only if the detector's classes differ from the video's).")
-@click.option("--mot-iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="IoU threshold of the MOT metrics (0.15 = the detection cut-off, for small defects).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-@overwrite_option
-@progress_option
-def track_video_command(weights, video, output, conf, search_range, memory, class_agnostic, mot_iou, device, threads,
-                        overwrite, progress):
-    """Detect defects in every frame of a video with a trained detector, link them (trackpy), score.
-
-    VIDEO is an HDF5 video (e.g. simulated, with a tracks table) or a folder of frames
-    (sorted by name). On a video with ground-truth tracks the evaluation suite reports
-    MOTA, IDF1, MT, ID switches and the lifetime distributions (chi², KS). Prints the
-    detector's frames/s. (`simgen track` links detections you already have.)
-
-    \b
-    Example:
-      simgen track-video runs/yolo/best.pt video.h5 -o runs/track
-    """
-
-    res = track_video(weights, video, output, conf=conf, search_range=search_range, memory=memory,
-                      class_agnostic=class_agnostic, mot_iou=mot_iou, device=device, threads=threads,
-                      overwrite=overwrite, progress=progress)
-    click.echo(f"{res.n_frames} frames at {res.fps:.1f} frames/s; {res.n_tracks} tracks")
-    t = res.tracking
-    if t:
-        d = res.detection
-        click.echo(f"detection: P {d['precision']:.3f} R {d['recall']:.3f} F1 {d['f1']:.3f}"
-                   + (" (class-agnostic)" if res.class_agnostic else ""))
-        click.echo(f"tracking (MOT IoU {res.mot_iou:g}): MOTA {t['MOTA']:.3f} IDF1 {t['IDF1']:.3f} MT {t['MT']} "
-                   f"IDSW {t['IDSW']}")
-    click.echo(f"wrote {output}")
-
-
 def register(groups):
     train_group.add_command(train_yolo_command)
     groups["main"].add_command(train_group)
@@ -473,4 +426,3 @@ def register(groups):
     groups["baseline"] = baseline_group
     groups["main"].add_command(sim2real_command)
     groups["main"].add_command(sim2real_film_command)
-    groups["main"].add_command(track_video_command)

@@ -2,7 +2,10 @@
 
 Pipeline steps (each a small function on DataFrames, trackpy style)::
 
-    tracks = link_tracks(detections, search_range=5, memory=2)     # adds track_id
+    drift = estimate_drift(detections, search_range=5)               # stage drift, trackpy.compute_drift
+    steady = shift_by_drift(detections, drift)                       # drift subtracted before linking
+    tracks = link_tracks(steady, search_range=5, memory=2)           # adds track_id
+    tracks = drop_short_tracks(shift_by_drift(tracks, drift, sign=+1), min_length=3)
     result = mot_metrics(tracks, gt_tracks)                          # MOTA, MOTP, IDF1, ...
     rmse = position_rmse(result.matches)
 
@@ -42,6 +45,9 @@ from simgen.evaluate.matching import BOX_COLUMNS, box_centres, box_iou, check_de
 __all__ = [
     "LINK_STRATEGIES",
     "link_tracks",
+    "drop_short_tracks",
+    "estimate_drift",
+    "shift_by_drift",
     "tracking_data",
     "clear_metrics",
     "identity_metrics",
@@ -147,6 +153,89 @@ def link_tracks(
     out = out.rename(columns={"particle": "track_id"})
     out["track_id"] = out["track_id"].astype(np.int64)
     return out.reset_index(drop=True)
+
+
+def drop_short_tracks(tracks: pd.DataFrame, min_length: int = 1) -> pd.DataFrame:
+    """Keep the tracks detected in at least ``min_length`` frames (gaps do not count).
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        Columns ``sample`` and ``track_id``.
+    min_length : int
+        Fewest detections a kept track has (1 keeps everything).
+
+    Returns
+    -------
+    DataFrame
+        The rows of the kept tracks, in their order, index reset.
+    """
+    if int(min_length) != min_length or min_length < 1:
+        raise ParameterError(f"minimum track length must be an integer >= 1, got {min_length}")
+    if "track_id" not in tracks.columns:
+        raise DataError(f"tracks need a 'track_id' column (have {list(tracks.columns)})")
+    if min_length == 1 or len(tracks) == 0:
+        return tracks.reset_index(drop=True)
+    size = tracks.groupby("track_id")["track_id"].transform("size").to_numpy()
+    return tracks[size >= int(min_length)].reset_index(drop=True)
+
+
+def estimate_drift(detections: pd.DataFrame, *, search_range: float = 5.0, memory: int = 0, smoothing: int = 0,
+                   n_frames: int | None = None) -> pd.DataFrame:
+    """Stage drift of every frame from the mean motion of linked detections (``trackpy.compute_drift``).
+
+    The detections are linked with trackpy (:func:`link_tracks`), and the drift is the cumulative
+    mean displacement of the defects linked between consecutive frames, as trackpy computes it.
+
+    Parameters
+    ----------
+    detections : DataFrame
+        ``sample`` and ``x, y`` (or box columns).
+    search_range, memory : float, int
+        Linking for the estimate (pixels, frames).
+    smoothing : int
+        Forward rolling mean over this many frames (0: none).
+    n_frames : int, optional
+        Frames to report (default: highest frame + 1).
+
+    Returns
+    -------
+    DataFrame
+        Index ``sample`` (0 .. n_frames-1), columns ``x, y``: the drift in pixels relative to
+        frame 0 (frames without links keep the previous value).
+    """
+    if int(smoothing) != smoothing or smoothing < 0:
+        raise ParameterError(f"drift smoothing must be a non-negative integer, got {smoothing}")
+    linked = link_tracks(detections, search_range=search_range, memory=memory)
+    n = int(linked["sample"].max()) + 1 if len(linked) else 0
+    n = n if n_frames is None else int(n_frames)
+    frames = pd.RangeIndex(n, name="sample")
+    if len(linked) == 0:
+        return pd.DataFrame({"x": np.zeros(n), "y": np.zeros(n)}, index=frames)
+    import trackpy
+
+    traj = linked[["x", "y", "sample", "track_id"]].rename(columns={"sample": "frame", "track_id": "particle"})
+    drift = trackpy.compute_drift(traj, smoothing=int(smoothing), pos_columns=["x", "y"])
+    drift = drift.reindex(frames).ffill().fillna(0.0)
+    drift.index.name = "sample"
+    return drift[["x", "y"]].astype(np.float64)
+
+
+def shift_by_drift(df: pd.DataFrame, drift: pd.DataFrame, *, sign: float = -1.0) -> pd.DataFrame:
+    """Subtract (``sign=-1``) or add back (``sign=+1``) the drift of each row's frame.
+
+    Shifts ``x, y`` and the box columns when present; frames missing from ``drift`` are not moved.
+    """
+    if sign not in (-1, 1, -1.0, 1.0):
+        raise ParameterError(f"sign must be -1 or +1, got {sign}")
+    d = drift.reindex(df["sample"].to_numpy(np.int64)).fillna(0.0)
+    dx = sign * d["x"].to_numpy(np.float64)
+    dy = sign * d["y"].to_numpy(np.float64)
+    out = df.copy()
+    for col, delta in (("x", dx), ("x0", dx), ("x1", dx), ("y", dy), ("y0", dy), ("y1", dy)):
+        if col in out.columns:
+            out[col] = (out[col].to_numpy(np.float64) + delta).astype(out[col].dtype)
+    return out
 
 
 # -- TrackEval-style data --------------------------------------------------------
