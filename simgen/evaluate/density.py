@@ -2,10 +2,10 @@
 
 In strong two-beam bright-field TEM only some dislocation-loop variants are in contrast under
 one diffraction vector; the loop study scales the visible count by ``7/4``
-(:data:`~simgen.evaluate.geometry.VISIBILITY`).  With ``N`` visible defects in a frame of
-``A`` pixels of side ``p`` nm, in a foil ``t`` nm thick::
+(:data:`VISIBILITY`).  With ``N`` visible defects in a frame of ``A`` pixels of side ``p`` nm,
+in a foil ``t`` nm thick::
 
-    areal density      = N * 7/4 / (A p^2)        [m^-2]
+    areal density      = N * 7/4 / (A p^2)        [m^-2]   (areal_density: per pixel² or per unit²)
     volumetric density = N * 7/4 / (A p^2 t)      [m^-3]
 
 In-situ irradiation videos map frames to time and dose linearly: frame ``k`` is at
@@ -20,9 +20,12 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from simgen.errors import ParameterError
-from simgen.evaluate.geometry import VISIBILITY, areal_density
 
-__all__ = ["NM2_PER_M2", "NM3_PER_M3", "volumetric_density", "frame_clock", "density_per_frame"]
+__all__ = ["VISIBILITY", "NM2_PER_M2", "NM3_PER_M3", "areal_density", "volumetric_density", "frame_clock",
+           "density_per_frame"]
+
+#: Default visibility correction factor for loop densities (7/4).
+VISIBILITY = 7.0 / 4.0
 
 #: Square nanometres in a square metre, cubic nanometres in a cubic metre.
 NM2_PER_M2 = 1e18
@@ -35,7 +38,42 @@ def _positive(value, name: str) -> float:
     return float(value)
 
 
-def volumetric_density(count: ArrayLike, area: float, thickness: float, *, pixel_size: float,
+def areal_density(count: ArrayLike, area: ArrayLike, *, visibility: float = VISIBILITY,
+                  pixel_size: float | None = None) -> float | np.ndarray:
+    """Defects per unit area, corrected for invisible variants: ``count * visibility / (area * pixel_size**2)``.
+
+    Parameters
+    ----------
+    count : int or array
+        Visible defects (per frame).
+    area : float or array
+        Field of view in pixels² (per frame, broadcast against ``count``).
+    visibility : float
+        Correction factor (default 7/4).
+    pixel_size : float, optional
+        Length of a pixel (e.g. nm); the density is then per unit² instead of per pixel².
+
+    Returns
+    -------
+    float or ndarray
+        Per pixel² (or per unit²).
+
+    Examples
+    --------
+    >>> areal_density(100, 1000.0 * 1000.0)
+    0.000175
+    """
+    if not (np.isfinite(visibility) and visibility > 0):
+        raise ParameterError(f"visibility factor must be > 0, got {visibility}")
+    area = np.asarray(area, np.float64)
+    if not np.all(np.isfinite(area) & (area > 0)):
+        raise ParameterError(f"area must be > 0, got {area if area.ndim == 0 else area.min()}")
+    scale = 1.0 if pixel_size is None else _positive(pixel_size, "pixel size") ** 2
+    out = np.asarray(count, np.float64) * visibility / (area * scale)
+    return float(out) if out.ndim == 0 else out
+
+
+def volumetric_density(count: ArrayLike, area: ArrayLike, thickness: float, *, pixel_size: float,
                        visibility: float = VISIBILITY) -> float | np.ndarray:
     """Defects per cubic metre: ``count * visibility / (area * pixel_size**2 * thickness)``.
 
@@ -43,7 +81,7 @@ def volumetric_density(count: ArrayLike, area: float, thickness: float, *, pixel
     ----------
     count : int or array
         Visible defects (per frame).
-    area : float
+    area : float or array
         Imaged area in pixels².
     thickness : float
         Foil thickness in nm.
@@ -134,10 +172,9 @@ def density_per_frame(counts: ArrayLike, shapes: ArrayLike, *, pixel_size: float
         raise ParameterError("every frame needs a positive area")
     out = pd.DataFrame({"sample": np.arange(len(counts), dtype=np.int64), "count": counts.astype(np.int64),
                         "area_nm2": area_px * pixel_size**2})
-    out["areal_density_m2"] = [areal_density(c, a, visibility=visibility, pixel_size=pixel_size) * NM2_PER_M2
-                               for c, a in zip(counts, area_px)]
+    out["areal_density_m2"] = areal_density(counts, area_px, visibility=visibility, pixel_size=pixel_size) * NM2_PER_M2
     if thickness is not None:
         out["volume_nm3"] = out["area_nm2"] * _positive(thickness, "foil thickness (nm)")
-        out["volumetric_density_m3"] = [volumetric_density(c, a, thickness, pixel_size=pixel_size,
-                                                           visibility=visibility) for c, a in zip(counts, area_px)]
+        out["volumetric_density_m3"] = volumetric_density(counts, area_px, thickness, pixel_size=pixel_size,
+                                                          visibility=visibility)
     return out

@@ -5,6 +5,7 @@ exactly ``τ`` apart within the track; gaps are not interpolated) and the ensemb
 bin from ``trackpy.emsd`` (all pairs of the bin's tracks pooled, weighted by their number)::
 
     per_track = track_diffusivity(tracks, lag=1, pixel_size=0.37, frame_interval=1.75)
+    d = ensemble_diffusivity(tracks, lag=1, ...)                 # all tracks pooled (trackpy.emsd)
     by_size = diffusivity_by_size(tracks, bins=4, ...)          # tracks binned by their median size
 
 Units: positions in pixels times ``pixel_size`` (e.g. nm), ``τ = lag × frame_interval``
@@ -19,7 +20,7 @@ import pandas as pd
 
 from simgen.errors import DataError, ParameterError
 
-__all__ = ["track_diffusivity", "size_bins", "diffusivity_by_size"]
+__all__ = ["track_diffusivity", "ensemble_diffusivity", "size_bins", "diffusivity_by_size"]
 
 
 def _check(tracks: pd.DataFrame, lag: int, pixel_size: float, frame_interval: float, columns=("sample", "track_id", "x", "y")):
@@ -45,6 +46,18 @@ def _pairs(traj: pd.DataFrame, lag: int) -> pd.Series:
     key = set(zip(traj["particle"].tolist(), traj["frame"].tolist()))
     hits = [(p, f + lag) in key for p, f in zip(traj["particle"].tolist(), traj["frame"].tolist())]
     return pd.Series(hits, index=traj["particle"].to_numpy()).groupby(level=0).sum().astype(np.int64)
+
+
+def _emsd_d(traj: pd.DataFrame, lag: int, pixel_size: float, frame_interval: float) -> float:
+    """``trackpy.emsd`` of a trajectory table at ``lag`` frames, divided by ``4τ``; NaN without a pair."""
+    if len(traj) == 0:
+        return float("nan")
+    import trackpy
+
+    e = trackpy.emsd(traj, mpp=float(pixel_size), fps=1.0 / float(frame_interval), max_lagtime=int(lag), detail=True)
+    if int(lag) not in e.index or not e.loc[int(lag), "N"] > 0:
+        return float("nan")
+    return float(e.loc[int(lag), "msd"]) / (4.0 * int(lag) * float(frame_interval))
 
 
 def track_diffusivity(tracks: pd.DataFrame, *, lag: int = 1, pixel_size: float = 1.0,
@@ -81,6 +94,33 @@ def track_diffusivity(tracks: pd.DataFrame, *, lag: int = 1, pixel_size: float =
     n_pairs = _pairs(traj, int(lag)).reindex(ids).fillna(0).to_numpy(np.int64)
     msd[n_pairs == 0] = np.nan
     return pd.DataFrame({"msd": msd, "n_pairs": n_pairs, "D": msd / (4.0 * tau)}, index=ids)
+
+
+def ensemble_diffusivity(tracks: pd.DataFrame, *, lag: int = 1, pixel_size: float = 1.0,
+                         frame_interval: float = 1.0) -> float:
+    """Diffusivity of all tracks pooled: ``trackpy.emsd`` at lag ``lag`` divided by ``4τ``.
+
+    Parameters
+    ----------
+    tracks : DataFrame
+        ``sample, track_id, x, y`` (pixels).
+    lag, pixel_size, frame_interval
+        See :func:`track_diffusivity`.
+
+    Returns
+    -------
+    float
+        ``D`` in ``pixel_size² / frame_interval`` (px²/frame by default); NaN when no track has
+        two positions ``lag`` frames apart.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"sample": [0, 1, 2], "track_id": 0, "x": [0., 2., 4.], "y": 0.})
+    >>> ensemble_diffusivity(t)
+    1.0
+    """
+    _check(tracks, lag, pixel_size, frame_interval)
+    return _emsd_d(_traj(tracks), int(lag), pixel_size, frame_interval)
 
 
 def size_bins(sizes: np.ndarray, bins: int | np.ndarray = 4) -> np.ndarray:
@@ -129,9 +169,6 @@ def diffusivity_by_size(tracks: pd.DataFrame, *, bins: int | np.ndarray = 4, siz
     which = np.clip(np.searchsorted(edges, per["size"].to_numpy(), side="right") - 1, 0, len(edges) - 2)
     inside = (per["size"].to_numpy() >= edges[0]) & (per["size"].to_numpy() <= edges[-1])
     rows = []
-    import trackpy
-
-    tau = lag * float(frame_interval)
     traj = _traj(tracks)
     for b in range(len(edges) - 1):
         members = per.index.to_numpy()[inside & (which == b)]
@@ -141,9 +178,6 @@ def diffusivity_by_size(tracks: pd.DataFrame, *, bins: int | np.ndarray = 4, siz
                "D_median": float(np.median(d)) if len(d) else float("nan"),
                "D_sem": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")}
         if len(members):
-            e = trackpy.emsd(traj[traj["particle"].isin(members)], mpp=float(pixel_size), fps=1.0 / float(frame_interval),
-                             max_lagtime=int(lag))
-            if len(e) >= lag:
-                row["D"] = float(e.iloc[int(lag) - 1]) / (4.0 * tau)
+            row["D"] = _emsd_d(traj[traj["particle"].isin(members)], int(lag), pixel_size, frame_interval)
         rows.append(row)
     return pd.DataFrame(rows, columns=["size_lo", "size_hi", "n_tracks", "n_pairs", "D", "D_median", "D_sem"])

@@ -11,10 +11,10 @@ pairs frames, and computes
   distance, areal density (when image sizes are known);
 * tracking (when the ground truth has tracks): MOT metrics of the predicted
   tracks (linked with trackpy when the predictions carry no identities),
-  position RMSE, lifetime comparison, diffusivity;
+  position RMSE, lifetime comparison, diffusivity (``trackpy.emsd``, :mod:`simgen.evaluate.diffusion`);
 * segmentation (when both sides have instance masks): foreground Dice/IoU;
 * sizes (``sizes=True`` and ground-truth images): per-frame median and quartiles
-  of the watershed/ellipse size of predicted and true boxes;
+  of the watershed/ellipse size of predicted and true boxes (:mod:`simgen.evaluate.sizes`);
 * F1 against the IoU cut-off (``iou`` a range such as ``"0.05:0.5:0.05"``): P, R, F1 at
   ``conf`` and mAP per cut-off (:mod:`simgen.evaluate.iou_sweep`); everything else at the
   first value of the range;
@@ -49,14 +49,21 @@ import numpy as np
 import pandas as pd
 
 from simgen.atomic import atomic_dir, atomic_path, check_output, check_output_dir
+from simgen.datasets.formats.mot import write_mot_file
+from simgen.datasets.h5io import DatasetWriter
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate import tracking as trk
+from simgen.evaluate.density import areal_density
 from simgen.evaluate.detection import AP_METHODS, evaluate_detections
-from simgen.evaluate.geometry import diffusivity
+from simgen.evaluate.diffusion import ensemble_diffusivity
 from simgen.evaluate.io import align, load_annotations, validate_options
 from simgen.evaluate.iou_sweep import f1_vs_iou, parse_iou, plot_f1_vs_iou
 from simgen.evaluate.lifetimes import compare_lifetimes, track_lifetimes
+from simgen.evaluate.matching import check_detections
 from simgen.evaluate.overlays import COLOURS, write_overlays
+from simgen.evaluate.plots import plot_lifetimes, plot_per_frame, plot_pr_curve, plot_sizes
+from simgen.evaluate.segmentation import foreground, segmentation_scores
+from simgen.evaluate.sizes import measure_sizes, size_stats_per_frame
 from simgen.evaluate.tracking import LINK_STRATEGIES
 
 __all__ = ["evaluate", "link_tracks_file", "to_jsonable"]
@@ -287,13 +294,12 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
     per_frame["nn_pred"] = trk.nn_distance_per_frame(kept, n)
     unit = "px" if pixel_size is None else "unit"
     if gt.shapes is not None:
-        from simgen.evaluate.geometry import areal_density
-
         area = np.array([h * w for h, w in gt.shapes], np.float64)
-        scale = 1.0 if pixel_size is None else pixel_size**2
         if np.all(area > 0):
-            per_frame["density_gt"] = per_frame["n_gt"] * visibility / (area * scale)
-            per_frame["density_pred"] = per_frame["n_pred"] * visibility / (area * scale)
+            per_frame["density_gt"] = areal_density(per_frame["n_gt"].to_numpy(), area, visibility=visibility,
+                                                    pixel_size=pixel_size)
+            per_frame["density_pred"] = areal_density(per_frame["n_pred"].to_numpy(), area, visibility=visibility,
+                                                      pixel_size=pixel_size)
             report["density"] = {
                 "visibility": visibility, "unit": f"1/{unit}^2",
                 "mean_gt": float(per_frame["density_gt"].mean()), "mean_pred": float(per_frame["density_pred"].mean()),
@@ -305,8 +311,6 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
     tables = {"per_class.csv": per_class, "pr_curve.csv": det.curve, "per_frame.csv": per_frame}
     figures = {}
     if plots:
-        from simgen.evaluate.plots import plot_per_frame, plot_pr_curve
-
         figures["pr_curve.png"] = plot_pr_curve(det.curve, det.curves, class_names,
                                                 title=f"PR ({metric} {threshold:g}), AP {det.summary['mAP']:.3f}")
         if n > 1:
@@ -335,8 +339,6 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
 
     # segmentation
     if pred.mask is not None and gt.mask is not None:
-        from simgen.evaluate.segmentation import foreground, segmentation_scores
-
         pm, gm, used = [], [], []
         for i in range(n):
             g, p = gt.mask(i), pred.mask(i)
@@ -361,8 +363,6 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
             raise DataError(f"size measurement needs ground-truth images; {gt.source} has none")
         if not (pred.has_boxes and gt.has_boxes):
             raise DataError("size measurement needs boxes on both sides")
-        from simgen.evaluate.geometry import measure_sizes, size_stats_per_frame
-
         s_gt = measure_sizes(gt.image, gt.table, polarity=polarity)
         s_pred = measure_sizes(gt.image, kept, polarity=polarity)
         scale = 1.0 if pixel_size is None else pixel_size
@@ -379,8 +379,6 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
             "measured_gt": int(len(fin_gt)), "measured_pred": int(len(fin_pred)),
         }
         if plots:
-            from simgen.evaluate.plots import plot_sizes
-
             figures["sizes.png"] = plot_sizes(st_pred.assign(**{c: st_pred[c] * scale for c in ("median", "q1", "q3")}),
                                               st_gt.assign(**{c: st_gt[c] * scale for c in ("median", "q1", "q3")}),
                                               unit)
@@ -412,15 +410,14 @@ def _tracking(pred, gt, kept, *, conf, search_range, memory, mot_iou, max_distan
     cmp = compare_lifetimes(lt_pred["lifetime"], lt_gt["lifetime"])
     out["lifetimes"] = cmp
     scale = 1.0 if pixel_size is None else pixel_size
-    d_pred = diffusivity(ptracks, 1, pixel_size=scale, frame_interval=frame_interval) if len(ptracks) else float("nan")
-    d_gt = diffusivity(gtracks, 1, pixel_size=scale, frame_interval=frame_interval)
+    d_pred = (ensemble_diffusivity(ptracks, lag=1, pixel_size=scale, frame_interval=frame_interval) if len(ptracks)
+              else float("nan"))
+    d_gt = ensemble_diffusivity(gtracks, lag=1, pixel_size=scale, frame_interval=frame_interval)
     out["diffusivity"] = {"lag_frames": 1, "pred": d_pred, "gt": d_gt,
                           "unit": ("px" if pixel_size is None else "unit") + "^2/" + ("frame" if frame_interval == 1 else "time")}
     tables = {"tracks_pred.csv": ptracks.reset_index(drop=True)} if linked else {}
     figs = {}
     if plots:
-        from simgen.evaluate.plots import plot_lifetimes
-
         figs["lifetimes.png"] = plot_lifetimes(lt_pred["lifetime"], lt_gt["lifetime"], cmp["bins"], cmp,
                                                "frames" if frame_interval == 1 else "time")
     return out, tables, figs
@@ -497,8 +494,6 @@ def link_tracks_file(
                 raise DataError("MOTChallenge output needs boxes; the detections are points (write .csv or .h5)")
             if conf is not None and "score" in det.columns:
                 det = det[det["score"].to_numpy() >= conf]
-            from simgen.evaluate.matching import check_detections
-
             check_detections(det, "detections", boxes=ann.has_boxes)
             tracks = trk.link_tracks(det, search_range=search_range, memory=memory, link_strategy=link_strategy)
             names, shapes, class_names = ann.names, ann.shapes, ann.class_names
@@ -513,12 +508,8 @@ def link_tracks_file(
         with atomic_path(output, overwrite=overwrite) as tmp:
             tracks.to_csv(tmp, index=False)
     elif suffix == ".txt":
-        from simgen.datasets.formats.mot import write_mot_file
-
         write_mot_file(tracks, output, kind="results", overwrite=overwrite)
     else:
-        from simgen.datasets.h5io import DatasetWriter
-
         n = max(len(names), int(tracks["sample"].max()) + 1 if len(tracks) else 0)
         keep = [c for c in tracks.columns if tracks[c].dtype.kind in "biuf"]
         with DatasetWriter(output, kind="tracks", class_names=class_names or None, overwrite=overwrite,

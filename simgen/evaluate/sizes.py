@@ -1,4 +1,5 @@
-"""Defect sizes inside detection boxes: Otsu, 3×3 opening, distance transform, watershed, ellipse fit.
+"""Defect sizes inside detection boxes (Otsu, 3×3 opening, distance transform, watershed, ellipse fit)
+and their quartiles per frame.
 
 The loop study's recipe, one detection box at a time (scikit-image / SciPy steps)::
 
@@ -27,6 +28,7 @@ ellipse with the region's second moments: a filled ellipse of semi-axes ``a >= b
 ``major = 2 a``, ``minor = 2 b``.  A defect the opening would erase entirely is measured on the
 unopened mask.  Angles are radians from +x (column) towards +y (row), in ``(-pi/2, pi/2]``;
 centres use the pixel-centre convention (pixel ``(r, c)`` has its centre at ``(c + 0.5, r + 0.5)``).
+Per frame, :func:`size_stats_per_frame` gives the count, median and quartiles of the sizes.
 """
 
 from __future__ import annotations
@@ -39,16 +41,44 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from simgen.errors import DataError, ParameterError
-from simgen.evaluate.geometry import crop_box
 from simgen.evaluate.matching import BOX_COLUMNS
 
-__all__ = ["SIZE_COLUMNS", "segment_defects", "measure_box", "measure_sizes"]
+__all__ = ["SIZE_COLUMNS", "crop_box", "segment_defects", "ellipse_from_mask", "measure_box", "measure_sizes",
+           "size_stats_per_frame"]
 
 #: Columns :func:`measure_sizes` adds (pixels, radians).
 SIZE_COLUMNS = ("cx", "cy", "major", "minor", "angle", "area", "size")
 
 _NAN = {"cx": math.nan, "cy": math.nan, "major": math.nan, "minor": math.nan, "angle": math.nan, "area": 0.0,
         "size": math.nan}
+
+
+def crop_box(image: np.ndarray, box: Sequence[float] | np.ndarray, pad: int = 2) -> tuple[np.ndarray, tuple[int, int]]:
+    """Crop ``image`` to a box (pixels touched by it) plus ``pad`` pixels, clipped to the image.
+
+    Parameters
+    ----------
+    image : (H, W) array
+    box : (x0, y0, x1, y1)
+        Pixels.
+    pad : int
+        Margin in pixels.
+
+    Returns
+    -------
+    crop : (h, w) array
+        A view of ``image``; empty when the box lies outside it.
+    origin : (x, y) int
+        Column and row of the crop's top-left pixel in the image.
+    """
+    image = np.asarray(image)
+    h, w = image.shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    c0 = max(0, int(math.floor(x0)) - pad)
+    r0 = max(0, int(math.floor(y0)) - pad)
+    c1 = min(w, int(math.ceil(x1)) + pad)
+    r1 = min(h, int(math.ceil(y1)) + pad)
+    return image[r0:max(r0, r1), c0:max(c0, c1)], (c0, r0)
 
 
 def segment_defects(crop: np.ndarray, *, polarity: str = "dark", opening: int = 3, depth: float = 1.0) -> np.ndarray:
@@ -110,14 +140,46 @@ def segment_defects(crop: np.ndarray, *, polarity: str = "dark", opening: int = 
     return relabel_sequential(labels)[0].astype(np.int32)  # 1..n: regions only outside the crop dropped
 
 
-def _angle_from_orientation(theta: float) -> float:
-    """regionprops' orientation (from the row axis) → radians from +x towards +y in (-pi/2, pi/2]."""
+def _ellipse(region, origin: tuple[int, int] = (0, 0)) -> dict:
+    """``regionprops`` region → centroid (pixel centres), axes, angle from +x towards +y, area, size."""
+    theta = float(region.orientation)  # regionprops: from the row axis
     angle = math.atan2(math.cos(theta), math.sin(theta))
     if angle <= -math.pi / 2:
         angle += math.pi
     elif angle > math.pi / 2:
         angle -= math.pi
-    return angle
+    cy, cx = region.centroid
+    major = float(region.axis_major_length)
+    return {"cx": float(cx) + 0.5 + origin[0], "cy": float(cy) + 0.5 + origin[1], "major": major,
+            "minor": float(region.axis_minor_length), "angle": angle, "area": float(region.area), "size": major}
+
+
+def ellipse_from_mask(mask: np.ndarray) -> dict:
+    """Ellipse with the second moments of a binary region (``skimage.measure.regionprops``).
+
+    Parameters
+    ----------
+    mask : (h, w) bool array
+        One region (all true pixels count as one).
+
+    Returns
+    -------
+    dict
+        ``cx, cy`` (centroid, pixel centres at +0.5), ``major, minor`` (full axis lengths, pixels),
+        ``angle`` (radians from +x towards +y, in ``(-pi/2, pi/2]``), ``area`` (pixels) and
+        ``size = major``; NaN (area 0) for an empty mask.
+
+    Examples
+    --------
+    >>> from skimage.draw import ellipse
+    >>> m = np.zeros((60, 60), bool); m[ellipse(30, 30, 8, 20)] = True   # semi-axes 8 (rows), 20 (cols)
+    >>> e = ellipse_from_mask(m); round(e["major"]), round(e["minor"]), round(e["angle"], 3)
+    (40, 16, 0.0)
+    """
+    from skimage.measure import regionprops
+
+    regions = regionprops(np.asarray(mask, bool).astype(np.uint8))
+    return _ellipse(regions[0]) if regions else dict(_NAN)
 
 
 def measure_box(image: np.ndarray, box: Sequence[float] | np.ndarray, *, polarity: str = "dark", pad: int = 2,
@@ -159,11 +221,7 @@ def measure_box(image: np.ndarray, box: Sequence[float] | np.ndarray, *, polarit
     else:
         d = [math.hypot(p.centroid[0] + 0.5 - by, p.centroid[1] + 0.5 - bx) for p in regions]
         region = regions[int(np.argmin(d))]
-    cy, cx = region.centroid
-    major = float(region.axis_major_length)
-    return {"cx": float(cx) + 0.5 + c0, "cy": float(cy) + 0.5 + r0, "major": major,
-            "minor": float(region.axis_minor_length), "angle": _angle_from_orientation(float(region.orientation)),
-            "area": float(region.area), "size": major}
+    return _ellipse(region, (c0, r0))
 
 
 def measure_sizes(image_of: Callable[[int], ArrayLike], boxes: pd.DataFrame, *, polarity: str = "dark", pad: int = 2,
@@ -197,3 +255,33 @@ def measure_sizes(image_of: Callable[[int], ArrayLike], boxes: pd.DataFrame, *, 
             for k in SIZE_COLUMNS:
                 cols[k][i] = e[k]
     return boxes.assign(**cols)
+
+
+def size_stats_per_frame(sizes: pd.DataFrame, n_frames: int | None = None, column: str = "size") -> pd.DataFrame:
+    """Count, median and quartiles of defect size per frame (NaN sizes ignored).
+
+    Parameters
+    ----------
+    sizes : DataFrame
+        ``sample`` and ``column`` (e.g. the output of :func:`measure_sizes`).
+    n_frames : int, optional
+        Frames ``0 .. n_frames-1`` to report (default: up to the last sample).
+    column : str
+        The size column.
+
+    Returns
+    -------
+    DataFrame
+        ``sample, n, median, q1, q3`` (sizes in the column's unit); NaN for frames without sizes.
+    """
+    missing = [c for c in ("sample", column) if c not in sizes.columns]
+    if missing:
+        raise DataError(f"size statistics need columns {missing} (have {list(sizes.columns)})")
+    s = sizes["sample"].to_numpy(np.int64)
+    n = int(s.max(initial=-1) + 1) if n_frames is None else int(n_frames)
+    g = sizes[np.isfinite(sizes[column].to_numpy(np.float64))].groupby("sample")[column]
+    out = pd.DataFrame({"n": g.size(), "median": g.median(), "q1": g.quantile(0.25), "q3": g.quantile(0.75)})
+    out = out.reindex(range(n))
+    out["n"] = out["n"].fillna(0).astype(np.int64)
+    out.index.name = "sample"
+    return out.reset_index()

@@ -37,9 +37,8 @@ import pandas as pd
 from simgen.atomic import atomic_write_text
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
-from simgen.evaluate.density import density_per_frame, frame_clock
+from simgen.evaluate.density import VISIBILITY, density_per_frame, frame_clock
 from simgen.evaluate.diffusion import diffusivity_by_size, size_bins, track_diffusivity
-from simgen.evaluate.geometry import VISIBILITY
 from simgen.evaluate.lifetimes import track_lifetimes
 from simgen.evaluate.report import to_jsonable
 from simgen.evaluate.sizes import SIZE_COLUMNS, measure_sizes

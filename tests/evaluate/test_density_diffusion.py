@@ -1,12 +1,29 @@
-"""Areal/volumetric density arithmetic, frame time and dose, diffusivity by size from trackpy."""
+"""Areal/volumetric density arithmetic, frame time and dose, diffusivity (pooled, per track, by size) from
+trackpy, and the diffusivity ``simgen evaluate`` reports."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from simgen.datasets.h5io import DatasetWriter
 from simgen.errors import DataError, ParameterError
-from simgen.evaluate.density import density_per_frame, frame_clock, volumetric_density
-from simgen.evaluate.diffusion import diffusivity_by_size, size_bins, track_diffusivity
+from simgen.evaluate.density import VISIBILITY, areal_density, density_per_frame, frame_clock, volumetric_density
+from simgen.evaluate.diffusion import diffusivity_by_size, ensemble_diffusivity, size_bins, track_diffusivity
+from simgen.evaluate.report import evaluate
+
+
+def test_areal_density_with_visibility_factor():
+    assert VISIBILITY == 7 / 4
+    assert areal_density(100, 1000.0 * 1000.0) == pytest.approx(100 * 7 / 4 / 1e6)
+    assert areal_density(100, 512 * 512, visibility=1.0, pixel_size=0.5) == pytest.approx(100 / (512 * 512 * 0.25))
+    np.testing.assert_allclose(areal_density(np.array([1, 2]), 4.0, visibility=2.0), [0.5, 1.0])
+    np.testing.assert_allclose(areal_density([3, 3], [4.0, 6.0], visibility=1.0), [0.75, 0.5])  # per-frame areas
+    with pytest.raises(ParameterError, match="visibility"):
+        areal_density(1, 10, visibility=0)
+    with pytest.raises(ParameterError, match="area"):
+        areal_density([1, 1], [10.0, 0.0])
+    with pytest.raises(ParameterError, match="pixel size"):
+        areal_density(1, 10, pixel_size=-1.0)
 
 
 def test_density_of_the_fecral_field_by_hand():
@@ -68,6 +85,46 @@ def test_diffusivity_by_size_recovers_two_populations():
     assert by["D_median"].iloc[0] == pytest.approx(2.0 * 0.125, rel=0.2)
     fixed = diffusivity_by_size(tracks, bins=[0, 8, 20])
     assert fixed["size_hi"].tolist() == [8.0, 20.0] and fixed["D"].iloc[0] == pytest.approx(2.0, rel=0.1)
+
+
+def test_ensemble_diffusivity_of_a_random_walk(rng):
+    n_tracks, n_steps, sigma = 60, 40, 0.8
+    pos = np.cumsum(rng.normal(0, sigma, (n_tracks, n_steps, 2)), axis=1)
+    t = np.tile(np.arange(n_steps), n_tracks)
+    tid = np.repeat(np.arange(n_tracks), n_steps)
+    tracks = pd.DataFrame({"sample": t, "track_id": tid, "x": pos[..., 0].ravel(), "y": pos[..., 1].ravel()})
+    # 2-D walk with per-axis step variance s^2: D = 2 s^2 / 4
+    assert ensemble_diffusivity(tracks) == pytest.approx(sigma**2 / 2, rel=0.05)
+    assert ensemble_diffusivity(tracks, lag=3, pixel_size=2.0, frame_interval=0.5) == pytest.approx(
+        sigma**2 / 2 * 4 / 0.5, rel=0.08)
+    # a gap is not bridged: drop frame 1 of every track
+    gapped = tracks[tracks["sample"] != 1]
+    assert track_diffusivity(gapped)["n_pairs"].sum() == n_tracks * (n_steps - 3)
+    assert ensemble_diffusivity(gapped) == pytest.approx(sigma**2 / 2, rel=0.06)
+    lonely = tracks[tracks["sample"] == 0]  # one position per track: no pair
+    assert np.isnan(ensemble_diffusivity(lonely)) and np.isnan(ensemble_diffusivity(tracks.iloc[:0]))
+    with pytest.raises(DataError, match="columns"):
+        ensemble_diffusivity(tracks.drop(columns="x"))
+
+
+def test_evaluate_reports_the_trackpy_diffusivity(tmp_path):
+    """Track 0 moves 1 px a frame with a gap at frame 3; track 1 jumps 2 px once.  Pooling the three lag-1
+    pairs by hand gives (1 + 1 + 4) / 3 / 4 = 0.5 px^2/frame; trackpy.emsd weights each track by its
+    effective number of independent measurements (12/7 / 4 = 0.4286)."""
+    tracks = pd.DataFrame({"sample": [0, 1, 2, 4, 0, 1], "track_id": [0, 0, 0, 0, 1, 1],
+                           "x": [10, 11, 12, 13, 30, 30.0], "y": [10, 10, 10, 10, 30, 32.0]})
+    with DatasetWriter(tmp_path / "v.h5", kind="video", class_names=["loop"]) as w:
+        for f in range(5):
+            t = tracks[tracks["sample"] == f]
+            w.append(np.full((48, 48), 0.8, np.float32), tracks={"track_id": t["track_id"], "x": t["x"], "y": t["y"]},
+                     boxes={"x0": t["x"] - 3, "y0": t["y"] - 3, "x1": t["x"] + 3, "y1": t["y"] + 3,
+                            "class": np.zeros(len(t), int)})
+    m = evaluate(tmp_path / "v.h5", tmp_path / "v.h5", plots=False, pixel_size=0.5, frame_interval=2.0)
+    d = m["tracking"]["diffusivity"]
+    expected = 12 / 7 / 4 * 0.25 / 2.0
+    assert d["gt"] == pytest.approx(expected) and d["pred"] == pytest.approx(expected)
+    assert d["gt"] == pytest.approx(ensemble_diffusivity(tracks, pixel_size=0.5, frame_interval=2.0))
+    assert d["lag_frames"] == 1 and d["unit"] == "unit^2/time"
 
 
 def test_track_diffusivity_matches_a_hand_msd_and_skips_gaps():

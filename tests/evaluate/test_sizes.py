@@ -1,5 +1,7 @@
-"""Sizes inside detection boxes (Otsu + 3x3 opening + watershed + regionprops ellipse) against known ellipses."""
+"""Sizes inside detection boxes (Otsu + 3x3 opening + watershed + regionprops ellipse) against known ellipses,
+per-frame size statistics, and ``simgen evaluate --sizes`` measuring with them."""
 
+import json
 import math
 
 import numpy as np
@@ -7,9 +9,18 @@ import pandas as pd
 import pytest
 from skimage.draw import ellipse
 
+from simgen.datasets.h5io import DatasetWriter
 from simgen.errors import DataError, ParameterError
-from simgen.evaluate.geometry import ellipse_from_mask
-from simgen.evaluate.sizes import SIZE_COLUMNS, measure_box, measure_sizes, segment_defects
+from simgen.evaluate.report import evaluate
+from simgen.evaluate.sizes import (
+    SIZE_COLUMNS,
+    crop_box,
+    ellipse_from_mask,
+    measure_box,
+    measure_sizes,
+    segment_defects,
+    size_stats_per_frame,
+)
 
 # (semi-axis along rows, semi-axis along columns, rotation in degrees)
 ELLIPSES = [(4, 9, 0), (6, 6, 0), (5, 12, 30), (3, 7, -50), (8, 14, 75), (2.5, 5, 10)]
@@ -53,15 +64,40 @@ def test_random_noisy_ellipses_are_sized_without_splitting():
     assert np.mean(errors) < 0.04 and np.mean(errors < 0.10) >= 0.9 and errors.max() < 0.25
 
 
+def test_ellipse_from_mask_recovers_axes_and_angle():
+    m = np.zeros((80, 80), bool)
+    # semi-axes 6 (rows) and 15 (cols), rotated: skimage's rotation turns the row axis
+    m[ellipse(40, 40, 6, 15, rotation=math.radians(30))] = True
+    e = ellipse_from_mask(m)
+    assert e["major"] == pytest.approx(30, rel=0.05) and e["size"] == e["major"]
+    assert e["minor"] == pytest.approx(12, rel=0.08)
+    assert e["cx"] == pytest.approx(40.5, abs=0.2) and e["cy"] == pytest.approx(40.5, abs=0.2)
+    assert e["area"] == m.sum()
+    # the major (column) axis is tilted by 30 degrees; in x-right / y-down image axes
+    # skimage's counter-clockwise rotation shows up as a negative angle
+    assert e["angle"] == pytest.approx(-math.radians(30), abs=0.05)
+    diag = np.zeros((10, 10), bool)
+    diag[np.arange(2, 8), np.arange(2, 8)] = True  # x and y grow together: +45 degrees
+    assert ellipse_from_mask(diag)["angle"] == pytest.approx(math.pi / 4)
+    empty = ellipse_from_mask(np.zeros((5, 5), bool))
+    assert empty["area"] == 0 and np.isnan(empty["major"])
+
+
+def test_crop_box_clips_to_the_image():
+    img = np.arange(100).reshape(10, 10)
+    crop, origin = crop_box(img, (-3, 7.5, 4.2, 12), pad=1)
+    assert origin == (0, 6) and crop.shape == (4, 6)
+    assert crop_box(img, (20, 20, 25, 25))[0].size == 0  # outside the image
+
+
 def test_angle_follows_the_simgen_convention():
-    """Angles agree with the moment ellipse of simgen.evaluate.geometry (radians from +x towards +y)."""
+    """Radians from +x towards +y (y down): skimage's counter-clockwise rotation by deg is an angle of -deg."""
     rng = np.random.default_rng(1)
     for deg in (0, 30, -50, 75):
         img = _image((64, 64), [((32, 32), (4, 12, deg))], rng, noise=0.0)
-        mask = np.zeros((64, 64), bool)
-        mask[ellipse(32, 32, 4, 12, shape=mask.shape, rotation=math.radians(deg))] = True
-        expected = ellipse_from_mask(mask)["angle"]
+        expected = -math.radians(deg)
         got = measure_box(img, (16, 16, 48, 48))["angle"]
+        assert -math.pi / 2 < got <= math.pi / 2
         diff = (got - expected + math.pi / 2) % math.pi - math.pi / 2
         assert abs(diff) < 0.05, (deg, got, expected)
 
@@ -80,6 +116,15 @@ def test_opening_removes_speckle_and_watershed_splits_touching_defects():
     assert segment_defects(crop, opening=0).max() >= 3  # without the opening the speckle stays
     e = measure_box(crop, (13 - 8, 15 - 8, 13 + 8, 15 + 8), pad=6)
     assert e["size"] < 15  # one defect (12 px), not the pair (23 px)
+
+
+def test_watershed_keeps_the_defect_under_the_box_centre():
+    img = np.full((60, 60), 0.9, np.float32)
+    img[ellipse(30, 24, 7, 7, shape=img.shape)] = 0.1
+    img[ellipse(30, 37, 7, 7, shape=img.shape)] = 0.1  # overlapping neighbour on the right
+    e = measure_box(img, (24 - 9, 30 - 9, 24 + 9, 30 + 9), pad=6)
+    assert e["size"] == pytest.approx(14, rel=0.1)  # the pair would be ~27 px long
+    assert e["cx"] == pytest.approx(24.5, abs=1.0) and e["cy"] == pytest.approx(30.5, abs=0.5)
 
 
 def test_thin_defect_survives_the_opening_and_bright_polarity():
@@ -114,3 +159,35 @@ def test_measure_sizes_reads_each_frame_once_and_keeps_rows():
     np.testing.assert_allclose(out["size"], [14, 18, 12], rtol=0.1)
     with pytest.raises(DataError):
         measure_sizes(image_of, boxes.drop(columns="x0"))
+
+
+def test_size_stats_per_frame():
+    sizes = pd.DataFrame({"sample": [0, 0, 0, 0, 1, 2], "size": [2.0, 4.0, 6.0, 8.0, np.nan, 5.0]})
+    stats = size_stats_per_frame(sizes, n_frames=4)
+    assert stats["sample"].tolist() == [0, 1, 2, 3] and stats["n"].tolist() == [4, 0, 1, 0]
+    assert stats.loc[0, ["median", "q1", "q3"]].tolist() == [5.0, 3.5, 6.5]  # numpy's linear quartiles
+    assert np.isnan(stats["median"].iloc[1]) and np.isnan(stats["median"].iloc[3]) and stats["q3"].iloc[2] == 5.0
+    assert len(size_stats_per_frame(sizes)) == 3  # up to the last frame with a row
+    with pytest.raises(DataError, match="size"):
+        size_stats_per_frame(sizes.drop(columns="size"))
+
+
+def test_evaluate_sizes_measures_elongated_defects_whole(tmp_path):
+    """``evaluate(sizes=True)`` measures with :mod:`simgen.evaluate.sizes`: thin, rotated loops are one region
+    (a peak_local_max watershed split them into pieces a third to a half of their length)."""
+    rng = np.random.default_rng(2)
+    defects = [((20, 20), (3, 10, 0)), ((55, 50), (4, 14, 60)), ((22, 58), (3, 12, 30))]
+    with DatasetWriter(tmp_path / "tem.h5", kind="tem", class_names=["loop"]) as w:
+        for _ in range(2):
+            b = np.array([_box(r, c, a, bb) for (r, c), (a, bb, _) in defects])
+            w.append(_image((80, 80), defects, rng, noise=0.03),
+                     boxes={"x0": b[:, 0], "y0": b[:, 1], "x1": b[:, 2], "y1": b[:, 3], "class": [0, 0, 0]})
+    m = evaluate(tmp_path / "tem.h5", tmp_path / "tem.h5", tmp_path / "r", sizes=True, pixel_size=0.5, plots=False)
+    per_frame = pd.read_csv(tmp_path / "r" / "per_frame.csv")
+    true = 0.5 * np.array([20, 28, 24])  # major axes in units
+    np.testing.assert_allclose(per_frame["size_median_gt"], np.median(true), rtol=0.1)
+    np.testing.assert_allclose(per_frame["size_q1_pred"], np.quantile(true, 0.25), rtol=0.1)
+    np.testing.assert_allclose(per_frame["size_q3_pred"], np.quantile(true, 0.75), rtol=0.1)
+    assert m["sizes"]["measured_gt"] == m["sizes"]["measured_pred"] == 6 and m["sizes"]["unit"] == "unit"
+    assert m["sizes"]["median_gt"] == pytest.approx(np.median(true), rel=0.1)
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["sizes"] == m["sizes"]
