@@ -27,7 +27,7 @@ def test_simulate_info_preview_export(film, tmp_path):
     assert "table points" in res.output
     res = run("preview", film, "-o", tmp_path / "p.png", "--n", 4)
     assert res.exit_code == 0 and (tmp_path / "p.png").stat().st_size > 1000
-    res = run("export", "yolo", film, tmp_path / "y")
+    res = run("export", "yolo", film, "-o", tmp_path / "y")
     assert res.exit_code == 0 and (tmp_path / "y" / "data.yaml").exists()
 
 

@@ -27,7 +27,7 @@ def test_simulate_tem_dataset(tem, tmp_path):
     res = run("preview", tem, "-o", tmp_path / "p.png", "--n", 2)
     assert res.exit_code == 0 and (tmp_path / "p.png").stat().st_size > 1000
     for fmt in ("yolo", "coco"):
-        res = run("export", fmt, tem, tmp_path / fmt)
+        res = run("export", fmt, tem, "-o", tmp_path / fmt)
         assert res.exit_code == 0, res.output
 
 
@@ -96,7 +96,7 @@ def test_video_and_mot_export(tmp_path):
         assert {"sample", "track_id", "x", "y", "x0", "y1", "class", "size"} <= set(tracks.columns)
         life = ds.array("video/lifetimes/track_id")
         assert set(tracks["track_id"]) == set(life.tolist())
-    res = run("export", "mot", out, tmp_path / "mot")
+    res = run("export", "mot", out, "-o", tmp_path / "mot")
     assert res.exit_code == 0, res.output
     from simgen.datasets.formats.mot import read_mot
 

@@ -46,7 +46,7 @@ def _ultralytics_check(data_yaml, **kwargs):
 
 
 def test_cli_prints_images_boxes_and_why_boxes_were_dropped(labelled, tmp_path):
-    res = run("export", "yolo", labelled, tmp_path / "y", "--val-fraction", 0.2)
+    res = run("export", "yolo", labelled, "-o", tmp_path / "y", "--val-fraction", 0.2)
     assert res.exit_code == 0, res.output
     assert "images: 5 (4 train, 1 val)" in res.output
     assert "boxes: 10 written, 2 dropped; 1 outside the image; 1 smaller than min-box (1 px)" in res.output
@@ -55,7 +55,7 @@ def test_cli_prints_images_boxes_and_why_boxes_were_dropped(labelled, tmp_path):
     assert summary["boxes"] == {"written": 10, "dropped": {"outside the image": 1, "smaller than min-box": 1}}
     n_lines = sum(len(p.read_text().splitlines()) for p in (tmp_path / "y" / "labels").rglob("*.txt"))
     assert n_lines == 10
-    res = run("export", "yolo", labelled, tmp_path / "z", "--min-box", "nan")
+    res = run("export", "yolo", labelled, "-o", tmp_path / "z", "--min-box", "nan")
     assert_one_line_error(res)
     assert not (tmp_path / "z").exists()
 
@@ -67,7 +67,7 @@ def test_min_box_must_be_a_finite_size(labelled, tmp_path):
 
 
 def test_val_fraction_zero_writes_no_val_split_and_ultralytics_will_not_train_on_it(labelled, tmp_path):
-    res = run("export", "yolo", labelled, tmp_path / "y", "--val-fraction", 0)
+    res = run("export", "yolo", labelled, "-o", tmp_path / "y", "--val-fraction", 0)
     assert res.exit_code == 0, res.output
     assert "no validation split" in res.output
     text = (tmp_path / "y" / "data.yaml").read_text()

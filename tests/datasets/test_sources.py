@@ -273,11 +273,11 @@ def test_cli_preview_and_export_take_shard_sets(shard_set, tmp_path):
     for k, path in enumerate((shard_set, shard_set / "virtual.h5")):
         res = run("preview", path, "-o", tmp_path / f"p{k}.png", "--n", 3)
         assert res.exit_code == 0, res.output
-        res = run("export", "yolo", path, tmp_path / f"y{k}")
+        res = run("export", "yolo", path, "-o", tmp_path / f"y{k}")
         assert res.exit_code == 0 and (tmp_path / f"y{k}" / "data.yaml").exists(), res.output
     for fmt, extra in (("coco", []), ("mot", ["--box-size", 6])):
         for k, path in enumerate((shard_set / "manifest.json", shard_set / "virtual.h5")):
-            res = run("export", fmt, path, tmp_path / f"{fmt}{k}", *extra)
+            res = run("export", fmt, path, "-o", tmp_path / f"{fmt}{k}", *extra)
             assert res.exit_code == 0, res.output
     res = run("info", shard_set / "virtual.h5", "--json")
     assert res.exit_code == 0 and json.loads(res.output)["n_samples"] == N

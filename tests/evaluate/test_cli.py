@@ -199,10 +199,10 @@ def test_track_command_outputs_and_evaluate_on_them(videos, tmp_path):
 
 def test_export_commands(videos, tmp_path):
     gt, _ = videos
-    r = _run(["export", "coco", gt, tmp_path / "coco"])
+    r = _run(["export", "coco", gt, "-o", tmp_path / "coco"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "coco" / "annotations.json").is_file() and len(list((tmp_path / "coco" / "images").iterdir())) == 12
-    r = _run(["export", "mot", gt, tmp_path / "mot", "--box-size", 8])
+    r = _run(["export", "mot", gt, "-o", tmp_path / "mot", "--box-size", 8])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "mot" / "gt" / "gt.txt").is_file() and (tmp_path / "mot" / "img1" / "000012.jpg").is_file()
     # round trip through evaluate: the exports are scored perfectly against the source
@@ -211,8 +211,8 @@ def test_export_commands(videos, tmp_path):
                   "--no-tracking"])
         assert r.exit_code == 0, r.output
         assert json.loads((tmp_path / f"r{out}" / "metrics.json").read_text())["detection"]["f1"] == 1.0
-    _assert_one_line_error(_run(["export", "mot", gt, tmp_path / "mot2"]), "--box-size")
-    _assert_one_line_error(_run(["export", "coco", gt, tmp_path / "coco"]), "exists")
+    _assert_one_line_error(_run(["export", "mot", gt, "-o", tmp_path / "mot2"]), "--box-size")
+    _assert_one_line_error(_run(["export", "coco", gt, "-o", tmp_path / "coco"]), "exists")
 
 
 def test_sizes_and_density_in_physical_units(tmp_path):

@@ -99,7 +99,7 @@ def test_single_class_by_default_charge_kept_two_class_option(tmp_path):
                                    "--min-separation", "6", "--margin", "4", "--box-size", "6", "-o", str(h5),
                                    "--no-progress", *flag])
         assert res.exit_code == 0, res.output
-        res = runner.invoke(main, ["export", "yolo", str(h5), str(folder)])
+        res = runner.invoke(main, ["export", "yolo", str(h5), "-o", str(folder)])
         assert res.exit_code == 0, res.output
         meta = yaml.safe_load((folder / "data.yaml").read_text())
         assert meta["names"] == names
