@@ -57,9 +57,9 @@ __all__ = ["SCALES", "StudyConfig", "StudyResult", "parse_variant", "run_changed
 SCALES = {
     "tiny": {"size": 32, "frames": 3, "sequences": 2, "val_sequences": 1, "test_sequences": 1, "diameters": (6, 8),
              "net": {"width": 4, "depth": 2, "crop": 32, "batch_size": 4, "epochs": 1, "steps_per_epoch": 1}},
-    "light": {"size": 128, "frames": 8, "sequences": 6, "val_sequences": 2, "test_sequences": 3,
+    "light": {"size": 128, "frames": 8, "sequences": 6, "val_sequences": 1, "test_sequences": 3,
               "diameters": (8, 12, 16, 20),
-              "net": {"width": 16, "depth": 4, "crop": 128, "batch_size": 8, "epochs": 20, "steps_per_epoch": 50}},
+              "net": {"width": 16, "depth": 4, "crop": 128, "batch_size": 8, "epochs": 20, "steps_per_epoch": 40}},
     "full": {"size": 256, "frames": 16, "sequences": 8, "val_sequences": 2, "test_sequences": 4,
              "diameters": (12, 18, 24, 30),
              "net": {"width": 32, "depth": 4, "crop": 256, "batch_size": 16, "epochs": 50, "steps_per_epoch": 100}},

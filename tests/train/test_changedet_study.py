@@ -9,6 +9,7 @@ import pytest
 import torch
 from clitools import assert_one_line_error, run
 
+from simgen.datasets.h5io import open_dataset
 from simgen.datasets.video_io import write_filament
 from simgen.errors import DataError, ParameterError
 from simgen.experiments.changedet_study import StudyConfig, parse_variant
@@ -170,6 +171,11 @@ def test_mtdn_learns_changes_and_recovers_masks(allpairs, tmp_path):
     assert change.loc["a1", "f1_macro"] > 0.45, change
     assert masks.loc[("ensemble", "a1"), "f1_macro"] > 0.65, masks
     assert masks.loc[("ensemble", "a2"), "f1_macro"] > 0.6, masks
+    # the MTDN checkpoint goes through `simgen predict` like the other change detectors
+    res = run("predict", tmp_path / "m" / "last.pt", allpairs, "--fusion", "forward", "-o", tmp_path / "pred.h5")
+    assert res.exit_code == 0, res.output
+    with open_dataset(tmp_path / "pred.h5") as pred:
+        assert pred.array("pairs/change_a1").shape == (18, 32, 32) and pred.attrs["fusion"] == "forward"
 
 
 def test_segmenter_resume_matches_uninterrupted(allpairs, tmp_path):
