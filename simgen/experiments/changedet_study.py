@@ -23,7 +23,8 @@ Protocol (Niu et al., *MultiTaskDeltaNet*, Digital Discovery 2026, on simulated 
 
 Outputs in the study folder: ``data/`` (test sets), ``fold_d<d>/`` (training data and one
 run folder per model, each with ``scores.json``), ``results.csv`` (every score),
-``frames.csv`` (per-frame scores), ``report.md`` (the tables) and ``summary.json``.
+``frames.csv`` (per-frame scores), ``report.md`` (the tables), ``examples.png`` (truth, U-Net
+and MTDN masks of a few test frames) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simgen.atomic import atomic_write_text
+from simgen.atomic import atomic_path, atomic_write_text
 from simgen.datasets.filament_io import write_sequences
 from simgen.errors import ParameterError
 from simgen.evaluate.changedet import RECOVERY
@@ -46,8 +47,10 @@ from simgen.progress import ProgressLog
 from simgen.rng import check_seed, sample_seedseq
 from simgen.simulate.filament import FilamentConfig, FilamentSampler
 from simgen.train.changedet.config import CHANGE_CLASSES, get_config
-from simgen.train.changedet.recover import evaluate_changedet, evaluate_segmenter
-from simgen.train.changedet.segment import train_segmenter
+from simgen.train.changedet.data import open_pairs
+from simgen.train.changedet.predict import load_deltanet
+from simgen.train.changedet.recover import evaluate_changedet, evaluate_segmenter, recover_sequence, sequences_of
+from simgen.train.changedet.segment import load_segmenter, segment_frame, train_segmenter
 from simgen.train.changedet.trainer import train_deltanet
 
 __all__ = ["SCALES", "StudyConfig", "StudyResult", "parse_variant", "run_changedet_study"]
@@ -268,6 +271,10 @@ def run_changedet_study(out, config: StudyConfig | None = None, *, overwrite: bo
     if overwrite and resume:
         raise ParameterError("choose --overwrite or --resume, not both")
     out = check_experiment_dir(out, overwrite=overwrite, resume=resume)
+    stored = out / "config.json"
+    if resume and stored.exists() and json.loads(stored.read_text()) != json.loads(json.dumps(asdict(c))):
+        raise ParameterError(f"{out} holds a study with other settings ({stored}); resume it with the same options "
+                             "or start a new folder")
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         empty_dir(out)
@@ -328,11 +335,57 @@ def run_changedet_study(out, config: StudyConfig | None = None, *, overwrite: bo
     atomic_write_text(out / "results.csv", results.to_csv(index=False), overwrite=True)
     atomic_write_text(out / "frames.csv", pd.DataFrame(frame_rows).to_csv(index=False), overwrite=True)
     target = _target(results)
+    if target:
+        d0 = c.diameters[0]
+        examples_figure(out / "examples.png", test_files[d0], out / f"fold_d{_tag(d0)}" / "unet" / "best.pt",
+                        out / f"fold_d{_tag(d0)}" / target["mtdn"] / "best.pt", device=c.device)
     report = study_report(c, results, confusion, timing, target)
     atomic_write_text(out / "report.md", report, overwrite=True)
     res = StudyResult(output=out, config=asdict(c), results=results, timing=timing, target=target, report=report)
     atomic_write_text(out / "summary.json", json.dumps(res.to_dict(), indent=1, default=float), overwrite=True)
     return res
+
+
+def examples_figure(path, data, unet_ckpt, mtdn_ckpt, *, device: str = "auto", dpi: int = 80) -> Path:
+    """First, middle and last frame of the first test sequence: image, then per task the truth, the
+    single-frame U-Net's mask and the MTDN's ensemble-recovered mask (with their macro-F1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simgen.evaluate.changedet import binary_scores, mask_confusion
+
+    seg, seg_cfg, seg_tasks = load_segmenter(unet_ckpt, device)
+    mtdn, mtdn_cfg, mtdn_tasks = load_deltanet(mtdn_ckpt, device)
+    with open_pairs(data) as src:
+        idx = sequences_of(src)[0]
+        frames = [src.frame(int(g)) for g in idx]
+        ds = src.source.dataset
+        truth = {t: [np.asarray(ds.file[f"filament/{t}"][int(g)]) > 0 for g in idx] for t in ("a1", "a2")}
+    recovered = recover_sequence(mtdn, mtdn_cfg, frames, ("ensemble",))["ensemble"]
+    rows = sorted({0, len(frames) // 2, len(frames) - 1})
+    tasks = [t for t in ("a1", "a2") if t in seg_tasks and t in mtdn_tasks]
+    fig, axes = plt.subplots(len(rows), 1 + 3 * len(tasks), figsize=(1.6 * (1 + 3 * len(tasks)), 1.8 * len(rows)),
+                             squeeze=False)
+    for r, k in enumerate(rows):
+        direct = segment_frame(seg, frames[k], seg_cfg)
+        panels = [(frames[k], f"frame {k}", "gray")]
+        for t in tasks:
+            u = direct[t] >= 0.5
+            panels += [(truth[t][k], f"{t.upper()} truth", "viridis"),
+                       (u, f"U-Net {binary_scores(mask_confusion(u, truth[t][k]))['f1_macro']:.2f}", "viridis"),
+                       (recovered[t][k], f"MTDN {binary_scores(mask_confusion(recovered[t][k], truth[t][k]))['f1_macro']:.2f}",
+                        "viridis")]
+        for ax, (img, title, cmap) in zip(axes[r], panels):
+            ax.imshow(img, cmap=cmap, interpolation="nearest", **({} if cmap == "gray" else {"vmin": 0, "vmax": 1}))
+            ax.set_title(title, fontsize=7, pad=2)
+            ax.set_axis_off()
+    fig.tight_layout(pad=0.3)
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return Path(path)
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -435,6 +488,9 @@ def study_report(c: StudyConfig, results: pd.DataFrame, confusion: dict, timing:
                   "| true \\ predicted | " + " | ".join(CHANGE_CLASSES) + " | n |", "|---|" + "---:|" * 5]
         for i, name in enumerate(CHANGE_CLASSES):
             lines.append(f"| {name} | " + " | ".join(_fmt(x) for x in norm[i]) + f" | {int(cm[i].sum())} |")
+    if target:
+        lines += ["", f"Examples (first test sequence of the {c.diameters[0]:g} px fold; titles: macro-F1 of the "
+                  "frame): ![examples](examples.png)"]
     total = sum(t["cpu_s"] for t in timing)
     lines += ["", f"## Time: {total:.0f} s CPU in all ({total / 3600:.2f} h)", "",
               "| held-out | model | train CPU s | train+test CPU s | wall s |", "|---:|---|---:|---:|---:|"]

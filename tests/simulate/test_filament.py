@@ -111,3 +111,19 @@ def test_mask_others_keeps_one_target_filament():
 def test_bad_target_parameters(changes):
     with pytest.raises(ParameterError):
         CFG.replace(**changes).validate()
+
+
+def test_cli_all_pairs_with_a_target(tmp_path):
+    from clitools import assert_one_line_error, run
+
+    from simgen.datasets.h5io import open_dataset
+
+    res = run("simulate", "filament", "--n", 2, "--frames", 4, "--size", 48, "--pairing", "all", "--mask-others",
+              "--diameter", 8, "--no-progress", "-o", tmp_path / "f.h5")
+    assert res.exit_code == 0, res.output
+    assert "6 x" not in res.output and "12 pairs" in res.output  # 2 sequences x 4 * 3 / 2
+    with open_dataset(tmp_path / "f.h5") as ds:
+        assert ds.array("pairs/index").tolist()[:3] == [[0, 1], [0, 2], [0, 3]]
+        assert ds.mask(0).max() == 1  # the target only
+    assert_one_line_error(run("simulate", "filament", "--diameter", 8, "-o", tmp_path / "bad.h5"), "mask_others")
+    assert not (tmp_path / "bad.h5").exists()

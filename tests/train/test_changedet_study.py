@@ -223,6 +223,7 @@ def test_study_command_tiny(tmp_path):
     assert set(results[results["kind"] == "change"]["variant"]) == {"mtdn-pre", "mtdn-a2"}
     with open(out / "fold_d6" / "mtdn-pre" / "config.json") as f:
         assert json.load(f)["config"]["init"].endswith("fold_d6/unet/best.pt")
+    assert (out / "examples.png").stat().st_size > 1000 and "![examples](examples.png)" in report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["target"]["mtdn"] == "mtdn-pre" and len(summary["timing"]) == 6
     # resume keeps the finished runs (no retraining) and rewrites the same tables
@@ -233,6 +234,8 @@ def test_study_command_tiny(tmp_path):
     assert (out / "fold_d8" / "unet" / "scores.json").stat().st_mtime_ns == stamp
     assert pd.read_csv(out / "results.csv").equals(results)
     assert_one_line_error(run("changedet", "study", "--scale", "tiny", "-o", out), "exists")
+    assert_one_line_error(run("changedet", "study", "--scale", "tiny", "--seed", "3", "--resume", "-o", out),
+                          "other settings")
     assert_one_line_error(run("changedet", "study", "--scale", "tiny", "--variants", "vit", "-o", tmp_path / "v"),
                           "vit")
     assert_one_line_error(run("changedet", "study", "--scale", "tiny", "--diameters", "6", "-o", tmp_path / "d"),

@@ -29,7 +29,7 @@ from simgen.train.changedet.data import PairSource, open_pairs
 from simgen.train.changedet.predict import load_deltanet, predict_pair
 from simgen.train.changedet.segment import load_segmenter, segment_frame
 
-__all__ = ["SequenceScores", "sequences_of", "evaluate_changedet", "evaluate_segmenter"]
+__all__ = ["SequenceScores", "sequences_of", "evaluate_changedet", "evaluate_segmenter", "recover_sequence"]
 
 
 @dataclass
@@ -88,6 +88,26 @@ def _truth(src: PairSource, task: str, i: int) -> np.ndarray:
     return np.asarray(ds.file[f"filament/{task}"][int(i)]) > 0
 
 
+def _pair_labels(model, cfg, frame, pairs) -> dict:
+    """``{(i, j): {task: (H, W) uint8 change classes}}`` of the model on ``(frame(i), frame(j))``."""
+    out = {}
+    for i, j in pairs:
+        probs = predict_pair(model, frame(i), frame(j), cfg.depth, normalize=cfg.normalize)
+        out[i, j] = {t: p.argmax(0).astype(np.uint8) for t, p in probs.items()}
+    return out
+
+
+def recover_sequence(model, cfg, frames, methods=RECOVERY) -> dict:
+    """Per-frame masks ``{method: {task: (T, H, W) bool}}`` of a sequence of (H, W) frames, recovered
+    from the change detector's maps of the pairs each method reads (``model, cfg`` as returned by
+    :func:`~simgen.train.changedet.predict.load_deltanet`)."""
+    frames = list(frames)
+    labels = _pair_labels(model, cfg, frames.__getitem__, recovery_pairs(len(frames), methods))
+    tasks = next(iter(labels.values())).keys()
+    return {m: {t: recover_masks({p: lab[t] for p, lab in labels.items()}, len(frames), m) for t in tasks}
+            for m in methods}
+
+
 def evaluate_changedet(checkpoint, data, *, methods=RECOVERY, device: str = "auto",
                        progress: bool = False) -> SequenceScores:
     """Change-map and recovered-mask scores of a change detector on every sequence of ``data``.
@@ -109,10 +129,7 @@ def evaluate_changedet(checkpoint, data, *, methods=RECOVERY, device: str = "aut
             where = {int(g): t for t, g in enumerate(idx)}
             wanted = {(int(idx[i]), int(idx[j])) for i, j in recovery_pairs(len(idx), methods)}
             wanted |= {p for p in pair_of if p[0] in where and p[1] in where}
-            labels = {}
-            for i, j in sorted(wanted):
-                probs = predict_pair(model, src.frame(i), src.frame(j), cfg.depth, normalize=cfg.normalize)
-                labels[i, j] = {t: probs[t].argmax(0).astype(np.uint8) for t in targets}
+            labels = _pair_labels(model, cfg, src.frame, sorted(wanted))
             for (i, j), lab in labels.items():
                 if (i, j) in pair_of:
                     truth = src.maps(pair_of[i, j])
