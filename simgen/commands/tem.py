@@ -252,14 +252,20 @@ def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, 
 @seed_option
 @click.option("--gaps", default="1,2,4", show_default=True, help="Frame gaps k of the pairs (t, t+k), comma list.")
 @click.option("--pairing", default="forward,backward", show_default=True,
-              help="Which pairs: comma list of forward (t, t+k), backward (t+k, t), consecutive (t, t+1).")
+              help="Which pairs: comma list of forward (t, t+k), backward (t+k, t), consecutive (t, t+1), "
+                   "all (every i < j: n(n-1)/2 per sequence, as MultiTaskDeltaNet), self (t, t).")
 @click.option("--filaments", default="2-5", show_default=True, help="Filaments per field, number or range.")
 @click.option("--rate", type=float, default=None, help="Mean gasification speed in px/frame (default 3).")
+@click.option("--mask-others", is_flag=True,
+              help="One target filament per sequence (through the centre, on top); the others are masked out of "
+                   "images and labels.")
+@click.option("--diameter", type=float, default=None, help="Outer diameter (px) of the target filament (--mask-others).")
 @dtype_option
 @output_option(help="Output HDF5 file (frames as samples, change maps under /pairs).")
 @overwrite_option
 @progress_option
-def filament_command(n, frames, size, seed, gaps, pairing, filaments, rate, image_dtype, output, overwrite, progress):
+def filament_command(n, frames, size, seed, gaps, pairing, filaments, rate, mask_others, diameter, image_dtype, output,
+                     overwrite, progress):
     """Simulate frame pairs of hollow carbon filaments gasified by catalyst particles.
 
     Two targets per pair (t, t+k): A1 filament area and A2 hollow core, each with a
@@ -271,6 +277,7 @@ def filament_command(n, frames, size, seed, gaps, pairing, filaments, rate, imag
     Examples:
       simgen simulate filament --n 100 --size 256 --seed 0 -o filament.h5
       simgen simulate filament --n 20 --frames 10 --gaps 1,3,5 --pairing forward,consecutive -o f.h5
+      simgen simulate filament --n 8 --frames 16 --pairing all --mask-others --diameter 18 -o f_all.h5
       simgen preview filament.h5 -o filament.png
     """
 
@@ -282,6 +289,10 @@ def filament_command(n, frames, size, seed, gaps, pairing, filaments, rate, imag
     }
     if rate is not None:
         changes["rate"] = rate
+    if mask_others:
+        changes["mask_others"] = True
+    if diameter is not None:
+        changes["diameter"] = diameter
     config = FilamentConfig(**changes).validate()
     check_output(output, overwrite)
     sampler = FilamentSampler(config, seed=seed)

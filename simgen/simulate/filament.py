@@ -15,7 +15,22 @@ label images).  Every pair ``(first, second)`` gets a per-pixel change map per
 target: 0 background (absent in both), 1 appearing (absent → present),
 2 disappearing (present → absent), 3 unchanged-present.  Pairs come from frame gaps
 ``k`` (``gaps``) as *forward* ``(t, t+k)``, *backward* ``(t+k, t)`` and
-*consecutive* ``(t, t+1)``.
+*consecutive* ``(t, t+1)``, or — as in MultiTaskDeltaNet — from *all* pairs
+``(i, j)``, ``i < j``, of a sequence (``n (n - 1) / 2`` per sequence of ``n`` frames),
+optionally with the ``n`` *self* pairs ``(t, t)``.
+
+The study's pair counts (126 / 64 / 41 frames → 2968 / 1188 / 442 pairs) are sums of
+``n_s (n_s - 1) / 2`` over the sequences ``s`` of a split — e.g. 41 = 27 + 14 frames
+→ 351 + 91 = 442 and 64 = 46 + 18 → 1035 + 153 = 1188 pairs; no split of 41 or 64
+frames into two sequences gives those counts with ``n²`` (ordered) or ``n (n + 1) / 2``
+(with self pairs).  ``pairing="all"`` therefore gives the distinct unordered pairs,
+oriented forward in time; add ``"self"`` for the self pairs.
+
+With ``mask_others`` a sequence follows one *target* filament (drawn on top, always
+gasifying, its centre line through the field centre, outer diameter ``diameter`` when
+given): A1/A2, the instance mask and the boxes hold the target only, and the pixels of
+every other filament (their area over the whole sequence, dilated by 2 px) are masked
+out — set to the median of the frame's background — as in the study's crops.
 
 Intensities follow Beer–Lambert on the projected thickness of a hollow tube,
 ``t(r) = 2(√(R_o²−r²) − √(R_i²−r²))``, and of spherical particles, on a TEM
@@ -36,7 +51,7 @@ from simgen.simulate.tem_render import apply_camera, background, random_curves
 
 __all__ = ["FilamentConfig", "FilamentSampler", "change_map", "pair_list", "PAIRINGS", "FILAMENT_CLASSES"]
 
-PAIRINGS = ("forward", "backward", "consecutive")
+PAIRINGS = ("forward", "backward", "consecutive", "all", "self")
 FILAMENT_CLASSES = ("filament", "catalyst")
 
 
@@ -51,7 +66,8 @@ class FilamentConfig:
         Frames per sequence.
     gaps : tuple of int
         Frame gaps ``k`` of the pairs.
-    pairing : tuple of {"forward", "backward", "consecutive"}
+    pairing : tuple of {"forward", "backward", "consecutive", "all", "self"}
+        ``all``: every pair ``(i, j)`` with ``i < j``; ``self``: the pairs ``(t, t)``.
     n_filaments : (int, int)
         Inclusive range of filaments per field.
     radius : (float, float)
@@ -72,6 +88,10 @@ class FilamentConfig:
         Absorption per px of filament wall (Beer–Lambert ``exp(-μ t)``).
     dose, blur : float
         Shot noise (electrons/px) and detector blur (px).
+    mask_others : bool
+        One target filament per sequence; the others are masked out of the images and labels.
+    diameter : float or None
+        Outer diameter (px) of the target filament (``mask_others``); ``None`` draws it from ``radius``.
     """
 
     size: int | tuple[int, int] = 256
@@ -90,6 +110,8 @@ class FilamentConfig:
     contrast: float = 0.04
     dose: float = 200.0
     blur: float = 0.8
+    mask_others: bool = False
+    diameter: float | None = None
 
     def __post_init__(self):
         for name in ("gaps", "pairing", "n_filaments", "radius", "core_frac", "length", "particle"):
@@ -112,15 +134,15 @@ class FilamentConfig:
             raise ParameterError(f"filament frames must be integers >= 32 px, got {self.size}")
         if int(self.frames) != self.frames or self.frames < 2:
             raise ParameterError(f"frames must be an integer >= 2, got {self.frames}")
-        if not self.gaps:
+        if not self.gaps and {"forward", "backward"} & set(self.pairing):
             raise ParameterError("at least one frame gap is required")
-        for g in self.gaps:
+        for g in self.gaps if {"forward", "backward"} & set(self.pairing) else ():
             if int(g) != g or g < 1:
                 raise ParameterError(f"frame gaps must be positive integers, got {g}")
             if g >= self.frames:
                 raise ParameterError(f"frame gap {g} needs more than {self.frames} frames per sequence")
         if not self.pairing:
-            raise ParameterError("choose at least one pairing (forward, backward, consecutive)")
+            raise ParameterError(f"choose at least one pairing ({', '.join(PAIRINGS)})")
         for p in self.pairing:
             if p not in PAIRINGS:
                 raise ParameterError(f"unknown pairing {p!r}; choose from {', '.join(PAIRINGS)}")
@@ -138,6 +160,13 @@ class FilamentConfig:
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ParameterError(f"{name} must be >= 0, got {v}")
+        if self.diameter is not None:
+            d = self.diameter
+            if isinstance(d, bool) or not (isinstance(d, (int, float, np.integer, np.floating)) and math.isfinite(d)) \
+                    or not 3.0 <= d <= min(h, w) / 2:
+                raise ParameterError(f"diameter must be a number of px in [3, {min(h, w) / 2:g}], got {d!r}")
+            if not self.mask_others:
+                raise ParameterError("diameter sets the target filament's size: it needs mask_others")
         return self
 
     def replace(self, **changes) -> "FilamentConfig":
@@ -156,7 +185,17 @@ def change_map(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def pair_list(frames: int, gaps, pairing) -> list[dict]:
-    """Pairs ``(first, second, gap, direction)`` of one sequence, without duplicates."""
+    """Pairs ``(first, second, gap, direction)`` of one sequence, without duplicates.
+
+    ``direction`` is +1 forward in time, -1 backward, 0 for self pairs; ``gap = |second - first|``.
+
+    Examples
+    --------
+    >>> [(p["first"], p["second"]) for p in pair_list(3, (), ("all",))]
+    [(0, 1), (0, 2), (1, 2)]
+    >>> len(pair_list(41, (), ("all",))), len(pair_list(5, (), ("all", "self")))
+    (820, 15)
+    """
     out, seen = [], set()
 
     def add(i, j, k, direction):
@@ -168,6 +207,15 @@ def pair_list(frames: int, gaps, pairing) -> list[dict]:
         if kind == "consecutive":
             for t in range(frames - 1):
                 add(t, t + 1, 1, 1)
+            continue
+        if kind == "all":
+            for i in range(frames):
+                for j in range(i + 1, frames):
+                    add(i, j, j - i, 1)
+            continue
+        if kind == "self":
+            for t in range(frames):
+                add(t, t, 0, 0)
             continue
         for k in gaps:
             for t in range(frames - k):
@@ -240,11 +288,17 @@ class FilamentSampler:
         rng = sample_rng(self.seed, index)
         n_fil = int(rng.integers(c.n_filaments[0], c.n_filaments[1] + 1))
         curves = random_curves(rng, (h, w), n_fil, c.length, curvature=0.015)
+        if c.mask_others:  # the target (filament 0) crosses the field centre
+            mid = curves[0][len(curves[0]) // 2]
+            curves[0] = (curves[0] + np.array([w / 2, h / 2], np.float32) - mid).astype(np.float32)
         fils = []
-        for pts in curves:
+        for k, pts in enumerate(curves):
             r_o = float(rng.uniform(*c.radius))
+            target = c.mask_others and k == 0
+            if target and c.diameter is not None:
+                r_o = float(c.diameter) / 2
             f = _Filament(pts, (h, w), pad=r_o)
-            active = rng.uniform() < c.active
+            active = rng.uniform() < c.active or target
             f.r_o = r_o
             f.r_i = r_o * float(rng.uniform(*c.core_frac))
             f.v = float(c.rate * rng.uniform(0.5, 1.5)) if active else 0.0
@@ -260,14 +314,19 @@ class FilamentSampler:
                 "texture_components": [(3.0, float(rng.uniform(0.01, 0.04))), (12.0, float(rng.uniform(0.01, 0.05)))],
                 "anisotropy": 0.0, "mottle_angle": 0.0, "bend_count": 0}
         bg = background(rng, (h, w), p_bg)
-        frames, a1s, a2s = [], [], []
+        # the target is drawn last (on top); ids stay k + 1
+        order = list(range(1, n_fil)) + [0] if c.mask_others else list(range(n_fil))
+        others = np.zeros((h, w), bool)  # area of the non-target filaments and particles over the sequence
+        frames, a1s, a2s, cleans = [], [], [], []
         for t in range(c.frames):
             thick = np.zeros((h, w), np.float32)
             labels = np.zeros((h, w), np.uint16)
             core = np.zeros((h, w), bool)
             boxes = []
             part_thick = np.zeros((h, w), np.float32)
-            for k, f in enumerate(fils):
+            for k in order:
+                f = fils[k]
+                keep = not c.mask_others or k == 0
                 r_o = max(f.r_o - f.thin * t, 1.5)
                 r_i = min(f.r_i + f.core * t, r_o - 1.0)
                 front = f.s0 + f.v * t
@@ -278,10 +337,13 @@ class FilamentSampler:
                 r2 = f.dist.astype(np.float32) ** 2
                 tube = 2 * (np.sqrt(np.maximum(r_o * r_o - r2, 0)) - np.sqrt(np.maximum(r_i * r_i - r2, 0)))
                 thick += np.where(exists, tube, 0).astype(np.float32)
-                labels[exists] = k + 1
-                core[exists] = False  # a filament on top hides the core below
-                core |= is_core
-                if exists.any():
+                if keep:
+                    labels[exists] = k + 1
+                    core[exists] = False  # a filament on top hides the core below
+                    core |= is_core
+                else:
+                    others |= exists
+                if exists.any() and keep:
                     rows = np.nonzero(exists.any(axis=1))[0]
                     cols = np.nonzero(exists.any(axis=0))[0]
                     boxes.append((cols[0], rows[0], cols[-1] + 1, rows[-1] + 1, 0, k + 1))
@@ -299,17 +361,17 @@ class FilamentSampler:
                             sph = 2 * np.sqrt(np.maximum(rp * rp - rr2, 0))
                             part_thick[y0:y1, x0:x1] += sph.astype(np.float32)
                             inside = rr2 <= rp * rp
-                            if inside.any():
+                            if not keep:
+                                others[y0:y1, x0:x1] |= inside
+                            elif inside.any():
                                 r_in = np.nonzero(inside.any(axis=1))[0]
                                 c_in = np.nonzero(inside.any(axis=0))[0]
                                 boxes.append((x0 + c_in[0], y0 + r_in[0], x0 + c_in[-1] + 1, y0 + r_in[-1] + 1, 1, 0))
             a1 = labels > 0
             a2 = core & a1
-            clean = bg * np.exp(-c.contrast * thick - 4 * c.contrast * part_thick)
-            image = apply_camera(sample_rng(self.seed, index, t + 1), clean, c.dose, c.blur)
+            cleans.append(bg * np.exp(-c.contrast * thick - 4 * c.contrast * part_thick))
             b = np.array(boxes, float).reshape(-1, 6)
             frames.append({
-                "image": image,
                 "mask": labels,
                 "boxes": {"x0": b[:, 0], "y0": b[:, 1], "x1": b[:, 2], "y1": b[:, 3],
                           "class": b[:, 4].astype(np.int16), "instance": b[:, 5].astype(np.int32)},
@@ -317,6 +379,18 @@ class FilamentSampler:
             })
             a1s.append(a1.astype(np.uint8))
             a2s.append(a2.astype(np.uint8))
+        masked = None
+        if c.mask_others and others.any():
+            from scipy.ndimage import binary_dilation
+
+            target = np.any(a1s, axis=0)
+            masked = binary_dilation(others, iterations=2) & ~target
+        for t, frame in enumerate(frames):
+            image = apply_camera(sample_rng(self.seed, index, t + 1), cleans[t], c.dose, c.blur)
+            if masked is not None:
+                free = ~masked & ~a1s[t].astype(bool)
+                image = np.where(masked, np.median(image[free]) if free.any() else 0.5, image).astype(image.dtype)
+            frame["image"] = image
         pairs = []
         for pr in self.pairs():
             i, j = pr["first"], pr["second"]

@@ -1,4 +1,4 @@
-"""Change-detector run settings (:class:`DeltaNetConfig`), change classes and fusion modes."""
+"""Change-detector run settings (:class:`DeltaNetConfig`), change classes, fusion modes and networks."""
 
 from __future__ import annotations
 
@@ -17,15 +17,20 @@ __all__ = [
     "DISAPPEARING",
     "FUSIONS",
     "MODEL_TYPE",
+    "SEG_MODEL_TYPE",
     "NO_CHANGE",
     "OVERLAPPING",
     "PRESETS",
+    "SCHEDULES",
     "DeltaNetConfig",
     "get_config",
 ]
 
 
 MODEL_TYPE = "deltanet"
+
+#: Checkpoint type of the single-frame segmentation U-Net (:mod:`simgen.train.changedet.segment`).
+SEG_MODEL_TYPE = "filseg"
 
 
 #: Class order of the change maps (same as :data:`simgen.evaluate.segmentation.CHANGE_CLASSES`).
@@ -40,16 +45,23 @@ NO_CHANGE, APPEARING, DISAPPEARING, OVERLAPPING = 0, 1, 2, 3
 FUSIONS = ("forward", "backward", "consecutive", "ensemble")
 
 
-#: Networks: the Siamese U-Net and the U-Net baseline on stacked frames.
-ARCHS = ("siamese", "unet")
+#: Networks: ``siamese`` (shared encoder, per-scale feature fusion), ``unet`` (baseline on stacked
+#: frames), ``mtdn`` (MultiTaskDeltaNet: one U-Net shared by both frames, final feature maps
+#: concatenated, one FCN head per task) and ``segunet`` (single-frame segmentation U-Net).
+ARCHS = ("siamese", "unet", "mtdn", "segunet")
+
+#: Learning-rate schedules: constant, or linear decay to 0 over the run's optimiser steps.
+SCHEDULES = ("constant", "linear")
 
 
 @dataclass(frozen=True)
 class DeltaNetConfig:
     """Model and training parameters (stored in every checkpoint).
 
-    arch : {"siamese", "unet"}
-        Siamese U-Net with feature fusion, or the baseline U-Net on stacked frames.
+    arch : {"siamese", "unet", "mtdn", "segunet"}
+        Siamese U-Net with feature fusion, the baseline U-Net on stacked frames, the
+        MultiTaskDeltaNet network of the study, or the single-frame segmentation U-Net
+        (trained by :func:`simgen.train.changedet.segment.train_segmenter`).
     width : int
         Channels of the first encoder level (doubling per level).
     depth : int
@@ -68,6 +80,18 @@ class DeltaNetConfig:
     rotations), reverse (probability of training on the reversed
     pair with appearing/disappearing swapped), steps_per_epoch (0 = one pass over the
     pairs), seed.
+    tasks : tuple of str
+        Train only these targets (e.g. ``("a2",)``: single-task); empty = every target of the data.
+    schedule : {"constant", "linear"}
+        Learning rate constant, or decayed linearly to 0 over all optimiser steps of the run.
+    blur : float
+        Probability of a Gaussian blur (sigma uniform in [0.3, 1.5] px, the same for both frames).
+    brightness : float
+        Brightness/contrast jitter: each frame (after normalisation) becomes ``g x + o`` with
+        ``g`` uniform in [1 - b, 1 + b] and ``o`` in [-b/2, b/2], drawn per frame, clipped to [0, 1].
+    init : str
+        ``mtdn`` only: a ``segunet`` checkpoint whose U-Net initialises the shared U-Net
+        (same width, depth and norm); ``""`` = from scratch.
     """
 
     preset: str = "full"
@@ -90,10 +114,28 @@ class DeltaNetConfig:
     reverse: float = 0.0
     steps_per_epoch: int = 0
     seed: int = 0
+    tasks: tuple = ()
+    schedule: str = "constant"
+    blur: float = 0.0
+    brightness: float = 0.0
+    init: str = ""
 
     def validate(self) -> "DeltaNetConfig":
         if self.arch not in ARCHS:
             raise ParameterError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.schedule not in SCHEDULES:
+            raise ParameterError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if isinstance(self.tasks, str):
+            object.__setattr__(self, "tasks", tuple(t.strip() for t in self.tasks.split(",") if t.strip()))
+        object.__setattr__(self, "tasks", tuple(str(t) for t in self.tasks))
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ParameterError(f"tasks must be distinct, got {self.tasks}")
+        if not 0.0 <= float(self.blur) <= 1.0:
+            raise ParameterError(f"blur must be a probability in [0, 1], got {self.blur}")
+        if not 0.0 <= float(self.brightness) < 1.0:
+            raise ParameterError(f"brightness must be in [0, 1), got {self.brightness}")
+        if self.init and self.arch != "mtdn":
+            raise ParameterError(f"init (a segmentation U-Net checkpoint) needs arch 'mtdn', got {self.arch!r}")
         if self.norm not in ("batch", "group"):
             raise ParameterError(f"norm must be 'batch' or 'group', got {self.norm!r}")
         if self.normalize not in ("percentile", "minmax", "none"):
@@ -134,6 +176,7 @@ class DeltaNetConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["tasks"] = list(self.tasks)
         d["alpha"] = self.alpha if self.alpha is None or isinstance(self.alpha, str) else [float(a) for a in self.alpha]
         return d
 
@@ -145,16 +188,22 @@ class DeltaNetConfig:
         d = dict(d)
         if isinstance(d.get("alpha"), list):
             d["alpha"] = tuple(d["alpha"])
+        if isinstance(d.get("tasks"), list):
+            d["tasks"] = tuple(d["tasks"])
         return cls(**d).validate()
 
 
 #: ``tiny``: 64² crops, 8 channels, 3 levels, lr 3e-3 (tests, seconds).  ``light``: 128² crops, 16
 #: channels, 4 levels, batch 8 (CPU runs).  ``full``: 256² crops, 32 channels, 4 levels,
-#: batch 16, AdamW 1e-3 (the published setting; GPU runs).
+#: batch 16, AdamW 1e-3 (GPU runs).  ``study``: the MultiTaskDeltaNet setting — ``mtdn``, 256²
+#: crops, 32 channels, 4 levels, batch 16, AdamW lr 9.5e-4 decayed linearly, focal loss,
+#: flips/rotations + blur/brightness augmentation (GPU runs).
 PRESETS: dict[str, DeltaNetConfig] = {
     "tiny": DeltaNetConfig(preset="tiny", width=8, depth=3, crop=64, epochs=20, batch_size=8, lr=3e-3, patience=0),
     "light": DeltaNetConfig(preset="light", width=16, depth=4, crop=128, epochs=60, batch_size=8),
     "full": DeltaNetConfig(preset="full"),
+    "study": DeltaNetConfig(preset="study", arch="mtdn", lr=9.5e-4, schedule="linear", blur=0.5, brightness=0.2,
+                            patience=0),
 }
 
 
@@ -168,5 +217,7 @@ def get_config(preset: str = "full", **overrides) -> DeltaNetConfig:
         raise ParameterError(f"unknown DeltaNet config field(s): {', '.join(unknown)}")
     if overrides.get("alpha") is not None and not isinstance(overrides["alpha"], str):
         overrides["alpha"] = tuple(overrides["alpha"])
+    if overrides.get("tasks") is not None and not isinstance(overrides["tasks"], str):
+        overrides["tasks"] = tuple(overrides["tasks"])
     return replace(PRESETS[preset], **overrides).validate()
 

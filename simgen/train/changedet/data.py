@@ -1,4 +1,5 @@
-"""Frame pairs and their change maps: reading, normalization, augmentation, class weights."""
+"""Frame pairs and their change maps (and single frames with their masks): reading, normalization,
+augmentation, class weights."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from simgen.datasets.h5io import Dataset
 from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 from simgen.rng import sample_rng
+from simgen.simulate.filament import change_map
 from simgen.train.changedet.config import CHANGE_CLASSES, DeltaNetConfig
 from simgen.train.changedet.model import swap_direction
 
@@ -19,6 +21,7 @@ __all__ = [
     "class_weights",
     "PairSource",
     "open_pairs",
+    "photometric",
 ]
 
 
@@ -205,26 +208,89 @@ def _augment_pair(a, b, maps, rng, crop: int, augment: bool = True):
     return a, b, maps
 
 
+def photometric(frames, rng: np.random.Generator, blur: float = 0.0, brightness: float = 0.0) -> list:
+    """Blur (probability ``blur``, one sigma in [0.3, 1.5] px for all frames) and brightness/contrast
+    jitter (``g x + o`` per frame, ``g`` in [1 - b, 1 + b], ``o`` in [-b/2, b/2], clipped to [0, 1])
+    of normalised (H, W) frames.  Draws nothing from ``rng`` when both are 0."""
+    out = [np.asarray(f, np.float32) for f in frames]
+    if blur and rng.random() < blur:
+        from scipy.ndimage import gaussian_filter
+
+        sigma = float(rng.uniform(0.3, 1.5))
+        out = [gaussian_filter(f, sigma) for f in out]
+    if brightness:
+        b = float(brightness)
+        out = [np.clip(f * np.float32(rng.uniform(1 - b, 1 + b)) + np.float32(rng.uniform(-b / 2, b / 2)), 0, 1)
+               .astype(np.float32) for f in out]
+    return out
+
+
+def _check_tasks(tasks, targets, path) -> tuple:
+    """The targets to train: ``tasks`` (checked against the data's ``targets``) or all of them."""
+    tasks = tuple(tasks or ())
+    missing = [t for t in tasks if t not in targets]
+    if missing:
+        raise DataError(f"{path} has no target(s) {', '.join(missing)}; it has {', '.join(targets) or 'none'}")
+    return tasks or tuple(targets)
+
+
+class _DerivedMaps:
+    """Change maps of the pairs computed on demand from per-frame masks (``maps[k][target]``).
+
+    All-pairs files hold ``n (n - 1) / 2`` maps per sequence of ``n`` frames; the ``n`` masks
+    are all the memory this needs.
+    """
+
+    def __init__(self, index: np.ndarray, masks: dict):
+        self.index = index
+        self.masks = masks  # {target: {frame: (H, W) bool}}
+
+    @classmethod
+    def from_source(cls, src: PairSource, targets, used) -> _DerivedMaps | None:
+        ds = src.source.dataset
+        if src.n == 0 or not all(ds.has(f"filament/{t}") for t in targets):
+            return None
+        masks = {t: {int(i): np.asarray(ds.file[f"filament/{t}"][int(i)]) > 0 for i in used} for t in targets}
+        out = cls(src.index, masks)
+        stored = src.maps(0)
+        if any(not np.array_equal(out[0][t], stored[t]) for t in targets):
+            return None
+        return out
+
+    def __getitem__(self, k: int) -> dict:
+        i, j = (int(v) for v in self.index[k])
+        return {t: change_map(m[i], m[j]) for t, m in self.masks.items()}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
+
+
 class _PairSamples:
     """Pairs cached in memory: every frame once (float16), change maps per pair (uint8)."""
 
-    def __init__(self, src: PairSource, crop: int, depth: int, train: bool):
+    def __init__(self, src: PairSource, crop: int, depth: int, train: bool, tasks=()):
+        self.targets = _check_tasks(tasks, src.targets, src.path)
         used = np.unique(src.index)
         self.frames = {int(i): np.asarray(src.frame(int(i)), np.float32).astype(np.float16) for i in used}
         src._frames.clear()
         self.index = src.index.copy()
-        self.maps = [{t: np.asarray(m, np.uint8) for t, m in src.maps(p).items()} for p in range(src.n)]
-        self.targets = src.targets
+        self.maps = _DerivedMaps.from_source(src, self.targets, used)
+        if self.maps is None:  # no per-frame masks that reproduce the stored maps: keep the stored maps
+            self.maps = [{t: np.asarray(m, np.uint8) for t, m in src.maps(p).items() if t in self.targets}
+                         for p in range(src.n)]
+            for mp in self.maps:
+                for t, arr in mp.items():
+                    if arr.size and arr.max() >= len(CHANGE_CLASSES):
+                        raise DataError(f"{src.path}: change map {t!r} holds class ids >= {len(CHANGE_CLASSES)}")
         h, w = self.frames[int(used[0])].shape
         m = 2 ** depth
         if train and crop and (h < crop or w < crop):
             raise DataError(f"{src.path}: frames of {h}x{w} px are smaller than the {crop}² training crop")
         if train and not crop and (h % m or w % m):
             raise DataError(f"{src.path}: frames of {h}x{w} px must be multiples of {m} without cropping; set a crop")
-        for mp in self.maps:
-            for t, arr in mp.items():
-                if arr.size and arr.max() >= len(CHANGE_CLASSES):
-                    raise DataError(f"{src.path}: change map {t!r} holds class ids >= {len(CHANGE_CLASSES)}")
 
     def pair(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         i, j = self.index[k]
@@ -245,6 +311,7 @@ class _PairSamples:
                 a, b, maps = _augment_pair(a, b, maps, rng, cfg.crop, cfg.augment)
                 if cfg.reverse and rng.random() < cfg.reverse:
                     a, b, maps = b, a, {t: swap_direction(m) for t, m in maps.items()}
+                a, b = photometric((a, b), rng, cfg.blur, cfg.brightness)
             xa.append(np.ascontiguousarray(a))
             xb.append(np.ascontiguousarray(b))
             for t in self.targets:
@@ -254,17 +321,63 @@ class _PairSamples:
         return ta, tb, {t: torch.from_numpy(np.stack(v).astype(np.int64)).to(device) for t, v in ys.items()}
 
 
-def class_weights(maps, power: float = 0.5, floor: float = 1e-4) -> tuple:
-    """Per-class weights ``f_c**-power`` from change maps, normalised so that sum_c f_c w_c = 1.
+class _FrameSamples:
+    """Single frames and their per-frame masks (``/filament/<target>``) cached in memory, for the
+    single-frame segmentation U-Net."""
 
-    ``maps`` is an iterable of label arrays; class frequencies below ``floor`` are raised to
-    it (a class absent from the data gets a large but finite weight).
+    def __init__(self, src: PairSource, crop: int, depth: int, train: bool, tasks=()):
+        ds = src.source.dataset
+        have = tuple(t for t in ("a1", "a2") if ds.has(f"filament/{t}"))
+        if not have:
+            raise DataError(f"{src.path} has no per-frame masks /filament/a1, /filament/a2")
+        self.targets = _check_tasks(tasks, have, src.path)
+        self.frames = [np.asarray(src.frame(i), np.float32).astype(np.float16) for i in range(src.n_frames)]
+        src._frames.clear()
+        self.masks = [{t: (np.asarray(ds.file[f"filament/{t}"][i]) > 0).astype(np.uint8) for t in self.targets}
+                      for i in range(src.n_frames)]
+        h, w = self.frames[0].shape
+        m = 2 ** depth
+        if train and crop and (h < crop or w < crop):
+            raise DataError(f"{src.path}: frames of {h}x{w} px are smaller than the {crop}² training crop")
+        if train and not crop and (h % m or w % m):
+            raise DataError(f"{src.path}: frames of {h}x{w} px must be multiples of {m} without cropping; set a crop")
+
+    def frame(self, k: int) -> np.ndarray:
+        return self.frames[int(k)].astype(np.float32)
+
+    def __len__(self):
+        return len(self.frames)
+
+    def batch(self, ks, cfg: DeltaNetConfig, epoch: int | None, device):
+        import torch
+
+        xs, ys = [], {t: [] for t in self.targets}
+        for k in ks:
+            x = normalize_pair(self.frame(k), self.frame(k), cfg.normalize)[0]
+            maps = self.masks[int(k)]
+            if epoch is not None:
+                rng = sample_rng(cfg.seed, epoch, 2, int(k))
+                x, _, maps = _augment_pair(x, x, maps, rng, cfg.crop, cfg.augment)
+                (x,) = photometric((x,), rng, cfg.blur, cfg.brightness)
+            xs.append(np.ascontiguousarray(x))
+            for t in self.targets:
+                ys[t].append(np.ascontiguousarray(maps[t]))
+        tx = torch.from_numpy(np.stack(xs)[:, None]).to(device)
+        return tx, {t: torch.from_numpy(np.stack(v).astype(np.int64)).to(device) for t, v in ys.items()}
+
+
+def class_weights(maps, power: float = 0.5, floor: float = 1e-4, n_classes: int = len(CHANGE_CLASSES)) -> tuple:
+    """Per-class weights ``f_c**-power`` from label maps, normalised so that sum_c f_c w_c = 1.
+
+    ``maps`` is an iterable of label arrays (change maps: ``n_classes`` = 4; masks: 2); class
+    frequencies below ``floor`` are raised to it (a class absent from the data gets a large but
+    finite weight).
     """
-    counts = np.zeros(len(CHANGE_CLASSES), np.float64)
+    counts = np.zeros(n_classes, np.float64)
     for m in maps:
-        counts += np.bincount(np.asarray(m, np.int64).ravel(), minlength=len(CHANGE_CLASSES))[: len(CHANGE_CLASSES)]
+        counts += np.bincount(np.asarray(m, np.int64).ravel(), minlength=n_classes)[:n_classes]
     if counts.sum() == 0:
-        return tuple([1.0] * len(CHANGE_CLASSES))
+        return tuple([1.0] * n_classes)
     f = np.maximum(counts / counts.sum(), floor)
     w = f ** -power
     w /= float((f * w).sum() / f.sum())

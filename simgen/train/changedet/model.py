@@ -1,5 +1,7 @@
 """The change-detection networks: Siamese U-Net with a shared encoder and one head per target, the U-Net
-baseline, applying them to frames of any size; the focal loss; swapping the direction of change maps."""
+baseline on stacked frames, MultiTaskDeltaNet (a whole U-Net shared by both frames, final feature maps
+concatenated, one FCN head per task), the single-frame segmentation U-Net; applying them to frames of
+any size; the focal loss; swapping the direction of change maps."""
 
 from __future__ import annotations
 
@@ -23,10 +25,14 @@ from simgen.train.changedet.config import (
 
 __all__ = [
     "focal_loss",
+    "MTDN",
+    "SegUNet",
     "SiameseUNet",
     "UNet",
     "build_deltanet",
     "forward_padded",
+    "init_from_segmenter",
+    "segment_padded",
     "swap_direction",
 ]
 
@@ -182,14 +188,98 @@ class UNet(nn.Module):
         return self.heads(self.decoder(self.encoder(torch.cat([a, b], dim=1))))
 
 
+class _UNetBody(nn.Module):
+    """A whole U-Net without its classifier: ``(B, cin, H, W)`` → ``(B, width, H, W)`` features."""
+
+    def __init__(self, cin: int, width: int, depth: int, norm: str):
+        super().__init__()
+        self.encoder = _Encoder(cin, width, depth, norm)
+        self.decoder = _Decoder(self.encoder.channels, norm)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def _fcn_head(cin: int, width: int, n_classes: int, norm: str) -> nn.Module:
+    """The study's task head: 3x3 convolutions ``cin → width → width/2`` (norm, ReLU), 1x1 to the classes."""
+    mid = max(width // 2, 4)
+    return nn.Sequential(
+        nn.Conv2d(cin, width, 3, padding=1, bias=False), _norm(norm, width), nn.ReLU(inplace=True),
+        nn.Conv2d(width, mid, 3, padding=1, bias=False), _norm(norm, mid), nn.ReLU(inplace=True),
+        nn.Conv2d(mid, n_classes, 1),
+    )
+
+
+class MTDN(nn.Module):
+    """MultiTaskDeltaNet: one U-Net (encoder *and* decoder) shared by both frames, the two final
+    feature maps concatenated, one fully convolutional head per task.
+
+    ``forward(a, b)`` takes two ``(B, 1, H, W)`` frames (H, W multiples of ``2**depth``) and returns
+    ``{target: (B, n_classes, H, W) logits}``.  ``body`` has the same layout as
+    :class:`SegUNet`'s, so a trained segmentation U-Net can initialise it
+    (:func:`init_from_segmenter`).
+    """
+
+    def __init__(self, width: int = 32, depth: int = 4, norm: str = "batch", targets=("a1", "a2"),
+                 n_classes: int = 4):
+        super().__init__()
+        self.depth = depth
+        self.targets = tuple(targets)
+        self.body = _UNetBody(1, width, depth, norm)
+        self.heads = nn.ModuleList([_fcn_head(2 * width, 2 * width, n_classes, norm) for _ in self.targets])
+
+    def forward(self, a, b):
+        n = a.shape[0]
+        f = self.body(torch.cat([a, b], dim=0))  # shared weights: both frames in one batch
+        both = torch.cat([f[:n], f[n:]], dim=1)
+        return {t: h(both) for t, h in zip(self.targets, self.heads)}
+
+
+class SegUNet(nn.Module):
+    """Single-frame baseline: a U-Net segmenting each target (background / foreground) from one frame.
+
+    ``forward(x)`` takes ``(B, 1, H, W)`` and returns ``{target: (B, n_classes, H, W) logits}``.
+    """
+
+    def __init__(self, width: int = 32, depth: int = 4, norm: str = "batch", targets=("a1", "a2"),
+                 n_classes: int = 2):
+        super().__init__()
+        self.depth = depth
+        self.body = _UNetBody(1, width, depth, norm)
+        self.heads = _Heads(width, targets, n_classes, norm)
+
+    def forward(self, x):
+        return self.heads(self.body(x))
+
+
 def build_deltanet(config: DeltaNetConfig | str = "full", targets=("a1", "a2")) -> nn.Module:
-    """An untrained :class:`SiameseUNet` or :class:`UNet` (``config.arch``) with one head per target."""
+    """An untrained network of ``config.arch`` with one head per target: :class:`SiameseUNet`,
+    :class:`UNet`, :class:`MTDN` (4 change classes) or :class:`SegUNet` (2 classes)."""
     cfg = get_config(config) if isinstance(config, str) else config.validate()
     targets = tuple(targets)
     if not targets or len(set(targets)) != len(targets):
         raise ParameterError(f"targets must be distinct names, got {targets}")
-    cls = SiameseUNet if cfg.arch == "siamese" else UNet
+    if cfg.arch == "segunet":
+        return SegUNet(cfg.width, cfg.depth, cfg.norm, targets, 2)
+    cls = {"siamese": SiameseUNet, "unet": UNet, "mtdn": MTDN}[cfg.arch]
     return cls(cfg.width, cfg.depth, cfg.norm, targets, len(CHANGE_CLASSES))
+
+
+def init_from_segmenter(model: nn.Module, state_dict: dict) -> int:
+    """Copy the U-Net of a trained :class:`SegUNet` (its ``state_dict``) into ``model.body``.
+
+    Returns the number of tensors copied.  Raises :class:`ParameterError` when ``model`` has no
+    ``body`` or the two U-Nets differ in layout (width, depth, norm).
+    """
+    if not hasattr(model, "body"):
+        raise ParameterError(f"{type(model).__name__} has no shared U-Net to initialise")
+    body = {k[len("body."):]: v for k, v in state_dict.items() if k.startswith("body.")}
+    own = model.body.state_dict()
+    if set(body) != set(own) or any(tuple(body[k].shape) != tuple(own[k].shape) for k in own):
+        raise ParameterError("the segmentation U-Net's layout differs from this model's (width, depth and norm "
+                             "must match)")
+    model.body.load_state_dict(body)
+    return len(body)
 
 
 def forward_padded(model: nn.Module, a: np.ndarray, b: np.ndarray, depth: int, device) -> dict:
@@ -213,6 +303,21 @@ def forward_padded(model: nn.Module, a: np.ndarray, b: np.ndarray, depth: int, d
         tb = F.pad(tb, (0, pw, 0, ph), mode=mode)
     out = model(ta, tb)
     return {t: v[..., :h, :w] for t, v in out.items()}
+
+
+def segment_padded(model: nn.Module, x: np.ndarray, depth: int, device) -> dict:
+    """Logits ``{target: (1, C, H, W)}`` of a single-frame model for one (H, W) frame of any size
+    (padded like :func:`forward_padded`)."""
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2:
+        raise DataError(f"a frame must be a 2-D image, got shape {x.shape}")
+    h, w = x.shape
+    m = 2 ** depth
+    ph, pw = -h % m, -w % m
+    t = torch.from_numpy(x)[None, None].to(device)
+    if ph or pw:
+        t = F.pad(t, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+    return {k: v[..., :h, :w] for k, v in model(t).items()}
 
 
 # -- change-map algebra -------------------------------------------------------------

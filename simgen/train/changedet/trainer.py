@@ -1,4 +1,5 @@
-"""Train the change detector from scratch with the shared engine (resumable, early stopping)."""
+"""Train the change detector with the shared engine (resumable, early stopping): from scratch or, for
+``mtdn``, from a trained single-frame U-Net; constant or linearly decaying learning rate."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from simgen.errors import DataError
+from simgen.errors import DataError, ParameterError
 from simgen.evaluate.segmentation import confusion_matrix, scores_from_confusion
 from simgen.progress import ProgressLog, track
 from simgen.rng import sample_rng
@@ -17,16 +18,59 @@ from simgen.train.changedet.config import (
     DISAPPEARING,
     MODEL_TYPE,
     OVERLAPPING,
+    SEG_MODEL_TYPE,
     DeltaNetConfig,
     get_config,
 )
 from simgen.train.changedet.data import _PairSamples, class_weights, normalize_pair, open_pairs
-from simgen.train.changedet.model import build_deltanet, focal_loss, forward_padded
-from simgen.train.engine import fit, open_run, resumed_config
+from simgen.train.changedet.model import build_deltanet, focal_loss, forward_padded, init_from_segmenter
+from simgen.train.engine import fit, load_trained, open_run, resumed_config
 
 __all__ = [
+    "batches_per_epoch",
+    "epoch_order",
+    "make_scheduler",
+    "read_init",
     "train_deltanet",
 ]
+
+
+def batches_per_epoch(n: int, cfg: DeltaNetConfig) -> int:
+    """Optimiser steps per epoch: ``steps_per_epoch``, or one pass over ``n`` samples."""
+    return cfg.steps_per_epoch or -(-n // cfg.batch_size)
+
+
+def make_scheduler(opt, cfg: DeltaNetConfig, steps_per_epoch: int):
+    """``None`` (constant rate) or a per-step ``LambdaLR`` decaying linearly from ``lr`` to 0 over
+    ``cfg.epochs x steps_per_epoch`` steps (factor ``1 - step / total``)."""
+    import torch
+
+    if cfg.schedule == "constant":
+        return None
+    total = max(int(cfg.epochs) * int(steps_per_epoch), 1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total))
+
+
+def epoch_order(n: int, cfg: DeltaNetConfig, epoch: int) -> list:
+    """The batches (index arrays) of one epoch, drawn from ``sample_rng(seed, epoch, 1)``."""
+    rng = sample_rng(cfg.seed, epoch, 1)
+    if cfg.steps_per_epoch:
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-cfg.steps_per_epoch * cfg.batch_size // n))])
+        order = order[: cfg.steps_per_epoch * cfg.batch_size]
+    else:
+        order = rng.permutation(n)
+    return [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+
+
+def read_init(cfg: DeltaNetConfig) -> dict:
+    """The weights of the segmentation checkpoint ``cfg.init`` (checked: a ``segunet`` of the same
+    width, depth and norm) that initialise an ``mtdn`` model's shared U-Net."""
+    state = load_trained(cfg.init, SEG_MODEL_TYPE)
+    seg = DeltaNetConfig.from_dict(state["config"])
+    if (seg.width, seg.depth, seg.norm) != (cfg.width, cfg.depth, cfg.norm):
+        raise ParameterError(f"{cfg.init}: U-Net width/depth/norm {(seg.width, seg.depth, seg.norm)} differ from "
+                             f"{(cfg.width, cfg.depth, cfg.norm)}")
+    return state["state_dict"]
 
 
 def _loss(out: dict, y: dict, cfg: DeltaNetConfig, alpha=None):
@@ -63,15 +107,15 @@ def _validate(model, val: _PairSamples, cfg: DeltaNetConfig, device, alpha=None)
 
 
 def _read_data(train, val, cfg: DeltaNetConfig) -> tuple[_PairSamples, _PairSamples | None]:
-    """The training and validation pairs, checked against ``cfg`` (crop and depth)."""
+    """The training and validation pairs, checked against ``cfg`` (crop, depth, tasks)."""
     with open_pairs(train) as src:
-        train_set = _PairSamples(src, cfg.crop, cfg.depth, train=True)
+        train_set = _PairSamples(src, cfg.crop, cfg.depth, train=True, tasks=cfg.tasks)
     val_set = None
     if val is not None:
         with open_pairs(val) as vsrc:
-            if vsrc.targets != train_set.targets:
+            if not set(train_set.targets) <= set(vsrc.targets):
                 raise DataError(f"validation targets {vsrc.targets} differ from training targets {train_set.targets}")
-            val_set = _PairSamples(vsrc, cfg.crop, cfg.depth, train=False)
+            val_set = _PairSamples(vsrc, cfg.crop, cfg.depth, train=False, tasks=train_set.targets)
     return train_set, val_set
 
 
@@ -122,13 +166,16 @@ def train_deltanet(
     cfg = get_config(config) if isinstance(config, str) else config.validate()
     if epochs is not None:
         cfg = replace(cfg, epochs=epochs).validate()
+    if cfg.arch == "segunet":
+        raise ParameterError("arch 'segunet' segments single frames: train it with train_segmenter")
     dev = select_device(device)
     # read (and thereby validate) the data before the run folder is touched
     train_set, val_set = _read_data(train, val, cfg)
+    init_weights = read_init(cfg) if cfg.init else None
     run, state = open_run(out_dir, model_type=MODEL_TYPE, resume=resume, overwrite=overwrite)
     if state is not None:
         fresh, cfg = cfg, resumed_config(state, cfg, epochs)
-        if (cfg.crop, cfg.depth) != (fresh.crop, fresh.depth):  # the run's own settings check the frames
+        if (cfg.crop, cfg.depth, cfg.tasks) != (fresh.crop, fresh.depth, fresh.tasks):  # the run's own settings
             train_set, val_set = _read_data(train, val, cfg)
         if tuple(state.get("targets", ())) != train_set.targets:
             raise DataError(f"targets of {train} {train_set.targets} differ from the checkpoint's {state.get('targets')}")
@@ -141,19 +188,16 @@ def train_deltanet(
         alpha = None if cfg.alpha is None else tuple(float(a) for a in cfg.alpha)
     setup_threads()
     seed_everything(cfg.seed)
-    model = build_deltanet(cfg, train_set.targets).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)  # constant rate
+    model = build_deltanet(cfg, train_set.targets)
+    if init_weights is not None and state is None:  # a resumed run restores its own weights
+        init_from_segmenter(model, init_weights)
+    model = model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(opt, cfg, batches_per_epoch(len(train_set), cfg))
 
     def train_epoch(epoch: int) -> dict:
         model.train()
-        n = len(train_set)
-        rng = sample_rng(cfg.seed, epoch, 1)
-        if cfg.steps_per_epoch:
-            order = np.concatenate([rng.permutation(n) for _ in range(-(-cfg.steps_per_epoch * cfg.batch_size // n))])
-            order = order[: cfg.steps_per_epoch * cfg.batch_size]
-        else:
-            order = rng.permutation(n)
-        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        batches = epoch_order(len(train_set), cfg, epoch)
         total, seen = 0.0, 0
         for b in track(batches, description=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress):
             a, bb, y = train_set.batch(b, cfg, epoch, dev)
@@ -163,6 +207,8 @@ def train_deltanet(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             total += float(loss.detach()) * len(b)
             seen += len(b)
         row = {"loss": total / seen}
@@ -174,10 +220,11 @@ def train_deltanet(
     logger = ProgressLog(run.path / "metrics.jsonl", total_epochs=cfg.epochs, enabled=log, prefix="deltanet ")
     logger.message(f"[{cfg.preset}/{cfg.arch}] on {dev}: {len(train_set)} training pairs, "
                    f"{len(val_set) if val_set else 0} validation pairs, targets {list(train_set.targets)}; "
-                   f"focal gamma {cfg.gamma:g}, class weights {alpha}; monitoring {monitor}")
+                   f"focal gamma {cfg.gamma:g}, class weights {alpha}; lr {cfg.lr:g} {cfg.schedule}"
+                   f"{'; U-Net from ' + cfg.init if cfg.init else ''}; monitoring {monitor}")
 
     result = fit(
-        run, model, opt, None, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
+        run, model, opt, scheduler, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
         mode="max" if monitor == "val_dice" else "min", patience=cfg.patience, min_delta=cfg.min_delta,
         header={"model_type": MODEL_TYPE, "config": cfg.to_dict(), "targets": list(train_set.targets),
                 "alpha": None if alpha is None else list(alpha)},
