@@ -90,11 +90,15 @@ def maskrcnn_command(data, val, epochs, batch_size, lr, patience, seed, device, 
 
 @click.command("deltanet")
 @_run_options
-@click.option("--config", "preset", type=click.Choice(["tiny", "light", "full"]), default="full", show_default=True,
+@click.option("--config", "preset", type=click.Choice(["tiny", "light", "full", "study"]), default="full",
+              show_default=True,
               help="tiny: 64² crops, 8 channels (tests); light: 128², 16 channels, batch 8 (CPU); "
-                   "full: 256², 32 channels, batch 16 (GPU).")
-@click.option("--arch", type=click.Choice(["siamese", "unet"]), default=None,
-              help="siamese (default): shared encoder + fusion; unet: baseline on stacked frames.")
+                   "full: 256², 32 channels, batch 16 (GPU); study: MultiTaskDeltaNet's recipe (mtdn, "
+                   "lr 9.5e-4 with linear decay, batch 16, 256², blur/brightness).")
+@click.option("--arch", type=click.Choice(["siamese", "unet", "mtdn"]), default=None,
+              help="siamese (default): shared encoder + fusion; unet: baseline on stacked frames; mtdn: one "
+                   "U-Net shared by both frames, final features concatenated, one head per task (the study's). "
+                   "The single-frame U-Net baseline trains inside simgen changedet study.")
 @click.option("--crop", type=click.IntRange(min=0), default=None, help="Training crop side (0 = whole frames).")
 @click.option("--gamma", type=click.FloatRange(min=0), default=None, help="Focal-loss gamma (default 2).")
 @click.option("--monitor", type=click.Choice(["val_loss", "val_dice"]), default=None,
@@ -116,6 +120,7 @@ def deltanet_command(data, val, epochs, batch_size, lr, patience, seed, device, 
     Examples:
       simgen train deltanet --data pairs_train.h5 --val pairs_val.h5 --epochs 100 -o runs/delta
       simgen train deltanet --data pairs_train.h5 --val pairs_val.h5 --arch unet -o runs/unet
+      simgen train deltanet --data fil_all.h5 --val fil_val.h5 --config study -o runs/mtdn
       simgen predict runs/delta/best.pt pairs_test.h5 -o change_pred.h5
     """
     # the change detector's modules import torch (its networks are nn.Module subclasses): keep `--help` fast

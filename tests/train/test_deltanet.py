@@ -300,3 +300,17 @@ def test_cli_bad_input(pairs, tmp_path, args):
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_trains_the_study_network(pairs, tmp_path):
+    """--arch mtdn (the study's shared-U-Net network) trains and predicts through the ordinary commands."""
+    out = tmp_path / "mtdn"
+    res = run("train", "deltanet", "--data", pairs["val"], "--config", "tiny", "--arch", "mtdn", "--epochs", 1,
+              "--no-progress", "-o", out)
+    assert res.exit_code == 0, res.output
+    from simgen.runtime import load_checkpoint
+
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["config"]["arch"] == "mtdn"
+    res = run("predict", out / "best.pt", pairs["val"], "-o", tmp_path / "p.h5")
+    assert res.exit_code == 0, res.output
