@@ -2,14 +2,33 @@
 
 A killed process never leaves a half-written file under the final name, and an
 existing file is never replaced unless the caller asked for it.
+
+Temporary files and folders sit next to their output and are named
+``.<output name>.<host>-<pid>.<random>.tmp[<suffix>]`` (:func:`make_temp`).  They are removed
+
+* on any exception while writing (a failed write, a bug, Ctrl-C);
+* on ``SIGTERM`` (what ``timeout`` and batch schedulers send): while a write is open,
+  :func:`sigterm_raises` turns the signal into :class:`Terminated` (a ``SystemExit`` with exit
+  status 143) so the usual cleanup runs, then the previous handler is back;
+* by the next write of the same output when they were left by a process that could not clean up
+  (``kill -9``, power loss): :func:`sweep_stale_temps` removes a temp file of *that output* whose
+  process is gone (same host, PID not running), or, for one from another host, an older name
+  without a PID, or a PID that is running again (PIDs are reused), that has not been modified for
+  :data:`STALE_AGE_S` (24 h).  Temp files of other outputs are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +36,13 @@ import numpy as np
 from simgen.errors import ParameterError
 
 __all__ = [
+    "STALE_AGE_S",
+    "Terminated",
+    "sigterm_raises",
+    "sigterm_deferred",
+    "check_terminated",
+    "make_temp",
+    "sweep_stale_temps",
     "check_output",
     "check_output_dir",
     "atomic_path",
@@ -68,6 +94,208 @@ def fsync_path(path) -> None:
         os.close(fd)
 
 
+# -- SIGTERM while a write is open ------------------------------------------------
+class Terminated(SystemExit):
+    """SIGTERM arrived while an atomic write was open: unwinds like an exception (cleanup runs),
+    then the interpreter exits with status ``128 + signum`` (143) and no traceback."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(128 + int(signum))
+        self.signum = int(signum)
+
+
+_guard = threading.local()  # only the main thread may install signal handlers; the count lives there
+_previous: list = []  # the handler ours replaced (one entry while installed)
+_received: list[int] = []  # SIGTERMs seen while installed
+_hooks: list = []  # the sys.unraisablehook ours wraps
+
+
+def _raise_terminated(signum, frame):
+    _received.append(signum)
+    raise Terminated(signum)
+
+
+def _quiet_unraisable(unraisable):
+    """While installed: a Terminated swallowed by a finalizer is not printed (it is raised again later)."""
+    if not isinstance(unraisable.exc_value, Terminated):
+        (_hooks[0] if _hooks else sys.__unraisablehook__)(unraisable)
+
+
+def check_terminated() -> None:
+    """Raise :class:`Terminated` if SIGTERM arrived during the current write.
+
+    The handler raises at once, but an exception raised while Python runs a finalizer (``__del__``,
+    a weakref callback) is only printed; writers call this once per item so a signal is never lost.
+    """
+    if _received:
+        raise Terminated(_received[0])
+
+
+@contextlib.contextmanager
+def sigterm_deferred():
+    """Hold SIGTERM back (``pthread_sigmask``) while a temp file is created and recorded.
+
+    A signal in between would leave a file nobody knows the name of; held back, it arrives right
+    after the block, when the cleanup code already has the name.  Main thread only (elsewhere a no-op).
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class sigterm_raises(contextlib.AbstractContextManager):  # noqa: N801 - used like a function
+    """While open, ``SIGTERM`` raises :class:`Terminated` in the main thread instead of killing the process.
+
+    Installed only when the process would otherwise die on ``SIGTERM`` without cleanup (the default
+    handler): an ignored signal or an application's own handler is left alone.  Nested uses share one
+    installation; the previous handler is restored when the outermost one closes, and a SIGTERM whose
+    exception was lost (see :func:`check_terminated`) is raised then.  A no-op outside the main
+    thread (Python delivers signals there only).
+    """
+
+    def __enter__(self):
+        self.main = threading.current_thread() is threading.main_thread()
+        if self.main:
+            depth = getattr(_guard, "depth", 0)
+            if depth == 0 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                _previous[:] = [signal.SIG_DFL]
+                _received.clear()
+                _hooks[:] = [sys.unraisablehook]
+                sys.unraisablehook = _quiet_unraisable
+                signal.signal(signal.SIGTERM, _raise_terminated)
+            _guard.depth = depth + 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.main:
+            return False
+        _guard.depth -= 1
+        if _guard.depth > 0 or not _previous:
+            return False
+        if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+            signal.signal(signal.SIGTERM, _previous[0])
+        if sys.unraisablehook is _quiet_unraisable:
+            sys.unraisablehook = _hooks[0] if _hooks else sys.__unraisablehook__
+        _hooks.clear()
+        _previous.clear()
+        lost = _received[0] if _received else None
+        _received.clear()
+        unwinding = exc if exc is not None else sys.exc_info()[1]  # closed from an except block / __exit__
+        if lost is not None and not isinstance(unwinding, SystemExit):
+            raise Terminated(lost)
+        return False
+
+
+# -- temporary names and stale ones ------------------------------------------------
+#: Seconds without modification after which a temp file whose owner cannot be checked is stale.
+STALE_AGE_S = 24 * 3600
+_log = logging.getLogger(__name__)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", os.uname().nodename)[:24] or "host"
+
+
+def make_temp(final, suffix: str = "", directory: bool = False) -> Path:
+    """Create an empty temporary file (or folder) next to ``final`` and return its path.
+
+    Named ``.<final name>.<host>-<pid>.<random>.tmp<suffix>`` so that :func:`sweep_stale_temps`
+    can tell whose it is; permissions follow the umask like an ordinary new file.
+    """
+    final = Path(final)
+    prefix = f".{final.name}.{_host()}-{os.getpid()}."
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=f".tmp{suffix}", dir=final.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        return tmp
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600
+    return Path(name)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process / not a PID at all
+        return pid > 0
+    return True
+
+
+def _last_modified(path: Path) -> float:
+    if not path.is_dir():
+        return path.lstat().st_mtime
+    newest = path.lstat().st_mtime
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+_swept: set[str] = set()  # outputs this process has swept already (see sweep_stale_temps(once=True))
+_TEMP_DIR = re.compile(r"^\..+\.tmp$")
+
+
+def sweep_stale_temps(final, max_age: float = STALE_AGE_S, *, once: bool = False) -> list[Path]:
+    """Remove the temp files (and folders) of ``final`` left behind by runs that were killed.
+
+    A temp file belongs to ``final`` when its name is ``.<final name>.[<host>-]<pid>.<tag>.tmp[<ext>]``
+    (the names :func:`make_temp` and earlier simgen versions gave) or ``.<final name>.<tag>.tmp<ext>``
+    (older atomic writes, no PID).  It is stale when it was made on this host by a process that is no
+    longer running, or when it has not been modified for ``max_age`` seconds (its owner cannot be
+    checked: another host, no PID in the name, or a PID in use again).  Returns the paths removed.
+
+    With ``once`` (what the atomic writers use) a folder is listed only the first time this process
+    writes ``final``, and never inside a temp folder (which a killed run cannot have left anything
+    in): writers called in a loop stay O(1).
+    """
+    final = Path(final)
+    if once:
+        key = os.path.abspath(final)
+        if key in _swept or _TEMP_DIR.match(final.parent.name):
+            return []
+        if len(_swept) > 10000:
+            _swept.clear()
+        _swept.add(key)
+    pattern = re.compile(
+        rf"^\.{re.escape(final.name)}\.(?:(?:(?P<host>[A-Za-z0-9]+)-)?(?P<pid>\d+)\.)?"
+        r"[A-Za-z0-9_]+\.tmp(?:\.[A-Za-z0-9_]+)?$"
+    )
+    removed = []
+    try:
+        entries = list(os.scandir(final.parent))
+    except OSError:
+        return removed
+    now, host = time.time(), _host()
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None:
+            continue
+        path = Path(entry.path)
+        try:
+            pid = int(m["pid"]) if m["pid"] else None
+            owner_gone = pid is not None and m["host"] in (None, host) and not _pid_running(pid)
+            if not owner_gone and now - _last_modified(path) < max_age:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        _log.info("removed %s (a temporary file left by a run that was killed)", path)
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path, overwrite: bool = False, suffix: str | None = None):
     """Context manager yielding a temporary path next to ``path``.
@@ -83,20 +311,22 @@ def atomic_path(path, overwrite: bool = False, suffix: str | None = None):
     """
     final = check_output(path, overwrite)
     suffix = final.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the final file normal permissions
-    try:
-        yield tmp
-        fsync_path(tmp)
-        if final.exists() and not overwrite:
-            raise ParameterError(f"output {final} appeared while writing; not replacing it")
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    sweep_stale_temps(final, once=True)
+    with sigterm_raises():
+        tmp = None
+        try:
+            with sigterm_deferred():
+                tmp = make_temp(final, suffix)
+            yield tmp
+            fsync_path(tmp)
+            if final.exists() and not overwrite:
+                raise ParameterError(f"output {final} appeared while writing; not replacing it")
+            os.replace(tmp, final)
+        except BaseException:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            raise
 
 
 def atomic_write_bytes(path, data: bytes, overwrite: bool = False) -> Path:
@@ -153,14 +383,18 @@ def atomic_dir(path, overwrite: bool = False, allow_empty: bool = False):
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ParameterError(f"cannot create directory {final.parent}: {exc.strerror}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the final folder normal permissions
-    try:
-        yield tmp
-        replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    sweep_stale_temps(final, once=True)
+    with sigterm_raises():
+        tmp = None
+        try:
+            with sigterm_deferred():
+                tmp = make_temp(final, directory=True)
+            yield tmp
+            replace_dir(tmp, final)
+        except BaseException:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def json_default(obj):

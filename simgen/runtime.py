@@ -13,6 +13,9 @@
   containers; :func:`load_checkpoint` reads one with ``weights_only=True``, never running code.
 * :class:`RunDir` organises a run folder (``last.pt``, ``best.pt``, ``config.json``,
   ``metrics.jsonl``) and reads the state to resume from.
+* :func:`check_image_memory` refuses an image size before anything is allocated: sides above
+  :data:`MAX_IMAGE_SIDE`, or an estimated working set (:func:`image_memory`) larger than the memory
+  available now (:func:`available_memory`).
 
 The training loops built on these (epochs, early stopping, resume) are in :mod:`simgen.train.engine`;
 progress bars and per-epoch logs in :mod:`simgen.progress`.
@@ -23,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
+import operator
 import os
 import random
 from collections.abc import Callable
@@ -35,6 +40,10 @@ from simgen.errors import DataError, ParameterError
 from simgen.rng import check_seed
 
 __all__ = [
+    "MAX_IMAGE_SIDE",
+    "available_memory",
+    "image_memory",
+    "check_image_memory",
     "seed_everything",
     "select_device",
     "setup_threads",
@@ -142,6 +151,102 @@ def setup_threads(n: int | None = None) -> int:
         torch.set_num_interop_threads(n)
     os.environ["OMP_NUM_THREADS"] = str(n)
     return n
+
+
+# -- memory ----------------------------------------------------------------------
+#: Largest image side (pixels) any command accepts: 65536² float32 is already 16 GiB per copy.
+MAX_IMAGE_SIDE = 65536
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now, or ``None`` if it cannot be told.
+
+    ``psutil.virtual_memory().available`` when psutil is installed, else ``MemAvailable`` from
+    ``/proc/meminfo`` (Linux), else free physical pages from ``os.sysconf``.
+    """
+    try:
+        import psutil
+    except ImportError:
+        pass
+    else:
+        with contextlib.suppress(Exception):
+            return int(psutil.virtual_memory().available)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file says kB, meaning KiB
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    return None
+
+
+def image_memory(shape, n_images: float = 1, dtype="float32", working_copies: float = 0.0,
+                 extra_bytes: int = 0) -> int:
+    """Estimated bytes to hold ``n_images`` images of ``shape`` plus ``working_copies`` more of one.
+
+    Parameters
+    ----------
+    shape : (H, W) or int
+        Image shape in pixels (an int means square).
+    n_images : float
+        Images held at once (1 for generators that stream sample by sample).
+    dtype : numpy dtype
+        Element type of the images and of the working copies (float32 inside simgen).
+    working_copies : float
+        Temporary image-sized arrays alive at the peak (kernels, intermediate fields).
+    extra_bytes : int
+        Anything else held (e.g. uint8 change maps).
+
+    Returns
+    -------
+    Bytes, as ``int`` (exact integer arithmetic: no overflow for any size).
+    """
+    h, w = _shape2(shape)
+    per_image = h * w * np.dtype(dtype).itemsize
+    return int(math.ceil(per_image * (float(n_images) + float(working_copies)))) + int(extra_bytes)
+
+
+def check_image_memory(shape, *, n_images: float = 1, dtype="float32", working_copies: float = 0.0,
+                       extra_bytes: int = 0, processes: int = 1, what: str = "this run",
+                       option: str = "--size") -> int:
+    """Refuse an image size that cannot work, before anything is allocated; returns the estimate.
+
+    Checks each side against :data:`MAX_IMAGE_SIDE`, then ``processes`` times
+    :func:`image_memory` against :func:`available_memory` (skipped when that is unknown, or when
+    ``processes`` is 0: the work runs on other machines).
+
+    Raises
+    ------
+    ParameterError
+        One line stating the size, the estimate and the memory available.
+    """
+    h, w = _shape2(shape, option)
+    if max(h, w) > MAX_IMAGE_SIDE:
+        raise ParameterError(f"{option} {w}x{h}: at most {MAX_IMAGE_SIDE} px per side")
+    processes = int(processes)
+    need = image_memory((h, w), n_images, dtype, working_copies, extra_bytes) * max(1, processes)
+    free = available_memory() if processes >= 1 else None
+    if free is not None and need > free:
+        per = f" ({processes} processes)" if processes > 1 else ""
+        raise ParameterError(f"{what} at {option} {w}x{h} needs about {_gib(need)} of memory{per}, "
+                             f"but {_gib(free)} is available; use a smaller {option}")
+    return need
+
+
+def _shape2(shape, option: str = "size") -> tuple[int, int]:
+    h, w = (shape, shape) if np.isscalar(shape) else tuple(shape)
+    try:
+        h, w = operator.index(h), operator.index(w)
+    except TypeError:
+        raise ParameterError(f"{option} must be whole pixels, got {shape!r}") from None
+    if h < 1 or w < 1:
+        raise ParameterError(f"{option} must be at least 1 px per side, got {w}x{h}")
+    return int(h), int(w)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**29 else f"{n / 2**20:.0f} MiB"
 
 
 # -- checkpoints -----------------------------------------------------------------

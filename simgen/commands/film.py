@@ -17,6 +17,7 @@ from simgen.commands._options import (
     progress_option,
     seed_option,
 )
+from simgen.commands._sizes import FLOAT32_COPIES, guard_size
 from simgen.commands.scale import run_sharded, shard_options
 from simgen.datasets.generate import write_dataset
 from simgen.simulate.film import FilmConfig, FilmSampler
@@ -26,7 +27,8 @@ from simgen.simulate.film import FilmConfig, FilmSampler
 @click.option("--model", type=click.Choice(["random", "thermal"]), default="random", show_default=True,
               help="random: superposed point defects; thermal: quenched XY dynamics.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of images.")
-@click.option("--size", type=int, default=512, show_default=True, help="Image side in pixels.")
+@click.option("--size", type=int, default=512, show_default=True,
+              help="Image side in pixels (refused up front above 65536 or beyond the memory available).")
 @seed_option
 @click.option("--backend", default="numba", show_default=True,
               help="Compute backend: numba (default), numpy (reference) or jax (GPU when present).")
@@ -81,6 +83,8 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
         single_class=single_class, steps=steps, dt=dt, kappa=kappa, temperature=temperature, backend=backend,
         upsample=upsample, quench_length=quench_length,
     ).validate()
+    guard_size(size, what=f"simulate film ({model} model)", copies=FLOAT32_COPIES[f"film-{model}"], spec=spec,
+               shard=shard, n=n)
     sampler = FilmSampler(config, seed=seed, store_phase=store_phase)
     if spec != "none":  # artifacts (simgen.augment): simulation-time codes adjust the config per sample
         from simgen.datasets.augment_io import augmented_sampler

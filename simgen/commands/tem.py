@@ -16,11 +16,12 @@ from simgen.commands._options import (
     progress_option,
     seed_option,
 )
+from simgen.commands._sizes import FLOAT32_COPIES, guard_size
 from simgen.commands.scale import run_sharded, shard_options
 from simgen.datasets.generate import write_dataset
 from simgen.datasets.video_io import write_filament, write_video
 from simgen.errors import ParameterError
-from simgen.simulate.filament import FilamentConfig, FilamentSampler
+from simgen.simulate.filament import FilamentConfig, FilamentSampler, pair_list
 from simgen.simulate.tem import TemConfig, TemSampler, config_from_match
 from simgen.simulate.video import VideoConfig, VideoSampler
 
@@ -147,6 +148,7 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
         overrides["class_weights"] = None  # preset weights belong to the preset's classes
     config = TemConfig.from_preset(preset, **overrides) if preset else TemConfig(**overrides)
     config.validate()
+    guard_size(config.shape, what="simulate tem", copies=FLOAT32_COPIES["tem"], spec=spec, shard=shard, n=n)
     estimates = None
     file_pixel_nm = None
     if match:
@@ -238,6 +240,7 @@ def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, 
     if no_coalescence:
         changes["coalescence"] = False
     config = VideoConfig(tem=tem, **changes).validate()
+    guard_size(tem.shape, what="simulate video", copies=FLOAT32_COPIES["video"])
     check_output(output, overwrite)
     sampler = VideoSampler(config, seed=seed)
     path = write_video(output, sampler, overwrite=overwrite, image_dtype=image_dtype, progress=progress)
@@ -294,6 +297,9 @@ def filament_command(n, frames, size, seed, gaps, pairing, filaments, rate, mask
     if diameter is not None:
         changes["diameter"] = diameter
     config = FilamentConfig(**changes).validate()
+    h, w = config.shape  # a whole sequence is held: frames (image, masks, areas) and the pairs' change maps
+    guard_size(config.shape, what="simulate filament", copies=FLOAT32_COPIES["filament"], n_images=3 * config.frames,
+               extra_bytes=3 * len(pair_list(config.frames, config.gaps, config.pairing)) * h * w)
     check_output(output, overwrite)
     sampler = FilamentSampler(config, seed=seed)
     path, n_pairs = write_filament(output, sampler, n, overwrite=overwrite, image_dtype=image_dtype, progress=progress)

@@ -3,7 +3,10 @@
 Writing goes through :class:`DatasetWriter`, which writes to a temporary file in
 the destination directory and renames it only when the writer is closed
 without error, so an interrupted run never leaves a partial dataset under the
-final name.  Reading goes through :func:`open_dataset`, which validates the
+final name.  A failed write (full disk, I/O error) is reported as one ``OSError``
+naming the output, and the temporary file is removed on any failure, on ``SIGTERM``,
+or by the next write of the same output if the process was killed outright (see
+:mod:`simgen.atomic`).  Reading goes through :func:`open_dataset`, which validates the
 schema version first.
 
 Examples
@@ -18,8 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import functools
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -32,7 +38,17 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from simgen import __version__
-from simgen.atomic import check_output, fsync_path, json_default
+from simgen.atomic import (
+    Terminated,
+    check_output,
+    check_terminated,
+    fsync_path,
+    json_default,
+    make_temp,
+    sigterm_deferred,
+    sigterm_raises,
+    sweep_stale_temps,
+)
 from simgen.datasets.schema import (
     IMAGE_DTYPES,
     OPTIONAL_COLUMNS,
@@ -150,6 +166,10 @@ class _TableBuffer:
         self.dtypes: dict[str, np.dtype] = {}
         self.counts: list[int] = []  # rows per sample, aligned with sample index
         self.pending: dict[str, list[np.ndarray]] = {}
+        # Kept open until the writer flushes: closing a dataset writes its buffers, and a write that
+        # fails there can only be printed by h5py (not raised) and leaves HDF5 unable to close the file.
+        self.datasets: dict[str, h5py.Dataset] = {}
+        self.offsets: h5py.Dataset | None = None
 
     def add(self, index: int, records: Records | None) -> None:
         cols = records_to_columns(records, self.name)
@@ -175,12 +195,12 @@ class _TableBuffer:
     def flush(self, f: h5py.File) -> None:
         if self.columns is None:
             return
-        group = f.require_group(table_path(self.name))
-        if "columns" not in group.attrs:
+        if not self.datasets:
+            group = f.require_group(table_path(self.name))
             group.attrs["columns"] = json.dumps(self.columns)
             for c in self.columns:
                 # modest compressed chunks: small files stay small, big tables still stream fast
-                group.create_dataset(
+                self.datasets[c] = group.create_dataset(
                     c, shape=(0,), maxshape=(None,), dtype=self.dtypes[c], chunks=(4096,), compression="gzip",
                     compression_opts=1, shuffle=True,
                 )
@@ -188,7 +208,7 @@ class _TableBuffer:
             return
         for c in self.columns:
             block = np.concatenate(self.pending[c])
-            ds = group[c]
+            ds = self.datasets[c]
             start = ds.shape[0]
             ds.resize((start + len(block),))
             ds[start:] = block
@@ -201,7 +221,30 @@ class _TableBuffer:
         counts = np.zeros(n_samples, np.int64)
         counts[: len(self.counts)] = self.counts
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        f[table_path(self.name)].create_dataset("offsets", data=offsets)
+        self.offsets = f[table_path(self.name)].create_dataset("offsets", data=offsets)
+
+
+def _write_error(path: Path, exc: BaseException) -> OSError:
+    """One-line ``OSError`` for a failed write to ``path`` (h5py words it as OSError or RuntimeError)."""
+    code = exc.errno if isinstance(exc, OSError) and exc.errno else None
+    if code is None and (m := re.search(r"errno = (\d+)", str(exc))):
+        code = int(m[1])
+    reason = os.strerror(code) if code else _short(exc)
+    return OSError(code or errno.EIO, f"{reason} (nothing written, the partial file was removed)", str(path))
+
+
+def _writes(method):
+    """A writer method that touches the file: a failed write discards the file and raises one line."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, RuntimeError) as exc:  # h5py's words for a failed write (ENOSPC, EFBIG, EIO)
+            self._discard(broken=True)
+            raise _write_error(self.path, exc) from None
+
+    return wrapper
 
 
 class DatasetWriter:
@@ -236,6 +279,12 @@ class DatasetWriter:
     Optional per-sample arrays (``mask``, ``phase``) are created the first time a
     sample provides them; earlier samples read back as all-zero masks / NaN phase.
     Tables likewise: a sample that does not mention a table has no rows in it.
+
+    The temporary file (``.<name>.<host>-<pid>.<random>.tmp`` next to ``path``) is removed on any
+    error, on ``SIGTERM`` while the writer is open (:func:`simgen.atomic.sigterm_raises`) and, if a
+    killed run left one, by the next writer of the same ``path``
+    (:func:`simgen.atomic.sweep_stale_temps`).  A failed write (full disk, I/O error) raises one
+    ``OSError`` naming ``path`` and its ``errno``.
     """
 
     @classmethod
@@ -268,14 +317,38 @@ class DatasetWriter:
         self.image_dtype = image_dtype
         self.compression = compression
         self.flush_every = max(1, int(flush_every))
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{id(self):x}.tmp")
-        self._f = h5py.File(self._tmp, "w", libver=("earliest", "v110"))
         self.n = 0
         self._tables: dict[str, _TableBuffer] = {}
+        self._arrays: dict[str, h5py.Dataset] = {}  # image-like arrays, kept open (see _TableBuffer)
+        self._held: list = []  # every other object created, kept open for the same reason
         self._provenance: list[str] = []
         self._names: list[str] = []
         self._shapes: list[tuple[int, ...]] = []
-        self._closed = False
+        self._closed = True  # nothing to clean up until the HDF5 file is open
+        self._tmp: Path | None = None
+        self._fd: int | None = None
+        sweep_stale_temps(self.path, once=True)
+        self._signals = contextlib.ExitStack()
+        self._signals.enter_context(sigterm_raises())
+        try:
+            with sigterm_deferred():  # a SIGTERM arrives once the name is recorded for cleanup
+                self._tmp = make_temp(self.path)
+            self._f = h5py.File(self._tmp, "w", libver=("earliest", "v110"))
+            self._closed = False
+            with contextlib.suppress(Exception):  # the sec2 driver's file descriptor (other drivers have none)
+                self._fd = self._f.id.get_vfd_handle()
+            self._init_attrs(kind, generator, seed, class_names, attrs)
+        except BaseException:  # SIGTERM included: the object never reaches the caller's `with`
+            if not self._closed:
+                self._discard()
+            else:
+                if self._tmp is not None:
+                    self._tmp.unlink(missing_ok=True)
+                self._signals.close()
+            raise
+
+    @_writes
+    def _init_attrs(self, kind, generator, seed, class_names, attrs) -> None:
         root = self._f.attrs
         root["schema"] = SCHEMA_NAME
         root["schema_version"] = SCHEMA_VERSION
@@ -291,6 +364,7 @@ class DatasetWriter:
             self.set_attrs(**attrs)
 
     # -- building ---------------------------------------------------------
+    @_writes
     def set_attrs(self, **attrs: Any) -> None:
         """Set extra root attributes; dicts and lists are stored as JSON strings."""
         reserved = {"schema", "schema_version", "n_samples"}
@@ -303,13 +377,15 @@ class DatasetWriter:
                 continue
             self._f.attrs[key] = value
 
+    @_writes
     def set_class_names(self, names: Iterable[str]) -> None:
         labels = [str(n) for n in names]
         grp = self._f.require_group("labels")
         if "classes" in grp:
             del grp["classes"]
-        grp.create_dataset("classes", data=np.array(labels, dtype=object), dtype=_STR)
+        self._held += [grp, grp.create_dataset("classes", data=np.array(labels, dtype=object), dtype=_STR)]
 
+    @_writes
     def append(
         self,
         image: ArrayLike | None = None,
@@ -347,6 +423,7 @@ class DatasetWriter:
             Image shape for label-only samples.
         """
         self._check_open()
+        check_terminated()
         i = self.n
         if image is not None:
             image = np.asarray(image)
@@ -373,8 +450,10 @@ class DatasetWriter:
         if self.n % self.flush_every == 0:
             for buf in self._tables.values():
                 buf.flush(self._f)
+            self._f.flush()  # a full disk shows up here, not only at close()
         return i
 
+    @_writes
     def create_array(self, path: str, data: ArrayLike | None = None, **kwargs: Any) -> h5py.Dataset:
         """Store an extra array (e.g. ``pairs/index``) at ``path``; kwargs go to h5py.
 
@@ -383,25 +462,30 @@ class DatasetWriter:
         """
         self._check_open()
         if path in self._f:
+            self._arrays.pop(path, None)
             del self._f[path]
-        return self._f.create_dataset(path, data=data, **kwargs)
+        ds = self._f.create_dataset(path, data=data, **kwargs)
+        self._held.append(ds)
+        return ds
 
+    @_writes
     def set_group_attrs(self, path: str, **attrs: Any) -> None:
         """Set attributes on the group or dataset at ``path``; dicts/lists are stored as JSON."""
         self._check_open()
         obj = self._f[path] if path in self._f else self._f.require_group(path)
+        self._held.append(obj)
         for key, value in attrs.items():
             obj.attrs[key] = json.dumps(value, default=json_default) if isinstance(value, (dict, list, tuple)) else value
 
     def _append_image(self, path: str, array: np.ndarray, fill) -> None:
         f = self._f
-        if path not in f:
+        if path not in self._arrays:
             kwargs = {}
             if self.compression == "gzip":
                 kwargs = {"compression": "gzip", "compression_opts": 1, "shuffle": array.dtype.itemsize > 1}
             elif self.compression:
                 kwargs = {"compression": self.compression}
-            f.create_dataset(
+            self._arrays[path] = f.create_dataset(
                 path,
                 shape=(self.n, *array.shape),
                 maxshape=(None, *array.shape),
@@ -410,7 +494,7 @@ class DatasetWriter:
                 fillvalue=fill,
                 **kwargs,
             )
-        ds = f[path]
+        ds = self._arrays[path]
         if ds.shape[1:] != array.shape:
             raise ParameterError(f"{path}: sample {self.n} has shape {array.shape}, earlier ones {ds.shape[1:]}")
         if ds.shape[0] < self.n + 1:
@@ -423,7 +507,13 @@ class DatasetWriter:
             raise ParameterError("dataset writer is closed")
 
     def close(self) -> Path:
-        """Finish the file and move it to its final name; returns that path."""
+        """Finish the file and move it to its final name; returns that path.
+
+        Raises
+        ------
+        OSError
+            If the file could not be written (full disk, I/O error); nothing is left behind.
+        """
         if self._closed:
             return self.path
         f = self._f
@@ -434,33 +524,75 @@ class DatasetWriter:
                     f[path].resize((n, *f[path].shape[1:]))
             for buf in self._tables.values():
                 buf.finish(f, n)
-            f.create_dataset("provenance", data=np.array(self._provenance, dtype=object), dtype=_STR)
+            self._held.append(f.create_dataset("provenance", data=np.array(self._provenance, dtype=object), dtype=_STR))
             if any(self._names):
-                f.create_dataset("names", data=np.array(self._names, dtype=object), dtype=_STR)
+                self._held.append(f.create_dataset("names", data=np.array(self._names, dtype=object), dtype=_STR))
             if "images" not in f and n:
-                f.create_dataset("shapes", data=np.array(self._shapes, np.int64).reshape(n, 2))
+                self._held.append(f.create_dataset("shapes", data=np.array(self._shapes, np.int64).reshape(n, 2)))
             f.attrs["n_samples"] = n
+            f.flush()  # every byte reaches the file (or fails) while it can still be discarded cleanly
+            self._release()
             f.close()
+        except (OSError, RuntimeError) as exc:
+            self._discard(broken=True)
+            raise _write_error(self.path, exc) from None
         except BaseException:
-            self.abort()
+            self._discard()
             raise
         self._closed = True
-        fsync_path(self._tmp)
-        if self.path.exists() and not self.overwrite:
-            self._tmp.unlink()
-            raise ParameterError(f"output {self.path} appeared while writing; not replacing it")
-        os.replace(self._tmp, self.path)
+        try:
+            fsync_path(self._tmp)
+            if self.path.exists() and not self.overwrite:
+                raise ParameterError(f"output {self.path} appeared while writing; not replacing it")
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            self._signals.close()
         return self.path
 
     def abort(self) -> None:
         """Discard everything written so far; the final path is left untouched."""
+        self._discard()
+
+    def _discard(self, broken: bool = False) -> bool:
+        """Remove the temp file and close the HDF5 file whatever state it is in; True if it was broken.
+
+        The file is unlinked first.  HDF5 flushes what it still holds when the file is closed, and if
+        writing has failed (``broken``, or the flush tried here fails) that flush fails again: the file
+        stays half-open and the library crashes at interpreter exit (the segfault a full disk gave).
+        So the file descriptor is pointed at ``/dev/null`` first and the close then succeeds.
+        """
         if self._closed:
-            return
+            return False
         self._closed = True
-        with contextlib.suppress(Exception):  # closing a broken file must not mask the original error
-            self._f.close()
-        with contextlib.suppress(OSError):
-            self._tmp.unlink()
+        try:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+            if not self._f:  # already closed (interrupted right after close()): its descriptor is gone
+                return broken
+            if not broken:
+                try:
+                    self._f.flush()
+                except Exception:  # noqa: BLE001 - any failure means the file cannot be closed normally
+                    broken = True
+            if broken and self._fd is not None:
+                with contextlib.suppress(OSError):
+                    null = os.open(os.devnull, os.O_RDWR)
+                    os.dup2(null, self._fd)
+                    os.close(null)
+            self._release()
+            with contextlib.suppress(Exception):  # closing a broken file must not mask the original error
+                self._f.close()
+        finally:
+            self._signals.close()
+        return broken
+
+    def _release(self) -> None:
+        self._arrays.clear()
+        self._tables.clear()
+        self._held.clear()
 
     def __enter__(self) -> Self:
         return self
@@ -469,13 +601,14 @@ class DatasetWriter:
                  tb: TracebackType | None) -> Literal[False]:
         if exc_type is None:
             self.close()
-        else:
-            self.abort()
+        elif self._discard() and isinstance(exc, (OSError, RuntimeError)):
+            raise _write_error(self.path, exc) from None  # a write through create_array()'s dataset failed
         return False
 
     def __del__(self) -> None:  # a writer dropped without close() must not leave its temp file
         if not getattr(self, "_closed", True):
-            self.abort()
+            with contextlib.suppress(Terminated):  # a finalizer cannot raise; SIGTERM is still pending
+                self.abort()
 
 
 class Dataset:

@@ -33,6 +33,9 @@ records its creation time; ``images_sha256`` (SHA-256 of the ``/images`` array
 bytes, C order, little-endian on-disk dtype) is identical for identical pixels and
 is what to compare across runs, worker counts and machines.
 
+A run stopped by ``SIGTERM`` records the shards that finished before it exits (status 143);
+temp files of shards that were being written are removed then or by the next run.
+
 Resume: re-running the same call keeps every shard whose file checksum matches the
 manifest (or, if the run was killed before the manifest recorded it, whose file is a
 complete shard of exactly this generator, seed and index range) and regenerates
@@ -61,7 +64,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simgen import __version__
-from simgen.atomic import atomic_path, json_default
+from simgen.atomic import atomic_path, json_default, sigterm_raises
 from simgen.datasets.generate import write_dataset
 from simgen.datasets.h5io import open_dataset
 from simgen.datasets.schema import IMAGE_DTYPES, table_path
@@ -588,7 +591,9 @@ def generate_sharded(
         else:
             runner = dask_client(min(int(workers or _cpu_count()), len(tasks)) if not scheduler else None, scheduler)
             run.mode = "dask"
-        with runner as dclient:
+        # SIGTERM (timeout, batch schedulers) unwinds like an exception: Dask tasks are cancelled,
+        # finished shards recorded in the manifest and the local cluster shut down.
+        with sigterm_raises(), runner as dclient:
             if lock is None:
                 try:
                     out_dir.mkdir(parents=True, exist_ok=True)
