@@ -19,6 +19,7 @@ from simgen.commands._options import (
 from simgen.datasets.augment_io import augment_dataset, extract_noise_profile, realism_report, transform_sheet
 from simgen.experiments.ablation import grid_rows, load_grid, run_ablation
 from simgen.experiments.ablation_yolo import eval_for_ablation, train_for_ablation
+from simgen.runtime import check_image_memory
 from simgen.train.yolo.config import PRESETS
 
 spec_option = click.option(
@@ -127,6 +128,8 @@ def preview_command(source, spec, output, index, seed, size, noise_profile, over
       simgen augment preview --spec "all+RD" -o sheet.png
     """
 
+    # a tile per code (up to every code with "all") plus the original and the combination
+    check_image_memory((size, size), n_images=24, working_copies=4, what="this preview")
     out = transform_sheet(source, output, spec, index=index, seed=seed, size=size, noise_profile=noise_profile,
                           overwrite=overwrite)
     click.echo(f"wrote {out}")

@@ -20,6 +20,7 @@ from simgen.augment.ldm.quality import quality_report
 from simgen.commands._options import CONTEXT, output_option, overwrite_option, progress_option, renamed_option
 from simgen.datasets.ldm_io import import_real, read_pairs, read_pairs_sample, write_generated
 from simgen.errors import ParameterError
+from simgen.runtime import check_image_memory
 
 
 @click.group("ldm", context_settings=CONTEXT)
@@ -163,6 +164,7 @@ def sample_command(run, n, output, seed, start, size, steps, scheduler, guidance
 
     model = load_ldm(run, device=device)
     size = size or model.config.crop_size
+    check_image_memory((size, size), n_images=batch_size, working_copies=64, what="sampling one batch")
     model.model.check_size(size, size)
     source = mask_source_from_spec(mask_source, model.mask_statistics, n_classes=len(model.class_names))
     if guidance is not None and guidance != 1 and model.config.cfg_dropout == 0:

@@ -103,3 +103,16 @@ def test_available_memory_without_psutil(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "psutil", None)  # `import psutil` fails
     fallback = available_memory()
     assert fallback is not None and 0.5 * real < fallback < 2 * real  # /proc/meminfo MemAvailable
+
+
+def test_augment_preview_size_is_checked_before_work(tmp_path, little_memory, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the sheet was built before the size was checked")
+
+    monkeypatch.setattr("simgen.commands.augment.transform_sheet", fail)
+    out = tmp_path / "sheet.png"
+    assert_one_line_error(run("augment", "preview", "--spec", "GB", "--size", 10000000, "-o", out),
+                          f"at most {MAX_IMAGE_SIDE} px per side")
+    assert_one_line_error(run("augment", "preview", "--spec", "GB", "--size", 8000, "-o", out),
+                          "but 300 MiB is available")
+    assert not out.exists()
