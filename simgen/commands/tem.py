@@ -14,6 +14,7 @@ from simgen.commands._options import (
     overwrite_option,
     parse_range,
     progress_option,
+    renamed_option,
     seed_option,
 )
 from simgen.commands._sizes import FLOAT32_COPIES, guard_size
@@ -79,15 +80,18 @@ def _print_match(est: dict) -> None:
               help="Start from the parameters derived from a real data set (see docs/tem.md).")
 @click.option("--match", "match", type=click.Path(dir_okay=False), default=None,
               help="Fit background level, texture, noise, contrast, size and density to this real image "
-                   "(PNG/TIFF, or MRC/DM3/DM4, whose recorded pixel size is used unless --pixel-nm is given).")
+                   "(PNG/TIFF, or MRC/DM3/DM4, whose recorded pixel size is used unless --pixel-size is given).")
 @click.option("--density", default=None, help="Defects per µm², number or per-image range LO-HI (default 150-1500).")
-@click.option("--pixel-nm", default=None, help="Pixel size in nm, number or per-image range (default 0.4).")
+@click.option("--pixel-size", "pixel_nm", default=None,
+              help="Pixel size in nm (as in evaluate/analyze), number or per-image range (default 0.4).")
+@renamed_option("--pixel-nm", "--pixel-size", "pixel_nm")
 @click.option("--size-nm", default=None, help="Median <111>-loop diameter in nm, number or range (default 3-8).")
 @click.option("--size-sigma", type=float, default=None, help="Log-normal sigma of diameters within an image.")
 @click.option("--classes", default=None, help="Defect kinds present: comma list of black_dot, loop111, loop100.")
 @click.option("--class-names", default=None, help="Label names for --classes (comma list, same order).")
 @click.option("--class-weights", default=None, help="Relative abundances of --classes (comma list).")
-@click.option("--single-class", default=None, help="Label every defect as one class with this name, e.g. loop.")
+@click.option("--single-class", is_flag=False, flag_value="defect", default=None, metavar="[NAME]",
+              help="Label every defect as one class (as in simulate film), named NAME (default 'defect'), e.g. loop.")
 @click.option("--arrangement", type=click.Choice(["uniform", "clustered", "lines", "mixed"]), default=None,
               help="Spatial arrangement of defects (default mixed).")
 @click.option("--overlap", type=click.Choice(["avoid", "allow"]), default=None, help="Overlap rule (default avoid).")
@@ -128,7 +132,7 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
     overrides = {
         "size": _size(size),
         "density": _range(density, "--density"),
-        "pixel_nm": _range(pixel_nm, "--pixel-nm"),
+        "pixel_nm": _range(pixel_nm, "--pixel-size"),
         "size_nm": _range(size_nm, "--size-nm"),
         "size_sigma": size_sigma,
         "classes": _names(classes),
@@ -157,14 +161,14 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
 
         image, file_pixel_nm = read_calibrated(match)  # MRC / DM3 / DM4 record their pixel size
         estimates = estimate(image)
-        if file_pixel_nm is not None and "pixel_nm" not in overrides:  # an explicit --pixel-nm wins
+        if file_pixel_nm is not None and "pixel_nm" not in overrides:  # an explicit --pixel-size wins
             config = config.replace(pixel_nm=(file_pixel_nm, file_pixel_nm))
         explicit = {k: overrides[k] for k in ("density", "size_nm", "contrast", "dose", "blur") if k in overrides}
         config = config_from_match(estimates, config).replace(**explicit).validate()
     summary = _match_summary(estimates, match)
     if summary is not None:
         summary["pixel_nm"] = config.nominal_pixel_nm
-        summary["pixel_nm_from"] = ("--pixel-nm" if "pixel_nm" in overrides else
+        summary["pixel_nm_from"] = ("--pixel-size" if "pixel_nm" in overrides else
                                     "the image file" if file_pixel_nm is not None else "preset/default")
     sampler = TemSampler(config, seed=seed, match=summary)
     if spec != "none":  # artifacts (simgen.augment): RD adjusts the density per sample, the rest act on the image

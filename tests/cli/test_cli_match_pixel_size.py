@@ -21,7 +21,7 @@ def real_mrc(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("extra", "expected", "source"), [([], 0.6, "the image file"),
-                                                           (["--pixel-nm", "0.3"], 0.3, "--pixel-nm")])
+                                                           (["--pixel-size", "0.3"], 0.3, "--pixel-size")])
 def test_match_uses_the_pixel_size_of_the_file(tmp_path, real_mrc, extra, expected, source):
     out = tmp_path / "m.h5"
     res = run("simulate", "tem", "--match", real_mrc, "--n", 1, "--size", 96, "--no-progress", "-o", out, *extra)

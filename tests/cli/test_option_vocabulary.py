@@ -63,3 +63,29 @@ def test_old_spelling_warns_and_still_means_the_same(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["train", "yolo", "--data", "missing.h5", "-o", "r", "--batch", "2"])
     assert "--batch is deprecated" in r.output and "use --batch-size" in r.output
     assert r.exit_code == 2 and "Error:" in r.output
+
+
+@pytest.mark.parametrize("extra, names", [(["--single-class"], ["defect"]), (["--single-class", "loop"], ["loop"])])
+def test_single_class_means_one_class_in_tem_as_in_film(tmp_path, extra, names):
+    from simgen.datasets.h5io import open_dataset
+
+    out = tmp_path / "t.h5"
+    r = CliRunner().invoke(main, ["simulate", "tem", "--n", "1", "--size", "64", *extra, "-o", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    with open_dataset(out) as ds:
+        assert ds.class_names == names
+
+
+def test_pixel_size_is_named_the_same_in_simulate_tem(tmp_path):
+    from simgen.datasets.h5io import open_dataset
+
+    runner = CliRunner()
+    new, old = tmp_path / "new.h5", tmp_path / "old.h5"
+    r = runner.invoke(main, ["simulate", "tem", "--n", "1", "--size", "64", "--pixel-size", "0.5", "-o", str(new),
+                             "--no-progress"])
+    assert r.exit_code == 0 and "deprecated" not in r.output, r.output
+    r = runner.invoke(main, ["simulate", "tem", "--n", "1", "--size", "64", "--pixel-nm", "0.5", "-o", str(old),
+                             "--no-progress"])
+    assert r.exit_code == 0 and "--pixel-nm is deprecated" in r.output, r.output
+    with open_dataset(new) as a, open_dataset(old) as b:
+        np.testing.assert_array_equal(a.image(0), b.image(0))
