@@ -1,6 +1,7 @@
 """Progress reporting: bars for long loops (rich, on stderr) and per-epoch logs of training runs.
 
-:func:`track` shows a bar, silent when disabled or not a terminal; :class:`ProgressLog` prints
+:func:`track` shows a bar over a loop and :func:`stages` one over the named steps of a job, both
+silent when disabled or not a terminal; :class:`ProgressLog` prints
 one line per epoch and appends the same metrics to ``metrics.jsonl``.
 """
 
@@ -10,30 +11,25 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from simgen.atomic import json_default_lenient
 
-__all__ = ["track", "ProgressLog", "Timer", "format_duration"]
+__all__ = ["track", "stages", "ProgressLog", "Timer", "format_duration"]
 
 
 # -- progress bars ---------------------------------------------------------------------
-def track(iterable: Iterable, total: int | None = None, description: str = "working", enabled: bool = True) -> Iterator:
-    """Yield from ``iterable`` while showing a progress bar on stderr.
+@contextmanager
+def _bar(description: str, total: int | None):
+    """A rich progress bar on stderr (drawn only when stderr is a terminal): yields ``(progress, task)``.
 
-    Parameters
-    ----------
-    enabled : bool
-        Show the bar at all (the CLI passes ``--progress/--no-progress``).
+    A loop that fails (or is left early) erases its bar, so a command's ``Error: ...`` line stands
+    alone; a finished bar stays on screen.
     """
-    if total is None and hasattr(iterable, "__len__"):
-        total = len(iterable)
-    if not enabled:
-        yield from iterable
-        return
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -55,9 +51,65 @@ def track(iterable: Iterable, total: int | None = None, description: str = "work
     )
     with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
         task = bar.add_task(description, total=total)
+        try:
+            yield bar, task
+        except BaseException:
+            bar.live.transient = True
+            raise
+
+
+def track(iterable: Iterable, total: int | None = None, description: str = "working", enabled: bool = True) -> Iterator:
+    """Yield from ``iterable`` while showing a progress bar on stderr.
+
+    Parameters
+    ----------
+    total : int, optional
+        Number of items (default ``len(iterable)`` when it has one).
+    description : str
+        Text in front of the bar.
+    enabled : bool
+        Show the bar at all (the CLI passes ``--progress/--no-progress``).  Nothing is drawn
+        when stderr is not a terminal (set ``TTY_COMPATIBLE=1`` to force it).
+    """
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)
+    if not enabled:
+        yield from iterable
+        return
+    with _bar(description, total) as (bar, task):
         for item in iterable:
             yield item
             bar.advance(task)
+
+
+@contextmanager
+def stages(names: Sequence[str], description: str = "working", enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A bar over the named stages of one job, for work that is a sequence of different steps.
+
+    ``with stages(["read", "match"], "evaluate", on) as stage: stage("read"); ...; stage("match"); ...``:
+    each call marks the stages before it done and draws ``"<description>: <name>"``; leaving the
+    block normally completes the bar (stages that did not apply count as done).
+
+    Parameters
+    ----------
+    names : sequence of str
+        Every stage, in order (unknown names given to ``stage`` raise ``ValueError``).
+    description : str
+        Text in front of the bar.
+    enabled : bool
+        Show the bar at all.
+    """
+    names = list(names)
+    if not enabled:
+        yield lambda name: None
+        return
+    with _bar(description, len(names)) as (bar, task):
+        def stage(name: str) -> None:
+            # drawn at once (not at the next timed refresh), so every stage shows as it starts
+            bar.update(task, completed=names.index(name), description=f"{description}: {name}", refresh=True)
+
+        yield stage
+        bar.update(task, completed=len(names), description=description)
 
 
 # -- durations and per-epoch logs ------------------------------------------------------

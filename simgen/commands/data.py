@@ -6,7 +6,8 @@ import json
 
 import click
 
-from simgen.commands._options import output_option, overwrite_option
+from simgen.commands._options import output_option, overwrite_option, progress_option
+from simgen.commands._readable import readable_lines, readable_value
 from simgen.datasets.preview import preview_sheet
 from simgen.datasets.shards.read import open_any, summarize_manifest
 from simgen.datasets.shards.write import is_manifest_path
@@ -20,8 +21,12 @@ def _print_summary(summary: dict) -> None:
         click.echo(f"{key:<{width}}  {value}")
     for name, entry in tables.items():
         click.echo(f"{'table ' + name:<{width}}  " + ", ".join(f"{k}={v}" for k, v in entry.items()))
-    if gen:
-        click.echo(f"{'generator':<{width}}  {json.dumps(gen, sort_keys=True)}")
+    if isinstance(gen, dict) and gen:  # the settings that made the data, one per line
+        click.echo("generator:")
+        for line in readable_lines(gen, indent=2):
+            click.echo(line)
+    elif gen:
+        click.echo(f"{'generator':<{width}}  {readable_value(gen)}")
 
 
 @click.command("info")
@@ -31,6 +36,8 @@ def info_command(path, as_json):
     """Summarize a dataset: schema, counts, classes and generator parameters.
 
     PATH is an HDF5 dataset, or a sharded set's manifest.json (or its directory, or its virtual.h5).
+    The generator settings are printed as an indented 'key: value' block (long lists shortened
+    to their first items and a count); --json prints everything, in full, for machines.
 
     \b
     Example:
@@ -57,7 +64,8 @@ def info_command(path, as_json):
 @click.option("--cols", type=click.IntRange(min=1), default=None, help="Grid columns.")
 @click.option("--no-boxes", is_flag=True, help="Do not draw boxes.")
 @overwrite_option
-def preview_command(path, output, n, start, cols, no_boxes, overwrite):
+@progress_option
+def preview_command(path, output, n, start, cols, no_boxes, overwrite, progress):
     """Contact sheet PNG with annotations drawn (+1 red '+', -1 blue 'o', boxes by class).
 
     PATH is an HDF5 dataset, a sharded set (its directory, manifest.json or virtual.h5),
@@ -69,7 +77,8 @@ def preview_command(path, output, n, start, cols, no_boxes, overwrite):
       simgen preview film_shards/ -o sheet.png
     """
 
-    out = preview_sheet(path, output, n=n, start=start, cols=cols, boxes=not no_boxes, overwrite=overwrite)
+    out = preview_sheet(path, output, n=n, start=start, cols=cols, boxes=not no_boxes, overwrite=overwrite,
+                        progress=progress)
     click.echo(f"wrote {out}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import output_dir_option, overwrite_option
+from simgen.commands._options import output_dir_option, overwrite_option, progress_option
 from simgen.datasets.formats.coco import export_coco
 from simgen.datasets.formats.mot import export_mot
 from simgen.evaluate.report import evaluate, link_tracks_file
@@ -51,9 +51,10 @@ def _fmt(v, spec=".3f"):
               help="Folder for one PNG per image: true positives green, false positives red, misses yellow "
                    "(the matching of the counts: --iou, --conf).")
 @overwrite_option
+@progress_option
 def evaluate_command(pred, gt, output, iou, match, max_distance, conf, ap_method, class_agnostic, table, tracking,
                      search_range, memory, mot_iou, sizes, polarity, visibility, pixel_size, frame_interval,
-                     no_plots, overlays, overwrite):
+                     no_plots, overlays, overwrite, progress):
     """Score predictions against ground truth; write metrics JSON/CSV and PNG plots.
 
     Detection (AP per class, mAP, P/R/F1 at --conf, PR curve, peak F1), per-frame
@@ -74,7 +75,7 @@ def evaluate_command(pred, gt, output, iou, match, max_distance, conf, ap_method
                    ap_method=ap_method, class_agnostic=class_agnostic, table=table, tracking=tracking,
                    search_range=search_range, memory=memory, mot_iou=mot_iou, sizes=sizes, polarity=polarity,
                    visibility=visibility, pixel_size=pixel_size, frame_interval=frame_interval,
-                   plots=not no_plots, overlays=overlays, overwrite=overwrite)
+                   plots=not no_plots, overlays=overlays, overwrite=overwrite, progress=progress)
     d = rep["detection"]
     click.echo(f"detection ({d['metric']} {d['threshold']:g}): mAP {_fmt(d['mAP'])}  "
                f"P {_fmt(d['precision'])} R {_fmt(d['recall'])} F1 {_fmt(d['f1'])} @ conf {d['conf']:g}  "
@@ -113,7 +114,8 @@ def evaluate_command(pred, gt, output, iou, match, max_distance, conf, ap_method
 @click.option("--like", type=click.Path(), default=None,
               help="Ground truth giving image sizes for a label-only YOLO folder.")
 @overwrite_option
-def track_command(detections, output, search_range, memory, conf, table, link_strategy, like, overwrite):
+@progress_option
+def track_command(detections, output, search_range, memory, conf, table, link_strategy, like, overwrite, progress):
     """Link per-frame detections into tracks (trackpy, adaptive search off).
 
     \b
@@ -122,7 +124,7 @@ def track_command(detections, output, search_range, memory, conf, table, link_st
     """
 
     tracks = link_tracks_file(detections, output, search_range=search_range, memory=memory, conf=conf, table=table,
-                              link_strategy=link_strategy, like=like, overwrite=overwrite)
+                              link_strategy=link_strategy, like=like, overwrite=overwrite, progress=progress)
     n = int(tracks["track_id"].nunique()) if len(tracks) else 0
     click.echo(f"linked {len(tracks)} detections into {n} tracks; wrote {output}")
 
@@ -133,7 +135,8 @@ def track_command(detections, output, search_range, memory, conf, table, link_st
 @click.option("--table", default="boxes", show_default=True, help="Table holding the boxes.")
 @click.option("--images/--no-images", default=True, show_default=True, help="Also write images/*.png.")
 @overwrite_option
-def export_coco_command(path, out_dir, table, images, overwrite):
+@progress_option
+def export_coco_command(path, out_dir, table, images, overwrite, progress):
     """Export a dataset to COCO (annotations.json + images/; masks as RLE).
 
     \b
@@ -141,7 +144,7 @@ def export_coco_command(path, out_dir, table, images, overwrite):
       simgen export coco tem.h5 -o tem_coco/
     """
 
-    out = export_coco(path, out_dir, table=table, images=images, overwrite=overwrite)
+    out = export_coco(path, out_dir, table=table, images=images, overwrite=overwrite, progress=progress)
     click.echo(f"wrote {out}")
 
 
@@ -158,8 +161,9 @@ def export_coco_command(path, out_dir, table, images, overwrite):
 @click.option("--keep-classes", is_flag=True,
               help="Write each object's class + 1 (default: all class 1, the class TrackEval scores by default).")
 @overwrite_option
+@progress_option
 def export_mot_command(path, out_dir, table, name, frame_rate, box_size, images, pixel_origin, keep_classes,
-                       overwrite):
+                       overwrite, progress):
     """Export a video dataset as a MOTChallenge sequence (seqinfo.ini, gt/gt.txt, img1/).
 
     \b
@@ -168,7 +172,8 @@ def export_mot_command(path, out_dir, table, name, frame_rate, box_size, images,
     """
 
     out = export_mot(path, out_dir, table=table, name=name, frame_rate=frame_rate, box_size=box_size,
-                     images=images, pixel_origin=int(pixel_origin), keep_classes=keep_classes, overwrite=overwrite)
+                     images=images, pixel_origin=int(pixel_origin), keep_classes=keep_classes, overwrite=overwrite,
+                     progress=progress)
     click.echo(f"wrote {out}")
 
 

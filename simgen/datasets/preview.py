@@ -19,6 +19,7 @@ from simgen.datasets.h5io import Dataset
 from simgen.datasets.sources import Source, open_source
 from simgen.datasets.video_io import preview_pairs
 from simgen.errors import ParameterError
+from simgen.progress import track
 
 __all__ = ["preview_sheet", "CLASS_COLOURS"]
 
@@ -76,6 +77,7 @@ def preview_sheet(
     masks: bool = True,
     overwrite: bool = False,
     dpi: int = 100,
+    progress: bool = False,
 ) -> Path:
     """Render up to ``n`` samples from ``start`` as a grid PNG with annotations.
 
@@ -97,6 +99,8 @@ def preview_sheet(
         Replace an existing ``out``.
     dpi : int
         Resolution of the PNG.
+    progress : bool
+        Show a progress bar over the samples drawn on stderr (``"preview"``).
 
     Returns
     -------
@@ -124,7 +128,7 @@ def preview_sheet(
         tracks_df = src.read_table("tracks")
         for ax in axes.flat:
             ax.set_axis_off()
-        for ax, k in zip(axes.flat, idx):
+        for k, ax in zip(track(idx, description="preview", enabled=progress), axes.flat):
             _draw_sample(ax, src, k, boxes, masks, tracks_df)
             ax.set_title(f"#{k}", fontsize=7, pad=2)
         title = f"{src.path.name}: {src.sample_kind}, {len(src)} samples"

@@ -65,8 +65,13 @@ from simgen.evaluate.plots import plot_lifetimes, plot_per_frame, plot_pr_curve,
 from simgen.evaluate.segmentation import foreground, segmentation_scores
 from simgen.evaluate.sizes import measure_sizes, size_stats_per_frame
 from simgen.evaluate.tracking import LINK_STRATEGIES
+from simgen.progress import stages
 
-__all__ = ["evaluate", "link_tracks_file", "to_jsonable"]
+__all__ = ["evaluate", "link_tracks_file", "to_jsonable", "EVALUATE_STAGES"]
+
+#: The stages :func:`evaluate` goes through, as its progress bar shows them (those that do not apply are skipped).
+EVALUATE_STAGES = ("read", "detection", "per-frame", "F1 vs IoU", "tracking", "segmentation", "sizes", "overlays",
+                   "report")
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -111,6 +116,7 @@ def evaluate(
     plots: bool = True,
     overlays: str | PathLike | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Evaluate predictions against ground truth and (optionally) write a report folder.
 
@@ -164,6 +170,8 @@ def evaluate(
         matching as the counts (cut-off, ``conf``).  Needs ground-truth images.
     overwrite : bool
         Replace an existing report folder (and overlay folder).
+    progress : bool
+        Show a progress bar over the stages (:data:`EVALUATE_STAGES`) on stderr (``"evaluate: <stage>"``).
 
     Returns
     -------
@@ -202,46 +210,51 @@ def evaluate(
                                     or out_dir.resolve() in overlays.resolve().parents):
             raise ParameterError(f"--overlays {overlays} is (inside) the report folder; give a folder beside it")
 
-    gt_ann = load_annotations(gt, table=table, role="ground truth")
-    try:
-        pred_raw = load_annotations(pred, like=gt_ann, table=table, role="predictions")
+    with stages(EVALUATE_STAGES, "evaluate", progress) as stage:
+        stage("read")
+        gt_ann = load_annotations(gt, table=table, role="ground truth")
         try:
-            pred_ann = align(pred_raw, gt_ann)
-        except BaseException:
-            pred_raw.close()
-            raise
-        if conf is not None:
-            conf_source = "given"
-        elif "conf_f1" in pred_raw.meta:
-            conf, conf_source = float(pred_raw.meta["conf_f1"]), "stored with the predictions (conf_f1)"
-        else:
-            conf, conf_source = 0.25, "default 0.25 (the predictions store no threshold)"
-        gt_image = gt_ann.image
-        try:
-            if overlays is not None and gt_image is None:
-                raise DataError(f"--overlays needs ground-truth images; {gt} has none")
-            report, tables, figures, det = _compute(
-                pred_ann, gt_ann, ious=ious, match=match, max_distance=max_distance, conf=conf,
-                ap_method=ap_method, class_agnostic=class_agnostic, tracking=tracking,
-                search_range=search_range, memory=memory, mot_iou=mot_iou, sizes=sizes, polarity=polarity,
-                visibility=visibility, pixel_size=pixel_size, frame_interval=frame_interval, plots=plots,
-            )
-            if overlays is not None and gt_image is not None:
-                with atomic_dir(overlays, overwrite=overwrite, allow_empty=True) as tmp:
-                    n_written = write_overlays(tmp, gt_image, gt_ann.names, det["kept"], gt_ann.table,
-                                               det["matching"], boxes=det["boxes"], radius=max_distance)
-                report["overlays"] = {"folder": str(overlays), "images": n_written,
-                                      "colours": {k: list(v) for k, v in COLOURS.items()},
-                                      "match": det["metric"], "threshold": det["threshold"], "conf": conf}
+            pred_raw = load_annotations(pred, like=gt_ann, table=table, role="predictions")
+            try:
+                pred_ann = align(pred_raw, gt_ann)
+            except BaseException:
+                pred_raw.close()
+                raise
+            if conf is not None:
+                conf_source = "given"
+            elif "conf_f1" in pred_raw.meta:
+                conf, conf_source = float(pred_raw.meta["conf_f1"]), "stored with the predictions (conf_f1)"
+            else:
+                conf, conf_source = 0.25, "default 0.25 (the predictions store no threshold)"
+            gt_image = gt_ann.image
+            try:
+                if overlays is not None and gt_image is None:
+                    raise DataError(f"--overlays needs ground-truth images; {gt} has none")
+                report, tables, figures, det = _compute(
+                    pred_ann, gt_ann, ious=ious, match=match, max_distance=max_distance, conf=conf,
+                    ap_method=ap_method, class_agnostic=class_agnostic, tracking=tracking,
+                    search_range=search_range, memory=memory, mot_iou=mot_iou, sizes=sizes, polarity=polarity,
+                    visibility=visibility, pixel_size=pixel_size, frame_interval=frame_interval, plots=plots,
+                    stage=stage,
+                )
+                if overlays is not None and gt_image is not None:
+                    stage("overlays")
+                    with atomic_dir(overlays, overwrite=overwrite, allow_empty=True) as tmp:
+                        n_written = write_overlays(tmp, gt_image, gt_ann.names, det["kept"], gt_ann.table,
+                                                   det["matching"], boxes=det["boxes"], radius=max_distance)
+                    report["overlays"] = {"folder": str(overlays), "images": n_written,
+                                          "colours": {k: list(v) for k, v in COLOURS.items()},
+                                          "match": det["metric"], "threshold": det["threshold"], "conf": conf}
+            finally:
+                pred_ann.close()
         finally:
-            pred_ann.close()
-    finally:
-        gt_ann.close()
-    report["inputs"] = {"pred": str(pred), "gt": str(gt), "pred_format": pred_raw.fmt, "gt_format": gt_ann.fmt}
-    report["parameters"]["conf_source"] = conf_source
-    report = to_jsonable(report)
-    if out_dir is not None:
-        _write_report(out_dir, report, tables, figures, overwrite)
+            gt_ann.close()
+        report["inputs"] = {"pred": str(pred), "gt": str(gt), "pred_format": pred_raw.fmt, "gt_format": gt_ann.fmt}
+        report["parameters"]["conf_source"] = conf_source
+        report = to_jsonable(report)
+        if out_dir is not None:
+            stage("report")
+            _write_report(out_dir, report, tables, figures, overwrite)
     return report
 
 
@@ -255,8 +268,9 @@ def _refuse_inputs(out: Path, inputs, option: str) -> None:
 
 
 def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agnostic, tracking, search_range,
-             memory, mot_iou, sizes, polarity, visibility, pixel_size, frame_interval, plots):
+             memory, mot_iou, sizes, polarity, visibility, pixel_size, frame_interval, plots, stage=lambda name: None):
     iou = ious[0]
+    stage("detection")
 
     if match == "auto":
         metric = "iou" if (pred.has_boxes and gt.has_boxes) else "distance"
@@ -288,6 +302,7 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
     kept = pred.table[det.kept].reset_index(drop=True)
 
     # per-frame statistics
+    stage("per-frame")
     per_frame = det.per_frame.copy()
     per_frame.insert(1, "name", gt.names[:len(per_frame)] + [""] * max(0, len(per_frame) - len(gt.names)))
     per_frame["nn_gt"] = trk.nn_distance_per_frame(gt.table, n)
@@ -322,6 +337,7 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
 
     # F1 against the IoU cut-off
     if len(ious) > 1:
+        stage("F1 vs IoU")
         sweep = f1_vs_iou(pred.table, gt.table, ious, conf=conf, ap_method=ap_method, by_class=not class_agnostic,
                           n_frames=n)
         report["f1_vs_iou"] = sweep.to_dict(orient="records")
@@ -331,6 +347,7 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
 
     # tracking
     if tracking and gt.tracks is not None and len(gt.tracks):
+        stage("tracking")
         report["tracking"], track_tables, track_figs = _tracking(
             pred, gt, kept, conf=conf, search_range=search_range, memory=memory, mot_iou=mot_iou,
             max_distance=max_distance, n=n, pixel_size=pixel_size, frame_interval=frame_interval, plots=plots)
@@ -339,6 +356,7 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
 
     # segmentation
     if pred.mask is not None and gt.mask is not None:
+        stage("segmentation")
         pm, gm, used = [], [], []
         for i in range(n):
             g, p = gt.mask(i), pred.mask(i)
@@ -359,6 +377,7 @@ def _compute(pred, gt, *, ious, match, max_distance, conf, ap_method, class_agno
 
     # sizes
     if sizes:
+        stage("sizes")
         if gt.image is None:
             raise DataError(f"size measurement needs ground-truth images; {gt.source} has none")
         if not (pred.has_boxes and gt.has_boxes):
@@ -443,6 +462,7 @@ def link_tracks_file(
     link_strategy: str = "nonrecursive",
     like: str | PathLike | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Link the detections of any supported source into tracks and write them (``simgen track``).
 
@@ -466,6 +486,8 @@ def link_tracks_file(
     like : path-like, optional
         Ground truth giving image sizes for a label-only YOLO folder.
     overwrite : bool
+    progress : bool
+        Show a progress bar over the frames linked on stderr (``"linking"``).
 
     Returns
     -------
@@ -495,7 +517,8 @@ def link_tracks_file(
             if conf is not None and "score" in det.columns:
                 det = det[det["score"].to_numpy() >= conf]
             check_detections(det, "detections", boxes=ann.has_boxes)
-            tracks = trk.link_tracks(det, search_range=search_range, memory=memory, link_strategy=link_strategy)
+            tracks = trk.link_tracks(det, search_range=search_range, memory=memory, link_strategy=link_strategy,
+                                     progress=progress)
             names, shapes, class_names = ann.names, ann.shapes, ann.class_names
         finally:
             ann.close()

@@ -41,6 +41,7 @@ from scipy.optimize import linear_sum_assignment
 
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.matching import BOX_COLUMNS, box_centres, box_iou, check_detections, pairwise_distance
+from simgen.progress import track
 
 __all__ = [
     "LINK_STRATEGIES",
@@ -82,6 +83,7 @@ def link_tracks(
     search_range: float = 5.0,
     memory: int = 2,
     link_strategy: str = "nonrecursive",
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Link per-frame detections into tracks with trackpy (Crocker-Grier).
 
@@ -98,12 +100,15 @@ def link_tracks(
         trackpy subnet solver (all give the same tracks except ``"drop"``).  Adaptive
         search is used only when a subnetwork is too large to solve exactly (with a warning).  ``"nonrecursive"`` measured fastest on 200 defects/frame
         (see ``benchmarks/evaluate.py``).
+    progress : bool
+        Show a progress bar over the frames linked on stderr (``"linking"``).
 
     Returns
     -------
     DataFrame
-        The detections sorted by ``sample`` with an int64 ``track_id`` column
-        (and ``x, y`` added when they were absent).
+        The detections sorted by ``sample`` with an int64 ``track_id`` column numbered
+        0, 1, ... in order of first detection (the same for every run; trackpy's own
+        numbering varies), and ``x, y`` added when they were absent.
 
     Raises
     ------
@@ -130,11 +135,9 @@ def link_tracks(
     trackpy.quiet()
     df = df.assign(sample=df["sample"].to_numpy(np.int64)).sort_values("sample", kind="stable")
     df = df.reset_index(drop=True)
+    link = {"memory": int(memory), "link_strategy": link_strategy}
     try:
-        out = trackpy.link(
-            df, float(search_range), pos_columns=["x", "y"], t_column="sample",
-            memory=int(memory), adaptive_stop=None, link_strategy=link_strategy,
-        )
+        out = _link_frames(df, float(search_range), progress, adaptive_stop=None, **link)
     except SubnetOversizeException:
         # Dense detections at a large search range form subnetworks whose exact solution explodes
         # combinatorially: fall back to trackpy's adaptive search, which shrinks the range only
@@ -143,16 +146,32 @@ def link_tracks(
                       f"reduced locally (adaptive search, down to {ADAPTIVE_STOP_FRACTION:g} x the range)",
                       stacklevel=2)
         try:
-            out = trackpy.link(
-                df, float(search_range), pos_columns=["x", "y"], t_column="sample", memory=int(memory),
-                adaptive_stop=ADAPTIVE_STOP_FRACTION * float(search_range), adaptive_step=0.9,
-                link_strategy=link_strategy,
-            )
+            out = _link_frames(df, float(search_range), progress, adaptive_step=0.9,
+                               adaptive_stop=ADAPTIVE_STOP_FRACTION * float(search_range), **link)
         except SubnetOversizeException as exc:
             raise DataError(f"trackpy: {exc} (lower --search-range)") from None
+    # trackpy numbers particles in an order that varies from run to run (sets of objects); number
+    # tracks by first detection instead, so the same detections always give the same file
     out = out.rename(columns={"particle": "track_id"})
-    out["track_id"] = out["track_id"].astype(np.int64)
+    out["track_id"] = pd.factorize(out["track_id"].to_numpy())[0].astype(np.int64)
     return out.reset_index(drop=True)
+
+
+def _link_frames(df: pd.DataFrame, search_range: float, progress: bool, **kwargs) -> pd.DataFrame:
+    """``trackpy.link`` frame by frame: its own steps (``coords_from_df`` + ``link_iter``), with a bar.
+
+    ``df`` is sorted by an int64 ``sample`` column; returns it with trackpy's ``particle`` column.
+    """
+    import trackpy
+    from trackpy.linking.utils import coords_from_df
+
+    frames = df["sample"].to_numpy(np.int64)
+    n_frames = int(frames[-1] - frames[0] + 1)  # coords_from_df yields empty frames in gaps too
+    ids: list = []
+    steps = trackpy.link_iter(coords_from_df(df, ["x", "y"], "sample"), search_range, **kwargs)
+    for _t, frame_ids in track(steps, total=n_frames, description="linking", enabled=progress):
+        ids.extend(frame_ids)
+    return df.assign(particle=np.asarray(ids, np.int64))
 
 
 def drop_short_tracks(tracks: pd.DataFrame, min_length: int = 1) -> pd.DataFrame:

@@ -49,7 +49,7 @@ def test_cli_prints_images_boxes_and_why_boxes_were_dropped(labelled, tmp_path):
     res = run("export", "yolo", labelled, "-o", tmp_path / "y", "--val-fraction", 0.2)
     assert res.exit_code == 0, res.output
     assert "images: 5 (4 train, 1 val)" in res.output
-    assert "boxes: 10 written, 2 dropped; 1 outside the image; 1 smaller than min-box (1 px)" in res.output
+    assert "boxes: 10 written, 2 dropped; 1 outside the image; 1 smaller than --drop-below (1 px)" in res.output
     assert "percentile contrast normalisation" in res.output
     summary = json.loads((tmp_path / "y" / "source.json").read_text())
     assert summary["boxes"] == {"written": 10, "dropped": {"outside the image": 1, "smaller than min-box": 1}}

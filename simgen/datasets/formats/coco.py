@@ -34,6 +34,7 @@ from simgen.datasets.formats.text import read_text
 from simgen.datasets.normalize import to_uint8
 from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
+from simgen.progress import track
 
 __all__ = ["CocoData", "read_coco", "coco_dict", "coco_results", "write_coco_json", "export_coco"]
 
@@ -197,7 +198,8 @@ def _rle(mask: np.ndarray) -> dict:
 
 
 def coco_dict(boxes: pd.DataFrame, names: Iterable[str], shapes: Iterable[tuple[int, int]], class_names: Sequence[str],
-              *, masks: Callable[[int], np.ndarray | None] | None = None, info: dict | None = None) -> dict:
+              *, masks: Callable[[int], np.ndarray | None] | None = None, info: dict | None = None,
+              progress: bool = False) -> dict:
     """Build a COCO dataset dict from a simgen box table.
 
     Parameters
@@ -215,6 +217,8 @@ def coco_dict(boxes: pd.DataFrame, names: Iterable[str], shapes: Iterable[tuple[
         box gets an empty RLE mask of its image's size, so ``segmentation`` is always there.
     info : dict, optional
         COCO ``info`` block.
+    progress : bool
+        Show a progress bar over the annotations on stderr (``"COCO annotations"``).
     """
     names, shapes = list(names), list(shapes)
     if len(names) != len(shapes):
@@ -237,7 +241,7 @@ def coco_dict(boxes: pd.DataFrame, names: Iterable[str], shapes: Iterable[tuple[
     score = b["score"].to_numpy(np.float64) if "score" in b.columns else None
     inst = b["instance"].to_numpy(np.int64) if "instance" in b.columns and masks is not None else None
     current, mask = -1, None
-    for k in range(len(b)):
+    for k in track(range(len(b)), total=len(b), description="COCO annotations", enabled=progress):
         w, h = xy[k, 2] - xy[k, 0], xy[k, 3] - xy[k, 1]
         ann = {"id": k + 1, "image_id": int(s[k]) + 1, "category_id": int(cls[k]) + 1,
                "bbox": [round(float(xy[k, 0]), 4), round(float(xy[k, 1]), 4), round(float(w), 4), round(float(h), 4)],
@@ -285,7 +289,7 @@ def write_coco_json(data: dict | list, path: str | PathLike, overwrite: bool = F
 
 
 def export_coco(source: str | PathLike | Source, out_dir: str | PathLike, *, table: str = "boxes",
-                images: bool = True, overwrite: bool = False) -> Path:
+                images: bool = True, overwrite: bool = False, progress: bool = False) -> Path:
     """Export labelled images as a COCO folder.
 
     Layout: ``out_dir/annotations.json`` and, with ``images``, ``out_dir/images/<name>.png``
@@ -308,6 +312,9 @@ def export_coco(source: str | PathLike | Source, out_dir: str | PathLike, *, tab
     images : bool
         Also write the images (otherwise only the JSON; ``file_name`` still set).
     overwrite : bool
+    progress : bool
+        Show progress bars on stderr: the annotations (``"COCO annotations"``, masks encoded
+        there), then the images (``"export coco"``).
 
     Returns
     -------
@@ -325,13 +332,14 @@ def export_coco(source: str | PathLike | Source, out_dir: str | PathLike, *, tab
         names = [f"{s}.png" for s in export_stems(src.names)]
         shapes = [src.shape(k) for k in range(len(src))]
         data = coco_dict(boxes, names, shapes, src.class_names, masks=src.mask if src.has_masks else None,
-                         info={"description": f"simgen export of {src.path.name}", "kind": src.sample_kind})
+                         info={"description": f"simgen export of {src.path.name}", "kind": src.sample_kind},
+                         progress=progress)
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             if images:
                 from PIL import Image
 
                 (tmp / "images").mkdir()
-                for k, name in enumerate(names):
+                for k, name in track(list(enumerate(names)), description="export coco", enabled=progress):
                     Image.fromarray(to_uint8(src.image(k))).save(tmp / "images" / name)
             (tmp / "annotations.json").write_text(json.dumps(data, separators=(",", ":")))
     return out_dir / "annotations.json"

@@ -39,6 +39,7 @@ from simgen.datasets.imageio import read_image
 from simgen.datasets.normalize import to_uint8
 from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
+from simgen.progress import track
 
 __all__ = ["read_mot", "format_mot", "write_mot_file", "read_seqinfo", "format_seqinfo", "MotSequence",
            "open_mot_sequence", "export_mot", "tracks_with_boxes"]
@@ -316,6 +317,7 @@ def export_mot(
     pixel_origin: int = 0,
     keep_classes: bool = False,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Export a simgen video dataset as a MOTChallenge sequence folder.
 
@@ -349,6 +351,8 @@ def export_mot(
         Write each object's class + 1 in the class column.  Off by default: every object is
         class 1 (MOTChallenge "pedestrian"), the one class TrackEval scores by default.
     overwrite : bool
+    progress : bool
+        Show a progress bar over the frames written on stderr (``"export mot"``).
 
     Returns
     -------
@@ -378,6 +382,6 @@ def export_mot(
                 from PIL import Image
 
                 (tmp / "img1").mkdir()
-                for k in range(len(src)):
+                for k in track(range(len(src)), total=len(src), description="export mot", enabled=progress):
                     Image.fromarray(to_uint8(src.image(k))).save(tmp / "img1" / f"{k + 1:06d}.jpg", quality=95)
     return out_dir / "gt" / "gt.txt"

@@ -33,6 +33,7 @@ from simgen.datasets.formats.yolo_folder import (
 from simgen.datasets.normalize import NORMALIZE, normalize_image, to_uint8
 from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
+from simgen.progress import track
 
 __all__ = [
     "read_yolo_labels",
@@ -55,6 +56,7 @@ def export_yolo(
     normalize: str = "percentile",
     overwrite: bool = False,
     table: str = "boxes",
+    progress: bool = False,
 ) -> Path:
     """Export labelled images to a YOLO folder Ultralytics can train from.
 
@@ -100,6 +102,8 @@ def export_yolo(
         Replace an existing ``out_dir``.
     table : str
         Which table holds the boxes.
+    progress : bool
+        Show a progress bar over the images on stderr (``"export yolo"``).
 
     Returns
     -------
@@ -131,7 +135,7 @@ def export_yolo(
             for split in splits:
                 (tmp / "images" / split).mkdir(parents=True)
                 (tmp / "labels" / split).mkdir(parents=True)
-            for k in range(n):
+            for k in track(range(n), total=n, description="export yolo", enabled=progress):
                 split = "val" if is_val[k] else "train"
                 image = normalize_image(src.image(k), normalize)
                 boxes = src.boxes(k)
