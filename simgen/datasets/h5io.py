@@ -540,13 +540,15 @@ class DatasetWriter:
             self._discard()
             raise
         self._closed = True
+        tmp = self._tmp
+        assert tmp is not None  # set in __init__ before any write can happen
         try:
-            fsync_path(self._tmp)
+            fsync_path(tmp)
             if self.path.exists() and not self.overwrite:
                 raise ParameterError(f"output {self.path} appeared while writing; not replacing it")
-            os.replace(self._tmp, self.path)
+            os.replace(tmp, self.path)
         except BaseException:
-            self._tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         finally:
             self._signals.close()
@@ -568,8 +570,9 @@ class DatasetWriter:
             return False
         self._closed = True
         try:
-            with contextlib.suppress(OSError):
-                self._tmp.unlink()
+            if self._tmp is not None:
+                with contextlib.suppress(OSError):
+                    self._tmp.unlink()
             if not self._f:  # already closed (interrupted right after close()): its descriptor is gone
                 return broken
             if not broken:
