@@ -19,11 +19,12 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test bench sim2real clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# pip (not uv/poetry): torch==2.14.1 / torchvision==0.29.1 come from local disk.
-	$(BIN)/python -m pip install -e '.[all,dev]'
+	# pip (not uv/poetry): torch==2.14.1 / torchvision==0.29.1 come from local disk. The tested
+	# versions in constraints.txt keep the resolver from backtracking (it did, for > 8 min).
+	$(BIN)/python -m pip install -c constraints.txt -e '.[all,dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
