@@ -63,6 +63,7 @@ __all__ = [
     "fit_steps",
     "load_trained",
     "open_run",
+    "optimizer_step",
     "restore_state",
     "resumed_config",
 ]
@@ -128,6 +129,26 @@ class EarlyStopping:
 
 
 # -- run folder and resume ----------------------------------------------------------
+def optimizer_step(loss, optimizer, scheduler=None, *, epoch: int, clip=None) -> float:
+    """One gradient step of a torch trainer; returns the loss as a float.
+
+    Refuses a non-finite ``loss`` (a diverged run) with one line before touching the weights;
+    ``clip = (parameters, max_norm)`` clips the gradient norm; ``scheduler`` steps per batch.
+    """
+    import torch
+
+    if not torch.isfinite(loss):
+        raise DataError(f"training diverged (loss {float(loss)}) in epoch {epoch + 1}; lower --lr")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None and clip[1] > 0:
+        torch.nn.utils.clip_grad_norm_(clip[0], clip[1])
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return float(loss.detach())
+
+
 def open_run(out_dir, *, resume: bool = False, overwrite: bool = False, model_type: str | None = None,
              check: Callable[[dict, Path], object] | None = None) -> tuple[RunDir, dict | None]:
     """Open (create) a run folder and read the state to resume from.

@@ -22,7 +22,7 @@ from simgen.train.changedet.config import SEG_MODEL_TYPE, DeltaNetConfig, get_co
 from simgen.train.changedet.data import _FrameSamples, class_weights, normalize_pair, open_pairs
 from simgen.train.changedet.model import build_deltanet, focal_loss, segment_padded
 from simgen.train.changedet.trainer import batches_per_epoch, epoch_order, make_scheduler
-from simgen.train.engine import fit, load_trained, open_run, resumed_config
+from simgen.train.engine import fit, load_trained, open_run, optimizer_step, resumed_config
 
 __all__ = ["train_segmenter", "load_segmenter", "segment_frame"]
 
@@ -116,14 +116,7 @@ def train_segmenter(
             x, y = train_set.batch(b, cfg, epoch, dev)
             out = model(x)
             loss = sum(focal_loss(out[t], y[t], cfg.gamma, alpha) for t in y)
-            if not torch.isfinite(loss):
-                raise DataError(f"training diverged (loss {float(loss)}) in epoch {epoch + 1}; lower the lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += float(loss.detach()) * len(b)
+            total += optimizer_step(loss, opt, scheduler, epoch=epoch) * len(b)
             seen += len(b)
         row = {"loss": total / seen}
         if val_set is not None:

@@ -24,7 +24,7 @@ from simgen.train.changedet.config import (
 )
 from simgen.train.changedet.data import _PairSamples, class_weights, normalize_pair, open_pairs
 from simgen.train.changedet.model import build_deltanet, focal_loss, forward_padded, init_from_segmenter
-from simgen.train.engine import fit, load_trained, open_run, resumed_config
+from simgen.train.engine import fit, load_trained, open_run, optimizer_step, resumed_config
 
 __all__ = [
     "batches_per_epoch",
@@ -202,14 +202,7 @@ def train_deltanet(
         for b in track(batches, description=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress):
             a, bb, y = train_set.batch(b, cfg, epoch, dev)
             loss = _loss(model(a, bb), y, cfg, alpha)
-            if not torch.isfinite(loss):
-                raise DataError(f"training diverged (loss {float(loss)}) in epoch {epoch + 1}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += float(loss.detach()) * len(b)
+            total += optimizer_step(loss, opt, scheduler, epoch=epoch) * len(b)
             seen += len(b)
         row = {"loss": total / seen}
         if val_set is not None:

@@ -11,7 +11,7 @@ from simgen.evaluate.detection import detection_counts
 from simgen.progress import ProgressLog, track
 from simgen.rng import sample_rng
 from simgen.runtime import seed_everything, select_device, setup_threads
-from simgen.train.engine import fit, open_run, resumed_config
+from simgen.train.engine import fit, open_run, optimizer_step, resumed_config
 from simgen.train.maskrcnn.config import MODEL_TYPE, MaskRCNNConfig, get_config
 from simgen.train.maskrcnn.data import _check_classes, _mask_boxes, _Samples, open_instances
 from simgen.train.maskrcnn.model import build_maskrcnn, freeze_batchnorm
@@ -162,17 +162,10 @@ def train_maskrcnn(
             items = [train_set.item(int(k), cfg, sample_rng(cfg.seed, epoch, 2, int(k)), dev) for k in b]
             losses = model([x for x, _ in items], [t for _, t in items])
             loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise DataError(f"training diverged (loss {float(loss)}) in epoch {epoch + 1}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
+            value = optimizer_step(loss, opt, sched, epoch=epoch, clip=(params, cfg.grad_clip))
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(b)
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * len(b)
+            sums["loss"] = sums.get("loss", 0.0) + value * len(b)
             n_seen += len(b)
         row = {k: v / n_seen for k, v in sums.items()}
         if val_set is not None and len(val_set):
