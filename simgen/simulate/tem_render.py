@@ -357,6 +357,25 @@ def mottle(rng: np.random.Generator, shape, p: dict) -> np.ndarray | None:
     return tex
 
 
+def graded_mottle(rng: np.random.Generator, shape, p: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(p['level'] × (1 + gradient + mottle), mottle)``: every TEM background before its bands.
+
+    ``gradient`` is the relative change across the field along ``gradient_angle``; the mottle is
+    :func:`mottle` (the only draw from ``rng``; ``None`` when off), returned for the callers that
+    modulate it further.
+    """
+    h, w = shape
+    f32 = np.float32
+    ys = (np.arange(h, dtype=np.float32) + f32(0.5 - h / 2)) / f32(max(h, w))
+    xs = (np.arange(w, dtype=np.float32) + f32(0.5 - w / 2)) / f32(max(h, w))
+    ga = p.get("gradient_angle", 0.0)
+    rel = f32(p["gradient"]) * (xs[None, :] * f32(np.cos(ga)) + ys[:, None] * f32(np.sin(ga)))
+    tex = mottle(rng, shape, p)
+    if tex is not None:
+        rel = rel + tex
+    return f32(p["level"]) * (f32(1.0) + rel), tex
+
+
 def background(rng: np.random.Generator, shape, p: dict) -> np.ndarray:
     """Specimen background ``B`` (float32, around ``p['level']``).
 
@@ -369,14 +388,7 @@ def background(rng: np.random.Generator, shape, p: dict) -> np.ndarray:
     """
     h, w = shape
     f32 = np.float32
-    ys = (np.arange(h, dtype=np.float32) + f32(0.5 - h / 2)) / f32(max(h, w))
-    xs = (np.arange(w, dtype=np.float32) + f32(0.5 - w / 2)) / f32(max(h, w))
-    ga = p.get("gradient_angle", 0.0)
-    rel = f32(p["gradient"]) * (xs[None, :] * f32(np.cos(ga)) + ys[:, None] * f32(np.sin(ga)))
-    tex = mottle(rng, shape, p)
-    if tex is not None:
-        rel = rel + tex
-    bgi = f32(p["level"]) * (f32(1.0) + rel)
+    bgi, _ = graded_mottle(rng, shape, p)
     n_bend = int(p.get("bend_count", 0))
     if n_bend > 0 and p.get("bend_amp", 0) > 0:
         s = smooth_field(rng, shape, p.get("bend_scale", max(h, w) / 3))

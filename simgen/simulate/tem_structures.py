@@ -41,7 +41,7 @@ import numpy as np
 from scipy import ndimage as _ndi
 from scipy.special import ndtri as _ndtri
 
-from simgen.simulate.tem_render import mottle, smooth_field
+from simgen.simulate.tem_render import graded_mottle, smooth_field
 
 __all__ = [
     "rocking_curve",
@@ -229,14 +229,7 @@ def specimen_background(rng: np.random.Generator, shape, p: dict) -> np.ndarray:
     """
     h, w = shape
     f32 = np.float32
-    ys = (np.arange(h, dtype=np.float32) + f32(0.5 - h / 2)) / f32(max(h, w))
-    xs = (np.arange(w, dtype=np.float32) + f32(0.5 - w / 2)) / f32(max(h, w))
-    ga = p.get("gradient_angle", 0.0)
-    rel = f32(p["gradient"]) * (xs[None, :] * f32(math.cos(ga)) + ys[:, None] * f32(math.sin(ga)))
-    tex = mottle(rng, shape, p)
-    if tex is not None:
-        rel = rel + tex
-    bgi = f32(p["level"]) * (f32(1.0) + rel)
+    bgi, tex = graded_mottle(rng, shape, p)
     n_bend = int(p.get("bend_count", 0))
     if n_bend > 0 and p.get("bend_amp", 0) > 0:
         bgi *= bend_contours(rng, shape, n_bend, p["bend_amp"], p["bend_width"], p.get("bend_fringes", 0.0),
