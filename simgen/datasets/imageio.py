@@ -127,25 +127,28 @@ def read_calibrated(path: str | PathLike) -> tuple[np.ndarray, float | None]:
     return _to_unit(raw, path), pixel
 
 
-def pixel_size_nm(path: str | PathLike) -> float | None:
-    """Pixel size in nm recorded in an image file's header, or ``None`` (formats without one)."""
-    path = Path(path)
+def _microscope_header(path: Path):
+    """``((H, W), pixel nm or None)`` of an MRC / DM file, ``None`` for other formats."""
     suffix = path.suffix.lower()
     if suffix in MRC_SUFFIXES:
-        return mrc_header(path)[1]
+        return mrc_header(path)
     if suffix in DM_SUFFIXES:
-        return dm_header(path)[1]
+        return dm_header(path)
     return None
+
+
+def pixel_size_nm(path: str | PathLike) -> float | None:
+    """Pixel size in nm recorded in an image file's header, or ``None`` (formats without one)."""
+    header = _microscope_header(Path(path))
+    return None if header is None else header[1]
 
 
 def image_shape(path: str | PathLike) -> tuple[int, int]:
     """``(H, W)`` of an image file from its header (no pixels decoded)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in MRC_SUFFIXES:
-        return mrc_header(path)[0]
-    if suffix in DM_SUFFIXES:
-        return dm_header(path)[0]
+    header = _microscope_header(path)
+    if header is not None:
+        return header[0]
     from PIL import Image
 
     try:
