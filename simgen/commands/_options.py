@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from simgen.errors import ParameterError
@@ -74,8 +76,6 @@ def renamed_option(old: str, new: str, dest: str, **kwargs):
     Put it below ``@click.command`` with the other options; ``kwargs`` (e.g. ``type``) apply to
     the hidden old option.  Giving both spellings is a usage error.
     """
-    import functools
-
     hidden = f"renamed_{dest}"
 
     def deco(f):
@@ -100,8 +100,6 @@ def output_dir_option(help: str = "Output folder."):
 
     The command receives it as ``out_dir``.
     """
-    import functools
-
     def deco(f):
         @functools.wraps(f)
         def wrapper(*args, **kw):
