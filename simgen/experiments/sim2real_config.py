@@ -50,7 +50,15 @@ class Sim2RealConfig:
         from the real pixels (:func:`simgen.simulate.match.estimate`; unreliable when
         mottle is darker than the defects).  ``preset``: the TEM preset's sizes.
     diameter_px, density_per_mpx : (float, float), float
-        ``broad`` scale settings.
+        ``broad`` scale settings: the 5th and 95th percentiles of the synthetic box sides
+        (√area, px; calibrated on a few dozen renders, :func:`~.sim2real_tem.calibrate_box_sides`)
+        and the defects per Mpx at the middle size.
+    count_exponent : float
+        ``broad``: defects per image ∝ pixel size ** ``count_exponent``
+        (:class:`~simgen.simulate.tem.TemConfig`).  1 (default): images of large defects hold more
+        of them than a constant areal density (2) would give — with 2, 90 % of the boxes came
+        from the small-defect images and the 95th percentile of the box sides stayed at 23 px
+        however far the pixel-size range was stretched.
     box_margin : float
         Pixels added around the tight synthetic boxes (annotators draw loose boxes).
     spec : str
@@ -104,6 +112,7 @@ class Sim2RealConfig:
     scale: str = "broad"
     diameter_px: tuple[float, float] = (5.0, 45.0)
     density_per_mpx: float = 150.0
+    count_exponent: float = 1.0
     box_margin: float = 1.0
     # GN + SP (white and impulse noise over both levels) made the detector robust to noise at no
     # cost on clean real images (README: dsva F1 0.69 -> 0.72, noise drop 35-49 % -> none).

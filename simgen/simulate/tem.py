@@ -196,6 +196,15 @@ class TemConfig:
     class_weights : tuple of float, optional
         Relative abundances of ``classes`` (default :data:`KIND_WEIGHT`).
     density : range, defects per µm²
+        At the nominal pixel size (geometric mean of ``pixel_nm``); see ``count_exponent``.
+    count_exponent : float
+        How the defect count of an image follows its pixel size: count ∝ ``pixel_nm**count_exponent``
+        at a fixed ``density``.  2 (default) is a constant areal density, as in one specimen
+        imaged at several magnifications.  Below 2, images at high magnification (large
+        defects in px) hold more defects than one specimen would give: a training set across
+        magnifications then has enough large boxes, as a microscopist picks the magnification
+        per specimen so that the field holds a useful number of defects (0 = the count is
+        independent of the pixel size).
     size_nm : range, nm
         Median ⟨111⟩-loop diameter of an image (log-uniform per image).
     size_sigma, size_jitter : float
@@ -302,6 +311,7 @@ class TemConfig:
     single_class: str | None = None
     class_weights: tuple[float, ...] | None = None
     density: tuple[float, float] = (150.0, 1500.0)
+    count_exponent: float = 2.0
     size_nm: tuple[float, float] = (3.0, 8.0)
     size_sigma: float = 0.4
     size_jitter: float = 0.25
@@ -526,6 +536,8 @@ class TemConfig:
                 raise ParameterError(f"unknown zone axis {z!r}; choose from {', '.join(ZONES)}")
         if not (0 <= self.tilt_max <= math.pi / 2):
             raise ParameterError(f"tilt_max must be in [0, pi/2] rad, got {self.tilt_max}")
+        if not 0.0 <= self.count_exponent <= 2.0:
+            raise ParameterError(f"count_exponent must be in [0, 2], got {self.count_exponent}")
         area_um2 = h * w * (self.pixel_nm[1] * 1e-3) ** 2
         if self.density[1] * area_um2 > 20000:
             raise ParameterError(
@@ -814,7 +826,9 @@ def sample_population(rng: np.random.Generator, config: TemConfig, p: dict, curv
     """
     h, w = config.shape
     area_um2 = h * w * (p["pixel_nm"] * 1e-3) ** 2
-    n = int(rng.poisson(p["density"] * area_um2))
+    # count ∝ pixel_nm**count_exponent: the areal density is scaled by (nominal / pixel)**(2 - exponent)
+    scale = (config.nominal_pixel_nm / p["pixel_nm"]) ** (2.0 - config.count_exponent)
+    n = int(rng.poisson(p["density"] * scale * area_um2))
     return draw_defects(rng, config, p, n, curves)
 
 

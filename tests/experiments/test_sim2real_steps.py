@@ -6,6 +6,7 @@ real YOLO is ``tests/train/test_yolo.py::test_sim2real_smoke``).
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from fakedata import disc_folder
@@ -126,3 +127,19 @@ def test_driver_opens_the_real_folder_once(tmp_path, monkeypatch):
     for name in ("report.md", "pr_curves.png", "examples.png", "synthetic_examples.png", "match.json",
                  "pred_synthetic_yolo.h5", "log_params.json"):
         assert (out / name).exists(), name
+
+
+def test_broad_scale_calibration_hits_box_side_targets():
+    """The box sides of the calibrated broad policy land near the promised p5/p95 on renders
+    the calibration never saw (another seed), and more large boxes come with count_exponent < 2."""
+    from simgen.experiments.sim2real_tem import box_sides, calibrate_box_sides
+    from simgen.simulate.tem import TemConfig
+
+    base = TemConfig(size=128, pixel_nm=(0.3, 1.2), size_nm=(6.0, 6.0), density=(900.0, 900.0),
+                     max_size_px=64, box_margin=1.0)
+    physical = box_sides(base, seed=5, n_images=24)
+    more_large = box_sides(base.replace(count_exponent=0.5), seed=5, n_images=24)
+    assert np.percentile(more_large, 90) > np.percentile(physical, 90)
+    tem = calibrate_box_sides(base.replace(count_exponent=1.0), (6.0, 30.0), seed=0, n_images=24)
+    p5, p95 = np.percentile(box_sides(tem, seed=99, n_images=48), [5, 95])
+    assert 4.5 <= p5 <= 8.0 and 22.0 <= p95 <= 38.0, (p5, p95)
