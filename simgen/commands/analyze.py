@@ -50,12 +50,16 @@ def _bins(text: str):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
+@click.option("--human/--no-human", default=None,
+              help="Compare with the frames' labels (YOLO folder or dataset): counts, densities and size "
+                   "quartiles of the human boxes measured the same way, differences in %  [default: when "
+                   "the frames have labels].")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Report folder.")
 @overwrite_option
 @progress_option
 def analyze_command(frames, weights, pixel_size, thickness, frame_rate, dose_rate, dose_start, visibility, conf,
-                    polarity, opening, size_bins, lag, plots, device, threads, runtime, output, overwrite, progress,
-                    **tracking):
+                    polarity, opening, size_bins, lag, plots, device, threads, runtime, human, output, overwrite,
+                    progress, **tracking):
     """Count, size and track defects in every frame of a video; densities against dose; D by size.
 
     FRAMES is a folder of frames (sorted by name) or an HDF5 video. Sizes: Otsu +
@@ -76,7 +80,8 @@ def analyze_command(frames, weights, pixel_size, thickness, frame_rate, dose_rat
     res = analyze(frames, weights, output, pixel_size=pixel_size, thickness=thickness, frame_rate=frame_rate,
                   dose_rate=dose_rate, dose_start=dose_start, conf=conf, options=options, polarity=polarity,
                   opening=opening, visibility=visibility, diffusivity_bins=_bins(size_bins), lag=lag, plots=plots,
-                  device=device, threads=threads, runtime=runtime, overwrite=overwrite, progress=progress)
+                  device=device, threads=threads, runtime=runtime, human=human, overwrite=overwrite,
+                  progress=progress)
     s = res.summary
     click.echo(f"{res.n_frames} frames, {res.n_defects} defects (conf {res.conf:.3g}), {res.n_tracks} tracks "
                f"({options.tracker})")
@@ -84,6 +89,10 @@ def analyze_command(frames, weights, pixel_size, thickness, frame_rate, dose_rat
                f"Q3 {s['size_nm']['q3']:.2f}")
     key = next(k for k in s if k.endswith("_mean") and "density" in k)
     click.echo(f"{key.removesuffix('_mean').replace('_', ' ')}: mean {s[key]:.3g}")
+    if "machine_vs_human" in s:
+        a = s["machine_vs_human"]
+        click.echo(f"machine vs human: density {a['density_diff_pct']:+.1f} %, median size "
+                   f"{a['size_median_diff_pct']:+.1f} % ({a['count_machine']} vs {a['count_human']} defects)")
     click.echo(f"wrote {output}")
 
 

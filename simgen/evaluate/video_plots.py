@@ -14,7 +14,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_density", "plot_size_quartiles", "plot_diffusivity", "plot_track_lifetimes"]
+__all__ = ["plot_density", "plot_size_quartiles", "plot_diffusivity", "plot_track_lifetimes", "plot_agreement"]
 
 
 def _figure(rows: int = 1, width: float = 5.5, height: float = 4.0):
@@ -82,4 +82,26 @@ def plot_track_lifetimes(lifetimes: np.ndarray, xlabel: str = "lifetime (frames)
         ax.hist(lifetimes, bins=np.histogram_bin_edges(lifetimes, "doane"), color="C2")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("tracks")
+    return fig
+
+
+def plot_agreement(table: pd.DataFrame) -> Figure:
+    """Machine against human per frame: counts (top) and size median with Q1-Q3 bars (bottom)."""
+    x = np.arange(len(table))
+    labels = table["name"].astype(str).tolist() if "name" in table.columns else [str(v) for v in table["sample"]]
+    fig, (a, b) = _figure(2, width=max(5.5, 0.5 * len(table) + 2), height=3.0)
+    w = 0.38
+    a.bar(x - w / 2, table["count_human"], w, label="human")
+    a.bar(x + w / 2, table["count_machine"], w, label="machine")
+    a.set_ylabel("defects per frame")
+    a.legend(frameon=False)
+    for off, side in ((-w / 2, "human"), (w / 2, "machine")):
+        med = table[f"size_median_nm_{side}"].to_numpy()
+        lo = med - table[f"size_q1_nm_{side}"].to_numpy()
+        hi = table[f"size_q3_nm_{side}"].to_numpy() - med
+        b.errorbar(x + off, med, yerr=[lo, hi], fmt="o", capsize=3, label=side)
+    b.set_ylabel("size, major axis (nm): median, Q1-Q3")
+    b.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+    a.set_xticks(x, [""] * len(x))
+    b.legend(frameon=False)
     return fig

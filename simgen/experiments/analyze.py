@@ -22,6 +22,9 @@ Output folder::
     diffusivity.csv      D by size bin (trackpy.emsd) with the per-track median and SEM
     drift.csv            (with --drift) the stage drift per frame (px)
     summary.json         settings, units, totals and trends against dose
+    machine_vs_human.csv (frames with labels) per frame: count and size quartiles of the
+                         machine and of the human boxes, measured the same way, and the
+                         differences in % (:mod:`simgen.evaluate.agreement`)
     density.png sizes.png diffusivity.png lifetimes.png
 """
 
@@ -37,6 +40,7 @@ import pandas as pd
 from simgen.atomic import atomic_write_text
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
+from simgen.evaluate.agreement import agreement_summary, agreement_table
 from simgen.evaluate.density import VISIBILITY, density_per_frame, frame_clock
 from simgen.evaluate.diffusion import diffusivity_by_size, size_bins, track_diffusivity
 from simgen.evaluate.lifetimes import track_lifetimes
@@ -121,7 +125,7 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
             conf: float | None = None, options: TrackingOptions | None = None, polarity: str = "dark",
             opening: int = 3, visibility: float = VISIBILITY, diffusivity_bins: int | list[float] = 4, lag: int = 1,
             plots: bool = True, device: str = "auto", threads: int | None = None, runtime: str = "torch",
-            overwrite: bool = False, progress: bool = True) -> AnalyzeResult:
+            human: bool | None = None, overwrite: bool = False, progress: bool = True) -> AnalyzeResult:
     """Detect, track, size and count defects in every frame of a video and write a report.
 
     Parameters
@@ -161,6 +165,11 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
         Write the PNG plots.
     runtime : {"torch", "onnx"}
         YOLO inference through torch or ONNX Runtime.
+    human : bool, optional
+        Compare with the frames' own boxes (a YOLO folder's labels, a dataset's box table):
+        the human boxes are sized and counted exactly like the detections and the differences
+        go to ``machine_vs_human.csv`` and ``summary["machine_vs_human"]``.  Default: when the
+        frames have labels.  The labels are read for this comparison only.
 
     Returns
     -------
@@ -187,8 +196,12 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
         n = len(src)
         names = [src.name(k) for k in range(n)]
         shapes = [src.shape(k) for k in range(n)]
+        labelled = src.has_labels
     if n == 0:
         raise DataError(f"{frames} holds no frames")
+    if human and not labelled:
+        raise DataError(f"{frames} has no labels to compare with (a YOLO folder with labels/ or a dataset with boxes)")
+    human = labelled if human is None else bool(human)
     out.mkdir(parents=True, exist_ok=True)
 
     # 1-2. detect and link
@@ -251,7 +264,17 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
         "files": ["per_frame.csv", "per_frame.json", "defects.csv", "tracks.csv", "track_summary.csv",
                   "diffusivity.csv", "summary.json"],
     }
+    agreement = None
+    if human:
+        agreement, summary["machine_vs_human"], human_table = _machine_vs_human(
+            frames, per_frame, defects, shapes, names, pixel_size=pixel_size, thickness=thickness,
+            frame_rate=frame_rate, dose_rate=dose_rate, dose_start=dose_start, visibility=visibility,
+            polarity=polarity, opening=opening)
+        summary["files"].append("machine_vs_human.csv")
     result = AnalyzeResult(out, n, int(len(defects)), int(len(life)), conf, dets_file.fps, per_frame, by_size, summary)
+    if agreement is not None:
+        atomic_write_text(out / "machine_vs_human.csv", agreement.to_csv(index=False), overwrite=True)
+        atomic_write_text(out / "human_defects.csv", human_table.to_csv(index=False), overwrite=True)
 
     atomic_write_text(out / "per_frame.csv", per_frame.to_csv(index=False), overwrite=True)
     atomic_write_text(out / "per_frame.json", json.dumps(to_jsonable(per_frame.to_dict(orient="records")), indent=1)
@@ -276,8 +299,31 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
                    "diffusivity.png": plot_diffusivity(by_size.rename(columns={"size_lo_nm": "size_lo",
                                                                               "size_hi_nm": "size_hi"}), d_unit),
                    "lifetimes.png": plot_track_lifetimes(life["lifetime"].to_numpy(), f"lifetime ({t_unit})")}
+        if agreement is not None:
+            from simgen.evaluate.video_plots import plot_agreement
+
+            figures["machine_vs_human.png"] = plot_agreement(agreement)
         for name, fig in figures.items():
             save_figure(fig, out / name, overwrite=True)
         summary["files"] += list(figures)
     atomic_write_text(out / "summary.json", json.dumps(to_jsonable(result.to_dict()), indent=2) + "\n", overwrite=True)
     return result
+
+
+def _machine_vs_human(frames, per_frame: pd.DataFrame, defects: pd.DataFrame, shapes, names, *, pixel_size: float,
+                      polarity: str, opening: int, **density) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """The human boxes of ``frames`` sized and counted like the detections, against the machine's."""
+    with open_source(frames) as src:
+        rows = []
+        for k in range(len(src)):
+            b = src.boxes(k)
+            if b is not None and len(b):
+                rows.append(b[["x0", "y0", "x1", "y1"]].assign(sample=k))
+        gt = (pd.concat(rows, ignore_index=True) if rows else
+              pd.DataFrame({c: np.zeros(0) for c in ("x0", "y0", "x1", "y1")}).assign(sample=np.zeros(0, np.int64)))
+        gt = measure_sizes(src.image, gt, polarity=polarity, opening=opening) if len(gt) else \
+            gt.assign(**{c: np.zeros(0) for c in SIZE_COLUMNS})
+    gt["size_nm"] = gt["size"] * pixel_size
+    human = per_frame_table(gt, shapes, names, pixel_size=pixel_size, **density)
+    table = agreement_table(per_frame, human)
+    return table, agreement_summary(table, defects["size_nm"], gt["size_nm"]), gt

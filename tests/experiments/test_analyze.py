@@ -184,3 +184,34 @@ def test_track_video_min_length_and_bad_options(tmp_path):
         TrackingOptions(min_length=0).validate()
     assert TrackingOptions(track_low_thresh=0.1).settings(0.05).track_low_thresh == 0.05  # capped at the high one
     assert not (tmp_path / "u").exists()
+
+
+def test_analyze_machine_vs_human_on_a_labelled_folder(tmp_path):
+    """A YOLO folder's labels are sized and counted like the detections: exact human boxes give
+    0 % density difference and a small size difference; a human who missed one disc per frame
+    gives +50 %."""
+    from PIL import Image
+
+    frames, truth = _frames(tmp_path / "raw", n=4)
+    log = _log(tmp_path)
+    for name, drop in (("exact", False), ("missed", True)):
+        root = tmp_path / name
+        (root / "images").mkdir(parents=True)
+        (root / "labels").mkdir()
+        for t, f in enumerate(sorted(frames.iterdir())):
+            Image.open(f).save(root / "images" / f.name)
+            lines = [f"0 {x / 64:.5f} {y / 64:.5f} {2 * (r + 1) / 64:.5f} {2 * (r + 1) / 64:.5f}"
+                     for (x, y), r in zip(truth[t], RADII)]
+            (root / "labels" / f"{f.stem}.txt").write_text("\n".join(lines[1:] if drop else lines) + "\n")
+        res = analyze(root, log, tmp_path / f"report_{name}", pixel_size=0.5, diffusivity_bins=2,
+                      options=TrackingOptions(tracker="trackpy", search_range=4), progress=False)
+        agree = res.summary["machine_vs_human"]
+        table = pd.read_csv(tmp_path / f"report_{name}" / "machine_vs_human.csv")
+        assert len(table) == 4 and (tmp_path / f"report_{name}" / "machine_vs_human.png").stat().st_size > 0
+        if drop:
+            assert agree["density_diff_pct"] == pytest.approx(50.0) and agree["count_human"] == 8
+        else:
+            assert agree["density_diff_pct"] == 0.0 and (table["count_diff_pct"] == 0).all()
+            assert abs(agree["size_median_diff_pct"]) < 15 and agree["size_median_human_nm"] == pytest.approx(3.0, rel=0.15)
+    with pytest.raises(Exception, match="no labels"):
+        analyze(frames, log, tmp_path / "r3", pixel_size=0.5, human=True, progress=False)
