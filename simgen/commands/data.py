@@ -33,9 +33,10 @@ def _print_summary(summary: dict) -> None:
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def info_command(path, as_json):
-    """Summarize a dataset: schema, counts, classes and generator parameters.
+    """Summarize a dataset (schema, counts, classes, generator parameters) or a YOLO checkpoint.
 
-    PATH is an HDF5 dataset, or a sharded set's manifest.json (or its directory, or its virtual.h5).
+    PATH is an HDF5 dataset, or a sharded set's manifest.json (or its directory, or its virtual.h5),
+    or a YOLO best.pt (classes, and the preprocessing simgen applies before the network).
     The generator settings are printed as an indented 'key: value' block (long lists shortened
     to their first items and a count); --json prints everything, in full, for machines.
 
@@ -45,6 +46,16 @@ def info_command(path, as_json):
       simgen info film_shards/manifest.json
     """
 
+    if str(path).endswith(".pt"):  # a YOLO checkpoint: what it is and the preprocessing it expects
+        from simgen.train.yolo.checkpoint import checkpoint_summary
+
+        summary = checkpoint_summary(path)
+        if as_json:
+            click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        else:
+            for line in readable_lines(summary, indent=0):
+                click.echo(line)
+        return
     if is_manifest_path(path):  # sharded dataset: the manifest alone (also while it is incomplete)
         summary = summarize_manifest(path)
     else:

@@ -285,6 +285,21 @@ def test_cli_train_predict_and_errors(trained, tmp_path):
     assert (trained["run"] / "best.pt").stat().st_mtime_ns == stamp  # untouched
 
 
+def test_info_shows_the_preprocessing_stored_in_a_checkpoint(trained, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["info", str(trained["best"]), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["preprocessing"]["tile"] == 64 and info["preprocessing"]["normalize"] == "percentile"
+    assert 0 < info["preprocessing"]["conf_f1"] < 1 and info["classes"] and info["epochs"] == 3
+    res = runner.invoke(main, ["info", str(trained["best"])])
+    assert res.exit_code == 0 and "normalize:" in res.output and "preprocessing:" in res.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    res = runner.invoke(main, ["info", str(bad)])
+    assert res.exit_code == 2 and res.output.startswith("Error:")
+
+
 def test_predict_in_a_fresh_process(trained, tmp_path):
     """`simgen predict best.pt` as a new process: reading the checkpoint must not import
     Ultralytics before simgen has made it offline (it did once: 'imported before setup')."""

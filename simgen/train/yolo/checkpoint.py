@@ -15,7 +15,7 @@ from pathlib import Path
 from simgen.runtime import load_checkpoint, save_checkpoint
 from simgen.train.yolo.offline import setup_ultralytics
 
-__all__ = ["allow_yolo_global", "load_yolo_checkpoint", "save_yolo_checkpoint"]
+__all__ = ["allow_yolo_global", "checkpoint_summary", "load_yolo_checkpoint", "save_yolo_checkpoint"]
 
 #: Modules whose *classes* (never functions) a YOLO checkpoint may name: network layers.
 ALLOWED_MODULES = ("torch.nn.modules.", "ultralytics.nn.modules.", "ultralytics.nn.tasks")
@@ -55,3 +55,34 @@ def load_yolo_checkpoint(path, map_location="cpu") -> dict:
 def save_yolo_checkpoint(path, ckpt: dict) -> Path:
     """Write an Ultralytics checkpoint atomically; it may hold network classes of the allowlist only."""
     return save_checkpoint(path, ckpt, allow=allow_yolo_global)
+
+
+#: Preprocessing keys of ``ckpt["simgen"]`` that predictions must repeat (see :class:`~.predict.YoloDetector`).
+PREPROCESSING = ("normalize", "tile", "overlap", "imgsz", "scale", "conf_f1", "iou", "max_det", "min_box")
+
+
+def checkpoint_summary(path) -> dict:
+    """What a YOLO ``best.pt`` is and how to feed it: classes, preprocessing, training and adaptation.
+
+    ``preprocessing`` holds what simgen applies before the network (``normalize`` contrast
+    stretch, ``tile``/``overlap`` tiling, ``scale``) and the synthetic-validation threshold
+    ``conf_f1``; a plain ``ultralytics.YOLO(path).predict`` applies none of it.
+    """
+    ckpt = load_yolo_checkpoint(path)
+    meta = ckpt.get("simgen") or {}
+    model = ckpt.get("ema") or ckpt.get("model")
+    names = getattr(model, "names", None) or {}
+    train_args = ckpt.get("train_args") or {}
+    out = {
+        "kind": "YOLO checkpoint (Ultralytics)",
+        "path": str(path),
+        "classes": [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names),
+        "written_by": "simgen " + str(meta.get("simgen_version", "?")) if meta else "not simgen (defaults apply)",
+        "epochs": (meta.get("config") or {}).get("epochs", train_args.get("epochs")),
+        "preprocessing": {k: meta[k] for k in PREPROCESSING if k in meta},
+    }
+    if "train" in meta:
+        out["trained_on"] = meta["train"]
+    if "adaptation" in meta:
+        out["adaptation"] = meta["adaptation"]
+    return out
