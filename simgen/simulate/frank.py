@@ -5,15 +5,21 @@ With different splay and bend constants the elastic energy is
 
     F = ½ ∫ [K1 (∇·n)² + K3 (∇×n)²] dA,   ∇·n = ∂x nx + ∂y ny,  ∇×n = ∂x ny − ∂y nx,
 
-which reduces to the one-constant XY energy ``½ K ∫ |∇φ|²`` when ``K1 = K3 = K``.  On the
-lattice the derivatives are forward differences of ``n`` at each site (sites of the last row
-and column only enter as neighbours), so ``F`` is the XY bond energy ``K Σ (1 − cos Δφ)``
-plus a splay/bend term for ``K1 ≠ K3``.  :func:`relax_frank` runs gradient descent on ``φ``
-with the outermost ring of sites held fixed (Dirichlet boundary): a phase field built from
-superposed ideal defects (equal constants) relaxes into the texture of the anisotropic
-material — isolated +1 defects turn towards pure splay (``K1 < K3``) or pure bend
-(``K1 > K3``), the brushes of −1 defects become unevenly spaced — while the total charge
-inside the fixed ring is conserved.
+which reduces to the one-constant XY energy ``½ K ∫ |∇φ|²`` when ``K1 = K3 = K``.  Writing
+``K̄ = (K1 + K3)/2`` and ``ΔK = (K1 − K3)/2``, the density is ``K̄ (div² + curl²) + ΔK (div² −
+curl²)`` and ``div² + curl² = |∇n|² + 2 det ∇n``, whose last term integrates to the boundary
+only (a null Lagrangian).  The lattice energy drops it::
+
+    E = ½ K̄ Σ_bonds |n_j − n_i|² + ½ ΔK Σ_sites (div² − curl²)
+
+with forward differences of ``n`` at every site for ``div`` and ``curl`` (sites of the last row
+and column only enter as neighbours).  The first sum is exactly the XY bond energy
+``K̄ Σ (1 − cos Δφ)``; the second is the splay/bend anisotropy.  :func:`relax_frank` runs
+gradient descent on ``φ`` with the outermost ring of sites held fixed (Dirichlet boundary, so
+the dropped boundary term cannot act): a phase field built from superposed ideal defects (equal
+constants) relaxes into the texture of the anisotropic material — isolated +1 defects turn
+towards pure splay (``K1 < K3``) or pure bend (``K1 > K3``), the brushes of −1 defects become
+unevenly spaced — while the total charge inside the fixed ring is conserved.
 """
 
 from __future__ import annotations
@@ -36,16 +42,6 @@ def frank_constants(ratio: float) -> tuple[float, float]:
     return ratio * k3, k3
 
 
-def _terms(phi: np.ndarray, k1: float, k3: float):
-    """``(cos φ, sin φ, K1·div, K3·curl)``, the derivatives at sites ``[:-1, :-1]``."""
-    nx, ny = np.cos(phi), np.sin(phi)
-    ax = nx[:-1, 1:] - nx[:-1, :-1]  # ∂x nx
-    bx = ny[:-1, 1:] - ny[:-1, :-1]  # ∂x ny
-    ay = nx[1:, :-1] - nx[:-1, :-1]  # ∂y nx
-    by = ny[1:, :-1] - ny[:-1, :-1]  # ∂y ny
-    return nx, ny, k1 * (ax + by), k3 * (bx - ay)
-
-
 def _check(phi, k1, k3) -> np.ndarray:
     phi = np.asarray(phi)
     if phi.ndim != 2 or min(phi.shape) < 3:
@@ -55,20 +51,41 @@ def _check(phi, k1, k3) -> np.ndarray:
     return phi
 
 
+def _differences(phi: np.ndarray):
+    """``cos φ, sin φ`` and their forward differences along x (``(H, W−1)``) and y (``(H−1, W)``)."""
+    nx, ny = np.cos(phi), np.sin(phi)
+    return nx, ny, np.diff(nx, axis=1), np.diff(ny, axis=1), np.diff(nx, axis=0), np.diff(ny, axis=0)
+
+
 def frank_energy(phi: np.ndarray, k1: float = 1.0, k3: float = 1.0) -> float:
-    """Lattice Frank energy ``½ Σ (K1 div² + K3 curl²)`` of a phase field ``(H, W)`` (radians)."""
+    """Lattice Frank energy ``½ K̄ Σ |Δn|² + ½ ΔK Σ (div² − curl²)`` of a phase field ``(H, W)`` (radians)."""
     phi = _check(phi, k1, k3).astype(np.float64)
-    _, _, sdiv, scurl = _terms(phi, k1, k3)
-    return float(0.5 * (np.sum(sdiv * sdiv) / k1 + np.sum(scurl * scurl) / k3))
+    _, _, ax, bx, ay, by = _differences(phi)
+    kbar, dk = (k1 + k3) / 2, (k1 - k3) / 2
+    div = ax[:-1] + by[:, :-1]
+    curl = bx[:-1] - ay[:, :-1]
+    bonds = np.sum(ax * ax) + np.sum(bx * bx) + np.sum(ay * ay) + np.sum(by * by)
+    return float(0.5 * kbar * bonds + 0.5 * dk * (np.sum(div * div) - np.sum(curl * curl)))
 
 
 def frank_gradient(phi: np.ndarray, k1: float = 1.0, k3: float = 1.0) -> np.ndarray:
-    """``∂F/∂φ`` of :func:`frank_energy` at every site, shape ``(H, W)``, same dtype as ``phi``."""
+    """``∂E/∂φ`` of :func:`frank_energy` at every site, shape ``(H, W)``, same dtype as ``phi``."""
     phi = _check(phi, k1, k3)
-    nx, ny, sdiv, scurl = _terms(phi, k1, k3)
+    nx, ny, ax, bx, ay, by = _differences(phi)
+    kbar, dk = (k1 + k3) / 2, (k1 - k3) / 2
+    sdiv = dk * (ax[:-1] + by[:, :-1])  # ∂E/∂div
+    scurl = -dk * (bx[:-1] - ay[:, :-1])  # ∂E/∂curl
+    # adjoints of the forward differences: isotropic bonds, then div = ax + by, curl = bx − ay
     gx = np.zeros_like(nx)
     gy = np.zeros_like(ny)
-    # adjoints of the four forward differences (chain rule through div = ax + by, curl = bx − ay)
+    gx[:, 1:] += kbar * ax
+    gx[:, :-1] -= kbar * ax
+    gx[1:] += kbar * ay
+    gx[:-1] -= kbar * ay
+    gy[:, 1:] += kbar * bx
+    gy[:, :-1] -= kbar * bx
+    gy[1:] += kbar * by
+    gy[:-1] -= kbar * by
     gx[:-1, 1:] += sdiv
     gx[:-1, :-1] -= sdiv - scurl
     gx[1:, :-1] -= scurl
