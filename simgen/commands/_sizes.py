@@ -9,6 +9,7 @@ simulator                     measured (B/px)  budget (B/px)
 ============================  ===============  ===================
 film, random model (numba)    16               24  (6 copies)
 film, thermal model           72               96  (24 copies)
+film-holdout (relax + Jones)  102              128 (32 copies)
 tem                           36               48  (12 copies)
 video (per frame + background) 32              48  (12 copies)
 filament (6 frames, 22 pairs) 196              258 (frames x 12 + 120 + pairs x 3)
@@ -27,7 +28,7 @@ from simgen.runtime import check_image_memory
 __all__ = ["FLOAT32_COPIES", "SPEC_COPIES", "guard_size", "local_processes"]
 
 #: Peak float32 image copies per sample, by simulator (see the module docstring).
-FLOAT32_COPIES = {"film-random": 6, "film-thermal": 24, "tem": 12, "video": 12, "filament": 30}
+FLOAT32_COPIES = {"film-random": 6, "film-thermal": 24, "film-holdout": 32, "tem": 12, "video": 12, "filament": 30}
 #: Extra copies the ``--spec`` artifact chain makes.
 SPEC_COPIES = 4
 

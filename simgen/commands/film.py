@@ -1,4 +1,10 @@
-"""``simgen simulate film``: smectic-C film datasets."""
+"""``simgen simulate film`` and ``simgen simulate film-holdout``: smectic-C film datasets.
+
+The held-out renderer is its own command, not a ``--holdout`` flag of ``simulate film``: it
+shares none of that command's physics, optics or artifact options (``--model``, ``--regime``,
+``--spec``, ``--backend`` ...), so a flag would leave most of ``film``'s options meaningless
+in one mode and add options meaningless in the other.  Both write the same ``film`` datasets.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from simgen.commands._sizes import FLOAT32_COPIES, guard_size
 from simgen.commands.scale import run_sharded, shard_options
 from simgen.datasets.generate import write_dataset
 from simgen.simulate.film import FilmConfig, FilmSampler
+from simgen.simulate.film_holdout import HoldoutFilmConfig, HoldoutFilmSampler
 
 
 @click.command("film")
@@ -100,5 +107,59 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
     click.echo(f"wrote {n} {model}-model film images ({size}x{size}) to {path}")
 
 
+@click.command("film-holdout")
+@click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Number of images.")
+@click.option("--size", type=int, default=256, show_default=True, help="Image side in pixels.")
+@seed_option
+@click.option("--n-defects", default="2-12", show_default=True, help="Defects placed before relaxation (count or range).")
+@click.option("--min-separation", type=float, default=16.0, show_default=True, help="Minimum defect distance at placement (px).")
+@click.option("--margin", type=float, default=8.0, show_default=True, help="Minimum distance from the border at placement (px).")
+@click.option("--splay-bend", default="0.3-3", show_default=True,
+              help="Range of the splay/bend Frank constant ratio K1/K3, drawn log-uniformly per image (1 = one constant).")
+@click.option("--relax-steps", type=click.IntRange(min=0), default=300, show_default=True,
+              help="Gradient-descent steps of the anisotropic relaxation.")
+@click.option("--retardance", default="0.3-1.5", show_default=True, help="Film retardance range (radians, thinnest terrace).")
+@click.option("--decross", default="1-6", show_default=True, help="Analyzer decrossing range |delta| in degrees (random sign).")
+@click.option("--terraces", default="0-3", show_default=True, help="Number of thickness steps (terraces) per image.")
+@click.option("--dust", default="0-12", show_default=True, help="Number of dust specks per image.")
+@click.option("--jpeg-quality", default="35-90", show_default=True, help="JPEG quality range; 0 = no compression.")
+@click.option("--box-size", type=float, default=16.0, show_default=True, help="Side of the box around each defect (px).")
+@click.option("--single-class/--two-class", default=True, show_default=True,
+              help="Boxes of one class 'defect' (charge kept in the points table), or plus/minus by sign.")
+@click.option("--store-phase", is_flag=True, help="Also store the relaxed phase field (radians).")
+@dtype_option
+@output_option(help="Output HDF5 file.")
+@overwrite_option
+@progress_option
+def film_holdout_command(n, size, seed, n_defects, min_separation, margin, splay_bend, relax_steps, retardance, decross,
+                         terraces, dust, jpeg_quality, box_size, single_class, store_phase, image_dtype, output, overwrite,
+                         progress):
+    """Simulate a held-out film test set no training path uses (other physics, optics and seeds).
+
+    Defects relaxed under splay != bend elasticity, imaged in reflected light through a
+    slightly decrossed analyzer (Jones matrices) with terraces, dust, vignetting, camera noise
+    and JPEG; sample i draws from its own seed stream, never a training one (docs/film.md).
+
+    \b
+    Examples:
+      simgen simulate film-holdout --n 200 --size 256 --seed 0 -o holdout.h5
+      simgen simulate film-holdout --n 50 --splay-bend 0.3 --jpeg-quality 0 --store-phase -o splay.h5
+    """
+
+    config = HoldoutFilmConfig(
+        size=size, n_defects=parse_range(n_defects, "--n-defects"), min_separation=min_separation, margin=margin,
+        splay_bend=parse_range(splay_bend, "--splay-bend", float), relax_steps=relax_steps,
+        retardance=parse_range(retardance, "--retardance", float), decross=parse_range(decross, "--decross", float),
+        terraces=parse_range(terraces, "--terraces"), dust=parse_range(dust, "--dust"),
+        jpeg_quality=parse_range(jpeg_quality, "--jpeg-quality"), box_size=box_size, single_class=single_class,
+    ).validate()
+    guard_size(size, what="simulate film-holdout", copies=FLOAT32_COPIES["film-holdout"], n=n)
+    check_output(output, overwrite)
+    sampler = HoldoutFilmSampler(config, seed=seed, store_phase=store_phase)
+    path = write_dataset(output, sampler, n, overwrite=overwrite, image_dtype=image_dtype, progress=progress)
+    click.echo(f"wrote {n} held-out film images ({size}x{size}) to {path}")
+
+
 def register(groups):
     groups["simulate"].add_command(film_command)
+    groups["simulate"].add_command(film_holdout_command)

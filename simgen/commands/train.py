@@ -157,6 +157,9 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="YOLO: torch, or ONNX Runtime on the CPU (exported once and cached; needs simgen[onnx]).")
+@click.option("--agnostic-nms/--no-agnostic-nms", default=False, show_default=True,
+              help="YOLO: NMS across classes, so overlapping boxes of different classes keep only the best one "
+                   "(use it for two-class film models: their plus and minus boxes land on the same defect).")
 @click.option("--mask-conf", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Mask R-CNN: mask probability threshold.")
 @click.option("--fusion", type=click.Choice(["forward", "backward", "consecutive", "ensemble"]), default="ensemble",
@@ -164,8 +167,8 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
               "consecutive = chained t→t+1 steps, ensemble = mean of the available ones).")
 @overwrite_option
 @progress_option
-def predict_command(weights, source, output, conf, iou, tile, overlap, scale, device, threads, runtime, mask_conf,
-                    fusion, overwrite, progress):
+def predict_command(weights, source, output, conf, iou, tile, overlap, scale, device, threads, runtime, agnostic_nms,
+                    mask_conf, fusion, overwrite, progress):
     """Run a trained detector on an HDF5 dataset, a YOLO folder or a folder of images.
 
     WEIGHTS is a best.pt from `simgen train yolo|maskrcnn|deltanet` (the model type is
@@ -204,7 +207,8 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
         from simgen.train.yolo.predict import predict_yolo
 
         out = predict_yolo(path, source, output, overwrite=overwrite, progress=progress, conf=conf, iou=iou,
-                           tile=tile, overlap=overlap, scale=scale, device=device, threads=threads, runtime=runtime)
+                           tile=tile, overlap=overlap, scale=scale, device=device, threads=threads, runtime=runtime,
+                           agnostic_nms=agnostic_nms)
     click.echo(f"wrote {out}")
 
 

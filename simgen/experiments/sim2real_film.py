@@ -16,7 +16,9 @@ table).  ``two_class=True`` trains ``plus``/``minus`` instead — with the cavea
 sign is not identifiable from the texture around a defect (an isolated +1 and −1 defect
 render alike for some global phase and are mirror images, see :mod:`simgen.simulate.film`),
 so a two-class model splits its confidence between the classes.  Image flips swap the
-sign of every defect, so two-class training turns YOLO's flip augmentation off.
+sign of every defect, so two-class training turns YOLO's flip augmentation off, and scoring
+predicts with class-agnostic NMS (``YoloDetector(agnostic_nms=True)``): the ``plus`` and
+``minus`` boxes such a model puts on one defect are merged into the better-scoring one.
 """
 
 from __future__ import annotations
@@ -193,7 +195,8 @@ def score_film_tests(weights, data: FilmData, cfg: FilmExperimentConfig, *, thre
                      log: ProgressLog | None = None) -> dict[str, dict]:
     """Scores on every test set at the threshold picked on the synthetic validation films: overall,
     per class (by name) and class-agnostic (finding a defect and telling +1 from -1 are separate skills)."""
-    det = YoloDetector(weights, device=cfg.device, threads=threads)
+    # a two-class model puts a plus and a minus box on one defect: merge them across classes
+    det = YoloDetector(weights, device=cfg.device, threads=threads, agnostic_nms=cfg.two_class)
     results = {}
     for name, path in data.tests.items():
         with open_source(path) as src:

@@ -158,7 +158,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
-def merge_tiles(tile_boxes, windows, iou: float = 0.5, core_only: bool = True) -> pd.DataFrame:
+def merge_tiles(tile_boxes, windows, iou: float = 0.5, core_only: bool = True,
+                agnostic: bool = False) -> pd.DataFrame:
     """Merge per-tile predictions into one image's predictions.
 
     Parameters
@@ -171,6 +172,10 @@ def merge_tiles(tile_boxes, windows, iou: float = 0.5, core_only: bool = True) -
         NMS IoU across seams (class-wise).  ``>= 1`` disables NMS.
     core_only : bool
         Keep only detections whose centre lies in the tile core.
+    agnostic : bool
+        Class-agnostic NMS: overlapping boxes of *different* classes suppress each other too
+        (the highest score keeps its class), inside a single tile as well as across seams —
+        e.g. the +1 and −1 boxes a two-class film model puts on one defect.
 
     Returns
     -------
@@ -199,7 +204,9 @@ def merge_tiles(tile_boxes, windows, iou: float = 0.5, core_only: bool = True) -
             {c: np.zeros(0, np.float32) for c in cols})
         return empty.reset_index(drop=True)
     df = pd.concat(parts, ignore_index=True)
-    if iou < 1 and len(parts) > 1 and len(df):
+    if iou < 1 and agnostic and len(df):
+        df = df.iloc[np.sort(nms(df[["x0", "y0", "x1", "y1"]].to_numpy(), df["score"].to_numpy(), iou))]
+    elif iou < 1 and len(parts) > 1 and len(df):
         keep = []
         for _, idx in df.groupby("class").indices.items():
             sub = df.iloc[idx]

@@ -60,12 +60,18 @@ class YoloDetector:
         ``onnx``: predict through ONNX Runtime (the checkpoint exported once and cached, see
         :mod:`simgen.train.yolo.onnx`; CPU, ``threads`` intra-op threads); same pre- and
         post-processing, detections equal within float tolerance.
+    agnostic_nms : bool
+        Non-maximum suppression across classes (Ultralytics ``agnostic_nms`` inside each tile,
+        :func:`~simgen.train.tiling.merge_tiles` ``agnostic`` across seams): of overlapping boxes
+        of different classes only the best-scoring one is kept.  Off by default (class-wise NMS,
+        as trained); on for two-class film models, whose ``plus`` and ``minus`` boxes land on the
+        same defect (the sign is not identifiable from one frame, see :mod:`simgen.simulate.film`).
     """
 
     def __init__(self, weights, *, device: str = "auto", conf: float | None = None, iou: float | None = None,
                  tile: int | None = None, overlap: int | None = None, scale: float | None = None,
                  normalize: str | None = None, max_det: int | None = None, batch: int = 8, threads: int | None = None,
-                 runtime: str = "torch"):
+                 runtime: str = "torch", agnostic_nms: bool = False):
         weights = Path(weights)
         if not weights.is_file():
             raise DataError(f"weights {weights} do not exist")
@@ -87,6 +93,7 @@ class YoloDetector:
         self.max_det = int(meta.get("max_det", 1000) if max_det is None else max_det)
         self.conf_f1 = float(meta.get("conf_f1", 0.25))
         self.batch = int(batch)
+        self.agnostic_nms = bool(agnostic_nms)
         if self.tile and not 0 <= self.overlap < self.tile:
             raise ParameterError(f"need 0 <= overlap < tile, got tile={self.tile}, overlap={self.overlap}")
         if self.normalize not in NORMALIZE:
@@ -119,7 +126,8 @@ class YoloDetector:
     def describe(self) -> dict:
         return {"weights": str(self.weights), "tile": self.tile, "overlap": self.overlap, "scale": self.scale,
                 "normalize": self.normalize, "conf": self.conf, "iou": self.iou, "max_det": self.max_det,
-                "imgsz": self.predict_imgsz, "conf_f1": self.conf_f1, "runtime": self.runtime}
+                "imgsz": self.predict_imgsz, "conf_f1": self.conf_f1, "runtime": self.runtime,
+                "agnostic_nms": self.agnostic_nms}
 
     def _run(self, crops: list[np.ndarray]) -> list[pd.DataFrame]:
         out = []
@@ -127,7 +135,7 @@ class YoloDetector:
             chunk = crops[start : start + self.batch]
             results = self.model.predict(chunk, imgsz=self.predict_imgsz, conf=self.conf, iou=self.iou,
                                          max_det=self.max_det, device=self.device, verbose=False,
-                                         batch=len(chunk), half=False)
+                                         batch=len(chunk), half=False, agnostic_nms=self.agnostic_nms)
             for r in results:
                 b = r.boxes
                 xyxy = b.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4)
@@ -159,7 +167,7 @@ class YoloDetector:
         else:
             windows = [Window(0, 0, h, w, (0.0, 0.0, float(w), float(h)))]
             crops = [to_uint8(img)]
-        df = merge_tiles(self._run(crops), windows, iou=self.iou)
+        df = merge_tiles(self._run(crops), windows, iou=self.iou, agnostic=self.agnostic_nms)
         if self.scale != 1.0 and len(df):
             df = _scale_boxes(df, 1.0 / self.scale)
         if len(df):
