@@ -41,8 +41,10 @@ Design of the XY step (one fused, branch-free pass per step, float32 throughout)
 Memory model: per site and step the kernel reads φ (4 B) and writes φ (4 B) = 8 B of
 unavoidable traffic (12 B actually moved with the write-allocate read); everything else
 lives in L1-resident row buffers.  At ~0.9 G site-updates/s per core that is ~11 GB/s, half
-of this machine's copy bandwidth, so the kernel is compute bound on one core and temporal
-blocking (fusing steps) would only pay off with more cores at lattices that overflow L3.
+of this machine's copy bandwidth, so the kernel is nearly compute bound on one core; the
+temporally blocked variant (:mod:`.kernels_blocked`, several steps per pass, the same
+per-site code via :func:`update_row`/:func:`fill_row`) removes the per-step pass over
+memory and the per-step thread barrier.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ bit for bit):
   keyed by ``seed`` with counter ``t``.
 * ``"numba"`` — fused parallel CPU kernel (:mod:`.kernels_numba`): polynomial sin/cos,
   SplitMix64-hashed Irwin–Hall(4) noise (mean 0, variance 2T/Δt, bounded, kurtosis −0.3).
+  ``steps_per_pass=K`` (default :data:`STEPS_PER_PASS`) runs the temporally blocked kernel
+  (:mod:`.kernels_blocked`, K steps per pass over memory), bit-identical to the one-step
+  reference kernel (``steps_per_pass=1``) with or without noise.
 * ``"jax"`` — ``jit`` + ``lax.fori_loop`` (:mod:`.kernels_jax`), Gaussian noise from
   ``jax.random`` (threefry, ``fold_in(key(seed), t)``); runs unchanged on a GPU.
 
