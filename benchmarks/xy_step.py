@@ -3,7 +3,11 @@
 Measures ``simgen.simulate.xy.evolve`` *including the thermal noise* (T = 0.05, Δt = 0.1,
 κ = 1) at L = 256, 512, 1024 for: numpy (1 thread), numba with 1 thread, numba with 2
 threads (``numba.set_num_threads``), jax (XLA:CPU, 1 intra-op thread unless XLA_FLAGS
-says otherwise); numba at T = 0 is also given (stencil without noise).  Each figure is the
+says otherwise); numba at T = 0 is also given (stencil without noise).  The numba rows are
+the reference kernel (``steps_per_pass=1``, one pass over memory per step); the
+``numba_blocked_*`` rows are the temporally blocked kernel (``steps_per_pass=K``, default
+``xy.STEPS_PER_PASS``; bit-identical results) measured in the same run, with the ratio
+blocked / reference, and at L = 512 a sweep of K on one thread (how the default was chosen).  Each figure is the
 best of a few repeats (the machine is shared); next to the wall-clock rate the rate per
 CPU-second of the process is printed ("M/CPU-s", threads summed), which stays meaningful
 when other jobs share the two cores (the load average is printed at start and end).
@@ -77,15 +81,16 @@ def main(argv=None) -> dict:
 
     import numba
 
-    from simgen.simulate.xy import evolve, random_start
+    from simgen.simulate.xy import STEPS_PER_PASS, evolve, random_start
 
     quick = args.quick
     sizes = (256, 512, 1024)
     target, repeats = (0.15, 2) if quick else (0.6, 3)
     T, dt, kappa = 0.05, 0.1, 1.0
 
+    load0 = os.getloadavg()[0]
     print(f"machine: {platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.2f}; numba {numba.__version__} "
+          f"load average {load0:.2f}; numba {numba.__version__} "
           f"(threading layer chosen at first parallel call), numpy {np.__version__}")
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS')!r}; numpy 1 thread; numba 1 and 2 threads")
     bw = copy_bandwidth(128 if quick else 512, 3 if quick else 5)
@@ -96,34 +101,59 @@ def main(argv=None) -> dict:
     def numpy_fn(p, n):
         return evolve(p, n, dt=dt, kappa=kappa, temperature=T, seed=1, backend="numpy")
 
-    def numba_fn(p, n, temp=T):
-        return evolve(p, n, dt=dt, kappa=kappa, temperature=temp, seed=1, backend="numba")
+    def numba_fn(p, n, temp=T, k=1):
+        return evolve(p, n, dt=dt, kappa=kappa, temperature=temp, seed=1, backend="numba", steps_per_pass=k)
+
+    def blocked_fn(k):
+        return lambda p, n: numba_fn(p, n, k=k)
 
     def jax_fn(p, n):
         return evolve(p, n, dt=dt, kappa=kappa, temperature=T, seed=1, backend="jax")
 
     figures: dict = {"memory_bandwidth_GBps": round(bw, 2), "bound_Msites_per_s": round(bound / 1e6, 1),
                      "bytes_per_site_update": BYTES_PER_SITE, "temperature": T, "dt": dt, "kappa": kappa,
-                     "cpu_count": os.cpu_count(), "quick": quick}
-    print(f"{'L':>5} {'backend':<16} {'M site-upd/s':>13} {'x numpy':>8} {'% of bound':>10} {'M/CPU-s':>9}")
+                     "cpu_count": os.cpu_count(), "quick": quick, "load_average_start": round(load0, 2),
+                     "machine": platform.processor() or platform.machine(), "steps_per_pass": STEPS_PER_PASS,
+                     "numba_version": numba.__version__}
+    print(f"{'L':>5} {'backend':<24} {'M site-upd/s':>13} {'x numpy':>8} {'% of bound':>10} {'M/CPU-s':>9}")
     for L in sizes:
         phi = random_start(L, np.random.default_rng(0))
         res = {"numpy": rate(numpy_fn, phi, target, repeats)}
         numba.set_num_threads(1)
         res["numba_1thread"] = rate(numba_fn, phi, target, repeats)
+        res["numba_blocked_1thread"] = rate(blocked_fn(STEPS_PER_PASS), phi, target, repeats)
         res["numba_1thread_T0"] = rate(lambda p, n: numba_fn(p, n, 0.0), phi, target, repeats)
+        res["numba_blocked_1thread_T0"] = rate(lambda p, n: numba_fn(p, n, 0.0, STEPS_PER_PASS), phi, target, repeats)
         numba.set_num_threads(2)
         res["numba_2threads"] = rate(numba_fn, phi, target, repeats)
+        res["numba_blocked_2threads"] = rate(blocked_fn(STEPS_PER_PASS), phi, target, repeats)
         numba.set_num_threads(1)
         res["jax"] = rate(jax_fn, phi, target, repeats)
         for name, (r, rc) in res.items():
             ratio = r / res["numpy"][0]
-            print(f"{L:>5} {name:<16} {r / 1e6:>13.1f} {ratio:>8.1f} {100 * r / bound:>9.1f}% {rc / 1e6:>9.1f}")
+            print(f"{L:>5} {name:<24} {r / 1e6:>13.1f} {ratio:>8.1f} {100 * r / bound:>9.1f}% {rc / 1e6:>9.1f}")
             figures[f"{name}_Msites_per_s_L{L}"] = round(r / 1e6, 1)
             figures[f"{name}_Msites_per_cpu_s_L{L}"] = round(rc / 1e6, 1)
             if name != "numpy":
                 figures[f"{name}_vs_numpy_L{L}"] = round(ratio, 2)
             figures[f"{name}_bound_fraction_L{L}"] = round(r / bound, 4)
+        for name in ("1thread", "1thread_T0", "2threads"):  # same run, same load: the ratio is the figure
+            ratio = res[f"numba_blocked_{name}"][0] / res[f"numba_{name}"][0]
+            ratio_cpu = res[f"numba_blocked_{name}"][1] / res[f"numba_{name}"][1]
+            figures[f"blocked_vs_reference_{name}_L{L}"] = round(ratio, 3)
+            figures[f"blocked_vs_reference_{name}_cpu_L{L}"] = round(ratio_cpu, 3)
+        print(f"{L:>5} blocked (K={STEPS_PER_PASS}) / reference, 1 thread: "
+              f"{figures[f'blocked_vs_reference_1thread_L{L}']:.3f} wall, "
+              f"{figures[f'blocked_vs_reference_1thread_cpu_L{L}']:.3f} per CPU-s")
+    numba.set_num_threads(1)
+    phi = random_start(512, np.random.default_rng(0))
+    sweep = {k: rate(blocked_fn(k), phi, target, repeats) for k in (1, 2, 4, 8, 16)}
+    print("K sweep, L = 512, 1 thread, M site-upd/s (wall / per CPU-s): "
+          + ", ".join(f"K={k}: {r / 1e6:.0f} / {rc / 1e6:.0f}" for k, (r, rc) in sweep.items()))
+    for k, (r, rc) in sweep.items():
+        figures[f"sweep_K{k}_Msites_per_s_L512"] = round(r / 1e6, 1)
+        figures[f"sweep_K{k}_Msites_per_cpu_s_L512"] = round(rc / 1e6, 1)
+    figures["threads_main_comparison"] = 1
     figures["load_average_end"] = round(os.getloadavg()[0], 2)
     figures["numba_vs_numpy_L512"] = figures["numba_1thread_vs_numpy_L512"]
     print(json.dumps(figures))

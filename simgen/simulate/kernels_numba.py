@@ -41,8 +41,10 @@ Design of the XY step (one fused, branch-free pass per step, float32 throughout)
 Memory model: per site and step the kernel reads φ (4 B) and writes φ (4 B) = 8 B of
 unavoidable traffic (12 B actually moved with the write-allocate read); everything else
 lives in L1-resident row buffers.  At ~0.9 G site-updates/s per core that is ~11 GB/s, half
-of this machine's copy bandwidth, so the kernel is compute bound on one core and temporal
-blocking (fusing steps) would only pay off with more cores at lattices that overflow L3.
+of this machine's copy bandwidth, so the kernel is nearly compute bound on one core; the
+temporally blocked variant (:mod:`.kernels_blocked`, several steps per pass, the same
+per-site code via :func:`update_row`/:func:`fill_row`) removes the per-step pass over
+memory and the per-step thread barrier.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ from numba import get_num_threads, njit, prange
 __all__ = ["evolve_numba", "sincos_poly", "noise_field", "random_defect_phase_numba"]
 
 _F = np.float32
+#: LLVM fast-math flags of the XY step: everything but ``reassoc``, so the float32 result of
+#: every site update is fixed by the source (no reordering of sums); the reference and the
+#: temporally blocked kernel (:mod:`.kernels_blocked`) then agree bit for bit, whatever
+#: the compilation context.  ``contract`` (fused multiply-add) stays on.
+FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 PI = _F(np.pi)
 TWO_PI = _F(2 * np.pi)
 INV_TWO_PI = _F(1 / (2 * np.pi))
@@ -93,7 +100,7 @@ IH_MEAN = np.int64(2 * 65535)
 IH_SCALE = float(np.sqrt(3.0) / 65536.0 / np.sqrt(1.0 - 1.0 / 65536.0**2))
 
 
-@njit(inline="always", fastmath=True, cache=True)
+@njit(inline="always", fastmath=FASTMATH, cache=True)
 def _sincos(x):
     """(sin x, cos x) for float32 x in about [−π, π] (half-angle polynomial)."""
     y = x * HALF
@@ -155,8 +162,8 @@ def _noise_field(seed, t, L):
     return out
 
 
-@njit(inline="always", fastmath=True, cache=True)
-def _fill_row(src_row, s, c, L):
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def fill_row(src_row, s, c, L):
     for j in range(L):
         s[j + 1], c[j + 1] = _sincos(src_row[j])
     s[0] = s[L]
@@ -165,7 +172,29 @@ def _fill_row(src_row, s, c, L):
     c[L + 1] = c[1]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def update_row(row, su, cu, sm, cm, sd, cd, out, a, b, key, noisy, base, L):
+    """One row of one step: ``out = wrap(row − a·force − b·z)``.
+
+    ``row``/``out``: (L,) φ of this row at the old / new time level; ``s*``/``c*``: (L + 2,)
+    padded sin/cos rows above (u), at (m) and below (d) at the old level; ``base = r·L``
+    the flat index of the row's first site (for the noise).  Shared by every XY kernel so
+    that they do the same float32 operations per site.
+    """
+    for j in range(L):
+        sum_s = su[j + 1] + sd[j + 1] + sm[j] + sm[j + 2]
+        sum_c = cu[j + 1] + cd[j + 1] + cm[j] + cm[j + 2]
+        force = sm[j + 1] * sum_c - cm[j + 1] * sum_s
+        v = row[j] - a * force
+        if noisy:
+            v -= b * np.float32(_irwin_hall4(key, base + j))
+        u = PI - v
+        u = u - TWO_PI * np.floor(u * INV_TWO_PI)
+        v = PI - u
+        out[j] = v + TWO_PI if v <= -PI else v
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _step(src, dst, a, b, key, noisy, nblocks):
     """One step ``src → dst``: dst = wrap(src − a·force − b·z); a = Δt κ, b = Δt σ √3/65536 (·corr)."""
     L = src.shape[0]
@@ -180,24 +209,11 @@ def _step(src, dst, a, b, key, noisy, nblocks):
         cm = np.empty(L + 2, np.float32)
         sd = np.empty(L + 2, np.float32)
         cd = np.empty(L + 2, np.float32)
-        _fill_row(src[(r0 - 1 + L) % L], su, cu, L)
-        _fill_row(src[r0], sm, cm, L)
+        fill_row(src[(r0 - 1 + L) % L], su, cu, L)
+        fill_row(src[r0], sm, cm, L)
         for r in range(r0, r1):
-            _fill_row(src[(r + 1) % L], sd, cd, L)
-            row = src[r]
-            out = dst[r]
-            base = r * L
-            for j in range(L):
-                sum_s = su[j + 1] + sd[j + 1] + sm[j] + sm[j + 2]
-                sum_c = cu[j + 1] + cd[j + 1] + cm[j] + cm[j + 2]
-                force = sm[j + 1] * sum_c - cm[j + 1] * sum_s
-                v = row[j] - a * force
-                if noisy:
-                    v -= b * np.float32(_irwin_hall4(key, base + j))
-                u = PI - v
-                u = u - TWO_PI * np.floor(u * INV_TWO_PI)
-                v = PI - u
-                out[j] = v + TWO_PI if v <= -PI else v
+            fill_row(src[(r + 1) % L], sd, cd, L)
+            update_row(src[r], su, cu, sm, cm, sd, cd, dst[r], a, b, key, noisy, r * L, L)
             su, cu, sm, cm, sd, cd = sm, cm, sd, cd, su, cu
 
 

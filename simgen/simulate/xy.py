@@ -19,6 +19,9 @@ bit for bit):
   keyed by ``seed`` with counter ``t``.
 * ``"numba"`` — fused parallel CPU kernel (:mod:`.kernels_numba`): polynomial sin/cos,
   SplitMix64-hashed Irwin–Hall(4) noise (mean 0, variance 2T/Δt, bounded, kurtosis −0.3).
+  ``steps_per_pass=K`` (default :data:`STEPS_PER_PASS`) runs the temporally blocked kernel
+  (:mod:`.kernels_blocked`, K steps per pass over memory), bit-identical to the one-step
+  reference kernel (``steps_per_pass=1``) with or without noise.
 * ``"jax"`` — ``jit`` + ``lax.fori_loop`` (:mod:`.kernels_jax`), Gaussian noise from
   ``jax.random`` (threefry, ``fold_in(key(seed), t)``); runs unchanged on a GPU.
 
@@ -38,9 +41,11 @@ from simgen.errors import ParameterError
 from simgen.simulate.kernels_jax import evolve_jax
 from simgen.simulate.winding import find_defects
 
-__all__ = ["BACKENDS", "MAX_DT_KAPPA", "random_start", "xy_energy", "evolve", "quench", "defect_counts", "coarsening_fit"]
+__all__ = ["BACKENDS", "MAX_DT_KAPPA", "STEPS_PER_PASS", "random_start", "xy_energy", "evolve", "quench", "defect_counts", "coarsening_fit"]
 
 BACKENDS = ("numpy", "numba", "jax")
+#: Default steps fused per memory pass of the numba backend (benchmarks/xy_step.py; 1 = reference kernel).
+STEPS_PER_PASS = 4
 #: Stability limit of the explicit update (dt < 2 / λmax, λmax = 8κ).
 MAX_DT_KAPPA = 0.25
 
@@ -101,6 +106,18 @@ def _check(phi, steps, dt, kappa, temperature, backend, seed=0, step0=0):
         raise ParameterError(f"dt*kappa = {dt * kappa:g} > {MAX_DT_KAPPA}: the explicit update is unstable")
 
 
+def _check_steps_per_pass(steps_per_pass, backend):
+    """The number of steps per pass to use (``STEPS_PER_PASS`` for ``None``), validated."""
+    if steps_per_pass is None:
+        return STEPS_PER_PASS if backend == "numba" else 1
+    v = steps_per_pass
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ParameterError(f"steps_per_pass must be an integer >= 1, got {v!r}")
+    if v != 1 and backend != "numba":
+        raise ParameterError(f"steps_per_pass={v} needs backend='numba' (the {backend} backend does one step per pass)")
+    return int(v)
+
+
 def _wrap_input(phi):
     """float32 copy of ``phi`` with out-of-range values wrapped into (−π, π] (in-range values untouched)."""
     phi = np.array(phi, dtype=np.float32)
@@ -141,6 +158,7 @@ def evolve(
     seed: int = 0,
     backend: str = "numpy",
     step0: int = 0,
+    steps_per_pass: int | None = None,
 ) -> np.ndarray:
     """Advance a periodic phase field by ``steps`` steps of XY dynamics.
 
@@ -156,6 +174,12 @@ def evolve(
     backend : {"numpy", "numba", "jax"}
     step0 : int
         Index of the first step (to continue a run with identical noise).
+    steps_per_pass : int or None
+        ``backend="numba"`` only: steps fused per pass over memory.  ``1``: the reference
+        kernel (:func:`.kernels_numba.evolve_numba`, one step per pass); ``K >= 2``: the
+        temporally blocked kernel (:mod:`.kernels_blocked`), bit-identical to the reference
+        with or without noise; ``None``: :data:`STEPS_PER_PASS` (chosen by measurement).
+        The result never depends on it.
 
     Returns
     -------
@@ -163,13 +187,18 @@ def evolve(
     """
     phi = np.asarray(phi)
     _check(phi, steps, dt, kappa, temperature, backend, seed, step0)
+    k = _check_steps_per_pass(steps_per_pass, backend)
     phi = _wrap_input(phi)
     if backend == "numpy":
         return _evolve_numpy(phi, steps, dt, kappa, temperature, int(seed), int(step0))
-    if backend == "numba":
+    if backend == "numba" and k == 1:
         from simgen.simulate.kernels_numba import evolve_numba
 
         return evolve_numba(phi, steps, dt, kappa, temperature, int(seed), int(step0))
+    if backend == "numba":
+        from simgen.simulate.kernels_blocked import evolve_blocked
+
+        return evolve_blocked(phi, steps, dt, kappa, temperature, int(seed), int(step0), k)
 
     return evolve_jax(phi, steps, dt, kappa, temperature, int(seed), int(step0))
 
@@ -184,6 +213,7 @@ def quench(
     seed: int = 0,
     backend: str = "numpy",
     correlation: float = 0.0,
+    steps_per_pass: int | None = None,
 ) -> np.ndarray:
     """Quench a random field and return snapshots at the given step counts.
 
@@ -195,6 +225,8 @@ def quench(
         Non-decreasing step counts at which to take snapshots.
     correlation : float
         Correlation length ξ (sites) of the start, see :func:`random_start` (0: fully random).
+    steps_per_pass : int or None
+        Steps fused per memory pass (numba backend), see :func:`evolve`.
 
     Returns
     -------
@@ -214,6 +246,7 @@ def quench(
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
     _check(np.zeros((int(L), int(L)), np.float32), 0, dt, kappa, temperature, backend, seed, 0)
+    _check_steps_per_pass(steps_per_pass, backend)
     if not (np.isfinite(float(correlation)) and correlation >= 0):
         raise ParameterError(f"correlation length must be a finite number >= 0 sites, got {correlation!r}")
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0x5157,)))
@@ -221,7 +254,8 @@ def quench(
     out = np.empty((len(times), L, L), np.float32)
     done = 0
     for k, t in enumerate(times):
-        phi = evolve(phi, t - done, dt=dt, kappa=kappa, temperature=temperature, seed=seed, backend=backend, step0=done)
+        phi = evolve(phi, t - done, dt=dt, kappa=kappa, temperature=temperature, seed=seed, backend=backend,
+                     step0=done, steps_per_pass=steps_per_pass)
         done = t
         out[k] = phi
     return out
@@ -236,8 +270,11 @@ def defect_counts(
     kappa: float = 1.0,
     temperature: float = 0.0,
     backend: str = "numba",
+    steps_per_pass: int | None = None,
 ) -> np.ndarray:
     """Number of defects (both signs) after a quench, per seed and snapshot time.
+
+    Arguments as in :func:`quench`.
 
     Returns
     -------
@@ -247,7 +284,8 @@ def defect_counts(
 
     out = []
     for seed in seeds:
-        snaps = quench(L, times, dt=dt, kappa=kappa, temperature=temperature, seed=int(seed), backend=backend)
+        snaps = quench(L, times, dt=dt, kappa=kappa, temperature=temperature, seed=int(seed), backend=backend,
+                       steps_per_pass=steps_per_pass)
         out.append([len(find_defects(p, periodic=True)) for p in snaps])
     return np.asarray(out, dtype=np.int64)
 

@@ -100,17 +100,30 @@ def test_input_outside_range_is_wrapped():
 # ---------------------------------------------------------------- noise moments
 
 
-def _one_step_noise(backend, L, T, dt, seed=1, step0=0):
-    """From φ = 0 the force vanishes, so one step gives φ = −Δt η exactly."""
-    return evolve(np.zeros((L, L), np.float32), 1, dt=dt, temperature=T, seed=seed, step0=step0,
-                  backend=backend).astype(np.float64) / -dt
+def _one_step_noise(backend, L, T, dt, seed=1, step0=0, steps=1, steps_per_pass=None):
+    """From φ = 0 the force vanishes, so one step gives φ = −Δt η exactly.
+
+    ``steps > 1`` (one pass of the blocked kernel): κ = 1e-9 makes the force negligible, so
+    φ = −Δt Σ η (T small enough that φ never wraps) and the sum has variance ``steps · 2T/Δt``.
+    """
+    kappa = 1.0 if steps == 1 else 1e-9
+    return evolve(np.zeros((L, L), np.float32), steps, dt=dt, kappa=kappa, temperature=T, seed=seed, step0=step0,
+                  backend=backend, steps_per_pass=steps_per_pass).astype(np.float64) / -dt
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_noise_mean_variance_and_independence(backend):
-    L, T, dt = (512 if backend == "numba" else 256), 0.3, 0.1
-    var = 2 * T / dt
-    eta = _one_step_noise(backend, L, T, dt)
+@pytest.mark.parametrize(
+    "backend, steps_per_pass, steps",
+    [("numpy", None, 1), ("numba", 1, 1), ("numba", None, 1), ("numba", 4, 4), ("jax", None, 1)],
+)
+def test_noise_mean_variance_and_independence(backend, steps_per_pass, steps):
+    L, dt = (512 if backend == "numba" else 256), 0.1
+    T = 0.3 if steps == 1 else 0.1
+    var = steps * 2 * T / dt
+
+    def noise(**kw):
+        return _one_step_noise(backend, L, T, dt, steps=steps, steps_per_pass=steps_per_pass, **kw)
+
+    eta = noise()
     n = eta.size
     assert abs(eta.mean()) < 5 * np.sqrt(var / n)
     assert abs(eta.var() / var - 1) < 6 * np.sqrt(2 / n) + 0.002
@@ -118,9 +131,9 @@ def test_noise_mean_variance_and_independence(backend):
     z = eta / np.sqrt(var)
     for shift, axis in ((1, 0), (1, 1), (2, 1), (L // 2, 1)):  # neighbouring sites / rows
         assert abs(np.mean(z * np.roll(z, shift, axis))) < tol
-    z_next = _one_step_noise(backend, L, T, dt, step0=1) / np.sqrt(var)  # next step
-    z_seed = _one_step_noise(backend, L, T, dt, seed=2) / np.sqrt(var)  # next seed
-    z_far = _one_step_noise(backend, L, T, dt, step0=10**6) / np.sqrt(var)
+    z_next = noise(step0=steps) / np.sqrt(var)  # next step(s)
+    z_seed = noise(seed=2) / np.sqrt(var)  # next seed
+    z_far = noise(step0=10**6) / np.sqrt(var)
     for other in (z_next, z_seed, z_far):
         assert abs(np.mean(z * other)) < tol
         assert abs(np.mean(z * np.roll(other, 1, 1))) < tol
@@ -163,10 +176,14 @@ def test_total_winding_charge_is_zero_on_the_torus(backend):
         assert int(d["charge"].astype(int).sum()) == 0
 
 
-def test_defect_count_decays_after_a_quench():
-    counts = defect_counts(128, [100, 400, 1600], seeds=(0, 1), temperature=0.05)
+@pytest.mark.parametrize("steps_per_pass", [1, None, 8])
+def test_defect_count_decays_after_a_quench(steps_per_pass):
+    counts = defect_counts(128, [100, 400, 1600], seeds=(0, 1), temperature=0.05, steps_per_pass=steps_per_pass)
     assert np.all(counts[:, 0] > counts[:, 1]) and np.all(counts[:, 1] > counts[:, 2])
     assert np.all(counts[:, 2] > 0)
+    if steps_per_pass != 1:  # the blocked kernel runs the same dynamics as the reference kernel
+        ref = defect_counts(128, [100, 400, 1600], seeds=(0, 1), temperature=0.05, steps_per_pass=1)
+        np.testing.assert_array_equal(counts, ref)
     # numpy reference shows the same decay
     ref = [len(find_defects(p, periodic=True)) for p in quench(64, [50, 400], seed=0)]
     assert ref[0] > ref[1]
