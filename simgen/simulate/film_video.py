@@ -288,6 +288,12 @@ class FilmVideoSampler:
     def describe(self) -> dict:
         return {"sampler": "film_video", "config": self.config.to_dict(), "steps": self.steps.tolist()}
 
+    def phase(self, frame: int) -> np.ndarray:
+        """Phase field φ of one frame on the lattice (``(L, L)`` float32 radians, before upsampling)."""
+        if not 0 <= frame < self.n_frames:
+            raise ParameterError(f"frame {frame} out of range for {self.n_frames} frames")
+        return self._run.phases[frame]
+
     def _frame_rows(self) -> np.ndarray:
         fine = self.link_table
         snap_to_frame = {int(np.searchsorted(self.snapshot_steps, s)): k for k, s in enumerate(self.steps)}
@@ -304,10 +310,8 @@ class FilmVideoSampler:
         return rows
 
     def __call__(self, frame: int) -> dict:
-        if not 0 <= frame < self.n_frames:
-            raise ParameterError(f"frame {frame} out of range for {self.n_frames} frames")
         f = self.config.film
-        phi = _upsample_phase(self._run.phases[frame], f.upsample)
+        phi = _upsample_phase(self.phase(frame), f.upsample)
         image = schlieren(phi, f.decross, f.regime, f.anisotropy)
         t = self.tracks
         lo, hi = np.searchsorted(t["sample"], [frame, frame + 1])
