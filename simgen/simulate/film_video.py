@@ -137,9 +137,16 @@ def link_defects(points, search_range: float):
     DataFrame
         ``points`` with an int64 ``track_id`` (1, 2, … in order of first appearance: by
         snapshot, then by the input order), sorted by ``sample`` then input order.
+
+    Raises
+    ------
+    ParameterError
+        When trackpy's subnetworks stay too large even with its adaptive search (down to half
+        the range): too many defects within the search range.
     """
     import pandas as pd
     import trackpy
+    from trackpy.linking.utils import SubnetOversizeException
 
     trackpy.quiet()
     df = points.reset_index(drop=True).assign(_order=np.arange(len(points)))
@@ -149,8 +156,12 @@ def link_defects(points, search_range: float):
     for sign in (1, -1):
         sub = df[df["charge"] == sign]
         if len(sub):
-            linked = trackpy.link(sub, float(search_range), memory=0, pos_columns=["x", "y"], t_column="sample",
-                                  link_strategy="nonrecursive", adaptive_stop=0.5, adaptive_step=0.9)
+            try:
+                linked = trackpy.link(sub, float(search_range), memory=0, pos_columns=["x", "y"], t_column="sample",
+                                      link_strategy="nonrecursive", adaptive_stop=0.5, adaptive_step=0.9)
+            except SubnetOversizeException:
+                raise ParameterError(f"trackpy cannot link the defects at search range {search_range:g} px "
+                                     "(subnetworks too large); lower the search range or link more often") from None
             parts.append(linked.assign(_key=sign * (linked["particle"].to_numpy(np.int64) + 1)))
     out = pd.concat(parts).sort_values(["sample", "_order"], kind="stable")
     out["track_id"] = pd.factorize(out["_key"].to_numpy())[0].astype(np.int64) + 1
