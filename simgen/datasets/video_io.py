@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from simgen.simulate.filament import FilamentSampler
+    from simgen.simulate.film_video import FilmVideoSampler
     from simgen.simulate.video import VideoSampler
 
 __all__ = ["write_video", "write_filament", "read_lifetimes", "read_pairs", "preview_pairs", "CHANGE_CLASSES"]
@@ -44,9 +45,15 @@ __all__ = ["write_video", "write_filament", "read_lifetimes", "read_pairs", "pre
 CHANGE_CLASSES = ("background", "appearing", "disappearing", "unchanged")
 
 
-def write_video(path: str | PathLike, sampler: VideoSampler, *, overwrite: bool = False, image_dtype: str = "uint8",
-                progress: bool = False) -> Path:
-    """Write every frame of a :class:`~simgen.simulate.video.VideoSampler` to one HDF5 file, atomically."""
+def write_video(path: str | PathLike, sampler: VideoSampler | FilmVideoSampler, *, overwrite: bool = False,
+                image_dtype: str = "uint8", progress: bool = False) -> Path:
+    """Write every frame of a video sampler to one HDF5 file, atomically.
+
+    ``sampler`` is a :class:`~simgen.simulate.video.VideoSampler` (TEM) or a
+    :class:`~simgen.simulate.film_video.FilmVideoSampler` (coarsening film): the lifetimes'
+    ``causes`` attribute comes from its ``end_causes`` (default :data:`END_CAUSES`) and its
+    ``video_arrays`` (film: ``step``, ``time`` per frame) go under ``/video``.
+    """
 
     with DatasetWriter.for_sampler(
         path, sampler, image_dtype=image_dtype, overwrite=overwrite,
@@ -57,7 +64,9 @@ def write_video(path: str | PathLike, sampler: VideoSampler, *, overwrite: bool 
             append_sample(writer, sampler(t))
         for name, values in sampler.lifetimes.items():
             writer.create_array(f"video/lifetimes/{name}", np.asarray(values))
-        writer.set_group_attrs("video/lifetimes", causes=list(END_CAUSES))
+        writer.set_group_attrs("video/lifetimes", causes=list(getattr(sampler, "end_causes", END_CAUSES)))
+        for name, values in getattr(sampler, "video_arrays", {}).items():
+            writer.create_array(f"video/{name}", np.asarray(values))
     return Path(path)
 
 
