@@ -28,6 +28,7 @@ from simgen.datasets.ldm_io import instance_classes_from_boxes
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
 from simgen.progress import track
+from simgen.runtime import check_image_memory
 
 __all__ = ["CONDITIONS", "translate_file"]
 
@@ -115,6 +116,8 @@ def translate_file(
         shapes = {src.shape(k) for k in range(src.n)}
         if len(shapes) > 1:
             raise DataError(f"{source}: images differ in size {sorted(shapes)}; a dataset holds one image size")
+        check_image_memory(next(iter(shapes)), n_images=batch_size, working_copies=64, what="translating one batch",
+                           option="input images")
         unlabeled_model = bool(model.meta.get("source", {}).get("unlabeled"))
         if condition == "auto":
             condition = "mask" if src.has_masks and not unlabeled_model else "none"

@@ -168,11 +168,14 @@ def test_cli_translate_bad_inputs_exit_2(tmp_path, run, synth):
         assert not (tmp_path / f"{name}.h5").exists(), name
 
 
-def test_unlabeled_import_trains_and_translates_unconditionally(tmp_path, monkeypatch, synth):
+@pytest.fixture(scope="module")
+def unlabeled_file(tmp_path_factory):
+    """An unlabelled pairs file imported by the CLI from a folder whose labels/ and masks/ are garbage."""
     from PIL import Image
 
     import simgen.datasets.ldm_io as ldm_io
 
+    tmp_path = tmp_path_factory.mktemp("unlabeled")
     folder = tmp_path / "frames"
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
@@ -181,11 +184,17 @@ def test_unlabeled_import_trains_and_translates_unconditionally(tmp_path, monkey
         Image.fromarray((img * 255).astype(np.uint8)).save(folder / "images" / f"f{k}.png")
         (folder / "labels" / f"f{k}.txt").write_text("this is not a label file\n")
         Image.fromarray(np.full((48, 48), 7, np.uint8)).save(folder / "masks" / f"f{k}.png")
-    monkeypatch.setattr(ldm_io, "open_yolo_folder", lambda *a, **k: pytest.fail("labels were opened"))
-    out = tmp_path / "unlabeled.h5"
-    res = run_cli("ldm", "import-real", folder, "--unlabeled", "--tile", 32, "--max-images", 2, "-o", out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ldm_io, "open_yolo_folder", lambda *a, **k: pytest.fail("labels were opened"))
+        out = tmp_path / "unlabeled.h5"
+        res = run_cli("ldm", "import-real", folder, "--unlabeled", "--tile", 32, "--max-images", 2, "-o", out)
     assert res.exit_code == 0, res.output
-    assert "wrote 8 unlabelled tiles from 2 images" in res.output
+    return out, res.output
+
+
+def test_unlabeled_import_writes_empty_masks(unlabeled_file):
+    out, output = unlabeled_file
+    assert "wrote 8 unlabelled tiles from 2 images" in output
     with open_dataset(out) as ds:
         assert ds.n == 8 and ds.attrs["unlabeled"] and ds.kind == "real-unlabeled"
         assert all(not ds.mask(i).any() and len(ds.rows("boxes", i)) == 0 for i in range(ds.n))
@@ -197,6 +206,10 @@ def test_unlabeled_import_trains_and_translates_unconditionally(tmp_path, monkey
     marked.unlabeled = True
     with pytest.raises(DataError, match="unlabeled"):
         marked.validate(32)
+
+
+def test_unlabeled_model_translates_unconditionally(tmp_path, unlabeled_file, synth):
+    pairs = read_pairs(unlabeled_file[0])
     run_dir = tmp_path / "run_unlabeled"
     train_ldm(pairs, micro_config(**FAST), run_dir, seed=1)
     res = run_cli("ldm", "translate", run_dir, synth, "-o", tmp_path / "t.h5", "--strength", 0.3, "--steps", 4,
