@@ -48,7 +48,11 @@ def check_translation(model: TrainedLDM, *, strength: float, steps: int | None, 
         unlabelled images, or the null condition for a model trained without mask dropout.
     """
     cfg = model.config
-    if not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
+    try:
+        ok = 0 <= float(strength) <= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ParameterError(f"strength must be in [0, 1], got {strength!r}")
     steps = int(steps or cfg.sample_steps)
     if not 1 <= steps <= cfg.train_timesteps:
