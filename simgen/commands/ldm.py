@@ -1,9 +1,11 @@
 """``simgen ldm``: the mask-conditioned latent diffusion generator of image + mask pairs.
 
-``import-real`` builds a pairs file from a real YOLO folder with masks, ``train``
-trains (or resumes) a model in a run folder, ``sample`` writes new automatically
-labelled pairs, ``quality`` compares generated pairs with real ones and
-``fewshot`` runs the few-shot augmentation study with Mask R-CNN.
+``import-real`` builds a pairs file from a real YOLO folder with masks (or, with
+``--unlabeled``, from unlabelled images), ``train`` trains (or resumes) a model in a
+run folder, ``sample`` writes new automatically labelled pairs, ``translate`` moves
+labelled renders toward the learned look (SDEdit) keeping their labels, ``quality``
+compares generated pairs with real ones and ``fewshot`` runs the few-shot augmentation
+study with Mask R-CNN.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from simgen.augment.ldm.config import LDMConfig
 from simgen.augment.ldm.masks import mask_source_from_spec
 from simgen.augment.ldm.quality import quality_report
 from simgen.commands._options import CONTEXT, output_option, overwrite_option, progress_option, renamed_option
-from simgen.datasets.ldm_io import import_real, read_pairs, read_pairs_sample, write_generated
+from simgen.datasets.ldm_io import import_real, import_unlabeled, read_pairs, read_pairs_sample, write_generated
 from simgen.errors import ParameterError
 from simgen.runtime import check_image_memory
 
@@ -58,21 +60,35 @@ def _parse_sets(items) -> dict:
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="Resample images first (e.g. 0.25 turns 2048² frames into 512²; masks nearest-neighbour).")
 @click.option("--min-area", type=int, default=4, show_default=True, help="Drop instances smaller than this (px).")
+@click.option("--unlabeled", is_flag=True,
+              help="FOLDER holds unlabelled images: tiles get all-background masks and no boxes (labels are never "
+                   "read); the model then learns the real look without defect conditioning (for `ldm translate`).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None,
+              help="With --unlabeled: use at most this many images, evenly spaced (video frames are correlated).")
 @overwrite_option
 @progress_option
-def import_real_command(folder, output, tile, scale, min_area, overwrite, progress):
+def import_real_command(folder, output, tile, scale, min_area, unlabeled, max_images, overwrite, progress):
     """Build an LDM pairs file (images + instance masks + boxes) from a real YOLO folder with masks/.
 
     Classes come from the YOLO boxes matched to the mask instances; boxes are re-derived
     from the (rescaled, tiled) masks.  Provenance records the source image and offset of
-    every tile.
+    every tile.  With --unlabeled, FOLDER (or FOLDER/images) is a plain image folder.
 
     \b
     Examples:
       simgen ldm import-real ../shared/realdata/dev/ti_anneal --scale 0.25 -o ti_pairs.h5
       simgen ldm import-real ../shared/realdata/dev/creme_316L --scale 0.5 --tile 128 -o creme_pairs.h5
+      simgen ldm import-real ../shared/realdata/unlabeled/dsva_fecral_video/frames --unlabeled --tile 128 \\
+          --max-images 50 -o fecral_unlabeled.h5
     """
 
+    if unlabeled:
+        res = import_unlabeled(folder, output, tile=tile, scale=scale, max_images=max_images, overwrite=overwrite,
+                               progress=progress)
+        click.echo(f"wrote {res['n_tiles']} unlabelled tiles from {res['n_images']} images to {res['path']}")
+        return
+    if max_images is not None:
+        raise ParameterError("--max-images needs --unlabeled")
     res = import_real(folder, output, tile=tile, scale=scale, min_area=min_area, overwrite=overwrite,
                       progress=progress)
     skipped = f" ({len(res['skipped'])} images without masks skipped)" if res["skipped"] else ""
@@ -176,6 +192,81 @@ def sample_command(run, n, output, seed, start, size, steps, scheduler, guidance
                           attrs={"first_index": int(start), "mask_source": mask_source})
     click.echo(f"wrote {res['n']} generated {size}x{size} pairs with {res['n_defects']} defects to {res['path']} "
                f"({res['n'] / max(res['seconds'], 1e-9):.2f} samples/s)")
+
+
+@ldm_group.command("translate")
+@click.argument("run", type=click.Path())
+@click.argument("source", type=click.Path())
+@output_option(help="Output HDF5 dataset: translated images, the input's labels unchanged, provenance.")
+@click.option("--strength", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="How far into the diffusion each image is pushed: 0 = the VAE reconstruction, 1 = pure noise.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Steps of the full DDIM schedule; round(steps x strength) are run (default: the config's).")
+@click.option("--guidance", type=click.FloatRange(min=0), default=None,
+              help="Classifier-free guidance of the mask condition (default: the config's).")
+@click.option("--condition", type=click.Choice(["auto", "mask", "none"]), default="auto", show_default=True,
+              help="mask: each image's own masks; none: unconditional; auto: mask when the input has masks and "
+                   "the model was trained on labelled masks.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Master seed; image k depends only on (seed, k).")
+@click.option("--real", "real", type=click.Path(), default=None,
+              help="Real image set (folder or dataset): report the spectrum/histogram distance before vs after.")
+@click.option("--max-real", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Use at most this many real images.")
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="|contrast-to-noise| of a box vs the ring around it at which a label counts as visible.")
+@click.option("--report", "report", type=click.Path(dir_okay=False), default=None,
+              help="Also write the report (label visibility, realism distances, timing) as JSON.")
+@click.option("--no-texture", is_flag=True, help="Do not add the model's residual texture noise.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8",
+              show_default=True)
+@overwrite_option
+@progress_option
+def translate_command(run, source, output, strength, steps, guidance, condition, seed, real, max_real, threshold,
+                      report, no_texture, batch_size, device, image_dtype, overwrite, progress):
+    """Translate labelled images (e.g. synthetic renders) toward the look the LDM learned, keeping their labels.
+
+    SDEdit: each image is encoded, noised to the timestep given by --strength, denoised
+    with DDIM (conditioned on its own masks, or unconditionally) and decoded.  Boxes,
+    masks and every other annotation table are copied unchanged.  Prints one line and
+    the report: the fraction of labelled boxes still visible (contrast vs a ring around
+    each box, before vs after) and, with --real, the realism distances before vs after.
+
+    \b
+    Examples:
+      simgen ldm translate runs/ldm_real renders.h5 -o renders_sdedit.h5 --strength 0.3
+      simgen ldm translate runs/ldm_real renders.h5 -o t.h5 --strength 0.2 --real frames/ --report t.json
+    """
+    from pathlib import Path
+
+    from simgen.augment.ldm.sampling import load_ldm
+    from simgen.datasets.translate_io import translate_file
+
+    if Path(output).resolve() == Path(source).resolve():
+        raise ParameterError(f"output {output} is the input; translation never overwrites its input")
+    check_output(output, overwrite)
+    if report:
+        if Path(report).resolve() in (Path(output).resolve(), Path(source).resolve()):
+            raise ParameterError("--report must be a separate JSON file")
+        check_output(report, overwrite)
+    if not Path(source).exists():
+        raise ParameterError(f"{source} does not exist")
+    model = load_ldm(run, device=device)
+    res = translate_file(model, source, output, strength=strength, steps=steps, guidance=guidance, seed=seed,
+                         condition=condition, batch_size=batch_size, texture_noise=not no_texture,
+                         image_dtype=image_dtype, real=real, max_real=max_real, threshold=threshold,
+                         overwrite=overwrite, progress=progress)
+    text = json.dumps(res, indent=2, default=float)
+    if report:
+        atomic_write_text(report, text + "\n", overwrite=overwrite)
+    lab = res["labels"]
+    kept = "n/a" if lab["kept"] is None else f"{lab['kept']:.3f}"
+    click.echo(f"translated {res['n']} images ({res['condition']}, strength {res['strength']}, {res['steps_run']} "
+               f"DDIM steps, {res['seconds_per_image']:.3f} s/image) to {res['path']}; labels visible before "
+               f"{lab['visible_before']}, kept {kept}")
+    click.echo(text)
 
 
 @ldm_group.command("quality")

@@ -4,6 +4,9 @@
   a simgen HDF5 *pairs* file: optionally rescaled, cut into equal tiles, with
   instance masks, boxes derived from the masks (class from the YOLO box that matches
   each instance) and per-tile provenance (source image, offset, scale).
+* :func:`import_unlabeled` — a folder of unlabelled real images → a pairs file of tiles
+  with all-background masks and no boxes (the LDM then learns the real look
+  unconditionally, e.g. for SDEdit translation of renders).  Label files are never read.
 * :func:`read_pairs` — any simgen HDF5 file with images and ``/labels/masks``
   (imported real data, TEM simulations, generated pairs) → :class:`TrainingPairs`
   (images, multi-class maps, instance masks, class names).
@@ -34,6 +37,7 @@ from simgen.augment.ldm.masks import (
 )
 from simgen.datasets.formats.yolo import open_yolo_folder
 from simgen.datasets.h5io import Dataset, DatasetWriter, open_dataset
+from simgen.datasets.imageio import image_shape, list_images, read_image
 from simgen.errors import DataError, ParameterError
 from simgen.progress import track
 
@@ -41,6 +45,7 @@ __all__ = [
     "boxes_from_mask",
     "copy_samples",
     "import_real",
+    "import_unlabeled",
     "instance_classes_from_boxes",
     "read_pairs",
     "read_pairs_sample",
@@ -109,7 +114,7 @@ def tile_origins(length: int, tile: int) -> list[int]:
     return starts
 
 
-def _rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def _rescale(image: np.ndarray, mask: np.ndarray | None, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
     if scale == 1.0:
         return image, mask
     from skimage.transform import resize
@@ -117,8 +122,17 @@ def _rescale(image: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndar
     h, w = image.shape
     shape = (max(1, round(h * scale)), max(1, round(w * scale)))
     img = resize(image, shape, order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+    if mask is None:
+        return img, None
     msk = resize(mask, shape, order=0, anti_aliasing=False, preserve_range=True).astype(mask.dtype)
     return img, msk
+
+
+def _check_tiling(tile, scale) -> None:
+    if int(tile) != tile or tile < 0 or 0 < tile < 8:
+        raise ParameterError(f"tile must be 0 (whole images) or an integer >= 8, got {tile}")
+    if not (np.isfinite(scale) and 0 < scale <= 4):
+        raise ParameterError(f"scale must be in (0, 4], got {scale}")
 
 
 def import_real(
@@ -160,10 +174,7 @@ def import_real(
         If the folder has no masks, or an image is smaller than a tile.
     """
 
-    if int(tile) != tile or tile < 0 or 0 < tile < 8:
-        raise ParameterError(f"tile must be 0 (whole images) or an integer >= 8, got {tile}")
-    if not (np.isfinite(scale) and 0 < scale <= 4):
-        raise ParameterError(f"scale must be in (0, 4], got {scale}")
+    _check_tiling(tile, scale)
     if min_area < 1:
         raise ParameterError(f"min_area must be >= 1, got {min_area}")
     output = check_output(output, overwrite)
@@ -231,6 +242,85 @@ def import_real(
             "skipped": skipped, "class_names": class_names}
 
 
+def import_unlabeled(
+    folder: str | PathLike,
+    output: str | PathLike,
+    *,
+    tile: int = 256,
+    scale: float = 1.0,
+    max_images: int | None = None,
+    class_names: Sequence[str] = ("defect",),
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Build an LDM pairs file from unlabelled real images: tiles with all-background masks.
+
+    Only image files are read (those directly in ``folder``, or in ``folder/images`` when
+    it exists); label or mask files next to them are never opened.  The file is marked
+    ``unlabeled`` (root attribute), so :func:`read_pairs` returns pairs that the trainer
+    accepts without defects: the denoiser learns the real texture with no defect
+    condition (the all-background mask, and the null condition of the mask dropout).
+
+    Parameters
+    ----------
+    folder : path-like
+        Folder of images (png, tif, jpg, bmp, mrc, dm3, dm4).
+    output : path-like
+        New HDF5 file (not replaced unless ``overwrite``).
+    tile, scale : int, float
+        As in :func:`import_real`.
+    max_images : int, optional
+        Use at most this many images, evenly spaced over the sorted names (video frames
+        are strongly correlated).
+    class_names : sequence of str
+        Class names stored in the file (the model needs at least one; no pixel has one).
+
+    Returns
+    -------
+    dict with ``path``, ``n_tiles``, ``n_images``.
+    """
+    _check_tiling(tile, scale)
+    if max_images is not None and (int(max_images) != max_images or max_images < 1):
+        raise ParameterError(f"max_images must be a positive integer, got {max_images}")
+    if not list(class_names):
+        raise ParameterError("need at least one class name")
+    output = check_output(output, overwrite)
+    folder = Path(folder)
+    image_dir = folder / "images" if (folder / "images").is_dir() else folder
+    files = list_images(image_dir)
+    if not files:
+        raise DataError(f"{image_dir} holds no images (png, tif, jpg, bmp, mrc, dm3, dm4)")
+    if max_images is not None and len(files) > max_images:
+        files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, int(max_images)).round().astype(int))]
+    shapes = {}
+    for f in files:
+        h, w = image_shape(f)
+        sh = (max(1, round(h * scale)), max(1, round(w * scale)))
+        if tile and min(sh) < tile:
+            raise DataError(f"{f} is {sh[0]}x{sh[1]} after scaling, smaller than tile {tile}")
+        shapes[f] = sh
+    if not tile and len(set(shapes.values())) > 1:
+        raise DataError(f"{image_dir}: images differ in size {sorted(set(shapes.values()))}; give --tile")
+    generator = {"function": "simgen.datasets.ldm_io.import_unlabeled", "source": str(image_dir.resolve()),
+                 "tile": int(tile), "scale": float(scale), "max_images": max_images}
+    n_tiles = 0
+    with DatasetWriter(output, kind="real-unlabeled", class_names=list(class_names), generator=generator,
+                       attrs={"unlabeled": True}, overwrite=overwrite) as writer:
+        for f in track(files, total=len(files), description=f"import {image_dir.name}", enabled=progress):
+            image, _ = _rescale(read_image(f), None, float(scale))
+            h, w = image.shape
+            t = tile or None
+            for r in tile_origins(h, tile) if tile else [0]:
+                for c in tile_origins(w, tile) if tile else [0]:
+                    sub = image[r : r + t, c : c + t] if t else image
+                    empty = np.zeros(sub.shape, np.uint16)
+                    writer.append(sub, mask=empty, boxes=boxes_from_mask(empty), name=f"{f.stem}_y{r}_x{c}",
+                                  provenance={"source_image": f.name, "row": int(r), "col": int(c),
+                                              "scale": float(scale), "tile": int(tile), "unlabeled": True})
+                    n_tiles += 1
+    return {"path": str(output), "n_tiles": n_tiles, "n_images": len(files)}
+
+
 def read_pairs(path: str | PathLike, indices: Iterable[int] | None = None) -> TrainingPairs:
     """Read images, instance masks and classes of a simgen HDF5 file as :class:`TrainingPairs`.
 
@@ -270,7 +360,8 @@ def read_pairs(path: str | PathLike, indices: Iterable[int] | None = None) -> Tr
             raise DataError(f"{path}: class id {max_cls} but only {len(class_names)} class names")
         source = {"path": str(Path(path).resolve()), "kind": ds.kind, "n": len(images),
                   "indices": None if indices is None else list(idx)}
-    return TrainingPairs(images, cmaps, insts, class_names, source)
+        unlabeled = bool(ds.attrs.get("unlabeled", False))
+    return TrainingPairs(images, cmaps, insts, class_names, source, unlabeled)
 
 
 def write_generated(

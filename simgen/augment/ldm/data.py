@@ -27,8 +27,13 @@ class TrainingPairs:
     instance_masks : list of (H, W) integer arrays (0 = background)
     class_names : list of str
         Names of the defect classes (class id = index).
-    source : dict
+    source: dict
         Where the pairs came from (stored in checkpoints and provenance).
+    unlabeled : bool
+        The images carry no labels: every mask is all background, and the model learns
+        the look of the images without defect conditioning (see
+        :func:`simgen.datasets.ldm_io.import_unlabeled`).  Also recorded as
+        ``source["unlabeled"]``.
     """
 
     images: list
@@ -36,12 +41,15 @@ class TrainingPairs:
     instance_masks: list
     class_names: list
     source: dict = field(default_factory=dict)
+    unlabeled: bool = False
 
     def __post_init__(self):
         if not (len(self.images) == len(self.class_maps) == len(self.instance_masks)):
             raise DataError("training pairs: images, class maps and instance masks differ in number")
         if not self.class_names:
             raise DataError("training pairs need at least one class name")
+        if self.unlabeled:
+            self.source = {**self.source, "unlabeled": True}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -63,15 +71,19 @@ class TrainingPairs:
                                 "crops of this config; import with a larger --tile or choose a smaller config")
             if int(cmap.max(initial=0)) > self.n_classes:
                 raise DataError(f"training pair {i}: class map value {int(cmap.max())} exceeds {self.n_classes} classes")
-        if not any(np.any(c > 0) for c in self.class_maps):
-            raise DataError("the training masks hold no defects; a mask-conditioned model needs annotated defects")
+        has_defects = any(np.any(c > 0) for c in self.class_maps)
+        if self.unlabeled and has_defects:
+            raise DataError("pairs marked unlabeled hold defect masks")
+        if not self.unlabeled and not has_defects:
+            raise DataError("the training masks hold no defects; a mask-conditioned model needs annotated defects "
+                            "(for unlabelled images use `simgen ldm import-real --unlabeled`)")
         return self
 
     def subset(self, indices) -> TrainingPairs:
         idx = [int(i) for i in indices]
         return TrainingPairs([self.images[i] for i in idx], [self.class_maps[i] for i in idx],
                              [self.instance_masks[i] for i in idx], list(self.class_names),
-                             {**self.source, "subset": idx})
+                             {**self.source, "subset": idx}, self.unlabeled)
 
 
 class CropSampler:

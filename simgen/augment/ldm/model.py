@@ -250,6 +250,51 @@ class MaskLDM(nn.Module):
 
     # -- sampling --------------------------------------------------------------------
     @torch.no_grad()
+    def denoise(self, latents: torch.Tensor, sched, timesteps, class_maps: torch.Tensor | None, *,
+                guidance: float = 1.0, use_ema: bool = True, callback=None) -> torch.Tensor:
+        """Run the sampler ``sched`` over ``timesteps`` from ``latents``; returns the denoised latents.
+
+        Parameters
+        ----------
+        latents : (B, latent_channels, h, w) tensor
+            Latents at the first of ``timesteps`` (pure noise for generation, a noised
+            encoding for SDEdit translation).
+        sched : diffusers scheduler
+            A scheduler from :func:`sample_scheduler` on which ``set_timesteps`` was called.
+        timesteps : 1-D tensor
+            The (descending) timesteps to run, a tail of ``sched.timesteps``.
+        class_maps : (B, H, W) integer tensor or None
+            The condition (``H = h · f``); ``None`` uses the null condition (an all-zero
+            one-hot, what classifier-free-guidance dropout trains): unconditional denoising.
+        guidance : float
+            Classifier-free guidance scale (ignored for the null condition).
+        """
+        net = self.ema if (use_ema and self.ema is not None) else self.denoiser
+        b, _, h, w = latents.shape
+        f = self.config.downsample
+        device = self.latent_mean.device
+        if class_maps is None:
+            cond = net.encode_mask(torch.zeros((b, self.n_classes + 1, h * f, w * f), device=device))
+            uncond = None
+        else:
+            hot = one_hot_masks(class_maps.to(device), self.n_classes)
+            cond = net.encode_mask(hot)
+            uncond = net.encode_mask(torch.zeros_like(hot)) if guidance != 1 else None
+        x = latents.to(device)
+        for i, t in enumerate(timesteps):
+            xin = sched.scale_model_input(x, t)
+            if uncond is None:
+                eps = net(xin, t.expand(b), cond)
+            else:
+                both = net(torch.cat([xin, xin]), t.expand(2 * b), torch.cat([cond, uncond]))
+                eps_c, eps_u = both.chunk(2)
+                eps = eps_u + guidance * (eps_c - eps_u)
+            x = sched.step(eps, t, x).prev_sample
+            if callback is not None:
+                callback(i)
+        return x
+
+    @torch.no_grad()
     def generate(
         self,
         class_maps: torch.Tensor,
@@ -294,28 +339,13 @@ class MaskLDM(nn.Module):
         self.check_size(h, w)
         if tuple(noise.shape) != (b, *self.latent_shape(h, w)):
             raise ParameterError(f"noise has shape {tuple(noise.shape)}, expected {(b, *self.latent_shape(h, w))}")
-        net = self.ema if (use_ema and self.ema is not None) else self.denoiser
-        device = self.latent_mean.device
-        hot = one_hot_masks(class_maps.to(device), self.n_classes)
-        cond = net.encode_mask(hot)
-        uncond = net.encode_mask(torch.zeros_like(hot)) if guidance != 1 else None
         sched = sample_scheduler(cfg, scheduler)
-        sched.set_timesteps(steps, device=device)
-        x = noise.to(device) * sched.init_noise_sigma
-        for i, t in enumerate(sched.timesteps):
-            xin = sched.scale_model_input(x, t)
-            if uncond is None:
-                eps = net(xin, t.expand(b), cond)
-            else:
-                both = net(torch.cat([xin, xin]), t.expand(2 * b), torch.cat([cond, uncond]))
-                eps_c, eps_u = both.chunk(2)
-                eps = eps_u + guidance * (eps_c - eps_u)
-            x = sched.step(eps, t, x).prev_sample
-            if callback is not None:
-                callback(i)
+        sched.set_timesteps(steps, device=self.latent_mean.device)
+        x = noise.to(self.latent_mean.device) * sched.init_noise_sigma
+        x = self.denoise(x, sched, sched.timesteps, class_maps, guidance=guidance, use_ema=use_ema, callback=callback)
         images = self.decode(x)[:, 0]
         if texture is not None:
             if tuple(texture.shape) != (b, h, w):
                 raise ParameterError(f"texture noise has shape {tuple(texture.shape)}, expected {(b, h, w)}")
-            images = (images + self.texture(texture.to(device))).clamp(0, 1)
+            images = (images + self.texture(texture.to(images.device))).clamp(0, 1)
         return images
