@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import TRACKING_FIELDS, overwrite_option, progress_option, tracking_options
+from simgen.commands._options import (
+    TRACKING_FIELDS,
+    box_scale_option,
+    overwrite_option,
+    progress_option,
+    tracking_options,
+)
 from simgen.experiments.track_video import TrackingOptions, track_video
 
 
@@ -29,10 +35,11 @@ def tracking_from_options(kwargs: dict) -> TrackingOptions:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
+@box_scale_option
 @overwrite_option
 @progress_option
-def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, device, threads, runtime, overwrite,
-                        progress, **tracking):
+def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, device, threads, runtime, box_scale,
+                        overwrite, progress, **tracking):
     """Detect defects in every frame of a video with a trained detector, link them, score.
 
     VIDEO is an HDF5 video (e.g. simulated, with a tracks table) or a folder of frames
@@ -50,8 +57,8 @@ def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, d
 
     options = tracking_from_options(tracking)
     res = track_video(weights, video, output, conf=conf, options=options, class_agnostic=class_agnostic,
-                      mot_iou=mot_iou, device=device, threads=threads, runtime=runtime, overwrite=overwrite,
-                      progress=progress)
+                      mot_iou=mot_iou, device=device, threads=threads, runtime=runtime, box_scale=box_scale,
+                      overwrite=overwrite, progress=progress)
     click.echo(f"{res.n_frames} frames at {res.fps:.1f} frames/s; {res.n_tracks} tracks ({options.tracker})")
     t = res.tracking
     if t:

@@ -34,6 +34,7 @@ from simgen.evaluate import tracking as trk
 from simgen.evaluate.report import evaluate, to_jsonable
 from simgen.experiments.common import ExperimentResult, check_experiment_dir
 from simgen.train.baselines.log import load_params, predict_log
+from simgen.train.yolo.box_scale import BOX_SCALE_MODES
 from simgen.train.yolo.onnx import RUNTIMES, require_onnx
 from simgen.train.yolo.predict import YoloDetector, predict_yolo, read_predictions
 from simgen.train.yolo.track import TRACKERS as ULTRALYTICS_TRACKERS
@@ -192,11 +193,13 @@ def check_runtime(runtime: str, weights) -> None:
 
 # -- steps ------------------------------------------------------------------------------------------
 def detect_video(weights, video, output, *, device: str = "auto", threads: int | None = None,
-                 runtime: str = "torch", progress: bool = True) -> VideoDetections:
+                 runtime: str = "torch", box_scale: str = "auto", progress: bool = True) -> VideoDetections:
     """Run the detector on every frame of ``video``; writes ``output`` (an HDF5 predictions file).
 
     ``weights``: a YOLO ``best.pt`` or a LoG parameter ``.json`` (``simgen baseline log tune``);
-    ``runtime``: ``torch`` or ``onnx`` (YOLO through ONNX Runtime).
+    ``runtime``: ``torch`` or ``onnx`` (YOLO through ONNX Runtime); ``box_scale``: ``auto``
+    applies the box factors a calibrated checkpoint stores (``simgen train box-scale``), ``off``
+    keeps the raw boxes (LoG: no effect).
     """
     output = Path(output)
     if Path(weights).suffix.lower() == ".json":
@@ -204,7 +207,7 @@ def detect_video(weights, video, output, *, device: str = "auto", threads: int |
         predict_log(video, output, params, overwrite=True, progress=progress)
         conf, classes = params.threshold, None  # LoG finds blobs of one kind, whatever the file calls class 0
     else:
-        det = YoloDetector(weights, device=device, threads=threads, runtime=runtime)
+        det = YoloDetector(weights, device=device, threads=threads, runtime=runtime, box_scale=box_scale)
         predict_yolo(weights, video, output, overwrite=True, progress=progress, detector=det)
         conf, classes = det.conf_f1, list(det.class_names)
     with open_dataset(output) as ds:
@@ -316,7 +319,7 @@ def score_tracks(tracked, video, report_dir, *, conf: float, class_agnostic: boo
 def track_video(weights, video, output, *, conf: float | None = None, options: TrackingOptions | None = None,
                 search_range: float | None = None, memory: int | None = None, tracker: str | None = None,
                 class_agnostic: bool | None = None, mot_iou: float = 0.5, device: str = "auto",
-                threads: int | None = None, runtime: str = "torch", overwrite: bool = False,
+                threads: int | None = None, runtime: str = "torch", box_scale: str = "auto", overwrite: bool = False,
                 progress: bool = True) -> TrackVideoResult:
     """Detect defects in every frame of a video, link them into tracks and score against true tracks.
 
@@ -350,6 +353,8 @@ def track_video(weights, video, output, *, conf: float | None = None, options: T
         the detection cut-off, 0.15).
     runtime : {"torch", "onnx"}
         YOLO inference through torch or ONNX Runtime.
+    box_scale : {"auto", "off"}
+        YOLO: apply the box factors of a calibrated checkpoint (``simgen train box-scale``) or not.
 
     Returns
     -------
@@ -363,12 +368,14 @@ def track_video(weights, video, output, *, conf: float | None = None, options: T
     if not (np.isfinite(mot_iou) and 0 < mot_iou <= 1):
         raise ParameterError(f"MOT IoU must be in (0, 1], got {mot_iou}")
     check_runtime(runtime, weights)
+    if box_scale not in BOX_SCALE_MODES:
+        raise ParameterError(f"box scale must be one of {', '.join(BOX_SCALE_MODES)}, got {box_scale!r}")
     with open_source(video) as src:
         n_frames, has_truth, video_classes = len(src), "tracks" in src.tables, src.class_names
     out.mkdir(parents=True, exist_ok=True)
     # TODO(sources): the detectors and the evaluator re-open the video; pass one open Source once they take it.
     dets = detect_video(weights, video, out / "detections.h5", device=device, threads=threads, runtime=runtime,
-                        progress=progress)
+                        box_scale=box_scale, progress=progress)
     conf = dets.conf if conf is None else float(conf)
     tracks = link_tracks(dets, out / "tracks.csv", conf=conf, options=options, n_frames=n_frames)
     result = TrackVideoResult(Path(weights), Path(video), out, n_frames, dets.fps,

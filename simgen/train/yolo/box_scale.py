@@ -1,0 +1,265 @@
+"""Box tightness calibration: one width and one height factor fitted on synthetic validation data.
+
+A detector trained on boxes with a margin (or whose regression is biased) returns boxes larger
+than the defects; at the MOTChallenge IoU 0.5 such boxes fail to match although their centres are
+right.  :func:`fit_box_scale` measures the bias on matched prediction/ground-truth pairs of a
+*synthetic* validation set (exact labels; never real labels), :func:`apply_box_scale` rescales
+boxes about their centres, and :func:`calibrate_box_scale` (``simgen train box-scale``) writes a
+copy of a checkpoint with the factors in its ``simgen["box_scale"]`` metadata, which
+:class:`~simgen.train.yolo.predict.YoloDetector` applies (``box_scale="auto"``).
+
+Estimator: the median of the per-pair ratios ``w_gt / w_pred`` (and ``h_gt / h_pred``).  A ratio
+is scale-free, so a 5 px and a 40 px defect each cast one vote, and the median ignores the few
+wrong pairs a low matching IoU admits; a least-squares fit of ``w_gt ≈ s w_pred``
+(``s = Σ w_gt w_pred / Σ w_pred²``) would be dominated by the largest defects and pulled by
+outliers.  Pairs touching the image border are left out (clipped boxes have false widths).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simgen.atomic import check_output, json_default_lenient
+from simgen.datasets.sources import open_source
+from simgen.errors import DataError, ParameterError
+from simgen.evaluate.matching import BOX_COLUMNS, box_iou, match_detections
+from simgen.train.yolo.checkpoint import load_yolo_checkpoint, save_yolo_checkpoint
+
+__all__ = ["BOX_SCALE_MODES", "SIMULATED_KINDS", "BoxScale", "fit_box_scale", "apply_box_scale",
+           "stored_box_scale", "calibrate_box_scale"]
+
+#: ``box_scale`` of :class:`~simgen.train.yolo.predict.YoloDetector` and ``--box-scale``.
+BOX_SCALE_MODES = ("auto", "off")
+#: HDF5 sample kinds written by simgen's simulators: the only data a box scale may be fitted on.
+SIMULATED_KINDS = ("film", "tem", "video")
+#: Fewest matched pairs a fit needs.
+MIN_PAIRS = 5
+
+
+@dataclass(frozen=True)
+class BoxScale:
+    """Width and height factors applied about each box centre, and how they were fitted.
+
+    Attributes
+    ----------
+    x, y : float
+        Factors for the width and the height (``< 1``: boxes shrink).
+    n_pairs : int
+        Matched pairs used (border pairs excluded).
+    match_iou : float
+        IoU cut-off of the matching that paired predictions and ground truth.
+    conf : float
+        Only predictions with at least this score were used (the detector's threshold).
+    mean_iou_before, mean_iou_after : float
+        Mean IoU of those pairs without and with the factors.
+    method : str
+        ``"median"`` (median of ratios).
+    val : str
+        The validation data.
+    """
+
+    x: float
+    y: float
+    n_pairs: int
+    match_iou: float
+    conf: float
+    mean_iou_before: float
+    mean_iou_after: float
+    method: str = "median"
+    val: str = ""
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self), default=json_default_lenient))
+
+
+def _widths(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+
+
+def apply_box_scale(boxes: pd.DataFrame, sx: float, sy: float, shape: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Boxes rescaled about their centres by ``sx`` (width) and ``sy`` (height), clipped to the image.
+
+    Parameters
+    ----------
+    boxes : DataFrame
+        Columns ``x0, y0, x1, y1`` (pixels) and any others (kept).
+    sx, sy : float
+        Factors (> 0).
+    shape : (H, W), optional
+        Image shape for clipping to ``[0, W] x [0, H]``.
+
+    Returns
+    -------
+    DataFrame
+        A copy with the box columns replaced (their dtype kept).
+    """
+    if not (np.isfinite(sx) and np.isfinite(sy) and sx > 0 and sy > 0):
+        raise ParameterError(f"box scale factors must be > 0, got ({sx}, {sy})")
+    out = boxes.copy()
+    if len(out) == 0:
+        return out
+    b = out[BOX_COLUMNS].to_numpy(np.float64)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    hw, hh = (b[:, 2] - b[:, 0]) * sx / 2, (b[:, 3] - b[:, 1]) * sy / 2
+    new = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1)
+    if shape is not None:
+        h, w = shape
+        new[:, [0, 2]] = new[:, [0, 2]].clip(0, w)
+        new[:, [1, 3]] = new[:, [1, 3]].clip(0, h)
+    for k, c in enumerate(BOX_COLUMNS):
+        out[c] = new[:, k].astype(out[c].dtype)
+    return out
+
+
+def _inside(b: np.ndarray, shapes: np.ndarray, margin: float) -> np.ndarray:
+    """Boxes at least ``margin`` px away from every image border; ``shapes`` (n, 2) = (H, W) per box."""
+    return ((b[:, 0] >= margin) & (b[:, 1] >= margin) & (b[:, 2] <= shapes[:, 1] - margin)
+            & (b[:, 3] <= shapes[:, 0] - margin))
+
+
+def fit_box_scale(pred: pd.DataFrame, gt: pd.DataFrame, *, conf: float = 0.0, match_iou: float = 0.1,
+                  shapes: dict[int, tuple[int, int]] | None = None, border: float = 1.0) -> BoxScale:
+    """Fit the width and height factors that make predicted boxes as tight as the true ones.
+
+    Parameters
+    ----------
+    pred : DataFrame
+        ``sample, x0, y0, x1, y1 [, score]`` (pixels).
+    gt : DataFrame
+        ``sample, x0, y0, x1, y1`` of the same samples.
+    conf : float
+        Predictions scoring below this are ignored (use the detector's operating threshold).
+    match_iou : float
+        IoU cut-off of the class-agnostic greedy matching that pairs them (low, so that boxes
+        too large by up to ~3x still pair: a concentric box ``k`` times larger has IoU ``1/k²``).
+    shapes : dict, optional
+        ``sample -> (H, W)``; pairs closer than ``border`` px to an image edge are left out.
+    border : float
+        Distance to the edge (px) below which a pair is left out.
+
+    Returns
+    -------
+    BoxScale
+        Median ratios ``w_gt / w_pred`` and ``h_gt / h_pred`` (see the module docstring).
+
+    Raises
+    ------
+    DataError
+        Fewer than :data:`MIN_PAIRS` usable pairs.
+    """
+    if not 0 < match_iou <= 1:
+        raise ParameterError(f"matching IoU must be in (0, 1], got {match_iou}")
+    for what, df in (("predictions", pred), ("ground truth", gt)):
+        missing = [c for c in ("sample", *BOX_COLUMNS) if c not in df.columns]
+        if missing:
+            raise DataError(f"{what} need columns sample, x0, y0, x1, y1 (missing {', '.join(missing)})")
+    if "score" in pred.columns:
+        pred = pred[pred["score"].to_numpy(np.float64) >= conf]
+    pred = pred.reset_index(drop=True)
+    gt = gt.reset_index(drop=True)
+    m = match_detections(pred, gt, threshold=match_iou, by_class=False)
+    p = np.flatnonzero(m.pred_to_gt >= 0)
+    g = m.pred_to_gt[p]
+    pb = pred[BOX_COLUMNS].to_numpy(np.float64)[p]
+    gb = gt[BOX_COLUMNS].to_numpy(np.float64)[g]
+    keep = np.ones(len(p), bool)
+    if shapes is not None and len(p):
+        sample = pred["sample"].to_numpy(np.int64)[p]
+        sh = np.array([shapes[int(s)] for s in sample], np.float64).reshape(-1, 2)
+        keep = _inside(pb, sh, border) & _inside(gb, sh, border)
+    pw, ph = _widths(pb[keep])
+    gw, gh = _widths(gb[keep])
+    ok = (pw > 0) & (ph > 0) & (gw > 0) & (gh > 0)
+    if ok.sum() < MIN_PAIRS:
+        raise DataError(f"only {int(ok.sum())} matched prediction/ground-truth pairs away from the image borders "
+                        f"(need {MIN_PAIRS}); use more validation images or a lower matching IoU")
+    sx = float(np.median(gw[ok] / pw[ok]))
+    sy = float(np.median(gh[ok] / ph[ok]))
+    pb, gb = pb[keep][ok], gb[keep][ok]
+    scaled = apply_box_scale(pd.DataFrame(pb, columns=BOX_COLUMNS), sx, sy).to_numpy(np.float64)
+    before = float(np.mean([box_iou(a, b)[0, 0] for a, b in zip(pb, gb)]))
+    after = float(np.mean([box_iou(a, b)[0, 0] for a, b in zip(scaled, gb)]))
+    return BoxScale(sx, sy, int(ok.sum()), float(match_iou), float(conf), before, after)
+
+
+def stored_box_scale(meta: dict) -> tuple[float, float] | None:
+    """The ``(x, y)`` factors of a checkpoint's ``simgen`` metadata, or ``None`` when not calibrated."""
+    entry = (meta or {}).get("box_scale")
+    if not entry:
+        return None
+    try:
+        sx, sy = float(entry["x"]), float(entry["y"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError("checkpoint metadata 'box_scale' must hold numbers x and y") from None
+    if not (np.isfinite(sx) and np.isfinite(sy) and 0.05 <= sx <= 20 and 0.05 <= sy <= 20):
+        raise DataError(f"checkpoint box scale ({sx}, {sy}) is outside [0.05, 20]")
+    return sx, sy
+
+
+def calibrate_box_scale(weights, val, output, *, match_iou: float = 0.1, max_images: int | None = None,
+                        device: str = "auto", threads: int | None = None, overwrite: bool = False,
+                        progress: bool = True, detector=None) -> BoxScale:
+    """Fit the box scale of a YOLO checkpoint on synthetic validation data and write a calibrated copy.
+
+    Parameters
+    ----------
+    weights : path
+        A ``best.pt`` of :func:`~simgen.train.yolo.trainer.train_yolo` (read only).
+    val : path
+        Synthetic validation data with boxes: a simgen HDF5 file or sharded set written by a
+        simulator (kind ``film``, ``tem`` or ``video``); real annotated data is refused.
+    output : path
+        The calibrated checkpoint: ``weights`` with ``simgen["box_scale"]`` set
+        (:meth:`BoxScale.to_dict`).  Written atomically; an existing file (``weights`` itself
+        included) is replaced only with ``overwrite``.
+    match_iou : float
+        See :func:`fit_box_scale`.
+    max_images : int, optional
+        Use the first ``max_images`` validation samples only.
+    detector : optional
+        An already loaded detector with ``predict(source)`` and ``conf_f1`` (default: a
+        :class:`~simgen.train.yolo.predict.YoloDetector` of ``weights`` with ``box_scale="off"``;
+        a stored scale is refitted from the raw boxes, not compounded).
+
+    Returns
+    -------
+    BoxScale
+    """
+    from simgen.train.yolo.predict import YoloDetector
+
+    weights, output = Path(weights), Path(output)
+    if not weights.is_file():
+        raise ParameterError(f"weights {weights} do not exist")
+    if max_images is not None and (int(max_images) != max_images or max_images < 1):
+        raise ParameterError(f"max images must be a positive integer, got {max_images}")
+    if not 0 < match_iou <= 1:
+        raise ParameterError(f"matching IoU must be in (0, 1], got {match_iou}")
+    check_output(output, overwrite)
+    ckpt = load_yolo_checkpoint(weights)
+    if not isinstance(ckpt, dict) or not (ckpt.get("ema") or ckpt.get("model")):
+        raise DataError(f"{weights} is not an Ultralytics detection checkpoint")
+    with open_source(val) as src:
+        if src.kind not in ("hdf5", "shards") or src.sample_kind not in SIMULATED_KINDS:
+            raise ParameterError(f"{val} is not simulated data (kind {src.sample_kind!r}); the box scale is fitted "
+                                 f"on synthetic validation data only ({', '.join(SIMULATED_KINDS)}), never on real labels")
+        gt = src.read_table("boxes")
+        if gt is None or len(gt) == 0:
+            raise DataError(f"{val} has no boxes to calibrate against")
+        if max_images is not None and max_images < len(src):
+            src = src.subset(src.names[: int(max_images)])
+            gt = src.read_table("boxes")
+        shapes = {k: src.shape(k) for k in range(len(src))}
+        det = detector or YoloDetector(weights, device=device, threads=threads, box_scale="off")
+        pred = det.predict(src, progress=progress)
+    scale = fit_box_scale(pred, gt, conf=float(det.conf_f1), match_iou=match_iou, shapes=shapes)
+    scale = BoxScale(**{**asdict(scale), "val": str(Path(val).resolve())})
+    meta = dict(ckpt.get("simgen") or {})
+    meta["box_scale"] = scale.to_dict()
+    ckpt["simgen"] = json.loads(json.dumps(meta, default=json_default_lenient))
+    save_yolo_checkpoint(output, ckpt)
+    return scale
