@@ -60,6 +60,9 @@ def test_cv_bad_input(tmp_path):
     res = runner.invoke(main, ["track-video-cv", str(tmp_path / "missing.json"), "-o", str(tmp_path / "cli")])
     assert res.exit_code == 2 and res.output.startswith("Error:")
     assert not (tmp_path / "cli").exists()
+    res = runner.invoke(main, ["track-video", str(log), str(tmp_path / "v.h5"), "--box-scale", "maybe", "-o",
+                               str(tmp_path / "tv")])
+    assert res.exit_code == 2 and not (tmp_path / "tv").exists()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     res = runner.invoke(main, ["track-video-cv", str(log), "-o", str(tmp_path / "full")])

@@ -175,3 +175,29 @@ def test_cli_box_scale_and_errors(ckpt, tmp_path, monkeypatch):
     assert res.exit_code == 2 and not (tmp_path / "m.pt").exists()
     res = runner.invoke(main, ["predict", str(ckpt), str(val), "--box-scale", "maybe", "-o", str(tmp_path / "p.h5")])
     assert res.exit_code == 2 and not (tmp_path / "p.h5").exists()
+
+
+def test_truth_from_masks_ignores_the_label_margin(ckpt, tmp_path):
+    """Boxes stored with a 2 px margin, masks exact: auto fits to the masks (the true extent)."""
+    rng = np.random.default_rng(3)
+    masks, rows = [], []
+    for t in range(3):
+        lab = np.zeros((128, 128), np.uint16)
+        for i, (cy, cx) in enumerate([(y, x) for y in (24, 64, 104) for x in (24, 64, 104)]):
+            h, w = rng.integers(6, 16, 2)
+            y0, x0 = cy - h // 2, cx - w // 2
+            lab[y0:y0 + h, x0:x0 + w] = i + 1
+            rows.append({"sample": t, "x0": x0, "y0": y0, "x1": x0 + w, "y1": y0 + h})
+        masks.append(lab)
+    tight = pd.DataFrame(rows).astype(float)
+    margin = tight.assign(x0=tight.x0 - 2, y0=tight.y0 - 2, x1=tight.x1 + 2, y1=tight.y1 + 2)
+    with DatasetWriter(tmp_path / "val.h5", kind="tem", class_names=["defect"]) as w:
+        for t in range(3):
+            w.append(np.full((128, 128), 0.5, np.float32), mask=masks[t],
+                     boxes=margin[margin["sample"] == t].drop(columns="sample").assign(**{"class": 0}))
+    fake = _Inflating(tight)
+    s = calibrate_box_scale(ckpt, tmp_path / "val.h5", tmp_path / "m.pt", detector=fake, progress=False)
+    assert s.truth == "masks" and s.x == pytest.approx(1 / 1.5, rel=0.03)
+    b = calibrate_box_scale(ckpt, tmp_path / "val.h5", tmp_path / "b.pt", truth="boxes", detector=fake,
+                            progress=False)
+    assert b.truth == "boxes" and b.x > s.x * 1.2  # the margin inflates the "true" size

@@ -13,6 +13,11 @@ is scale-free, so a 5 px and a 40 px defect each cast one vote, and the median i
 wrong pairs a low matching IoU admits; a least-squares fit of ``w_gt ≈ s w_pred``
 (``s = Σ w_gt w_pred / Σ w_pred²``) would be dominated by the largest defects and pulled by
 outliers.  Pairs touching the image border are left out (clipped boxes have false widths).
+
+The true extent is taken from the instance masks when the validation data has them
+(``truth="auto"``): synthetic training boxes may carry a margin (``sim2real --box-margin``, 1 px by
+default), while tracking ground truth (:class:`~simgen.simulate.video.VideoSampler`) boxes the
+mask exactly.
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ from simgen.errors import DataError, ParameterError
 from simgen.evaluate.matching import BOX_COLUMNS, box_iou, match_detections
 from simgen.train.yolo.checkpoint import load_yolo_checkpoint, save_yolo_checkpoint
 
-__all__ = ["BOX_SCALE_MODES", "SIMULATED_KINDS", "BoxScale", "fit_box_scale", "apply_box_scale",
-           "stored_box_scale", "calibrate_box_scale"]
+__all__ = ["BOX_SCALE_MODES", "SIMULATED_KINDS", "TRUTHS", "BoxScale", "fit_box_scale", "apply_box_scale",
+           "mask_boxes", "stored_box_scale", "calibrate_box_scale"]
 
 #: ``box_scale`` of :class:`~simgen.train.yolo.predict.YoloDetector` and ``--box-scale``.
 BOX_SCALE_MODES = ("auto", "off")
 #: HDF5 sample kinds written by simgen's simulators: the only data a box scale may be fitted on.
 SIMULATED_KINDS = ("film", "tem", "video")
+#: Where the true extent comes from: instance masks when present (auto), masks, or the box table.
+TRUTHS = ("auto", "masks", "boxes")
 #: Fewest matched pairs a fit needs.
 MIN_PAIRS = 5
 
@@ -61,6 +68,8 @@ class BoxScale:
         ``"median"`` (median of ratios).
     val : str
         The validation data.
+    truth : str
+        ``"masks"`` (tight boxes of the instance masks) or ``"boxes"`` (the box table).
     """
 
     x: float
@@ -72,6 +81,7 @@ class BoxScale:
     mean_iou_after: float
     method: str = "median"
     val: str = ""
+    truth: str = "boxes"
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=json_default_lenient))
@@ -187,6 +197,21 @@ def fit_box_scale(pred: pd.DataFrame, gt: pd.DataFrame, *, conf: float = 0.0, ma
     return BoxScale(sx, sy, int(ok.sum()), float(match_iou), float(conf), before, after)
 
 
+def mask_boxes(src) -> pd.DataFrame:
+    """Tight boxes ``sample, x0, y0, x1, y1`` of every instance of every mask of an open Source (pixels)."""
+    from scipy.ndimage import find_objects
+
+    parts = []
+    for k in range(len(src)):
+        labels = src.mask(k)
+        if labels is None:
+            raise DataError(f"{src.path}: sample {k} has no instance mask")
+        sl = [s for s in find_objects(np.asarray(labels).astype(np.int64)) if s is not None]
+        b = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in sl], np.float64).reshape(-1, 4)
+        parts.append(pd.DataFrame(b, columns=BOX_COLUMNS).assign(sample=k))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["sample", *BOX_COLUMNS])
+
+
 def stored_box_scale(meta: dict) -> tuple[float, float] | None:
     """The ``(x, y)`` factors of a checkpoint's ``simgen`` metadata, or ``None`` when not calibrated."""
     entry = (meta or {}).get("box_scale")
@@ -201,7 +226,8 @@ def stored_box_scale(meta: dict) -> tuple[float, float] | None:
     return sx, sy
 
 
-def calibrate_box_scale(weights, val, output, *, match_iou: float = 0.1, max_images: int | None = None,
+def calibrate_box_scale(weights, val, output, *, match_iou: float = 0.1, truth: str = "auto",
+                        max_images: int | None = None,
                         device: str = "auto", threads: int | None = None, overwrite: bool = False,
                         progress: bool = True, detector=None) -> BoxScale:
     """Fit the box scale of a YOLO checkpoint on synthetic validation data and write a calibrated copy.
@@ -219,6 +245,9 @@ def calibrate_box_scale(weights, val, output, *, match_iou: float = 0.1, max_ima
         included) is replaced only with ``overwrite``.
     match_iou : float
         See :func:`fit_box_scale`.
+    truth : {"auto", "masks", "boxes"}
+        The true extent: tight boxes of the instance masks (``auto`` when the data has masks)
+        or the stored box table (which may include a labelling margin).
     max_images : int, optional
         Use the first ``max_images`` validation samples only.
     detector : optional
@@ -239,6 +268,8 @@ def calibrate_box_scale(weights, val, output, *, match_iou: float = 0.1, max_ima
         raise ParameterError(f"max images must be a positive integer, got {max_images}")
     if not 0 < match_iou <= 1:
         raise ParameterError(f"matching IoU must be in (0, 1], got {match_iou}")
+    if truth not in TRUTHS:
+        raise ParameterError(f"truth must be one of {', '.join(TRUTHS)}, got {truth!r}")
     check_output(output, overwrite)
     ckpt = load_yolo_checkpoint(weights)
     if not isinstance(ckpt, dict) or not (ckpt.get("ema") or ckpt.get("model")):
@@ -247,17 +278,19 @@ def calibrate_box_scale(weights, val, output, *, match_iou: float = 0.1, max_ima
         if src.kind not in ("hdf5", "shards") or src.sample_kind not in SIMULATED_KINDS:
             raise ParameterError(f"{val} is not simulated data (kind {src.sample_kind!r}); the box scale is fitted "
                                  f"on synthetic validation data only ({', '.join(SIMULATED_KINDS)}), never on real labels")
-        gt = src.read_table("boxes")
-        if gt is None or len(gt) == 0:
-            raise DataError(f"{val} has no boxes to calibrate against")
+        if truth == "masks" and not src.has_masks:
+            raise DataError(f"{val} has no instance masks (use truth 'boxes')")
+        truth = ("masks" if src.has_masks else "boxes") if truth == "auto" else truth
         if max_images is not None and max_images < len(src):
             src = src.subset(src.names[: int(max_images)])
-            gt = src.read_table("boxes")
+        gt = mask_boxes(src) if truth == "masks" else src.read_table("boxes")
+        if gt is None or len(gt) == 0:
+            raise DataError(f"{val} has no {truth} to calibrate against")
         shapes = {k: src.shape(k) for k in range(len(src))}
         det = detector or YoloDetector(weights, device=device, threads=threads, box_scale="off")
         pred = det.predict(src, progress=progress)
     scale = fit_box_scale(pred, gt, conf=float(det.conf_f1), match_iou=match_iou, shapes=shapes)
-    scale = BoxScale(**{**asdict(scale), "val": str(Path(val).resolve())})
+    scale = BoxScale(**{**asdict(scale), "val": str(Path(val).resolve()), "truth": truth})
     meta = dict(ckpt.get("simgen") or {})
     meta["box_scale"] = scale.to_dict()
     ckpt["simgen"] = json.loads(json.dumps(meta, default=json_default_lenient))
