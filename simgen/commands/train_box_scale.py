@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from simgen.commands._options import progress_option
-from simgen.train.yolo.box_scale import calibrate_box_scale
+from simgen.train.yolo.box_scale_calibrate import calibrate_box_scale
 
 
 @click.command("box-scale")

@@ -9,7 +9,8 @@ from simgen.cli import main
 from simgen.datasets.h5io import DatasetWriter
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.matching import box_iou
-from simgen.train.yolo.box_scale import apply_box_scale, calibrate_box_scale, fit_box_scale
+from simgen.train.yolo.box_scale import apply_box_scale, fit_box_scale
+from simgen.train.yolo.box_scale_calibrate import calibrate_box_scale
 
 COLS = ["x0", "y0", "x1", "y1"]
 
