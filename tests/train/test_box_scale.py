@@ -202,3 +202,43 @@ def test_truth_from_masks_ignores_the_label_margin(ckpt, tmp_path):
     b = calibrate_box_scale(ckpt, tmp_path / "val.h5", tmp_path / "b.pt", truth="boxes", detector=fake,
                             progress=False)
     assert b.truth == "boxes" and b.x > s.x * 1.2  # the margin inflates the "true" size
+
+
+def test_track_video_links_raw_boxes_and_scores_rescaled_ones(ckpt, tmp_path, monkeypatch):
+    """A calibrated checkpoint whose raw boxes are 2x too large: tracks carry the rescaled boxes,
+    so MOT at IoU 0.5 succeeds; with --box-scale off it fails (IoU 0.25)."""
+    import json
+
+    from simgen.experiments.track_video import track_video
+    from simgen.train.yolo.checkpoint import load_yolo_checkpoint, save_yolo_checkpoint
+    from simgen.train.yolo.predict import YoloDetector, read_predictions
+
+    state = load_yolo_checkpoint(ckpt)
+    state["simgen"] = {**state["simgen"], "box_scale": {"x": 0.5, "y": 0.5}}
+    cal = save_yolo_checkpoint(tmp_path / "cal.pt", state)
+    starts = np.array([[16.0, 20.0], [44.0, 24.0], [30.0, 46.0]])
+    truth = []
+    with DatasetWriter(tmp_path / "video.h5", kind="video", class_names=["defect"]) as w:
+        for t in range(6):
+            p = starts + [0.7 * t, 0.3 * t]
+            box = {"x0": p[:, 0] - 3, "y0": p[:, 1] - 3, "x1": p[:, 0] + 3, "y1": p[:, 1] + 3}
+            truth.append(pd.DataFrame(box))
+            w.append(np.full((64, 64), 0.5, np.float32), boxes={**box, "class": np.zeros(3, np.int16)},
+                     tracks={"track_id": np.arange(3), "x": p[:, 0], "y": p[:, 1], **box})
+
+    def predict_each(self, source, names=None, progress=False):
+        for k, b in enumerate(truth):
+            big = apply_box_scale(b, 2.0, 2.0)
+            yield k, big.assign(**{"class": np.zeros(3, np.int16), "score": np.full(3, 0.9, np.float32)})
+
+    monkeypatch.setattr(YoloDetector, "predict_each", predict_each)
+    on = track_video(cal, tmp_path / "video.h5", tmp_path / "on", tracker="bytetrack", mot_iou=0.5, device="cpu",
+                     progress=False)
+    off = track_video(cal, tmp_path / "video.h5", tmp_path / "off", tracker="bytetrack", mot_iou=0.5, device="cpu",
+                      box_scale="off", progress=False)
+    assert on.tracking["MOTA"] > 0.9 and on.tracking["IDSW"] == 0 and off.tracking["MOTA"] <= 0
+    raw = read_predictions(tmp_path / "on" / "detections.h5")
+    assert np.allclose(raw["x1"] - raw["x0"], 12)  # the file keeps the raw boxes
+    tracks = pd.read_csv(tmp_path / "on" / "tracks.csv")
+    assert np.allclose(tracks["x1"] - tracks["x0"], 6, atol=1e-4) and tracks["track_id"].nunique() == 3
+    assert json.loads((tmp_path / "on" / "summary.json").read_text())["n_tracks"] == 3
