@@ -31,8 +31,8 @@ def box_scale_command(weights, val, output, match_iou, truth, max_images, device
     threshold), pairs predictions with the true extents (tight boxes of the instance
     masks when the data has them, else its box table) (IoU >= --match-iou, border boxes left
     out) and takes the median of w_true / w_pred and h_true / h_pred. The factors go
-    into the metadata of a new checkpoint; `simgen predict`, `track-video` and `analyze`
-    apply them (rescaling each box about its centre) unless --box-scale off.
+    into the metadata of a new checkpoint; `simgen predict` applies them (rescaling each
+    box about its centre), `track-video` after linking the raw boxes, unless --box-scale off.
 
     \b
     Example:
