@@ -158,3 +158,10 @@ def tracking_options(f):
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+#: ``--box-scale`` of ``predict``, ``track-video``, ``track-video-cv``.
+box_scale_option = click.option(
+    "--box-scale", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+    help="YOLO: rescale boxes by the factors stored by `simgen train box-scale` (auto; none stored: no change) "
+         "or keep the raw boxes (off).")

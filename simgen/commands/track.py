@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import TRACKING_FIELDS, overwrite_option, progress_option, tracking_options
+from simgen.commands._options import (
+    TRACKING_FIELDS,
+    box_scale_option,
+    overwrite_option,
+    progress_option,
+    tracking_options,
+)
+from simgen.commands.tem import _size
+from simgen.errors import ParameterError
 from simgen.experiments.track_video import TrackingOptions, track_video
+from simgen.experiments.track_video_cv import VideoCVConfig, track_video_cv
 
 
 def tracking_from_options(kwargs: dict) -> TrackingOptions:
@@ -29,10 +38,11 @@ def tracking_from_options(kwargs: dict) -> TrackingOptions:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
+@box_scale_option
 @overwrite_option
 @progress_option
-def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, device, threads, runtime, overwrite,
-                        progress, **tracking):
+def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, device, threads, runtime, box_scale,
+                        overwrite, progress, **tracking):
     """Detect defects in every frame of a video with a trained detector, link them, score.
 
     VIDEO is an HDF5 video (e.g. simulated, with a tracks table) or a folder of frames
@@ -50,8 +60,8 @@ def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, d
 
     options = tracking_from_options(tracking)
     res = track_video(weights, video, output, conf=conf, options=options, class_agnostic=class_agnostic,
-                      mot_iou=mot_iou, device=device, threads=threads, runtime=runtime, overwrite=overwrite,
-                      progress=progress)
+                      mot_iou=mot_iou, device=device, threads=threads, runtime=runtime, box_scale=box_scale,
+                      overwrite=overwrite, progress=progress)
     click.echo(f"{res.n_frames} frames at {res.fps:.1f} frames/s; {res.n_tracks} tracks ({options.tracker})")
     t = res.tracking
     if t:
@@ -63,5 +73,70 @@ def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, d
     click.echo(f"wrote {output}")
 
 
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ParameterError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+@click.command("track-video-cv")
+@click.argument("weights", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Folder: videos/, fold_<i>/, report.json, report.md, lifetimes.png, mot.png.")
+@click.option("--folds", type=int, default=3, show_default=True, help="Number of simulated videos (>= 2).")
+@click.option("--presets", default="dsva", show_default=True,
+              help="TEM presets of the videos, comma-separated, used in turn (creme, dsva, ti).")
+@click.option("--frames", type=click.IntRange(min=2), default=100, show_default=True, help="Frames per video.")
+@click.option("--size", "size", default="512", show_default=True, help="Frame side N or WIDTHxHEIGHT (px).")
+@click.option("--n-initial", type=click.IntRange(min=0), default=None, help="Defects in frame 0 (default 30).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Video i is simulated with seed SEED + i.")
+@click.option("--mot-iou", "mot_ious", default="0.15,0.5", show_default=True,
+              help="MOT IoU thresholds scored, comma-separated.")
+@click.option("--conf", type=click.FloatRange(0, 1), default=None,
+              help="Detections below this confidence are not linked (default: the threshold stored in WEIGHTS).")
+@tracking_options
+@click.option("--class-agnostic/--per-class", default=None,
+              help="Ignore classes when scoring (default: only if the detector's classes differ from the video's).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
+@box_scale_option
+@overwrite_option
+@progress_option
+def track_video_cv_command(weights, output, folds, presets, frames, size, n_initial, seed, mot_ious, conf,
+                           class_agnostic, device, threads, runtime, box_scale, overwrite, progress, **tracking):
+    """Cross-validate detection + tracking over several simulated videos: mean ± std.
+
+    Simulates --folds in-situ TEM videos (seeds SEED, SEED+1, ...; --presets in turn),
+    runs `track-video` on each and reports mean ± standard deviation over the videos of
+    MOTA, IDF1, MT, ML, ID switches and fragmentations at every --mot-iou, and the
+    lifetimes pooled over the videos (bars on Doane bins, chi² and KS p-values).
+    WEIGHTS is a YOLO best.pt or a LoG parameter JSON (`simgen baseline log tune`).
+
+    \b
+    Examples:
+      simgen track-video-cv runs/yolo/best.pt --folds 5 --tracker bytetrack -o runs/track_cv
+      simgen track-video-cv log.json --folds 3 --presets dsva,creme --frames 50 --size 256 -o runs/cv_log
+    """
+    options = tracking_from_options(tracking)
+    config = VideoCVConfig(folds=folds, presets=tuple(p.strip() for p in presets.split(",") if p.strip()),
+                           frames=frames, size=_size(size), seed=seed, n_initial=n_initial,
+                           mot_ious=_floats(mot_ious, "--mot-iou"))
+    res = track_video_cv(weights, output, config, conf=conf, options=options, class_agnostic=class_agnostic,
+                         device=device, threads=threads, runtime=runtime, box_scale=box_scale, overwrite=overwrite,
+                         progress=progress)
+    for iou, row in res.summary.items():
+        click.echo(f"MOT IoU {iou}: " + "  ".join(f"{m} {row[m]['mean']:.3f}±{row[m]['std']:.3f}"
+                                                   for m in ("MOTA", "IDF1", "MT", "ML", "IDSW", "Frag")))
+    lt = res.lifetimes
+    click.echo(f"lifetimes pooled ({lt['n_pred']} predicted / {lt['n_gt']} true tracks): chi² p {lt['chi2_p']:.3g}, "
+               f"KS p {lt['ks_p']:.3g}")
+    click.echo(f"wrote {res.output / 'report.md'}")
+
+
 def register(groups):
     groups["main"].add_command(track_video_command)
+    groups["main"].add_command(track_video_cv_command)

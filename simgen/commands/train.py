@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from simgen.atomic import check_output
-from simgen.commands._options import CONTEXT, overwrite_option, progress_option, renamed_option
+from simgen.commands._options import CONTEXT, box_scale_option, overwrite_option, progress_option, renamed_option
 from simgen.errors import DataError, ParameterError
 from simgen.experiments.sim2real_film import FilmExperimentConfig, run_film_experiment
 from simgen.experiments.sim2real_tem import Sim2RealConfig, run_sim2real
@@ -165,10 +165,11 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 @click.option("--fusion", type=click.Choice(["forward", "backward", "consecutive", "ensemble"]), default="ensemble",
               show_default=True, help="DeltaNet: which pair prediction to store (forward, backward = reversed pair, "
               "consecutive = chained t→t+1 steps, ensemble = mean of the available ones).")
+@box_scale_option
 @overwrite_option
 @progress_option
 def predict_command(weights, source, output, conf, iou, tile, overlap, scale, device, threads, runtime, agnostic_nms,
-                    mask_conf, fusion, overwrite, progress):
+                    mask_conf, fusion, box_scale, overwrite, progress):
     """Run a trained detector on an HDF5 dataset, a YOLO folder or a folder of images.
 
     WEIGHTS is a best.pt from `simgen train yolo|maskrcnn|deltanet` (the model type is
@@ -208,7 +209,7 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
 
         out = predict_yolo(path, source, output, overwrite=overwrite, progress=progress, conf=conf, iou=iou,
                            tile=tile, overlap=overlap, scale=scale, device=device, threads=threads, runtime=runtime,
-                           agnostic_nms=agnostic_nms)
+                           agnostic_nms=agnostic_nms, box_scale=box_scale)
     click.echo(f"wrote {out}")
 
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 _P = TypeVar("_P", bound=str | PathLike)
 
-__all__ = ["save_figure", "plot_pr_curve", "plot_per_frame", "plot_lifetimes", "plot_sizes"]
+__all__ = ["save_figure", "plot_pr_curve", "plot_per_frame", "plot_lifetimes", "plot_sizes", "plot_lifetime_bars",
+           "plot_metric_bars"]
 
 
 def _figure(width: float = 5.0, height: float = 4.0) -> tuple[Figure, Axes]:
@@ -117,4 +118,48 @@ def plot_sizes(stats_pred: pd.DataFrame, stats_gt: pd.DataFrame, unit: str = "px
     ax.set_ylabel(f"size, major axis ({unit})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_lifetime_bars(counts_pred: Sequence[int], counts_gt: Sequence[int], bins: ArrayLike,
+                       stats: dict | None = None, unit: str = "frames") -> Figure:
+    """Side-by-side bars of predicted and true track counts per lifetime bin (e.g. Doane bins).
+
+    ``counts_*`` have one entry per bin of ``bins`` (``len(bins) - 1``); ``stats`` may hold
+    ``chi2_p`` and ``ks_p`` for the title.
+    """
+    fig, ax = _figure(6.0, 4.0)
+    edges = np.asarray(bins, np.float64)
+    pos = np.arange(len(edges) - 1)
+    ax.bar(pos - 0.2, np.asarray(counts_gt), width=0.4, color="0.4", label=f"true (n={int(np.sum(counts_gt))})")
+    ax.bar(pos + 0.2, np.asarray(counts_pred), width=0.4, color="tab:red",
+           label=f"predicted (n={int(np.sum(counts_pred))})")
+    ax.set_xticks(pos, [f"{a:.0f}-{b:.0f}" for a, b in zip(edges[:-1], edges[1:])], rotation=45, fontsize=7)
+    if stats:
+        ax.set_title(f"chi2 p = {stats.get('chi2_p', float('nan')):.3g}, KS p = {stats.get('ks_p', float('nan')):.3g}",
+                     fontsize=9)
+    ax.set_xlabel(f"lifetime ({unit}, Doane bins)")
+    ax.set_ylabel("tracks")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_metric_bars(summary: dict[str, dict[str, dict]], metrics: Sequence[str]) -> Figure:
+    """Mean ± standard deviation of tracking metrics, one group of bars per metric, one bar per setting.
+
+    ``summary[setting][metric]`` holds ``mean`` and ``std`` (e.g. settings = MOT IoU thresholds).
+    """
+    fig, ax = _figure(6.0, 3.5)
+    settings = list(summary)
+    width = 0.8 / max(len(settings), 1)
+    pos = np.arange(len(metrics))
+    for i, name in enumerate(settings):
+        mean = [summary[name][m]["mean"] for m in metrics]
+        std = [summary[name][m]["std"] for m in metrics]
+        ax.bar(pos + (i - (len(settings) - 1) / 2) * width, np.nan_to_num(np.asarray(mean, float)), width=width,
+               yerr=np.nan_to_num(np.asarray(std, float)), capsize=3, label=str(name))
+    ax.set_xticks(pos, list(metrics))
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
     return fig

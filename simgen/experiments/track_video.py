@@ -34,6 +34,7 @@ from simgen.evaluate import tracking as trk
 from simgen.evaluate.report import evaluate, to_jsonable
 from simgen.experiments.common import ExperimentResult, check_experiment_dir
 from simgen.train.baselines.log import load_params, predict_log
+from simgen.train.yolo.box_scale import BOX_SCALE_MODES, apply_box_scale, stored_box_scale
 from simgen.train.yolo.onnx import RUNTIMES, require_onnx
 from simgen.train.yolo.predict import YoloDetector, predict_yolo, read_predictions
 from simgen.train.yolo.track import TRACKERS as ULTRALYTICS_TRACKERS
@@ -134,12 +135,17 @@ class TrackingOptions:
 
 @dataclass
 class VideoDetections:
-    """Detections of every frame: the file, the detector's own threshold and class names (``None``: LoG)."""
+    """Detections of every frame: the file, the detector's own threshold and class names (``None``: LoG).
+
+    ``box_scale``: the ``(width, height)`` factors of a calibrated checkpoint, applied to the boxes
+    *after* linking (the file holds the raw boxes), or ``None``.
+    """
 
     path: Path
     conf: float
     fps: float
     class_names: list[str] | None
+    box_scale: tuple[float, float] | None = None
 
 
 @dataclass
@@ -192,24 +198,30 @@ def check_runtime(runtime: str, weights) -> None:
 
 # -- steps ------------------------------------------------------------------------------------------
 def detect_video(weights, video, output, *, device: str = "auto", threads: int | None = None,
-                 runtime: str = "torch", progress: bool = True) -> VideoDetections:
+                 runtime: str = "torch", box_scale: str = "auto", progress: bool = True) -> VideoDetections:
     """Run the detector on every frame of ``video``; writes ``output`` (an HDF5 predictions file).
 
     ``weights``: a YOLO ``best.pt`` or a LoG parameter ``.json`` (``simgen baseline log tune``);
-    ``runtime``: ``torch`` or ``onnx`` (YOLO through ONNX Runtime).
+    ``runtime``: ``torch`` or ``onnx`` (YOLO through ONNX Runtime); ``box_scale``: ``auto``
+    passes on the box factors a calibrated checkpoint stores (``simgen train box-scale``) in
+    :attr:`VideoDetections.box_scale`, ``off`` ignores them (LoG: no effect).  ``output`` holds the
+    raw boxes either way: trackers associate by box overlap, which tight boxes lower (measured in
+    the README), so :func:`link_tracks` links the raw boxes and rescales the linked ones.
     """
     output = Path(output)
     if Path(weights).suffix.lower() == ".json":
         params = load_params(weights)
         predict_log(video, output, params, overwrite=True, progress=progress)
+        scale = None
         conf, classes = params.threshold, None  # LoG finds blobs of one kind, whatever the file calls class 0
     else:
-        det = YoloDetector(weights, device=device, threads=threads, runtime=runtime)
+        det = YoloDetector(weights, device=device, threads=threads, runtime=runtime, box_scale="off")
         predict_yolo(weights, video, output, overwrite=True, progress=progress, detector=det)
         conf, classes = det.conf_f1, list(det.class_names)
+        scale = stored_box_scale(det.meta) if box_scale == "auto" else None
     with open_dataset(output) as ds:
         fps = float(ds.attrs.get("fps", float("nan")))
-    return VideoDetections(output, float(conf), fps, classes)
+    return VideoDetections(output, float(conf), fps, classes, scale)
 
 
 def link_detections(detections: pd.DataFrame, *, conf: float, options: TrackingOptions | None = None,
@@ -266,26 +278,45 @@ def link_tracks(detections: VideoDetections, output, *, conf: float | None = Non
     """Link the detections (``conf`` default: the detector's threshold); writes ``output`` (CSV).
 
     Beside it: ``<output stem>.h5``, every detection (``boxes``) with the tracks (``tracks``) for
-    :func:`score_tracks`, and ``drift.csv`` when the drift was corrected.
+    :func:`score_tracks`, and ``drift.csv`` when the drift was corrected.  With
+    ``detections.box_scale`` the raw boxes are linked and then every box (detections and tracks)
+    is rescaled about its centre and clipped to the frame.
     """
     conf = detections.conf if conf is None else float(conf)
     output = Path(output)
     dets = read_predictions(detections.path)
     tracks, drift = link_detections(dets, conf=conf, options=options, n_frames=n_frames)
+    scale = detections.box_scale
+    if scale is not None:
+        with open_dataset(detections.path) as ds:
+            shapes = np.array([ds.shape(i) for i in range(ds.n)], np.float64).reshape(-1, 2)
+        tracks, dets = _rescale(tracks, scale, shapes), _rescale(dets, scale, shapes)
     atomic_write_text(output, tracks.to_csv(index=False), overwrite=True)
-    _write_tracked(detections.path, tracks, output.with_suffix(".h5"), conf)
+    _write_tracked(detections.path, tracks, output.with_suffix(".h5"), conf, boxes=dets)
     if drift is not None:
         atomic_write_text(output.with_name("drift.csv"), drift.reset_index().to_csv(index=False), overwrite=True)
     return tracks
 
 
-def _write_tracked(detections_path: Path, tracks: pd.DataFrame, path: Path, conf: float) -> Path:
+def _rescale(df: pd.DataFrame, scale: tuple[float, float], shapes: np.ndarray) -> pd.DataFrame:
+    """Boxes of ``df`` rescaled about their centres, clipped to their frame (``shapes`` (n, 2) = H, W)."""
+    if len(df) == 0:
+        return df
+    out = apply_box_scale(df, *scale)
+    hw = shapes[out["sample"].to_numpy(np.int64)]
+    for c, lim in (("x0", hw[:, 1]), ("x1", hw[:, 1]), ("y0", hw[:, 0]), ("y1", hw[:, 0])):
+        out[c] = np.clip(out[c].to_numpy(np.float64), 0, lim).astype(out[c].dtype)
+    return out
+
+
+def _write_tracked(detections_path: Path, tracks: pd.DataFrame, path: Path, conf: float,
+                   boxes: pd.DataFrame | None = None) -> Path:
     """A predictions file holding every detection and the tracks (scored by :func:`score_tracks`).
 
     The tracks table has no ``score`` column (it is ``det_score``): the tracker already chose its
     detections, low-score ones included, and the evaluator would otherwise filter them again.
     """
-    boxes = read_predictions(detections_path)
+    boxes = read_predictions(detections_path) if boxes is None else boxes
     cols = [c for c in tracks.columns if tracks[c].dtype.kind in "biuf"]
     table = tracks[cols].rename(columns={"score": "det_score"})
     with open_dataset(detections_path) as ds:
@@ -316,7 +347,7 @@ def score_tracks(tracked, video, report_dir, *, conf: float, class_agnostic: boo
 def track_video(weights, video, output, *, conf: float | None = None, options: TrackingOptions | None = None,
                 search_range: float | None = None, memory: int | None = None, tracker: str | None = None,
                 class_agnostic: bool | None = None, mot_iou: float = 0.5, device: str = "auto",
-                threads: int | None = None, runtime: str = "torch", overwrite: bool = False,
+                threads: int | None = None, runtime: str = "torch", box_scale: str = "auto", overwrite: bool = False,
                 progress: bool = True) -> TrackVideoResult:
     """Detect defects in every frame of a video, link them into tracks and score against true tracks.
 
@@ -350,6 +381,9 @@ def track_video(weights, video, output, *, conf: float | None = None, options: T
         the detection cut-off, 0.15).
     runtime : {"torch", "onnx"}
         YOLO inference through torch or ONNX Runtime.
+    box_scale : {"auto", "off"}
+        YOLO: apply the box factors of a calibrated checkpoint (``simgen train box-scale``) or not;
+        the raw boxes are linked, the linked boxes rescaled (``detections.h5`` keeps the raw ones).
 
     Returns
     -------
@@ -363,12 +397,14 @@ def track_video(weights, video, output, *, conf: float | None = None, options: T
     if not (np.isfinite(mot_iou) and 0 < mot_iou <= 1):
         raise ParameterError(f"MOT IoU must be in (0, 1], got {mot_iou}")
     check_runtime(runtime, weights)
+    if box_scale not in BOX_SCALE_MODES:
+        raise ParameterError(f"box scale must be one of {', '.join(BOX_SCALE_MODES)}, got {box_scale!r}")
     with open_source(video) as src:
         n_frames, has_truth, video_classes = len(src), "tracks" in src.tables, src.class_names
     out.mkdir(parents=True, exist_ok=True)
     # TODO(sources): the detectors and the evaluator re-open the video; pass one open Source once they take it.
     dets = detect_video(weights, video, out / "detections.h5", device=device, threads=threads, runtime=runtime,
-                        progress=progress)
+                        box_scale=box_scale, progress=progress)
     conf = dets.conf if conf is None else float(conf)
     tracks = link_tracks(dets, out / "tracks.csv", conf=conf, options=options, n_frames=n_frames)
     result = TrackVideoResult(Path(weights), Path(video), out, n_frames, dets.fps,

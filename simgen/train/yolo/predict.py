@@ -17,6 +17,7 @@ from simgen.errors import DataError, ParameterError
 from simgen.progress import Timer, track
 from simgen.runtime import setup_threads
 from simgen.train.tiling import Window, merge_tiles, pad_to, tile_windows
+from simgen.train.yolo.box_scale import BOX_SCALE_MODES, apply_box_scale, stored_box_scale
 from simgen.train.yolo.checkpoint import load_yolo_checkpoint
 from simgen.train.yolo.config import _device_arg
 from simgen.train.yolo.data import _scale_boxes
@@ -66,13 +67,19 @@ class YoloDetector:
         of different classes only the best-scoring one is kept.  Off by default (class-wise NMS,
         as trained); on for two-class film models, whose ``plus`` and ``minus`` boxes land on the
         same defect (the sign is not identifiable from one frame, see :mod:`simgen.simulate.film`).
+    box_scale : {"auto", "off"}
+        ``auto``: rescale every box about its centre by the width and height factors stored in
+        the checkpoint by ``simgen train box-scale`` (:mod:`simgen.train.yolo.box_scale`;
+        nothing when the checkpoint has none), then clip to the image; ``off``: raw boxes.
     """
 
     def __init__(self, weights, *, device: str = "auto", conf: float | None = None, iou: float | None = None,
                  tile: int | None = None, overlap: int | None = None, scale: float | None = None,
                  normalize: str | None = None, max_det: int | None = None, batch: int = 8, threads: int | None = None,
-                 runtime: str = "torch", agnostic_nms: bool = False):
+                 runtime: str = "torch", agnostic_nms: bool = False, box_scale: str = "auto"):
         weights = Path(weights)
+        if box_scale not in BOX_SCALE_MODES:
+            raise ParameterError(f"box scale must be one of {', '.join(BOX_SCALE_MODES)}, got {box_scale!r}")
         if not weights.is_file():
             raise DataError(f"weights {weights} do not exist")
         ckpt = load_yolo_checkpoint(weights)
@@ -94,6 +101,8 @@ class YoloDetector:
         self.conf_f1 = float(meta.get("conf_f1", 0.25))
         self.batch = int(batch)
         self.agnostic_nms = bool(agnostic_nms)
+        #: ``(width, height)`` factors applied to every box, or ``None``
+        self.box_scale = stored_box_scale(meta) if box_scale == "auto" else None
         if self.tile and not 0 <= self.overlap < self.tile:
             raise ParameterError(f"need 0 <= overlap < tile, got tile={self.tile}, overlap={self.overlap}")
         if self.normalize not in NORMALIZE:
@@ -127,7 +136,8 @@ class YoloDetector:
         return {"weights": str(self.weights), "tile": self.tile, "overlap": self.overlap, "scale": self.scale,
                 "normalize": self.normalize, "conf": self.conf, "iou": self.iou, "max_det": self.max_det,
                 "imgsz": self.predict_imgsz, "conf_f1": self.conf_f1, "runtime": self.runtime,
-                "agnostic_nms": self.agnostic_nms}
+                "agnostic_nms": self.agnostic_nms,
+                "box_scale": None if self.box_scale is None else list(self.box_scale)}
 
     def _run(self, crops: list[np.ndarray]) -> list[pd.DataFrame]:
         out = []
@@ -170,6 +180,8 @@ class YoloDetector:
         df = merge_tiles(self._run(crops), windows, iou=self.iou, agnostic=self.agnostic_nms)
         if self.scale != 1.0 and len(df):
             df = _scale_boxes(df, 1.0 / self.scale)
+        if self.box_scale is not None and len(df):
+            df = apply_box_scale(df, *self.box_scale)
         if len(df):
             df["x0"] = df["x0"].clip(0, W)
             df["x1"] = df["x1"].clip(0, W)
