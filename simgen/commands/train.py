@@ -386,9 +386,11 @@ def _levers(text: str | None) -> tuple[str, ...] | None:
 @click.command("sim2real-film")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False), help="Experiment folder.")
 @click.option("--n-train", type=click.IntRange(min=8), default=None, help="Synthetic training images.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="YOLO epochs (capped by --time-budget).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="YOLO epochs (default 30, fixed: the result does not depend on the machine's load).")
 @click.option("--time-budget", "--budget", "time_budget", type=click.FloatRange(min=1), default=None, metavar="MIN",
-              help="Wall-clock cap of the whole run in minutes (default 50).")
+              help="Wall-clock cap of the whole run in minutes (default: none; with a cap the number of epochs "
+                   "depends on the machine's load).")
 @click.option("--train-spec", default=None, help="Artifacts of the training images (default L-all).")
 @click.option("--test-spec", default=None, help="Unseen artifacts of the thermal test films (default H-GB+H-FN+H-RV).")
 @click.option("--two-class", is_flag=True, default=None,
