@@ -22,23 +22,34 @@ def tracking_from_options(kwargs: dict) -> TrackingOptions:
     return TrackingOptions(**{k: kwargs.pop(k) for k in TRACKING_FIELDS}).validate()
 
 
+def _detect_link_score_options(f):
+    """Detector, linking and scoring options shared by ``track-video`` and ``track-video-cv``."""
+    for option in reversed([
+        click.option("--conf", type=click.FloatRange(0, 1), default=None,
+                     help="Detections below this confidence are not linked (default: the threshold stored in "
+                          "WEIGHTS)."),
+        tracking_options,
+        click.option("--class-agnostic/--per-class", default=None,
+                     help="Ignore classes when scoring (default: only if the detector's classes differ from the "
+                          "video's)."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads."),
+        click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+                     help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx])."),
+        box_scale_option,
+    ]):
+        f = option(f)
+    return f
+
+
 @click.command("track-video")
 @click.argument("weights", type=click.Path(dir_okay=False))
 @click.argument("video", type=click.Path())
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help="Folder: detections.h5, tracks.csv, tracks.h5, report/ (when VIDEO has true tracks).")
-@click.option("--conf", type=click.FloatRange(0, 1), default=None,
-              help="Detections below this confidence are not linked (default: the threshold stored in WEIGHTS).")
-@tracking_options
-@click.option("--class-agnostic/--per-class", default=None,
-              help="Ignore classes when scoring (default: only if the detector's classes differ from the video's).")
 @click.option("--mot-iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="IoU threshold of the MOT metrics (0.15 = the detection cut-off, for small defects).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
-@box_scale_option
+@_detect_link_score_options
 @overwrite_option
 @progress_option
 def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, device, threads, runtime, box_scale,
@@ -94,16 +105,7 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
               help="Video i is simulated with seed SEED + i.")
 @click.option("--mot-iou", "mot_ious", default="0.15,0.5", show_default=True,
               help="MOT IoU thresholds scored, comma-separated.")
-@click.option("--conf", type=click.FloatRange(0, 1), default=None,
-              help="Detections below this confidence are not linked (default: the threshold stored in WEIGHTS).")
-@tracking_options
-@click.option("--class-agnostic/--per-class", default=None,
-              help="Ignore classes when scoring (default: only if the detector's classes differ from the video's).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
-@box_scale_option
+@_detect_link_score_options
 @overwrite_option
 @progress_option
 def track_video_cv_command(weights, output, folds, presets, frames, size, n_initial, seed, mot_ious, conf,
