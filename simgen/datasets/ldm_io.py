@@ -213,7 +213,8 @@ def import_real(
             if mask.shape != image.shape:
                 raise DataError(f"{folder}: mask of {name} is {mask.shape}, image {image.shape}")
             classes = instance_classes_from_boxes(mask, yolo.boxes(name))
-            image, mask = _rescale(image, mask, float(scale))
+            image, scaled = _rescale(image, mask, float(scale))
+            mask = mask if scaled is None else scaled  # a mask in, a mask out
             h, w = image.shape
             rows = tile_origins(h, tile) if tile else [0]
             cols = tile_origins(w, tile) if tile else [0]

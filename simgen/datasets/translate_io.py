@@ -154,8 +154,8 @@ def translate_file(
                 images = np.stack([src.image(k) for k in chunk])
                 inst = [src.mask(k) for k in chunk]
                 boxes = [src.boxes(k) for k in chunk]
-                maps = (np.stack([class_map_from_instances(m, instance_classes_from_boxes(m, b))
-                                  for m, b in zip(inst, boxes)]) if condition == "mask" else None)
+                maps = (np.stack([_class_map(m, b, src.name(k)) for m, b, k in zip(inst, boxes, chunk)])
+                        if condition == "mask" else None)
                 out = translate(model, images, maps, strength=strength, steps=steps, guidance=guidance, seed=seed,
                                 start=chunk[0], batch_size=len(chunk), texture_noise=texture_noise)
                 for j, k in enumerate(chunk):
@@ -183,3 +183,10 @@ def translate_file(
     return {"path": str(out_path), "n": n, **settings,
             "labels": visibility_summary(np.concatenate(cnr_before), np.concatenate(cnr_after), threshold),
             "realism": realism, "seconds": seconds, "seconds_per_image": seconds / max(n, 1)}
+
+
+def _class_map(mask: np.ndarray | None, boxes, name: str) -> np.ndarray:
+    """Per-pixel class map of one sample from its instance mask and boxes (``condition="mask"``)."""
+    if mask is None:
+        raise DataError(f"sample {name} has no instance mask to condition on; use --condition none")
+    return class_map_from_instances(mask, instance_classes_from_boxes(mask, boxes))
