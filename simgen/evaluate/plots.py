@@ -99,12 +99,7 @@ def plot_lifetimes(pred_lifetimes: Sequence[float] | np.ndarray, gt_lifetimes: S
             label=f"ground truth (n={len(gt_lifetimes)})")
     ax.hist(np.asarray(pred_lifetimes, np.float64), bins=bins, histtype="step", lw=1.5, color="tab:red",  # type: ignore[arg-type]
             label=f"predicted (n={len(pred_lifetimes)})")
-    if stats:
-        ax.set_title(f"chi2 p = {stats.get('chi2_p', float('nan')):.3g}, KS p = {stats.get('ks_p', float('nan')):.3g}",
-                     fontsize=9)
-    ax.set_xlabel(f"lifetime ({unit})")
-    ax.set_ylabel("tracks")
-    ax.legend(fontsize=8)
+    _finish_lifetime_axes(ax, stats, f"lifetime ({unit})")
     return fig
 
 
@@ -135,13 +130,18 @@ def plot_lifetime_bars(counts_pred: Sequence[int], counts_gt: Sequence[int], bin
     ax.bar(pos + 0.2, np.asarray(counts_pred), width=0.4, color="tab:red",
            label=f"predicted (n={int(np.sum(counts_pred))})")
     ax.set_xticks(pos, [f"{a:.0f}-{b:.0f}" for a, b in zip(edges[:-1], edges[1:])], rotation=45, fontsize=7)
+    _finish_lifetime_axes(ax, stats, f"lifetime ({unit}, Doane bins)")
+    return fig
+
+
+def _finish_lifetime_axes(ax, stats: dict | None, xlabel: str) -> None:
+    """Title with the χ² and KS p-values (when given), axis labels and legend of a lifetime plot."""
     if stats:
         ax.set_title(f"chi2 p = {stats.get('chi2_p', float('nan')):.3g}, KS p = {stats.get('ks_p', float('nan')):.3g}",
                      fontsize=9)
-    ax.set_xlabel(f"lifetime ({unit}, Doane bins)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("tracks")
     ax.legend(fontsize=8)
-    return fig
 
 
 def plot_metric_bars(summary: dict[str, dict[str, dict]], metrics: Sequence[str]) -> Figure:
