@@ -233,8 +233,8 @@ def calibrate_box_sides(tem: TemConfig, target: tuple[float, float], *, seed: in
     the kind mixture widen the spread — so the uncalibrated policy gave boxes of 4.9/8.4/23.5 px
     (p5/median/p95) for a 5-45 px promise.  The calibration renders a few dozen synthetic images
     (no real data), measures the box sides and moves the log pixel-size range by the misfit of
-    the geometric centre and widens it by the misfit of the log-spread; three passes converge to a
-    few percent.  The density range moves with the pixel size, so defects per pixel² stay as set.
+    the geometric centre and widens it by the misfit of the log-spread (three passes; on renders of
+    another seed the default lands at 5.0/10.2/40.8 px, within 10 % of the 45 px end).  The density range moves with the pixel size, so defects per pixel² stay as set.
     """
     lo, hi = target
     for _ in range(iterations):
