@@ -135,6 +135,19 @@ def _check_tiling(tile, scale) -> None:
         raise ParameterError(f"scale must be in (0, 4], got {scale}")
 
 
+def _check_scaled_sizes(shapes: dict[str, tuple[int, int]], scale: float, tile: int, *, where) -> None:
+    """Refuse, before anything is written, images smaller than ``tile`` after scaling, and
+    untiled images of different sizes (one file holds one image size)."""
+    scaled = {}
+    for name, (h, w) in shapes.items():
+        sh = (max(1, round(h * scale)), max(1, round(w * scale)))
+        if tile and min(sh) < tile:
+            raise DataError(f"{where}: {name} is {sh[0]}x{sh[1]} after scaling, smaller than tile {tile}")
+        scaled[name] = sh
+    if not tile and len(set(scaled.values())) > 1:
+        raise DataError(f"{where}: images differ in size {sorted(set(scaled.values()))}; give --tile")
+
+
 def import_real(
     folder: str | PathLike,
     output: str | PathLike,
@@ -187,16 +200,7 @@ def import_real(
     skipped = [n for n in yolo.names if n not in with_masks]
     if not with_masks:
         raise DataError(f"{folder}: no image has a mask in masks/")
-    # validate sizes before writing anything
-    shapes: dict[str, tuple[int, int]] = {}
-    for name in with_masks:
-        h, w = yolo.shape(name)
-        sh = (max(1, round(h * scale)), max(1, round(w * scale)))
-        if tile and min(sh) < tile:
-            raise DataError(f"{folder}: image {name} is {sh[0]}x{sh[1]} after scaling, smaller than tile {tile}")
-        shapes[name] = sh
-    if not tile and len(set(shapes.values())) > 1:
-        raise DataError(f"{folder}: images differ in size {sorted(set(shapes.values()))}; give --tile")
+    _check_scaled_sizes({f"image {n}": yolo.shape(n) for n in with_masks}, scale, tile, where=folder)
     class_names = yolo.class_names or [str(c) for c in range(1 + max(
         [int(yolo.boxes(n)["class"].max()) for n in with_masks if len(yolo.boxes(n))] or [0]))]
     generator = {"function": "simgen.datasets.ldm_io.import_real", "source": str(Path(folder).resolve()),
@@ -293,15 +297,7 @@ def import_unlabeled(
         raise DataError(f"{image_dir} holds no images (png, tif, jpg, bmp, mrc, dm3, dm4)")
     if max_images is not None and len(files) > max_images:
         files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, int(max_images)).round().astype(int))]
-    shapes = {}
-    for f in files:
-        h, w = image_shape(f)
-        sh = (max(1, round(h * scale)), max(1, round(w * scale)))
-        if tile and min(sh) < tile:
-            raise DataError(f"{f} is {sh[0]}x{sh[1]} after scaling, smaller than tile {tile}")
-        shapes[f] = sh
-    if not tile and len(set(shapes.values())) > 1:
-        raise DataError(f"{image_dir}: images differ in size {sorted(set(shapes.values()))}; give --tile")
+    _check_scaled_sizes({f.name: image_shape(f) for f in files}, scale, tile, where=image_dir)
     generator = {"function": "simgen.datasets.ldm_io.import_unlabeled", "source": str(image_dir.resolve()),
                  "tile": int(tile), "scale": float(scale), "max_images": max_images}
     n_tiles = 0
