@@ -314,12 +314,8 @@ def _machine_vs_human(frames, per_frame: pd.DataFrame, defects: pd.DataFrame, sh
                       polarity: str, opening: int, **density) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """The human boxes of ``frames`` sized and counted like the detections, against the machine's."""
     with open_source(frames) as src:
-        rows = []
-        for k in range(len(src)):
-            b = src.boxes(k)
-            if b is not None and len(b):
-                rows.append(b[["x0", "y0", "x1", "y1"]].assign(sample=k))
-        gt = (pd.concat(rows, ignore_index=True) if rows else
+        table = src.read_table()
+        gt = (table[["sample", "x0", "y0", "x1", "y1"]] if table is not None else
               pd.DataFrame({c: np.zeros(0) for c in ("x0", "y0", "x1", "y1")}).assign(sample=np.zeros(0, np.int64)))
         gt = measure_sizes(src.image, gt, polarity=polarity, opening=opening) if len(gt) else \
             gt.assign(**{c: np.zeros(0) for c in SIZE_COLUMNS})
