@@ -314,6 +314,10 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @click.option("--box-margin", type=click.FloatRange(min=0), default=None,
               help="Pixels added around the tight synthetic boxes (default 1).")
 @click.option("--spec", default=None, help="Augmentation spec applied to the synthetic images.")
+@click.option("--labels", type=click.Choice(["annotator", "all"]), default=None,
+              help="Which rendered defects carry a label: annotator (visible ones, outline at the visible dark "
+                   "extent, look-alike background blobs flattened; the TEM presets' rule) or all (every rendered "
+                   "defect, geometric outline). Default: the --preset's rule, else all.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Tune and score the LoG baseline.")
 @click.option("--robustness/--no-robustness", default=True, show_default=True,
               help="F1 drop under Poisson, salt-and-pepper and Gaussian noise.")
@@ -344,7 +348,8 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @click.option("--resume", is_flag=True, help="Reuse finished steps of an interrupted run in the output folder.")
 @restart_option
 @progress_option
-def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, spec, baseline,
+def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, spec, labels,
+                     baseline,
                      robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs, synthetic_log,
                      preset_cfg, threads, device, seed, resume, overwrite, progress):
     """The synthetic-only → real experiment, end to end.
@@ -367,7 +372,7 @@ def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, 
     cfg = Sim2RealConfig.preset(preset_cfg).replace(
         **{k: v for k, v in dict(n_train=n_train, epochs=epochs, time_budget_minutes=time_budget, match=match,
                                  tem_preset=preset, scale=scale, box_margin=box_margin, spec=spec,
-                                 baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
+                                 labels=labels, baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
                                  few_real=few_real, threads=threads, device=device, adapt_to=adapt_to,
                                  self_train_epochs=self_train_epochs, synthetic_log=synthetic_log,
                                  adapt=_levers(adapt), seed=seed).items() if v is not None})

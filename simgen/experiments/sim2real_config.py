@@ -61,6 +61,14 @@ class Sim2RealConfig:
         however far the pixel-size range was stretched.
     box_margin : float
         Pixels added around the tight synthetic boxes (annotators draw loose boxes).
+    labels : {None, "annotator", "all"}
+        Which rendered defects carry a label.  ``"annotator"``: the rule of the TEM presets
+        (:func:`simgen.simulate.tem.annotate_visible`: outline at 35 % of the defect's own peak
+        deficit, a label only where the defect's SNR on the image is >= 2.5, unlabelled
+        defect-like background blobs flattened); ``"all"``: every rendered defect, geometric
+        outline, look-alikes kept; ``None``: whatever the base config does (a ``tem_preset``'s
+        rule, else ``"all"``).  Labels are made before the augmentation ``spec``, so they cannot
+        know its noise.
     spec : str
         Augmentation spec applied to every synthetic image (``simgen.augment``).  The default
         adds GN+SP (robustness to noise, measured in the README) and L-JP (JPEG storage at
@@ -116,6 +124,7 @@ class Sim2RealConfig:
     density_per_mpx: float = 150.0
     count_exponent: float = 1.0
     box_margin: float = 1.0
+    labels: str | None = None
     # GN + SP (white and impulse noise over both levels) made the detector robust to noise at no
     # cost on clean real images (README: dsva F1 0.69 -> 0.72, noise drop 35-49 % -> none).
     spec: str = "L-FN+RV+GB+GN+SP+L-JP"
@@ -185,6 +194,8 @@ class Sim2RealConfig:
             raise ParameterError("scale='preset' needs tem_preset")
         if not 1 <= self.diameter_px[0] <= self.diameter_px[1] or self.density_per_mpx <= 0:
             raise ParameterError("need 1 <= diameter_px[0] <= diameter_px[1] and density_per_mpx > 0")
+        if self.labels not in (None, "annotator", "all"):
+            raise ParameterError(f"labels must be annotator or all, got {self.labels!r}")
         if self.box_margin < 0 or self.match_images < 1:
             raise ParameterError("box_margin must be >= 0 and match_images >= 1")
         parse_spec(self.spec)

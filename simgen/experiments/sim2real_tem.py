@@ -100,6 +100,14 @@ __all__ = [
     "training_hours",
 ]
 
+#: ``Sim2RealConfig.labels`` → the TEM label settings it sets (``None``: the base config's own rule).
+#: ``annotator`` is the rule the TEM presets use (docs/tem.md, *Labels follow what an annotator sees*).
+LABEL_RULES = {
+    "annotator": {"label_extent": 0.35, "min_snr": 2.5, "lookalikes": "suppress"},
+    "all": {"label_extent": 0.0, "min_snr": 0.0, "lookalikes": "keep"},
+}
+
+
 
 # -- step results -----------------------------------------------------------------------------------
 @dataclass
@@ -183,7 +191,8 @@ class Sim2RealResult(ExperimentResult):
 def match_look(real: RealSet, cfg: Sim2RealConfig, log: ProgressLog | None = None) -> LookMatch:
     """TEM configuration of the synthetic set: look matched to the real pixels, scale per ``cfg.scale``."""
     base = TemConfig.from_preset(cfg.tem_preset) if cfg.tem_preset else TemConfig()
-    base = base.replace(size=cfg.size, single_class=real.classes[0], box_margin=cfg.box_margin)
+    base = base.replace(size=cfg.size, single_class=real.classes[0], box_margin=cfg.box_margin,
+                        **LABEL_RULES.get(cfg.labels, {}))
     med = None
     if cfg.match:
         n = len(real)

@@ -143,3 +143,21 @@ def test_broad_scale_calibration_hits_box_side_targets():
     tem = calibrate_box_sides(base.replace(count_exponent=1.0), (6.0, 30.0), seed=0, n_images=24)
     p5, p95 = np.percentile(box_sides(tem, seed=99, n_images=48), [5, 95])
     assert 4.5 <= p5 <= 8.0 and 22.0 <= p95 <= 38.0, (p5, p95)
+
+
+def test_labels_choose_the_annotator_rule_or_every_defect(tmp_path):
+    """``labels='annotator'`` renders with the presets' visibility rule (fewer, tighter labels on a
+    noisy look); ``'all'`` labels every rendered defect; ``None`` keeps the base config's rule."""
+    from simgen.simulate.tem import TemSampler
+
+    real = load_real(open_source(_yolo_folder(tmp_path / "real")))
+    small = Sim2RealConfig.preset("small").replace(scale="match")
+    rules = {lab: match_look(real, small.replace(labels=lab).validate()).tem for lab in (None, "all", "annotator")}
+    assert (rules["annotator"].label_extent, rules["annotator"].min_snr, rules["annotator"].lookalikes) == (
+        0.35, 2.5, "suppress")
+    assert (rules["all"].min_snr, rules["all"].lookalikes) == (0.0, "keep") and rules[None].min_snr == 0.0
+    noisy = {lab: rules[lab].replace(size=128, dose=(20.0, 20.0)) for lab in ("all", "annotator")}
+    n = {lab: sum(len(TemSampler(t, seed=3)(i)["boxes"]) for i in range(6)) for lab, t in noisy.items()}
+    assert 0 < n["annotator"] < n["all"], n
+    with pytest.raises(ParameterError, match="labels"):
+        small.replace(labels="visible").validate()
