@@ -7,7 +7,7 @@ import math
 import click
 
 from simgen.atomic import check_output
-from simgen.commands._options import dtype_option, output_option, overwrite_option, progress_option, seed_option
+from simgen.commands._options import dataset_output_options, overwrite_option, progress_option, seed_option
 from simgen.commands._sizes import FLOAT32_COPIES, guard_size
 from simgen.datasets.video_io import write_video
 from simgen.experiments.film_coarsening import film_coarsening
@@ -39,10 +39,7 @@ from simgen.simulate.film_video import FilmVideoConfig, FilmVideoSampler
               show_default=True, help="Schlieren optics (as `simulate film`).")
 @click.option("--anisotropy", type=float, default=0.2, show_default=True, help="Analyzer regime: film amplitude.")
 @click.option("--box-size", type=float, default=16.0, show_default=True, help="Side of the box around each defect (px).")
-@dtype_option
-@output_option(help="Output HDF5 video (one sample per frame; tracks in /tracks, times in /video/time).")
-@overwrite_option
-@progress_option
+@dataset_output_options("Output HDF5 video (one sample per frame; tracks in /tracks, times in /video/time).")
 def film_video_command(frames, t_min, t_max, size, seed, backend, dt, kappa, temperature, upsample, quench_length,
                        link_every, search_range, decross, regime, anisotropy, box_size, image_dtype, output, overwrite,
                        progress):
