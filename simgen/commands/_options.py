@@ -45,6 +45,8 @@ noise_profile_option = click.option("--noise-profile", default="default", show_d
                                     help="Read-noise profile for FN (.npz or 'default').")
 dtype_option = click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8",
                             show_default=True, help="Stored image dtype.")
+#: ``--device`` of the commands that run a model (torch device name or ``auto``).
+device_option = click.option("--device", default="auto", show_default=True)
 seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Master seed; sample i uses SeedSequence(seed, spawn_key=(i,)).")
 
 
