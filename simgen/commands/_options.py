@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import click
 
@@ -44,7 +45,69 @@ noise_profile_option = click.option("--noise-profile", default="default", show_d
                                     help="Read-noise profile for FN (.npz or 'default').")
 dtype_option = click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8",
                             show_default=True, help="Stored image dtype.")
+#: ``--device`` of the commands that run a model (torch device name or ``auto``).
+device_option = click.option("--device", default="auto", show_default=True)
 seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Master seed; sample i uses SeedSequence(seed, spawn_key=(i,)).")
+
+
+# -- the outputs of a command writing a dataset -----------------------------------------------
+@dataclass(frozen=True)
+class ShardOptions:
+    """Parsed sharding options of a simulate command."""
+
+    shard_size: int
+    workers: int | None = None
+    scheduler: str | None = None
+    serial: bool = False
+
+
+_SHARD_OPTIONS = (
+    click.option("--shard-size", type=click.IntRange(min=1), default=None,
+                 help="Write shards of this many images plus manifest.json into the -o DIRECTORY "
+                      "(resumable; runs on Dask).  Without it, -o is one HDF5 file."),
+    click.option("--workers", type=click.IntRange(min=1), default=None,
+                 help="With --shard-size: worker processes of the local Dask cluster (1 thread each; default: CPU count)."),
+    click.option("--scheduler", default=None, metavar="ADDRESS",
+                 help="With --shard-size: use an existing Dask cluster, e.g. tcp://host:8786 (see docs/scale.md)."),
+    click.option("--serial", is_flag=True, help="With --shard-size: write shards one by one in this process (debugging, no Dask)."),
+)
+
+
+def shard_options(f):
+    """Add the four sharding options to a click command; the command gets ``shard: ShardOptions | None``."""
+
+    @functools.wraps(f)
+    def wrapper(*args, shard_size=None, workers=None, scheduler=None, serial=False, **kwargs):
+        if shard_size is None:
+            if workers is not None or scheduler is not None or serial:
+                raise ParameterError("--workers, --scheduler and --serial need --shard-size (sharded output)")
+            shard = None
+        else:
+            if serial and (workers is not None or scheduler is not None):
+                raise ParameterError("--serial runs in this process; drop --workers/--scheduler")
+            if workers is not None and scheduler is not None:
+                raise ParameterError("give either --workers (local cluster) or --scheduler (existing cluster), not both")
+            shard = ShardOptions(shard_size, workers, scheduler, serial)
+        return f(*args, shard=shard, **kwargs)
+
+    for option in reversed(_SHARD_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def dataset_output_options(help: str, *, sharded: bool = False):
+    """``--dtype``, ``-o/--output`` (``help``), with ``sharded`` the four options of
+    :func:`shard_options`, ``--overwrite`` and ``--progress``: the outputs of a command writing a
+    dataset (it gets ``image_dtype``, ``output``, [``shard``,] ``overwrite``, ``progress``)."""
+    options = [dtype_option, output_option(help=help), *([shard_options] if sharded else []), overwrite_option,
+               progress_option]
+
+    def deco(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return deco
 
 
 def parse_range(text: str, name: str, cast=int) -> tuple:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import overwrite_option, progress_option, tracking_options
+from simgen.commands._options import device_option, overwrite_option, progress_option, tracking_options
 from simgen.commands.track import tracking_from_options
 from simgen.errors import ParameterError
 from simgen.experiments.analyze import analyze
@@ -46,7 +46,7 @@ def _bins(text: str):
               help="Diffusivity size bins: a number of quantile bins or edges in nm (e.g. 2,4,8,16).")
 @click.option("--lag", type=click.IntRange(min=1), default=1, show_default=True, help="MSD lag in frames.")
 @click.option("--plots/--no-plots", default=True, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")

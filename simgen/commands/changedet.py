@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import CONTEXT, output_option, overwrite_option, progress_option
+from simgen.commands._options import CONTEXT, device_option, output_option, overwrite_option, progress_option
 from simgen.datasets.filament_io import import_filament_folder
 from simgen.errors import ParameterError
 
@@ -99,7 +99,7 @@ def import_command(root, output, images, a1, a2, pairing, crop, threshold, diame
                    "(default unet,mtdn,mtdn-pre,mtdn-a1,mtdn-a2).")
 @click.option("--methods", default=None, help="Recovery methods: forward,backward,consecutive,ensemble (default all).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--resume", is_flag=True, help="Keep finished runs of the folder, continue unfinished ones.")
 @overwrite_option
 @progress_option

@@ -14,17 +14,9 @@ import click
 
 from simgen.atomic import check_output
 from simgen.augment.spec import parse_spec
-from simgen.commands._options import (
-    dtype_option,
-    noise_profile_option,
-    output_option,
-    overwrite_option,
-    parse_range,
-    progress_option,
-    seed_option,
-)
+from simgen.commands._options import dataset_output_options, noise_profile_option, parse_range, seed_option
 from simgen.commands._sizes import FLOAT32_COPIES, guard_size
-from simgen.commands.scale import run_sharded, shard_options
+from simgen.commands.scale import write_samples
 from simgen.datasets.generate import write_dataset
 from simgen.simulate.film import FilmConfig, FilmSampler
 from simgen.simulate.film_holdout import HoldoutFilmConfig, HoldoutFilmSampler
@@ -66,11 +58,7 @@ from simgen.simulate.film_holdout import HoldoutFilmConfig, HoldoutFilmSampler
               help="Artifact codes, e.g. 'LG+L-FN+L-GB+RD+LR': LG (thermal model), RD (random defect number), "
                    "LR (long thermal runs) and DC act at simulation time, the rest on the image.")
 @noise_profile_option
-@dtype_option
-@output_option(help="Output HDF5 file (a directory with --shard-size).")
-@shard_options
-@overwrite_option
-@progress_option
+@dataset_output_options("Output HDF5 file (a directory with --shard-size).", sharded=True)
 def film_command(model, n, size, seed, backend, n_defects, min_separation, margin, neutral, decross, regime, anisotropy, box_size,
                  single_class, steps, quench_length, dt, kappa, temperature, upsample, store_phase, spec, noise_profile,
                  image_dtype, output, shard, overwrite, progress):
@@ -97,11 +85,9 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
         from simgen.datasets.augment_io import augmented_sampler
 
         sampler = augmented_sampler(sampler, spec, noise_profile=noise_profile)
-    if shard is not None:  # -o is a directory of shards + manifest.json (simgen.datasets.shards)
-        run_sharded(output, sampler, n, shard, image_dtype=image_dtype, overwrite=overwrite, progress=progress)
+    path = write_samples(output, sampler, n, shard, image_dtype=image_dtype, overwrite=overwrite, progress=progress)
+    if path is None:  # sharded, reported already
         return
-    check_output(output, overwrite)
-    path = write_dataset(output, sampler, n, overwrite=overwrite, image_dtype=image_dtype, progress=progress)
     if {"LG", "LR"} & set(parse_spec(spec).codes):  # the spec selects the thermal model
         model = "thermal"
     click.echo(f"wrote {n} {model}-model film images ({size}x{size}) to {path}")
@@ -127,10 +113,7 @@ def film_command(model, n, size, seed, backend, n_defects, min_separation, margi
 @click.option("--single-class/--two-class", default=True, show_default=True,
               help="Boxes of one class 'defect' (charge kept in the points table), or plus/minus by sign.")
 @click.option("--store-phase", is_flag=True, help="Also store the relaxed phase field (radians).")
-@dtype_option
-@output_option(help="Output HDF5 file.")
-@overwrite_option
-@progress_option
+@dataset_output_options("Output HDF5 file.")
 def film_holdout_command(n, size, seed, n_defects, min_separation, margin, splay_bend, relax_steps, retardance, decross,
                          terraces, dust, jpeg_quality, box_size, single_class, store_phase, image_dtype, output, overwrite,
                          progress):

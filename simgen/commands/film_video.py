@@ -7,7 +7,13 @@ import math
 import click
 
 from simgen.atomic import check_output
-from simgen.commands._options import dtype_option, output_option, overwrite_option, progress_option, seed_option
+from simgen.commands._options import (
+    dataset_output_options,
+    device_option,
+    overwrite_option,
+    progress_option,
+    seed_option,
+)
 from simgen.commands._sizes import FLOAT32_COPIES, guard_size
 from simgen.datasets.video_io import write_video
 from simgen.experiments.film_coarsening import film_coarsening
@@ -39,10 +45,7 @@ from simgen.simulate.film_video import FilmVideoConfig, FilmVideoSampler
               show_default=True, help="Schlieren optics (as `simulate film`).")
 @click.option("--anisotropy", type=float, default=0.2, show_default=True, help="Analyzer regime: film amplitude.")
 @click.option("--box-size", type=float, default=16.0, show_default=True, help="Side of the box around each defect (px).")
-@dtype_option
-@output_option(help="Output HDF5 video (one sample per frame; tracks in /tracks, times in /video/time).")
-@overwrite_option
-@progress_option
+@dataset_output_options("Output HDF5 video (one sample per frame; tracks in /tracks, times in /video/time).")
 def film_video_command(frames, t_min, t_max, size, seed, backend, dt, kappa, temperature, upsample, quench_length,
                        link_every, search_range, decross, regime, anisotropy, box_size, image_dtype, output, overwrite,
                        progress):
@@ -87,7 +90,7 @@ def film_video_command(frames, t_min, t_max, size, seed, backend, dt, kappa, tem
               help="trackpy: frames a defect may vanish and keep its id.")
 @click.option("--match-radius", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
               help="Largest distance (px) of a detected track point matched to a true one.")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="YOLO inference: torch, or ONNX Runtime on the CPU.")

@@ -19,7 +19,14 @@ from simgen.atomic import atomic_write_text, check_output
 from simgen.augment.ldm.config import LDMConfig
 from simgen.augment.ldm.masks import mask_source_from_spec
 from simgen.augment.ldm.quality import quality_report
-from simgen.commands._options import CONTEXT, output_option, overwrite_option, progress_option, renamed_option
+from simgen.commands._options import (
+    CONTEXT,
+    device_option,
+    output_option,
+    overwrite_option,
+    progress_option,
+    renamed_option,
+)
 from simgen.datasets.ldm_io import import_real, import_unlabeled, read_pairs, read_pairs_sample, write_generated
 from simgen.errors import ParameterError
 from simgen.runtime import check_image_memory
@@ -158,7 +165,7 @@ def train_command(data, preset, max_steps, sets, seed, device, output, resume, o
               help="Mask source: 'learned' (statistics of the training masks) or 'tem[:PRESET[:SCALE]]' "
                    "(the TEM simulator's defect sampler, e.g. tem:ti:0.25).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8",
               show_default=True)
 @overwrite_option
@@ -219,7 +226,7 @@ def sample_command(run, n, output, seed, start, size, steps, scheduler, guidance
               help="Also write the report (label visibility, realism distances, timing) as JSON.")
 @click.option("--no-texture", is_flag=True, help="Do not add the model's residual texture noise.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8",
               show_default=True)
 @overwrite_option
@@ -330,7 +337,7 @@ def quality_command(generated, real, output, max_images, overwrite):
 @click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
 @click.option("--conf", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--keep-checkpoints", is_flag=True, help="Keep every Mask R-CNN checkpoint (large).")
 @click.option("--resume", is_flag=True, help="Continue the study in the output folder (finished rows are kept).")
 @overwrite_option

@@ -1,74 +1,32 @@
-"""Scale-out generation: ``--shard-size/--workers/--scheduler/--serial`` and ``simgen verify``.
+"""Scale-out generation: sharded output of the simulate commands and ``simgen verify``.
 
-Any ``simgen simulate <kind>`` command gains sharded, Dask-distributed output by
-decorating itself with :func:`shard_options` (it then receives one ``shard``
-argument, ``None`` unless ``--shard-size`` was given) and calling
-:func:`run_sharded` with its sampler::
+Any ``simgen simulate <kind>`` command gains sharded, Dask-distributed output with the options
+``--shard-size/--workers/--scheduler/--serial`` (:func:`simgen.commands._options.shard_options`,
+usually through ``dataset_output_options(help, sharded=True)``: the command receives one ``shard``
+argument, ``None`` unless ``--shard-size`` was given) and :func:`write_samples`::
 
-    @shard_options
-    def tem_command(..., output, shard, overwrite, progress):
+    @dataset_output_options("Output HDF5 file (a directory with --shard-size).", sharded=True)
+    def tem_command(..., image_dtype, output, shard, overwrite, progress):
         sampler = TemSampler(...)
-        if shard is not None:
-            run_sharded(output, sampler, n, shard, image_dtype=..., overwrite=overwrite, progress=progress)
+        path = write_samples(output, sampler, n, shard, image_dtype=image_dtype, overwrite=overwrite,
+                             progress=progress)
+        if path is None:  # sharded, reported by run_sharded
             return
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from dataclasses import dataclass
 
 import click
 
+from simgen.atomic import check_output
+from simgen.commands._options import ShardOptions, shard_options
+from simgen.datasets.generate import write_dataset
 from simgen.datasets.shards.write import generate_sharded, is_manifest_path, verify_manifest
-from simgen.errors import DataError, ParameterError, SchemaError
+from simgen.errors import DataError, SchemaError
 
-__all__ = ["ShardOptions", "shard_options", "run_sharded", "verify_command", "register"]
-
-
-@dataclass(frozen=True)
-class ShardOptions:
-    """Parsed sharding options of a simulate command."""
-
-    shard_size: int
-    workers: int | None = None
-    scheduler: str | None = None
-    serial: bool = False
-
-
-_OPTIONS = (
-    click.option("--shard-size", type=click.IntRange(min=1), default=None,
-                 help="Write shards of this many images plus manifest.json into the -o DIRECTORY "
-                      "(resumable; runs on Dask).  Without it, -o is one HDF5 file."),
-    click.option("--workers", type=click.IntRange(min=1), default=None,
-                 help="With --shard-size: worker processes of the local Dask cluster (1 thread each; default: CPU count)."),
-    click.option("--scheduler", default=None, metavar="ADDRESS",
-                 help="With --shard-size: use an existing Dask cluster, e.g. tcp://host:8786 (see docs/scale.md)."),
-    click.option("--serial", is_flag=True, help="With --shard-size: write shards one by one in this process (debugging, no Dask)."),
-)
-
-
-def shard_options(f):
-    """Add the four sharding options to a click command; the command gets ``shard: ShardOptions | None``."""
-
-    @functools.wraps(f)
-    def wrapper(*args, shard_size=None, workers=None, scheduler=None, serial=False, **kwargs):
-        if shard_size is None:
-            if workers is not None or scheduler is not None or serial:
-                raise ParameterError("--workers, --scheduler and --serial need --shard-size (sharded output)")
-            shard = None
-        else:
-            if serial and (workers is not None or scheduler is not None):
-                raise ParameterError("--serial runs in this process; drop --workers/--scheduler")
-            if workers is not None and scheduler is not None:
-                raise ParameterError("give either --workers (local cluster) or --scheduler (existing cluster), not both")
-            shard = ShardOptions(shard_size, workers, scheduler, serial)
-        return f(*args, shard=shard, **kwargs)
-
-    for option in reversed(_OPTIONS):
-        wrapper = option(wrapper)
-    return wrapper
+__all__ = ["ShardOptions", "shard_options", "run_sharded", "write_samples", "verify_command", "register"]
 
 
 def run_sharded(output, sampler, n: int, shard: ShardOptions, *, image_dtype: str = "uint8",
@@ -86,6 +44,17 @@ def run_sharded(output, sampler, n: int, shard: ShardOptions, *, image_dtype: st
     click.echo(f"{run.n_samples} {sampler.kind} samples in {run.n_shards} shards ({', '.join(parts)}{rate}); "
                f"manifest {run.manifest}")
     return run
+
+
+def write_samples(output, sampler, n: int, shard: ShardOptions | None, *, image_dtype: str = "uint8",
+                  overwrite: bool = False, progress: bool = False):
+    """Write ``n`` samples of a simulate command: shards (:func:`run_sharded`, reported on stdout;
+    returns ``None``) when ``shard`` is given, else one HDF5 file (returns its path)."""
+    if shard is not None:  # -o is a directory of shards + manifest.json (simgen.datasets.shards)
+        run_sharded(output, sampler, n, shard, image_dtype=image_dtype, overwrite=overwrite, progress=progress)
+        return None
+    check_output(output, overwrite)
+    return write_dataset(output, sampler, n, overwrite=overwrite, image_dtype=image_dtype, progress=progress)
 
 
 @click.command("verify")

@@ -8,18 +8,14 @@ import click
 
 from simgen.atomic import check_output
 from simgen.commands._options import (
-    dtype_option,
+    dataset_output_options,
     noise_profile_option,
-    output_option,
-    overwrite_option,
     parse_range,
-    progress_option,
     renamed_option,
     seed_option,
 )
 from simgen.commands._sizes import FLOAT32_COPIES, guard_size
-from simgen.commands.scale import run_sharded, shard_options
-from simgen.datasets.generate import write_dataset
+from simgen.commands.scale import write_samples
 from simgen.datasets.video_io import write_filament, write_video
 from simgen.errors import ParameterError
 from simgen.simulate.filament import FilamentConfig, FilamentSampler, pair_list
@@ -104,11 +100,7 @@ def _print_match(est: dict) -> None:
 @click.option("--spec", default="none", show_default=True,
               help="Artifact codes applied to every image, e.g. 'FN+GB+RV'; RD sets the defect density.")
 @noise_profile_option
-@dtype_option
-@output_option(help="Output HDF5 file (a directory with --shard-size).")
-@shard_options
-@overwrite_option
-@progress_option
+@dataset_output_options("Output HDF5 file (a directory with --shard-size).", sharded=True)
 def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_sigma, classes, class_names,
                 class_weights, single_class, arrangement, overlap, edge, box_margin, contrast, dose, blur, spec,
                 noise_profile, image_dtype, output, shard, overwrite, progress):
@@ -178,11 +170,9 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
     if estimates is not None:
         _print_match(estimates)
         click.echo(f"pixel size {summary['pixel_nm']:g} nm (from {summary['pixel_nm_from']})")
-    if shard is not None:  # -o is a directory of shards + manifest.json (simgen.datasets.shards)
-        run_sharded(output, sampler, n, shard, image_dtype=image_dtype, overwrite=overwrite, progress=progress)
+    path = write_samples(output, sampler, n, shard, image_dtype=image_dtype, overwrite=overwrite, progress=progress)
+    if path is None:  # sharded, reported already
         return
-    check_output(output, overwrite)
-    path = write_dataset(output, sampler, n, overwrite=overwrite, image_dtype=image_dtype, progress=progress)
     h, w = config.shape
     click.echo(f"wrote {n} TEM images ({w}x{h}, classes {', '.join(sampler.class_names)}) to {path}")
 
@@ -211,10 +201,7 @@ def _match_summary(estimates, path):
 @click.option("--no-coalescence", is_flag=True, help="Let defects overlap instead of merging on contact.")
 @click.option("--drift", type=float, default=None, help="Per-frame intensity drift (relative random-walk step, default 0.003).")
 @click.option("--dose", default=None, help="Electrons per pixel per frame, number or range.")
-@dtype_option
-@output_option(help="Output HDF5 file (one sample per frame; tracks in /tracks).")
-@overwrite_option
-@progress_option
+@dataset_output_options("Output HDF5 file (one sample per frame; tracks in /tracks).")
 def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, glide, glide_angle, growth,
                   dissolution, no_coalescence, drift, dose, image_dtype, output, overwrite, progress):
     """Simulate an in-situ TEM video with ground-truth defect tracks.
@@ -267,10 +254,7 @@ def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, 
               help="One target filament per sequence (through the centre, on top); the others are masked out of "
                    "images and labels.")
 @click.option("--diameter", type=float, default=None, help="Outer diameter (px) of the target filament (--mask-others).")
-@dtype_option
-@output_option(help="Output HDF5 file (frames as samples, change maps under /pairs).")
-@overwrite_option
-@progress_option
+@dataset_output_options("Output HDF5 file (frames as samples, change maps under /pairs).")
 def filament_command(n, frames, size, seed, gaps, pairing, filaments, rate, mask_others, diameter, image_dtype, output,
                      overwrite, progress):
     """Simulate frame pairs of hollow carbon filaments gasified by catalyst particles.

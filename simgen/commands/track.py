@@ -7,6 +7,7 @@ import click
 from simgen.commands._options import (
     TRACKING_FIELDS,
     box_scale_option,
+    device_option,
     overwrite_option,
     progress_option,
     tracking_options,
@@ -32,7 +33,7 @@ def _detect_link_score_options(f):
         click.option("--class-agnostic/--per-class", default=None,
                      help="Ignore classes when scoring (default: only if the detector's classes differ from the "
                           "video's)."),
-        click.option("--device", default="auto", show_default=True),
+        device_option,
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads."),
         click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
                      help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx])."),

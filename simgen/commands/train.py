@@ -12,7 +12,14 @@ from pathlib import Path
 import click
 
 from simgen.atomic import check_output
-from simgen.commands._options import CONTEXT, box_scale_option, overwrite_option, progress_option, renamed_option
+from simgen.commands._options import (
+    CONTEXT,
+    box_scale_option,
+    device_option,
+    overwrite_option,
+    progress_option,
+    renamed_option,
+)
 from simgen.errors import DataError, ParameterError
 from simgen.experiments.sim2real_film import FilmExperimentConfig, run_film_experiment
 from simgen.experiments.sim2real_tem import Sim2RealConfig, run_sim2real
@@ -343,7 +350,7 @@ def log_predict_command(source, params_path, output, overwrite, progress):
               help="small: a smoke run in about a minute (tests).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads (default $SIMGEN_THREADS or 1; 2 on an idle 2-core machine is ~1.6x faster).")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Reuse finished steps of an interrupted run in the output folder.")
 @restart_option
@@ -403,7 +410,7 @@ def _levers(text: str | None) -> tuple[str, ...] | None:
                    "frame; flips are turned off).")
 @click.option("--config", "preset_cfg", type=click.Choice(["small", "full"]), default="full", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default $SIMGEN_THREADS or 1).")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @restart_option
 @progress_option

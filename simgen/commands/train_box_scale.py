@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import progress_option
+from simgen.commands._options import device_option, progress_option
 from simgen.train.yolo.box_scale_calibrate import calibrate_box_scale
 
 
@@ -20,7 +20,7 @@ from simgen.train.yolo.box_scale_calibrate import calibrate_box_scale
               help="True extent: tight boxes of the instance masks (auto: when present) or the box table "
                    "(may include a labelling margin).")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use the first N validation images.")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (also needed when OUTPUT is WEIGHTS).")
 @progress_option

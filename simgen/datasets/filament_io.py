@@ -29,7 +29,7 @@ import numpy as np
 
 from simgen.datasets.h5io import DatasetWriter
 from simgen.datasets.imageio import list_images, read_image
-from simgen.datasets.video_io import CHANGE_CLASSES
+from simgen.datasets.video_io import write_pair_tables
 from simgen.errors import DataError, ParameterError
 from simgen.progress import track
 from simgen.simulate.filament import FILAMENT_CLASSES, PAIRINGS, change_map, pair_list
@@ -150,13 +150,8 @@ def write_sequences(
                 arrays["pairs/change_a2"][k] = change_map(a2[i], a2[j])
                 k += 1
             base += t_count
-        writer.create_array("filament/sequence", seq_of)
-        writer.create_array("filament/frame", frame_of)
         writer.create_array("filament/diameter", diameter)
-        writer.create_array("pairs/index", index)
-        writer.create_array("pairs/gap", gap)
-        writer.create_array("pairs/direction", direction)
-        writer.set_group_attrs("pairs", classes=list(CHANGE_CLASSES), targets=["a1 filament area", "a2 hollow core"])
+        write_pair_tables(writer, sequence=seq_of, frame=frame_of, index=index, gap=gap, direction=direction)
     return Path(path), n_pairs
 
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from simgen.simulate.film_video import FilmVideoSampler
     from simgen.simulate.video import VideoSampler
 
-__all__ = ["write_video", "write_filament", "read_lifetimes", "read_pairs", "preview_pairs", "CHANGE_CLASSES"]
+__all__ = ["write_video", "write_filament", "write_pair_tables", "read_lifetimes", "read_pairs", "preview_pairs", "CHANGE_CLASSES"]
 
 #: Per-pixel change classes of filament pairs.
 CHANGE_CLASSES = ("background", "appearing", "disappearing", "unchanged")
@@ -123,13 +123,30 @@ def write_filament(path: str | PathLike, sampler: FilamentSampler, n: int, *, ov
                 direction[k] = pr["direction"]
                 c1[k] = pr["change_a1"]
                 c2[k] = pr["change_a2"]
-        writer.create_array("filament/sequence", seq_of)
-        writer.create_array("filament/frame", frame_of)
-        writer.create_array("pairs/index", index)
-        writer.create_array("pairs/gap", gap)
-        writer.create_array("pairs/direction", direction)
-        writer.set_group_attrs("pairs", classes=list(CHANGE_CLASSES), targets=["a1 filament area", "a2 hollow core"])
+        write_pair_tables(writer, sequence=seq_of, frame=frame_of, index=index, gap=gap, direction=direction)
     return Path(path), total_pairs
+
+
+def write_pair_tables(writer: DatasetWriter, *, sequence: np.ndarray, frame: np.ndarray, index: np.ndarray,
+                      gap: np.ndarray, direction: np.ndarray) -> None:
+    """Write the tables of a filament pair file and the ``/pairs`` attributes (change classes, targets).
+
+    Parameters
+    ----------
+    writer : DatasetWriter
+    sequence, frame : (N,) int
+        ``/filament/sequence`` and ``/filament/frame``: the sequence and time index of every frame.
+    index : (M, 2) int
+        ``/pairs/index``: the frames (first, second) of every pair.
+    gap, direction : (M,) int
+        ``/pairs/gap`` and ``/pairs/direction`` (+1 forward, -1 backward, 0 self).
+    """
+    writer.create_array("filament/sequence", sequence)
+    writer.create_array("filament/frame", frame)
+    writer.create_array("pairs/index", index)
+    writer.create_array("pairs/gap", gap)
+    writer.create_array("pairs/direction", direction)
+    writer.set_group_attrs("pairs", classes=list(CHANGE_CLASSES), targets=["a1 filament area", "a2 hollow core"])
 
 
 def read_pairs(ds: Dataset) -> dict[str, Any]:

@@ -48,6 +48,7 @@ __all__ = [
     "FilmConfig",
     "FilmSample",
     "FilmSampler",
+    "FilmSamplerBase",
     "film_defect_count",
     "sample_defects",
     "random_defect_phase",
@@ -381,7 +382,40 @@ def simulate_film(rng: np.random.Generator, config: FilmConfig | None = None, **
     return FilmSample(image=image, phi=phi.astype(np.float32, copy=False), points=points, boxes=boxes, params=params)
 
 
-class FilmSampler:
+class FilmSamplerBase:
+    """What every film sampler shares: ``kind = "film"``, the checked ``config``, ``seed`` and
+    ``store_phase``, the class names and the sample dict.  A subclass sets ``config_class`` and
+    implements ``simulate(index) -> FilmSample`` (and ``describe``)."""
+
+    kind = "film"
+    config_class: type
+
+    def __init__(self, config=None, seed: int = 0, store_phase: bool = False):
+        self.config = (config or self.config_class()).validate()
+        self.seed = check_seed(seed)
+        self.store_phase = bool(store_phase)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [DEFECT_CLASS] if self.config.single_class else list(FILM_CLASSES)
+
+    def simulate(self, index: int) -> FilmSample:
+        raise NotImplementedError
+
+    def __call__(self, index: int) -> dict:
+        s = self.simulate(index)
+        out = {
+            "image": s.image,
+            "points": s.points,
+            "boxes": s.boxes,
+            "provenance": {"index": int(index), **s.params},
+        }
+        if self.store_phase:
+            out["phase"] = s.phi
+        return out
+
+
+class FilmSampler(FilmSamplerBase):
     """Picklable per-index film generator: ``sampler(i)`` → one annotated sample.
 
     Sample ``i`` draws only from ``sample_rng(seed, i)``, so any subset of indices can
@@ -403,17 +437,7 @@ class FilmSampler:
     ``boxes``, ``mask``, ``phase``, ``tables``, ``provenance``.
     """
 
-    kind = "film"
-
-    def __init__(self, config: FilmConfig | None = None, seed: int = 0, store_phase: bool = False):
-
-        self.config = (config or FilmConfig()).validate()
-        self.seed = check_seed(seed)
-        self.store_phase = bool(store_phase)
-
-    @property
-    def class_names(self) -> list[str]:
-        return [DEFECT_CLASS] if self.config.single_class else list(FILM_CLASSES)
+    config_class = FilmConfig
 
     def describe(self) -> dict:
         return {"sampler": "film", "config": self.config.to_dict(), "store_phase": self.store_phase}
@@ -464,15 +488,6 @@ class FilmSampler:
             changes["steps"] = max(1, int(round(cfg.steps * params["LR"]["factor"])))
         return FilmSampler(cfg.replace(**changes), seed=self.seed, store_phase=self.store_phase)
 
-    def __call__(self, index: int) -> dict:
-
-        s = simulate_film(sample_rng(self.seed, index), self.config)
-        out = {
-            "image": s.image,
-            "points": s.points,
-            "boxes": s.boxes,
-            "provenance": {"index": int(index), **s.params},
-        }
-        if self.store_phase:
-            out["phase"] = s.phi
-        return out
+    def simulate(self, index: int) -> FilmSample:
+        """Sample ``index`` as a :class:`FilmSample` (``sampler(index)`` gives it as a dict)."""
+        return simulate_film(sample_rng(self.seed, index), self.config)

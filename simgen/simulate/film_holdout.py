@@ -31,11 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from simgen.errors import ParameterError
-from simgen.rng import check_seed, sample_rng
+from simgen.rng import sample_rng
 from simgen.simulate.film import (
-    DEFECT_CLASS,
-    FILM_CLASSES,
     FilmSample,
+    FilmSamplerBase,
     defect_boxes,
     random_defect_phase,
     sample_defects,
@@ -223,7 +222,7 @@ def simulate_holdout_film(rng: np.random.Generator, config: HoldoutFilmConfig | 
     return FilmSample(image=image, phi=phi, points=points, boxes=boxes, params=params)
 
 
-class HoldoutFilmSampler:
+class HoldoutFilmSampler(FilmSamplerBase):
     """Picklable per-index held-out film generator (the sampler protocol of
     :class:`simgen.simulate.film.FilmSampler`; datasets of kind ``film``).
 
@@ -238,24 +237,12 @@ class HoldoutFilmSampler:
         Include the relaxed phase field φ (radians) in each sample.
     """
 
-    kind = "film"
-
-    def __init__(self, config: HoldoutFilmConfig | None = None, seed: int = 0, store_phase: bool = False):
-        self.config = (config or HoldoutFilmConfig()).validate()
-        self.seed = check_seed(seed)
-        self.store_phase = bool(store_phase)
-
-    @property
-    def class_names(self) -> list[str]:
-        return [DEFECT_CLASS] if self.config.single_class else list(FILM_CLASSES)
+    config_class = HoldoutFilmConfig
 
     def describe(self) -> dict:
         return {"sampler": "film-holdout", "seed_tag": HOLDOUT_TAG, "config": self.config.to_dict(),
                 "store_phase": self.store_phase}
 
-    def __call__(self, index: int) -> dict:
-        s = simulate_holdout_film(sample_rng(self.seed, index, HOLDOUT_TAG), self.config)
-        out = {"image": s.image, "points": s.points, "boxes": s.boxes, "provenance": {"index": int(index), **s.params}}
-        if self.store_phase:
-            out["phase"] = s.phi
-        return out
+    def simulate(self, index: int) -> FilmSample:
+        """Sample ``index`` as a :class:`~simgen.simulate.film.FilmSample` (``sampler(index)``: a dict)."""
+        return simulate_holdout_film(sample_rng(self.seed, index, HOLDOUT_TAG), self.config)

@@ -16,6 +16,8 @@ every model:
   model, optimizer, scheduler, torch RNG, early-stopping state and history, ``best.pt`` when the
   monitored value improves, early stopping, one log line and one ``metrics.jsonl`` row per epoch.
   A killed run restarted from ``last.pt`` repeats exactly what the uninterrupted run would have done.
+  :func:`fit_batches` is :func:`fit` with the usual epoch: one :func:`optimizer_step` per batch, the
+  mean loss, validation, the monitored metric and the log lines (Mask R-CNN, change detector, U-Net).
 * :func:`fit_steps` is the step loop of step-based trainers (the LDM's two phases): loss history
   every ``log_every`` steps, a checkpoint every ``checkpoint_every`` steps, a progress bar.
 
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -60,6 +62,7 @@ __all__ = [
     "StepsResult",
     "capture_state",
     "fit",
+    "fit_batches",
     "fit_steps",
     "load_trained",
     "open_run",
@@ -423,6 +426,83 @@ def fit(
     return FitResult(run_dir=run.path, monitor=monitor, best_epoch=stopper.best_epoch, best_value=stopper.best,
                      epochs_run=run_now, stopped_early=stopper.should_stop, history=history, last=run.last,
                      best=run.best)
+
+
+def fit_batches(
+    run: RunDir,
+    model,
+    optimizer,
+    scheduler,
+    *,
+    batches: Callable[[int], Sequence],
+    batch_loss: Callable[[Sequence, int], object],
+    validate: Callable[[], dict] | None,
+    config,
+    state: dict | None,
+    maximize: str,
+    header: dict,
+    name: str,
+    message: str,
+    clip=None,
+    log: bool = False,
+    progress: bool = False,
+    stop_after: int | None = None,
+) -> FitResult:
+    """:func:`fit` for a trainer whose epoch is a list of batches, one :func:`optimizer_step` each.
+
+    Epoch ``e`` puts ``model`` in training mode, steps on ``batch_loss(batch, e)`` for every batch of
+    ``batches(e)`` and returns the batch-size-weighted mean loss (``loss``, after the named losses
+    when ``batch_loss`` returns them), updated with ``validate()``.
+
+    Parameters
+    ----------
+    run, model, optimizer, scheduler, state, header, stop_after
+        As in :func:`fit` (``scheduler`` steps per batch).
+    batches : callable
+        ``batches(epoch) -> sequence of index arrays`` (drawn from the epoch's seed).
+    batch_loss : callable
+        ``batch_loss(batch, epoch)``: a scalar loss tensor, or a dict of named loss tensors whose sum
+        is optimised (each one is logged too).
+    validate : callable or None
+        ``validate() -> {metric: value}`` after every epoch; ``None`` (no validation data) monitors
+        the training ``loss`` instead of ``config.monitor``.
+    config : dataclass
+        Settings with ``epochs``, ``monitor``, ``patience`` and ``min_delta``.
+    maximize : str
+        The metric that is better when larger (e.g. ``"val_f1"``); every other one is minimised.
+    name : str
+        Prefix of the log lines (``"maskrcnn"``).
+    message : str
+        First log line (data and settings); ``"; monitoring <metric>"`` is appended.
+    clip : (parameters, max_norm), optional
+        Gradient-norm clipping (see :func:`optimizer_step`).
+    log, progress : bool
+        One line per epoch on stderr; a progress bar over the batches.
+    """
+    def train_epoch(epoch: int) -> dict:
+        model.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        for b in track(batches(epoch), description=f"epoch {epoch + 1}/{config.epochs}", enabled=progress):
+            loss, parts = batch_loss(b, epoch), {}
+            if isinstance(loss, Mapping):  # named losses: optimise their sum, log each
+                parts, loss = loss, sum(loss.values())
+            value = optimizer_step(loss, optimizer, scheduler, epoch=epoch, clip=clip)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(b)
+            sums["loss"] = sums.get("loss", 0.0) + value * len(b)
+            seen += len(b)
+        row = {k: v / seen for k, v in sums.items()}
+        if validate is not None:
+            row.update(validate())
+        return row
+
+    monitor = config.monitor if validate is not None else "loss"
+    logger = ProgressLog(run.path / "metrics.jsonl", total_epochs=config.epochs, enabled=log, prefix=f"{name} ")
+    logger.message(f"{message}; monitoring {monitor}")
+    return fit(run, model, optimizer, scheduler, train_epoch, state=state, epochs=config.epochs, monitor=monitor,
+               mode="max" if monitor == maximize else "min", patience=config.patience, min_delta=config.min_delta,
+               header=header, logger=logger, stop_after=stop_after)
 
 
 # -- the step loop -------------------------------------------------------------------------

@@ -16,13 +16,12 @@ import numpy as np
 
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.segmentation import confusion_matrix, scores_from_confusion
-from simgen.progress import ProgressLog, track
 from simgen.runtime import seed_everything, select_device, setup_threads
 from simgen.train.changedet.config import SEG_MODEL_TYPE, DeltaNetConfig, get_config
 from simgen.train.changedet.data import _FrameSamples, class_weights, normalize_pair, open_pairs
 from simgen.train.changedet.model import build_deltanet, focal_loss, segment_padded
 from simgen.train.changedet.trainer import batches_per_epoch, epoch_order, make_scheduler
-from simgen.train.engine import fit, load_trained, open_run, optimizer_step, resumed_config
+from simgen.train.engine import fit_batches, load_trained, open_run, resumed_config
 
 __all__ = ["train_segmenter", "load_segmenter", "segment_frame"]
 
@@ -108,32 +107,23 @@ def train_segmenter(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(opt, cfg, batches_per_epoch(len(train_set), cfg))
 
-    def train_epoch(epoch: int) -> dict:
-        model.train()
-        total, seen = 0.0, 0
-        for b in track(epoch_order(len(train_set), cfg, epoch), description=f"epoch {epoch + 1}/{cfg.epochs}",
-                       enabled=progress):
-            x, y = train_set.batch(b, cfg, epoch, dev)
-            out = model(x)
-            loss = sum(focal_loss(out[t], y[t], cfg.gamma, alpha) for t in y)
-            total += optimizer_step(loss, opt, scheduler, epoch=epoch) * len(b)
-            seen += len(b)
-        row = {"loss": total / seen}
-        if val_set is not None:
-            row.update(_validate(model, val_set, cfg, dev, alpha))
-        return row
+    def batch_loss(b, epoch: int):
+        x, y = train_set.batch(b, cfg, epoch, dev)
+        out = model(x)
+        return sum(focal_loss(out[t], y[t], cfg.gamma, alpha) for t in y)
 
-    monitor = cfg.monitor if val_set is not None else "loss"
-    logger = ProgressLog(run.path / "metrics.jsonl", total_epochs=cfg.epochs, enabled=log, prefix="segunet ")
-    logger.message(f"[{cfg.preset}/segunet] on {dev}: {len(train_set)} training frames, "
-                   f"{len(val_set) if val_set else 0} validation frames, targets {list(train_set.targets)}; "
-                   f"lr {cfg.lr:g} {cfg.schedule}; monitoring {monitor}")
-    result = fit(
-        run, model, opt, scheduler, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
-        mode="max" if monitor == "val_dice" else "min", patience=cfg.patience, min_delta=cfg.min_delta,
+    result = fit_batches(
+        run, model, opt, scheduler, batches=lambda epoch: epoch_order(len(train_set), cfg, epoch),
+        batch_loss=batch_loss,
+        validate=(lambda: _validate(model, val_set, cfg, dev, alpha)) if val_set is not None else None,
+        config=cfg, state=state, maximize="val_dice",
         header={"model_type": SEG_MODEL_TYPE, "config": cfg.to_dict(), "targets": list(train_set.targets),
                 "alpha": None if alpha is None else list(alpha)},
-        logger=logger, stop_after=stop_after,
+        name="segunet",
+        message=f"[{cfg.preset}/segunet] on {dev}: {len(train_set)} training frames, "
+                f"{len(val_set) if val_set else 0} validation frames, targets {list(train_set.targets)}; "
+                f"lr {cfg.lr:g} {cfg.schedule}",
+        log=log, progress=progress, stop_after=stop_after,
     )
     return {**result.to_dict(), "n_train": len(train_set)}
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.segmentation import confusion_matrix, scores_from_confusion
-from simgen.progress import ProgressLog, track
 from simgen.rng import sample_rng
 from simgen.runtime import seed_everything, select_device, setup_threads
 from simgen.train.changedet.config import (
@@ -24,7 +23,7 @@ from simgen.train.changedet.config import (
 )
 from simgen.train.changedet.data import _PairSamples, class_weights, normalize_pair, open_pairs
 from simgen.train.changedet.model import build_deltanet, focal_loss, forward_padded, init_from_segmenter
-from simgen.train.engine import fit, load_trained, open_run, optimizer_step, resumed_config
+from simgen.train.engine import fit_batches, load_trained, open_run, resumed_config
 
 __all__ = [
     "batches_per_epoch",
@@ -195,32 +194,22 @@ def train_deltanet(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(opt, cfg, batches_per_epoch(len(train_set), cfg))
 
-    def train_epoch(epoch: int) -> dict:
-        model.train()
-        batches = epoch_order(len(train_set), cfg, epoch)
-        total, seen = 0.0, 0
-        for b in track(batches, description=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress):
-            a, bb, y = train_set.batch(b, cfg, epoch, dev)
-            loss = _loss(model(a, bb), y, cfg, alpha)
-            total += optimizer_step(loss, opt, scheduler, epoch=epoch) * len(b)
-            seen += len(b)
-        row = {"loss": total / seen}
-        if val_set is not None:
-            row.update(_validate(model, val_set, cfg, dev, alpha))
-        return row
+    def batch_loss(b, epoch: int):
+        a, bb, y = train_set.batch(b, cfg, epoch, dev)
+        return _loss(model(a, bb), y, cfg, alpha)
 
-    monitor = cfg.monitor if val_set is not None else "loss"
-    logger = ProgressLog(run.path / "metrics.jsonl", total_epochs=cfg.epochs, enabled=log, prefix="deltanet ")
-    logger.message(f"[{cfg.preset}/{cfg.arch}] on {dev}: {len(train_set)} training pairs, "
-                   f"{len(val_set) if val_set else 0} validation pairs, targets {list(train_set.targets)}; "
-                   f"focal gamma {cfg.gamma:g}, class weights {alpha}; lr {cfg.lr:g} {cfg.schedule}"
-                   f"{'; U-Net from ' + cfg.init if cfg.init else ''}; monitoring {monitor}")
-
-    result = fit(
-        run, model, opt, scheduler, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
-        mode="max" if monitor == "val_dice" else "min", patience=cfg.patience, min_delta=cfg.min_delta,
+    result = fit_batches(
+        run, model, opt, scheduler, batches=lambda epoch: epoch_order(len(train_set), cfg, epoch),
+        batch_loss=batch_loss,
+        validate=(lambda: _validate(model, val_set, cfg, dev, alpha)) if val_set is not None else None,
+        config=cfg, state=state, maximize="val_dice",
         header={"model_type": MODEL_TYPE, "config": cfg.to_dict(), "targets": list(train_set.targets),
                 "alpha": None if alpha is None else list(alpha)},
-        logger=logger, stop_after=stop_after,
+        name="deltanet",
+        message=f"[{cfg.preset}/{cfg.arch}] on {dev}: {len(train_set)} training pairs, "
+                f"{len(val_set) if val_set else 0} validation pairs, targets {list(train_set.targets)}; "
+                f"focal gamma {cfg.gamma:g}, class weights {alpha}; lr {cfg.lr:g} {cfg.schedule}"
+                f"{'; U-Net from ' + cfg.init if cfg.init else ''}",
+        log=log, progress=progress, stop_after=stop_after,
     )
     return {**result.to_dict(), "n_train": len(train_set)}

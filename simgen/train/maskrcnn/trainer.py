@@ -8,10 +8,9 @@ import numpy as np
 
 from simgen.errors import DataError
 from simgen.evaluate.detection import detection_counts
-from simgen.progress import ProgressLog, track
 from simgen.rng import sample_rng
 from simgen.runtime import seed_everything, select_device, setup_threads
-from simgen.train.engine import fit, open_run, optimizer_step, resumed_config
+from simgen.train.engine import fit_batches, open_run, resumed_config
 from simgen.train.maskrcnn.config import MODEL_TYPE, MaskRCNNConfig, get_config
 from simgen.train.maskrcnn.data import _check_classes, _mask_boxes, _Samples, open_instances
 from simgen.train.maskrcnn.model import build_maskrcnn, freeze_batchnorm
@@ -152,36 +151,24 @@ def train_maskrcnn(
     warm = max(cfg.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
 
-    def train_epoch(epoch: int) -> dict:
-        model.train()
+    def batches(epoch: int) -> list:
         order = sample_rng(cfg.seed, epoch, 1).permutation(len(train_set))
-        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-        sums: dict[str, float] = {}
-        n_seen = 0
-        for b in track(batches, description=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress):
-            items = [train_set.item(int(k), cfg, sample_rng(cfg.seed, epoch, 2, int(k)), dev) for k in b]
-            losses = model([x for x, _ in items], [t for _, t in items])
-            loss = sum(losses.values())
-            value = optimizer_step(loss, opt, sched, epoch=epoch, clip=(params, cfg.grad_clip))
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(b)
-            sums["loss"] = sums.get("loss", 0.0) + value * len(b)
-            n_seen += len(b)
-        row = {k: v / n_seen for k, v in sums.items()}
-        if val_set is not None and len(val_set):
-            row.update(_val_metrics(model, val_set, cfg, dev))
-        return row
+        return [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
 
-    monitor = cfg.monitor if val_set is not None and len(val_set) else "loss"
-    logger = ProgressLog(run.path / "metrics.jsonl", total_epochs=cfg.epochs, enabled=log, prefix="maskrcnn ")
-    logger.message(f"[{cfg.preset}/{cfg.backbone}] on {dev}: {len(train_set)} training images "
-                   f"({train_set.n_empty_kept} without instances kept, {train_set.n_empty_skipped} skipped), "
-                   f"{len(val_set) if val_set else 0} validation images, classes {class_names}; "
-                   f"monitoring {monitor}")
-    result = fit(
-        run, model, opt, sched, train_epoch, state=state, epochs=cfg.epochs, monitor=monitor,
-        mode="max" if monitor == "val_f1" else "min", patience=cfg.patience, min_delta=cfg.min_delta,
+    def batch_loss(b, epoch: int) -> dict:
+        items = [train_set.item(int(k), cfg, sample_rng(cfg.seed, epoch, 2, int(k)), dev) for k in b]
+        return model([x for x, _ in items], [t for _, t in items])
+
+    has_val = val_set is not None and len(val_set) > 0
+    result = fit_batches(
+        run, model, opt, sched, batches=batches, batch_loss=batch_loss,
+        validate=(lambda: _val_metrics(model, val_set, cfg, dev)) if has_val else None,
+        config=cfg, state=state, maximize="val_f1", clip=(params, cfg.grad_clip),
         header={"model_type": MODEL_TYPE, "config": cfg.to_dict(), "class_names": class_names},
-        logger=logger, stop_after=stop_after,
+        name="maskrcnn",
+        message=f"[{cfg.preset}/{cfg.backbone}] on {dev}: {len(train_set)} training images "
+                f"({train_set.n_empty_kept} without instances kept, {train_set.n_empty_skipped} skipped), "
+                f"{len(val_set) if val_set else 0} validation images, classes {class_names}",
+        log=log, progress=progress, stop_after=stop_after,
     )
     return {**result.to_dict(), "n_train": len(train_set)}
