@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from simgen.atomic import atomic_write_bytes
 from simgen.commands._options import overwrite_option, progress_option, renamed_option, seed_option
 from simgen.errors import ParameterError
-from simgen.evaluate.realism_judge import JudgeSettings, judge_realism, report_markdown, sheet_png
-
-OUTPUTS = ("realism.json", "realism.md", "sheet.png")
+from simgen.evaluate.realism_judge import REPORT_FILES, JudgeSettings, judge_realism, write_report
 
 
 def _check_outputs(out_dir: Path, inputs, overwrite: bool) -> None:
@@ -22,16 +18,9 @@ def _check_outputs(out_dir: Path, inputs, overwrite: bool) -> None:
     for source in inputs:
         if out_dir.resolve() == Path(source).resolve():
             raise ParameterError(f"output folder {out_dir} is an input; choose another -o")
-    existing = [name for name in OUTPUTS if (out_dir / name).exists()]
+    existing = [name for name in REPORT_FILES if (out_dir / name).exists()]
     if existing and not overwrite:
         raise ParameterError(f"output {out_dir / existing[0]} exists; pass --overwrite to replace it")
-
-
-def _write_outputs(out_dir: Path, files: dict[str, bytes], overwrite: bool) -> None:
-    """Write the report files (name -> bytes) into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        atomic_write_bytes(out_dir / name, data, overwrite=overwrite)
 
 
 @click.command("realism")
@@ -79,17 +68,10 @@ def realism_command(synthetic, real, output, patch, n_patches, folds, steps, bat
     _check_outputs(out_dir, (synthetic, real), overwrite)
     log = (lambda line: click.echo(line, err=True)) if progress else None
     result = judge_realism(synthetic, real, settings, log=log)
-    per_image = {k: [None if v != v else round(float(v), 5) for v in a] for k, a in result.image_scores().items()}
-    report = {"synthetic": str(synthetic), "real": str(real), **result.to_dict(), "image_scores": per_image,
-              "patches": result.patch_table()}
-    _write_outputs(out_dir, {
-        "realism.json": (json.dumps(report, indent=2) + "\n").encode(),
-        "realism.md": report_markdown(result, str(synthetic), str(real)).encode(),
-        "sheet.png": sheet_png(result),
-    }, overwrite)
+    write_report(out_dir, result, str(synthetic), str(real), overwrite=overwrite)
     click.echo(f"AUC {result.auc:.3f} ± {result.auc_std:.3f} (0.5 = cannot tell), spectrum distance "
                f"{result.distance['psd']:.3f} dec, histogram distance {result.distance['histogram']:.4f}; "
-               f"wrote {out_dir}/{{{','.join(OUTPUTS)}}}")
+               f"wrote {out_dir}/{{{','.join(REPORT_FILES)}}}")
 
 
 def register(groups):

@@ -26,6 +26,7 @@ Real labels are never read: only pixels.
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from numpy.typing import ArrayLike
 from scipy import ndimage
 from scipy.stats import rankdata
 
+from simgen.atomic import atomic_write_bytes
 from simgen.augment.realism import realism_distance
 from simgen.datasets.imageio import IMAGE_SUFFIXES, read_image
 from simgen.datasets.sources import open_source
@@ -44,7 +46,10 @@ from simgen.errors import DataError, ParameterError
 from simgen.runtime import select_device, setup_threads
 
 __all__ = ["JudgeSettings", "JudgeResult", "judge_realism", "rank_auc", "standardize_patches", "sheet_png",
-           "report_markdown"]
+           "report_markdown", "report_json", "write_report", "REPORT_FILES"]
+
+#: The files :func:`write_report` writes.
+REPORT_FILES = ("realism.json", "realism.md", "sheet.png")
 
 SIDES = ("real", "synthetic")  # label 0, label 1: scores are p(synthetic)
 
@@ -462,6 +467,7 @@ def sheet_png(result: JudgeResult, n: int = 16, cols: int = 8) -> bytes:
     patches judged most real (the hardest fakes), real patches judged most real.  Each
     patch is titled with its source (``s``/``r`` + image index) and p(synthetic).
     """
+    import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global figure state, renders with Agg
 
     syn, real = np.flatnonzero(result.is_synthetic), np.flatnonzero(~result.is_synthetic)
@@ -470,23 +476,28 @@ def sheet_png(result: JudgeResult, n: int = 16, cols: int = 8) -> bytes:
         ("synthetic judged most real (hardest fakes)", syn[np.argsort(result.scores[syn], kind="stable")][:n]),
         ("real judged most real", real[np.argsort(result.scores[real], kind="stable")][:n]),
     ]
-    rows_per = int(np.ceil(n / cols))
-    ratios = ([0.28] + [1.0] * rows_per) * len(panels)  # a thin title row above each panel
-    fig = Figure(figsize=(cols * 1.3, sum(ratios) * 1.45 + 0.5))
-    grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, left=0.01, right=0.99, bottom=0.01,
-                            top=1 - 0.45 / fig.get_figheight(), hspace=0.35, wspace=0.05)
+    rows_per = max(1, int(np.ceil(n / cols)))
+    size = result.patches.shape[-1]
+    gap = max(2, size // 4)  # px above each patch for its caption and between columns
+    step = size + gap
+    # one image per panel (not one axes per patch: 48 axes took ~5 s to draw on a loaded CPU)
+    fig = Figure(figsize=(cols * 1.3, len(panels) * (rows_per * 1.3 + 0.35) + 0.5))
+    grid = fig.add_gridspec(len(panels), 1, left=0.01, right=0.99, bottom=0.01,
+                            top=1 - 0.45 / fig.get_figheight(), hspace=0.12)
     std = standardize_patches(result.patches)
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
     for p, (title, picks) in enumerate(panels):
-        top = p * (rows_per + 1)
-        head = fig.add_subplot(grid[top, :])
-        head.set_axis_off()
-        head.text(0, 0, title, fontsize=9, fontweight="bold", va="bottom", transform=head.transAxes)
+        ax = fig.add_subplot(grid[p])
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9, fontweight="bold", loc="left")
+        canvas = np.full((rows_per * step, cols * step - gap), np.nan, np.float32)
         for j, i in enumerate(picks):
-            ax = fig.add_subplot(grid[top + 1 + j // cols, j % cols])
-            ax.set_axis_off()
-            ax.imshow(std[i], cmap="gray", vmin=-3, vmax=3, interpolation="nearest")
+            r, c = (j // cols) * step + gap, (j % cols) * step
+            canvas[r:r + size, c:c + size] = std[i]
             tag = "s" if result.is_synthetic[i] else "r"
-            ax.set_title(f"{tag}{result.image[i]} p={result.scores[i]:.2f}", fontsize=6, pad=2)
+            ax.text(c + size / 2, r - gap * 0.15, f"{tag}{result.image[i]} p={result.scores[i]:.2f}", fontsize=6,
+                    ha="center", va="bottom")
+        ax.imshow(canvas, cmap=cmap, vmin=-3, vmax=3, interpolation="nearest")
     fig.suptitle(f"realism judge: held-out AUC {result.auc:.3f} ± {result.auc_std:.3f} (0.5 = cannot tell); "
                  "patches standardized, grey = ±3 std", fontsize=9)
     buf = io.BytesIO()
@@ -523,3 +534,26 @@ def report_markdown(result: JudgeResult, synthetic: str = "synthetic", real: str
         f"Patches are standardized one by one (mean 0, std 1), so brightness and contrast are no cue.\n\n"
         f"`sheet.png`: synthetic patches judged most synthetic, the hardest fakes, and real patches judged most real.\n"
     )
+
+
+def report_json(result: JudgeResult, synthetic: str = "synthetic", real: str = "real") -> dict:
+    """The content of ``realism.json``: :meth:`JudgeResult.to_dict`, the inputs' names, the mean
+    p(synthetic) of every image (``image_scores``) and every held-out patch (``patches``)."""
+    per_image = {k: [None if v != v else round(float(v), 5) for v in a] for k, a in result.image_scores().items()}
+    return {"synthetic": str(synthetic), "real": str(real), **result.to_dict(), "image_scores": per_image,
+            "patches": result.patch_table()}
+
+
+def write_report(out_dir: str | os.PathLike, result: JudgeResult, synthetic: str = "synthetic", real: str = "real", *,
+                 overwrite: bool = False) -> list[Path]:
+    """Write :data:`REPORT_FILES` (``realism.json``, ``realism.md``, ``sheet.png``) into ``out_dir`` (created).
+
+    Each file is written atomically; an existing one is replaced only with ``overwrite``.
+    ``synthetic`` and ``real`` name the inputs in the report.  Returns the files written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"realism.json": (json.dumps(report_json(result, synthetic, real), indent=2) + "\n").encode(),
+             "realism.md": report_markdown(result, str(synthetic), str(real)).encode(),
+             "sheet.png": sheet_png(result)}
+    return [atomic_write_bytes(out_dir / name, data, overwrite=overwrite) for name, data in files.items()]

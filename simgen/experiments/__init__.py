@@ -5,7 +5,7 @@ driver is a short sequence of named steps — plain functions that can be run al
 returns a result dataclass whose ``to_dict()`` is its JSON report:
 
 * :func:`.sim2real_tem.run_sim2real` → ``Sim2RealResult`` (steps in ``sim2real_tem``,
-  ``sim2real_real``, ``sim2real_compare``; report in ``sim2real_report``);
+  ``sim2real_real``, ``sim2real_judge``, ``sim2real_compare``; report in ``sim2real_report``);
 * :func:`.sim2real_film.run_film_experiment` → ``FilmResult``;
 * :func:`.fewshot_ldm.run_fewshot` → ``FewShotResult``;
 * :func:`.track_video.track_video` → ``TrackVideoResult``;

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from simgen.augment.spec import parse_spec
 from simgen.errors import ParameterError
+from simgen.evaluate.realism_judge import JudgeSettings
 from simgen.train.yolo.config import YoloConfig
 
 __all__ = ["Sim2RealConfig"]
+
+#: The :class:`~simgen.evaluate.realism_judge.JudgeSettings` that ``Sim2RealConfig.judge_settings`` may set.
+JUDGE_KEYS = frozenset({"patch", "n_patches", "folds", "steps", "batch", "lr"})
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,22 @@ class Sim2RealConfig:
     synthetic_log : bool
         Also score the LoG detector tuned on synthetic validation images only (a zero-label
         classical baseline).
+    judge : bool
+        Run the realism judge (:func:`simgen.evaluate.realism_judge.judge_realism`) on the
+        synthetic training images against the real pixels (labels never read) after the
+        ``generate`` step; its held-out AUC goes into the report (``realism/`` holds its own
+        report).  With the judge's default settings it took 100-230 s per dev set (1 thread,
+        docs/realism.md), a few percent of the default run.
+    judge_images : int
+        At most this many synthetic training images (evenly spaced) and as many real images
+        are read by the judge.
+    judge_settings : dict
+        Overrides of :class:`~simgen.evaluate.realism_judge.JudgeSettings` among ``patch``,
+        ``n_patches``, ``folds``, ``steps``, ``batch``, ``lr`` (empty: the judge's defaults, the
+        settings of docs/realism.md).  ``folds`` and ``patch`` are upper bounds: the step lowers
+        them to the number of images per side and to the smallest image side.  ``max_images``,
+        ``seed``, ``device`` and ``threads`` come from ``judge_images``, ``seed``, ``device`` and
+        ``threads``.
     adapt : tuple of {"bn", "self_train", "all"}
         Unsupervised adaptation levers with the unlabeled real pixels (:mod:`.sim2real_adapt`),
         each scored on held-out folds.  Off by default: measured on dsva_fecral (README), BatchNorm
@@ -142,6 +162,9 @@ class Sim2RealConfig:
     few_real: int = 0
     few_real_epochs: int = 15
     synthetic_log: bool = True
+    judge: bool = True
+    judge_images: int = 96
+    judge_settings: dict = field(default_factory=dict)
     adapt: tuple = ()
     adapt_folds: int = 2
     adapt_to: str | None = None
@@ -153,12 +176,20 @@ class Sim2RealConfig:
 
     @classmethod
     def preset(cls, name: str) -> "Sim2RealConfig":
-        """``full`` (the default experiment, about 75 min on 2 CPU cores) or ``small`` (a one-minute smoke run)."""
+        """``full`` (the default experiment, about 75 min on 2 CPU cores) or ``small`` (a one-minute smoke run).
+
+        ``small`` keeps the realism judge on, so that a smoke run exercises the step and its report,
+        with a token budget (32 px patches, 32 per side, 10 steps of 32 per fold): 3-4.5 s on the smoke
+        test's tiny data (2 folds, report and sheet included) on a 2-core CPU at load 6 (1 thread),
+        once torch and matplotlib are imported (training imports them anyway), against about 55 s
+        for the judge alone with the default patches and 20 steps.  Its AUC says nothing about realism.
+        """
         if name == "full":
             return cls()
         if name == "small":
             return cls(n_train=24, n_val=8, size=64, epochs=1, match_images=1, batch=4, overlap=16, patience=0,
-                       baseline_grid="quick", kfold_epochs=1, few_real_epochs=1, spec="L-GB")
+                       baseline_grid="quick", kfold_epochs=1, few_real_epochs=1, spec="L-GB",
+                       judge_settings={"patch": 32, "n_patches": 32, "steps": 10, "batch": 32})
         raise ParameterError(f"unknown sim2real preset {name!r}; choose small or full")
 
     def replace(self, **changes) -> "Sim2RealConfig":
@@ -198,8 +229,11 @@ class Sim2RealConfig:
             raise ParameterError(f"labels must be annotator or all, got {self.labels!r}")
         if self.box_margin < 0 or self.match_images < 1:
             raise ParameterError("box_margin must be >= 0 and match_images >= 1")
+        if self.judge_images < 1:
+            raise ParameterError(f"judge_images must be >= 1, got {self.judge_images}")
         parse_spec(self.spec)
         self.yolo_config()
+        self.judge_config()
         return self
 
     def yolo_config(self, **changes) -> YoloConfig:
@@ -209,6 +243,16 @@ class Sim2RealConfig:
                           device=self.device, seed=self.seed, val_fraction=0.0,
                           close_mosaic=min(5, max(0, self.epochs // 4)),
                           mosaic=1.0 if self.size >= 128 else 0.0).replace(**changes).validate()
+
+    def judge_config(self, **changes) -> JudgeSettings:
+        """The realism judge's settings: ``judge_settings`` and ``judge_images``, ``seed``, ``device``,
+        ``threads`` of this config (``changes`` on top)."""
+        unknown = set(self.judge_settings) - JUDGE_KEYS
+        if unknown:
+            raise ParameterError(f"unknown judge setting(s) {', '.join(sorted(unknown))}; "
+                                 f"choose among {', '.join(sorted(JUDGE_KEYS))}")
+        return JudgeSettings(**{**self.judge_settings, "max_images": self.judge_images, "seed": self.seed,
+                                "device": self.device, "threads": self.threads, **changes}).validate()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

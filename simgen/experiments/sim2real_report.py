@@ -14,7 +14,8 @@ from simgen.evaluate.report import to_jsonable
 from simgen.experiments.scoring import IOU
 from simgen.progress import format_duration
 
-__all__ = ["LABELS", "score_line", "verdict", "summary_text", "markdown", "write_figures", "write_report"]
+__all__ = ["LABELS", "score_line", "verdict", "realism_line", "summary_text", "markdown", "write_figures",
+           "write_report"]
 
 LABELS = {
     "synthetic_yolo": "YOLO, synthetic only (threshold from synthetic validation)",
@@ -58,9 +59,17 @@ def verdict(methods: dict) -> str:
             f"({d_ap:+.3f})")
 
 
+def realism_line(realism: dict) -> str:
+    """The report's line on the realism judge (``realism``: the ``realism`` entry of ``report.json``)."""
+    return (f"Realism judge: synthetic training images vs the real images, AUC {realism['auc']:.3f} ± "
+            f"{realism['auc_std']:.3f} (0.5 = cannot tell)")
+
+
 def summary_text(report: dict) -> str:
     lines = [score_line(LABELS.get(k, k), v) for k, v in report["methods"].items()]
     lines.append(report["verdict"])
+    if report.get("realism"):
+        lines.append(realism_line(report["realism"]))
     lines.append(f"total time {format_duration(report['timing']['total'])}, {report['threads']} thread(s)")
     return "\n".join(lines)
 
@@ -81,6 +90,10 @@ def markdown(report: dict) -> str:
         lines.append(f"| {LABELS.get(key, key)} | {fmt(m.get('precision'))} | {fmt(m.get('recall'))} | "
                      f"{fmt(m.get('f1'))} | {fmt(m.get('ap'))} | {fmt(m.get('peak_f1'))} |")
     lines += ["", f"**{report['verdict']}**", ""]
+    if report.get("realism"):
+        lines += [f"{realism_line(report['realism'])}; spectrum distance "
+                  f"{report['realism']['spectrum_distance']:.3f} dec, histogram distance "
+                  f"{report['realism']['histogram_distance']:.4f} ([judge report]({report['realism']['report']})).", ""]
     for note in report.get("notes") or []:
         lines += [f"_Note: {note}._", ""]
     if report["robustness"]:

@@ -27,6 +27,10 @@ The synthetic side lives here, the real folder and predictions on it in
 2. **generate** (:func:`generate_synthetic`) — ``n_train`` + ``n_val`` synthetic images
    (``size``², a multiple of the tile) with the TEM sampler wrapped in the augmentation
    pipeline ``spec``.
+   **judge** (:func:`~simgen.experiments.sim2real_judge.judge_synthetic`, on by default) — the
+   realism judge's held-out AUC of the synthetic training images against the real pixels
+   (0.5 = cannot tell); its report goes to ``realism/``.  It runs before training, so a
+   ``time_budget_minutes`` cap counts it like the steps before it.
 3. **train** (:func:`train_synthetic`) — YOLO on the synthetic images only, a fixed number of
    ``epochs`` (optionally capped by ``time_budget_minutes``).  The confidence threshold is
    picked on the *synthetic* validation images.
@@ -45,7 +49,8 @@ The synthetic side lives here, the real folder and predictions on it in
 8. **report** (``write_report``).
 
 Outputs in the experiment folder: ``report.md``, ``report.json``, ``pr_curves.png``,
-``examples.png``, ``synthetic_examples.png``, ``match.json``, the synthetic data, the YOLO
+``examples.png``, ``synthetic_examples.png``, ``match.json``, ``realism/`` (``realism.json``,
+``realism.md``, ``sheet.png``), the synthetic data, the YOLO
 run (``yolo/best.pt`` — a standard Ultralytics checkpoint) and the prediction file.
 With ``resume=True`` finished steps of an interrupted run are reused.
 """
@@ -76,6 +81,7 @@ from simgen.experiments.sim2real_compare import (
     tune_baseline,
 )
 from simgen.experiments.sim2real_config import Sim2RealConfig
+from simgen.experiments.sim2real_judge import judge_synthetic
 from simgen.experiments.sim2real_real import RealPredictions, RealSet, load_real, predict_real
 from simgen.experiments.sim2real_report import score_line, summary_text, verdict, write_report
 from simgen.progress import ProgressLog, format_duration
@@ -142,7 +148,8 @@ class Sim2RealResult(ExperimentResult):
     ``methods`` maps a method (``synthetic_yolo``, ``synthetic_yolo_loo_threshold``,
     ``log_baseline``, ``log_baseline_insample``, ``real_kfold_yolo``,
     ``synthetic_plus_few_real``) to its scores (private ``_curve`` entries hold PR curves);
-    ``timing`` gives seconds per step.
+    ``timing`` gives seconds per step; ``realism`` is the judge's summary
+    (:func:`~simgen.experiments.sim2real_judge.judge_synthetic`; ``None`` when it did not run).
     """
 
     output: Path
@@ -161,6 +168,7 @@ class Sim2RealResult(ExperimentResult):
     fps_real: float
     notes: list[str]
     scale: dict
+    realism: dict | None = None
 
     @property
     def verdict(self) -> str:
@@ -181,7 +189,7 @@ class Sim2RealResult(ExperimentResult):
             "match_estimates": self.look.estimates, "threads": self.threads, "timing": self.timing,
             "fps_real": self.fps_real, "weights": str(self.weights), "notes": self.notes,
             "methods": {k: public(v) for k, v in self.methods.items()}, "robustness": self.robustness,
-            "scale": self.scale, "verdict": self.verdict,
+            "scale": self.scale, "realism": self.realism, "verdict": self.verdict,
         }
         report["summary_text"] = summary_text(report)
         return report
@@ -367,14 +375,19 @@ def _run_steps(real: RealSet, out: Path, cfg: Sim2RealConfig, *, threads: int, r
             look.save(match_path)
     with clock.step("generate"):
         data = generate_synthetic(out, look, cfg, progress=progress, resume=resume)
-    with clock.step("train"):
+    notes: list[str] = []
+    realism = None
+    if cfg.judge:
+        with clock.step("judge"):
+            realism, skipped = judge_synthetic(data.train, real, out, cfg, threads=threads, resume=resume, log=log)
+        notes += skipped
+    with clock.step("train"):  # training_hours sees the time of every step above
         weights = train_synthetic(data, out, cfg, hours=training_hours(cfg, real, clock.elapsed()), threads=threads,
                                   progress=progress, resume=resume)
     with clock.step("predict"):
         preds = predict_real(weights, real, out, cfg, threads=threads)
         methods = score_synthetic(preds, real)
     log.message(score_line("synthetic-only YOLO", methods["synthetic_yolo"]))
-    notes: list[str] = []
     baseline = BaselineResult(None, {})
     if cfg.baseline:
         with clock.step("baseline"):
@@ -411,7 +424,7 @@ def _run_steps(real: RealSet, out: Path, cfg: Sim2RealConfig, *, threads: int, r
         methods=methods, robustness=robustness, timing=clock.finish(), threads=threads, n_real_images=len(real),
         n_gt=len(real.gt), fps_real=preds.fps, notes=notes,
         scale={"tile": cfg.size, "defect_size_px_estimate": (look.estimates or {}).get("defect_size_px"),
-               "synthetic_box_size_px": synthetic_box_stats(data.train)})
+               "synthetic_box_size_px": synthetic_box_stats(data.train)}, realism=realism)
     write_report(result, real, preds, log)
     log.message(f"finished in {format_duration(result.timing['total'])}")
     return result

@@ -119,7 +119,7 @@ def test_driver_opens_the_real_folder_once(tmp_path, monkeypatch):
     assert isinstance(result, Sim2RealResult) and result.weights == weights
     assert set(result.methods) == {"synthetic_yolo", "synthetic_yolo_loo_threshold", "log_baseline",
                                    "log_baseline_insample", "log_synthetic"}
-    assert set(result.timing) == {"match", "generate", "train", "predict", "baseline", "robustness",
+    assert set(result.timing) == {"match", "generate", "judge", "train", "predict", "baseline", "robustness",
                                   "synthetic_log", "total"}
     report = json.loads((out / "report.json").read_text())
     assert report["methods"].keys() == result.methods.keys() and report["config"]["epochs"] == 1
@@ -127,6 +127,50 @@ def test_driver_opens_the_real_folder_once(tmp_path, monkeypatch):
     for name in ("report.md", "pr_curves.png", "examples.png", "synthetic_examples.png", "match.json",
                  "pred_synthetic_yolo.h5", "log_params.json"):
         assert (out / name).exists(), name
+
+
+def test_judge_step_reports_the_realism_auc_and_resume_reuses_it(tmp_path, monkeypatch):
+    """The judge runs on the synthetic training images vs the real pixels after ``generate``: its
+    report lands in realism/, report.json/md and the summary carry its AUC; ``--resume`` reuses the
+    stored judgement; ``--no-judge`` skips the step."""
+    real = _yolo_folder(tmp_path / "real")
+    monkeypatch.setattr(sim2real_tem, "train_synthetic", lambda *a, **k: tmp_path / "fake.pt")  # no YOLO here
+    monkeypatch.setattr(sim2real_real, "YoloDetector", _LogDetector)
+    cfg = _small(baseline=False, robustness=False, synthetic_log=False)
+    out = tmp_path / "s2r"
+    result = run_sim2real(real, out, cfg, progress=False)
+    stored = json.loads((out / "realism" / "realism.json").read_text())
+    assert (out / "realism" / "realism.md").exists() and (out / "realism" / "sheet.png").exists()
+    assert 0.0 <= stored["auc"] <= 1.0 and stored["settings"]["folds"] == 3  # 3 real images: 3 folds
+    assert stored["n_images"] == {"real": 3, "synthetic": 8} and stored["settings"]["patch"] == 32
+    report = json.loads((out / "report.json").read_text())
+    assert report["realism"]["auc"] == stored["auc"] and report["realism"]["auc_std"] == stored["auc_std"]
+    assert report["realism"]["spectrum_distance"] == stored["distance"]["psd"]
+    line = f"Realism judge: synthetic training images vs the real images, AUC {stored['auc']:.3f} ± "
+    assert line in (out / "report.md").read_text() and line in result.summary_text
+    assert list(result.timing)[:4] == ["match", "generate", "judge", "train"]  # before training: in its budget
+
+    mtime = (out / "realism" / "realism.json").stat().st_mtime_ns
+    again = run_sim2real(real, out, cfg, resume=True, progress=False)
+    assert (out / "realism" / "realism.json").stat().st_mtime_ns == mtime and again.realism == result.realism
+
+    res = CliRunner().invoke(main, ["sim2real", "--real", str(real), "-o", str(tmp_path / "off"), "--config", "small",
+                                    "--n-train", "8", "--no-baseline", "--no-robustness", "--no-synthetic-log",
+                                    "--no-judge", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "off" / "report.json").read_text())
+    assert report["realism"] is None and "judge" not in report["timing"] and not (tmp_path / "off" / "realism").exists()
+    assert "Realism judge" not in res.output
+
+
+def test_judge_is_skipped_with_a_note_when_folds_cannot_split_the_real_images(tmp_path):
+    from simgen.experiments.sim2real_judge import judge_synthetic
+
+    with open_source(_yolo_folder(tmp_path / "real", sizes=((96, 96),))) as src:
+        summary, notes = judge_synthetic(tmp_path / "unused.h5", load_real(src), tmp_path / "out", _small())
+    assert summary is None and "realism judge skipped" in notes[0] and not (tmp_path / "out").exists()
+    with pytest.raises(ParameterError, match="judge setting"):
+        _small(judge_settings={"max_images": 3}).validate()
 
 
 def test_broad_scale_calibration_hits_box_side_targets():

@@ -372,7 +372,7 @@ def test_sim2real_smoke(tmp_path, monkeypatch):
     rep = run_sim2real(real, tmp_path / "s2r", cfg, progress=False)
     out = tmp_path / "s2r"
     for name in ("report.md", "report.json", "pr_curves.png", "examples.png", "synthetic_examples.png",
-                 "log_params.json", "pred_synthetic_yolo.h5", "yolo/best.pt"):
+                 "log_params.json", "pred_synthetic_yolo.h5", "yolo/best.pt", "realism/realism.json"):
         assert (out / name).exists(), name
     assert set(rep["methods"]) == {"synthetic_yolo", "synthetic_yolo_loo_threshold", "log_baseline",
                                    "log_baseline_insample", "log_synthetic", "synthetic_yolo_bn"}
