@@ -15,6 +15,9 @@ and OpenVINO pinned to the same number):
   seconds, into a temporary cache), ``speedup_tiled_<rt>`` / ``speedup_whole_<rt>`` their ratio
   to torch.  All runtimes are timed **interleaved** (every frame through each runtime in turn,
   the order rotating), so machine load shifts them alike and the ratios hold under load;
+  ``cpu_ms_512_tiled`` / ``cpu_ms_512_whole`` — process CPU milliseconds per frame of each
+  runtime (all threads), ``speedup_tiled_cpu_<rt>`` / ``speedup_whole_cpu_<rt>`` the ratios
+  of those: on a shared machine wall time includes waiting for a core, CPU time does not;
 * ``same_detections_<rt>`` — the share of torch's tiled detections (conf >= 0.01) that the
   runtime returns too (box within 0.01 px, score within 1e-4), over all frames;
   ``f1_int8_vs_fp32`` — F1 of the INT8 detections against OpenVINO fp32's (IoU >= 0.5, both at
@@ -76,19 +79,25 @@ def _fps(fn, frames) -> float:
     return len(frames) / (time.perf_counter() - t0)
 
 
-def _interleaved(detectors: dict, frames) -> tuple[dict, dict, dict]:
-    """Frames/s of every detector, timed frame by frame in turn (rotating order); their detections and seconds."""
+def _interleaved(detectors: dict, frames) -> tuple[dict, dict, dict, dict]:
+    """Frames/s of every detector, timed frame by frame in turn (rotating order).
+
+    Returns frames/s (wall clock), the detections, the wall seconds and the process CPU
+    milliseconds per frame (all threads; under load the steadier measure of one thread's work).
+    """
     for det in detectors.values():
         det.detect(frames[0])  # warm-up
     names = list(detectors)
-    seconds = dict.fromkeys(names, 0.0)
+    seconds, cpu = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
     boxes = {name: [] for name in names}
     for i, f in enumerate(frames):
         for name in names[i % len(names):] + names[: i % len(names)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             boxes[name].append(detectors[name].detect(f))
             seconds[name] += time.perf_counter() - t0
-    return {name: len(frames) / seconds[name] for name in names}, boxes, seconds
+            cpu[name] += time.process_time() - c0
+    return ({name: len(frames) / seconds[name] for name in names}, boxes, seconds,
+            {name: 1000 * cpu[name] / len(frames) for name in names})
 
 
 def _same_fraction(a, b) -> float:
@@ -169,8 +178,10 @@ def main() -> dict:
             except ParameterError as exc:  # the runtime's packages are not installed
                 tiled.pop(key, None)
                 out[f"{key}_skipped"] = str(exc)
-        fps_tiled, boxes, det_s = _interleaved(tiled, frames)
-        fps_whole, _, _ = _interleaved(whole, frames)
+        fps_tiled, boxes, det_s, cpu_tiled = _interleaved(tiled, frames)
+        fps_whole, _, _, cpu_whole = _interleaved(whole, frames)
+        out["cpu_ms_512_tiled"] = {k: round(v, 1) for k, v in cpu_tiled.items()}
+        out["cpu_ms_512_whole"] = {k: round(v, 1) for k, v in cpu_whole.items()}
         conf = tiled["torch"].conf_f1
         e2e = {k: len(frames) / (det_s[k] + _link_seconds(boxes[k], conf)) for k in tiled}
         for k in tiled:
@@ -180,6 +191,8 @@ def main() -> dict:
             out[f"fps_512_whole_{k}"] = round(fps_whole[k], 2)
             out[f"speedup_tiled_{k}"] = round(fps_tiled[k] / fps_tiled["torch"], 2)
             out[f"speedup_whole_{k}"] = round(fps_whole[k] / fps_whole["torch"], 2)
+            out[f"speedup_tiled_cpu_{k}"] = round(cpu_tiled["torch"] / cpu_tiled[k], 2)
+            out[f"speedup_whole_cpu_{k}"] = round(cpu_whole["torch"] / cpu_whole[k], 2)
             same = [_same_fraction(a, b) for a, b in zip(boxes["torch"], boxes[k])]
             out[f"same_detections_{k}"] = round(float(np.mean(same)), 4)
             out[f"fps_track_e2e_{k}"] = round(e2e[k], 2)
