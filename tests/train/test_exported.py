@@ -102,8 +102,10 @@ def _offline(monkeypatch, tmp_path, cache):
 
 
 def test_openvino_runtime_gives_the_same_detections_one_thread_cached(tiny, tmp_path, monkeypatch):
-    pytest.importorskip("openvino")
-    from simgen.train.yolo.exported import exported_model
+    from simgen.train.yolo.exported import exported_model, openvino_offline
+
+    with openvino_offline():  # importing openvino sets up its telemetry: not here
+        pytest.importorskip("openvino")
 
     cache = tiny["tmp"] / "ov-cache"  # shared with the INT8 test (which quantizes this fp32 export)
     _offline(monkeypatch, tmp_path, cache)
@@ -134,9 +136,12 @@ def test_openvino_runtime_gives_the_same_detections_one_thread_cached(tiny, tmp_
 
 
 def test_openvino_int8_is_quantized_on_synthetic_tiles_and_close_to_fp32(tiny, tmp_path, monkeypatch):
-    pytest.importorskip("openvino")
-    pytest.importorskip("nncf")
+    from simgen.train.yolo.exported import openvino_offline
     from simgen.train.yolo.quantize import calibration_tiles
+
+    with openvino_offline():
+        openvino = pytest.importorskip("openvino")
+        pytest.importorskip("nncf")
 
     tiles = calibration_tiles(64, n_images=1, max_tiles=8)
     assert len(tiles) == 8 and all(t.shape == (1, 1, 64, 64) and t.dtype == np.float32 for t in tiles)
@@ -147,8 +152,6 @@ def test_openvino_int8_is_quantized_on_synthetic_tiles_and_close_to_fp32(tiny, t
     int8 = YoloDetector(tiny["best"], conf=0.001, threads=1, runtime="openvino-int8")
     compiled = int8.model.predictor.model.backend.ov_compiled_model
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
-    import openvino
-
     xml = next((cache / "yolo-openvino-int8").glob("*/model_int8_openvino_model/model.xml"))
     ops = {op.get_type_name() for op in openvino.Core().read_model(str(xml)).get_ops()}
     assert "FakeQuantize" in ops  # really quantized
