@@ -47,6 +47,11 @@ dtype_option = click.option("--dtype", "image_dtype", type=click.Choice(["uint8"
                             show_default=True, help="Stored image dtype.")
 #: ``--device`` of the commands that run a model (torch device name or ``auto``).
 device_option = click.option("--device", default="auto", show_default=True)
+#: ``--runtime`` of the commands that run a YOLO detector (the names of ``simgen.train.yolo.exported.RUNTIMES``).
+runtime_option = click.option(
+    "--runtime", type=click.Choice(["torch", "onnx", "openvino", "openvino-int8"]), default="torch", show_default=True,
+    help="YOLO inference: torch, or on the CPU through ONNX Runtime (simgen[onnx]), OpenVINO (simgen[openvino]) or "
+         "OpenVINO INT8 calibrated on synthetic images (simgen[int8]); exported once per checkpoint and cached.")
 seed_option = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Master seed; sample i uses SeedSequence(seed, spawn_key=(i,)).")
 
 

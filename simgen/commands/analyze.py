@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import device_option, overwrite_option, progress_option, tracking_options
+from simgen.commands._options import (
+    device_option,
+    overwrite_option,
+    progress_option,
+    runtime_option,
+    tracking_options,
+)
 from simgen.commands.track import tracking_from_options
 from simgen.errors import ParameterError
 from simgen.experiments.analyze import analyze
@@ -48,8 +54,7 @@ def _bins(text: str):
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @device_option
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx]).")
+@runtime_option
 @click.option("--human/--no-human", default=None,
               help="Compare with the frames' labels (YOLO folder or dataset): counts, densities and size "
                    "quartiles of the human boxes measured the same way, differences in %  [default: when "

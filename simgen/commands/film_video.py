@@ -12,6 +12,7 @@ from simgen.commands._options import (
     device_option,
     overwrite_option,
     progress_option,
+    runtime_option,
     seed_option,
 )
 from simgen.commands._sizes import FLOAT32_COPIES, guard_size
@@ -92,8 +93,7 @@ def film_video_command(frames, t_min, t_max, size, seed, backend, dt, kappa, tem
               help="Largest distance (px) of a detected track point matched to a true one.")
 @device_option
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="YOLO inference: torch, or ONNX Runtime on the CPU.")
+@runtime_option
 @overwrite_option
 @progress_option
 def film_coarsening_command(video, weights, output, conf, search_range, memory, match_radius, device, threads, runtime,

@@ -10,6 +10,7 @@ from simgen.commands._options import (
     device_option,
     overwrite_option,
     progress_option,
+    runtime_option,
     tracking_options,
 )
 from simgen.commands.tem import _size
@@ -35,8 +36,7 @@ def _detect_link_score_options(f):
                           "video's)."),
         device_option,
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads."),
-        click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-                     help="YOLO inference: torch, or ONNX Runtime on the CPU (needs simgen[onnx])."),
+        runtime_option,
         box_scale_option,
     ]):
         f = option(f)

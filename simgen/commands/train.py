@@ -19,6 +19,7 @@ from simgen.commands._options import (
     overwrite_option,
     progress_option,
     renamed_option,
+    runtime_option,
 )
 from simgen.errors import DataError, ParameterError
 from simgen.experiments.sim2real_film import FilmExperimentConfig, run_film_experiment
@@ -162,8 +163,7 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
               help="Resize factor before detection (default: as trained). Boxes come back in original pixels.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="YOLO: torch, or ONNX Runtime on the CPU (exported once and cached; needs simgen[onnx]).")
+@runtime_option
 @click.option("--agnostic-nms/--no-agnostic-nms", default=False, show_default=True,
               help="YOLO: NMS across classes, so overlapping boxes of different classes keep only the best one "
                    "(use it for two-class film models: their plus and minus boxes land on the same defect).")

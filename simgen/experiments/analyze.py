@@ -163,8 +163,9 @@ def analyze(frames, weights, output, *, pixel_size: float, thickness: float | No
         Lag (frames) of the diffusivity ``D = <|Δr|²> / 4τ``.
     plots : bool
         Write the PNG plots.
-    runtime : {"torch", "onnx"}
-        YOLO inference through torch or ONNX Runtime.
+    runtime : {"torch", "onnx", "openvino", "openvino-int8"}
+        YOLO inference through torch, ONNX Runtime or OpenVINO
+        (see :class:`~simgen.train.yolo.predict.YoloDetector`).
     human : bool, optional
         Compare with the frames' own boxes (a YOLO folder's labels, a dataset's box table):
         the human boxes are sized and counted exactly like the detections and the differences

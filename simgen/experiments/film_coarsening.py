@@ -192,8 +192,9 @@ def film_coarsening(weights, video, output, *, conf: float | None = None, search
         trackpy linking of the detections (px per frame; frames of gap closing).
     match_radius : float
         Largest distance (px) of a matched track point.
-    runtime : {"torch", "onnx"}
-        YOLO inference through torch or ONNX Runtime.
+    runtime : {"torch", "onnx", "openvino", "openvino-int8"}
+        YOLO inference through torch, ONNX Runtime or OpenVINO
+        (see :class:`~simgen.train.yolo.predict.YoloDetector`).
 
     Returns
     -------

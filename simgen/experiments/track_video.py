@@ -35,7 +35,7 @@ from simgen.evaluate.report import evaluate, to_jsonable
 from simgen.experiments.common import ExperimentResult, check_experiment_dir
 from simgen.train.baselines.log import load_params, predict_log
 from simgen.train.yolo.box_scale import BOX_SCALE_MODES, apply_box_scale, stored_box_scale
-from simgen.train.yolo.onnx import RUNTIMES, require_onnx
+from simgen.train.yolo.exported import require_runtime
 from simgen.train.yolo.predict import YoloDetector, predict_yolo, read_predictions
 from simgen.train.yolo.track import TRACKERS as ULTRALYTICS_TRACKERS
 from simgen.train.yolo.track import TrackerSettings, track_boxes
@@ -189,11 +189,8 @@ class TrackVideoResult(ExperimentResult):
 
 
 def check_runtime(runtime: str, weights) -> None:
-    """Refuse an unknown inference runtime, or ONNX without its packages, before any work (LoG needs none)."""
-    if runtime not in RUNTIMES:
-        raise ParameterError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if runtime == "onnx" and Path(weights).suffix.lower() != ".json":
-        require_onnx()
+    """Refuse an unknown inference runtime, or an exported one without its packages, before any work (LoG needs none)."""
+    require_runtime(runtime, packages=Path(weights).suffix.lower() != ".json")
 
 
 # -- steps ------------------------------------------------------------------------------------------
@@ -202,7 +199,7 @@ def detect_video(weights, video, output, *, device: str = "auto", threads: int |
     """Run the detector on every frame of ``video``; writes ``output`` (an HDF5 predictions file).
 
     ``weights``: a YOLO ``best.pt`` or a LoG parameter ``.json`` (``simgen baseline log tune``);
-    ``runtime``: ``torch`` or ``onnx`` (YOLO through ONNX Runtime); ``box_scale``: ``auto``
+    ``runtime``: ``torch``, ``onnx``, ``openvino`` or ``openvino-int8`` (YOLO through an exported model); ``box_scale``: ``auto``
     passes on the box factors a calibrated checkpoint stores (``simgen train box-scale``) in
     :attr:`VideoDetections.box_scale`, ``off`` ignores them (LoG: no effect).  ``output`` holds the
     raw boxes either way: trackers associate by box overlap, which tight boxes lower (measured in
@@ -379,8 +376,9 @@ def track_video(weights, video, output, *, conf: float | None = None, options: T
     mot_iou : float
         IoU threshold of the MOT metrics (MOTChallenge uses 0.5; small defects may want
         the detection cut-off, 0.15).
-    runtime : {"torch", "onnx"}
-        YOLO inference through torch or ONNX Runtime.
+    runtime : {"torch", "onnx", "openvino", "openvino-int8"}
+        YOLO inference through torch, ONNX Runtime or OpenVINO
+        (see :class:`~simgen.train.yolo.predict.YoloDetector`).
     box_scale : {"auto", "off"}
         YOLO: apply the box factors of a calibrated checkpoint (``simgen train box-scale``) or not;
         the raw boxes are linked, the linked boxes rescaled (``detections.h5`` keeps the raw ones).

@@ -164,7 +164,7 @@ def merge_tiles(tile_boxes, windows, iou: float = 0.5, core_only: bool = True,
 
     Parameters
     ----------
-    tile_boxes : sequence of DataFrame
+    tile_boxes : sequence of DataFrame (or of dict of equal-length arrays)
         Predictions of each tile in *tile* coordinates (``x0, y0, x1, y1, class, score``).
     windows : sequence of :class:`Window`
         The tiles, aligned with ``tile_boxes``.
@@ -183,37 +183,39 @@ def merge_tiles(tile_boxes, windows, iou: float = 0.5, core_only: bool = True,
     """
     if len(tile_boxes) != len(windows):
         raise ParameterError(f"{len(tile_boxes)} tile predictions for {len(windows)} tiles")
+    # numpy throughout, one DataFrame at the end: pandas' per-operation overhead was ~15 % of a
+    # tiled 512² frame's detection time on one thread
+    tables = [None if df is None else {c: np.asarray(df[c]) for c in df} for df in tile_boxes]
     parts = []
-    for df, win in zip(tile_boxes, windows):
-        if df is None or len(df) == 0:
+    for table, win in zip(tables, windows):
+        if table is None or len(table["score"]) == 0:
             continue
-        df = df.copy()
-        df["x0"] = df["x0"].astype(np.float32) + np.float32(win.x0)
-        df["x1"] = df["x1"].astype(np.float32) + np.float32(win.x0)
-        df["y0"] = df["y0"].astype(np.float32) + np.float32(win.y0)
-        df["y1"] = df["y1"].astype(np.float32) + np.float32(win.y0)
+        part = dict(table)
+        for c, offset in (("x0", win.x0), ("x1", win.x0), ("y0", win.y0), ("y1", win.y0)):
+            part[c] = part[c].astype(np.float32) + np.float32(offset)
         if core_only:
-            cx = (df["x0"].to_numpy() + df["x1"].to_numpy()) / 2
-            cy = (df["y0"].to_numpy() + df["y1"].to_numpy()) / 2
+            cx = (part["x0"] + part["x1"]) / 2
+            cy = (part["y0"] + part["y1"]) / 2
             c0x, c0y, c1x, c1y = win.core
-            df = df[(cx >= c0x) & (cx < c1x) & (cy >= c0y) & (cy < c1y)]
-        parts.append(df)
+            inside = (cx >= c0x) & (cx < c1x) & (cy >= c0y) & (cy < c1y)
+            part = {c: v[inside] for c, v in part.items()}
+        parts.append(part)
     if not parts:
-        cols = ["x0", "y0", "x1", "y1", "class", "score"]
-        empty = tile_boxes[0].iloc[:0].copy() if len(tile_boxes) and tile_boxes[0] is not None else pd.DataFrame(
-            {c: np.zeros(0, np.float32) for c in cols})
-        return empty.reset_index(drop=True)
-    df = pd.concat(parts, ignore_index=True)
-    if iou < 1 and agnostic and len(df):
-        df = df.iloc[np.sort(nms(df[["x0", "y0", "x1", "y1"]].to_numpy(), df["score"].to_numpy(), iou))]
-    elif iou < 1 and len(parts) > 1 and len(df):
-        keep = []
-        for _, idx in df.groupby("class").indices.items():
-            sub = df.iloc[idx]
-            k = nms(sub[["x0", "y0", "x1", "y1"]].to_numpy(), sub["score"].to_numpy(), iou)
-            keep.append(np.asarray(idx)[k])
-        df = df.iloc[np.sort(np.concatenate(keep))]
-    return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+        if tables and tables[0] is not None:  # the columns and dtypes of the first tile
+            return pd.DataFrame({c: v[:0] for c, v in tables[0].items()})
+        return pd.DataFrame({c: np.zeros(0, np.float32) for c in ["x0", "y0", "x1", "y1", "class", "score"]})
+    data = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+    boxes = np.stack([data["x0"], data["y0"], data["x1"], data["y1"]], axis=1)
+    scores = data["score"]
+    keep = np.arange(len(scores))
+    if iou < 1 and agnostic and len(keep):
+        keep = np.sort(nms(boxes, scores, iou))
+    elif iou < 1 and len(parts) > 1 and len(keep):
+        classes = data["class"]
+        per_class = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+        keep = np.sort(np.concatenate([idx[nms(boxes[idx], scores[idx], iou)] for idx in per_class]))
+    keep = keep[np.argsort(-scores[keep], kind="stable")]  # decreasing score, ties in tile order
+    return pd.DataFrame({c: v[keep] for c, v in data.items()})
 
 
 def pad_to(image: np.ndarray, shape: tuple[int, int], value: float | None = None) -> np.ndarray:

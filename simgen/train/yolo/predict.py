@@ -21,14 +21,19 @@ from simgen.train.yolo.box_scale import BOX_SCALE_MODES, apply_box_scale, stored
 from simgen.train.yolo.checkpoint import load_yolo_checkpoint
 from simgen.train.yolo.config import _device_arg
 from simgen.train.yolo.data import _scale_boxes
+from simgen.train.yolo.exported import exported_detector, exported_model, require_runtime
 from simgen.train.yolo.offline import import_ultralytics
-from simgen.train.yolo.onnx import RUNTIMES, onnx_detector, onnx_model, require_onnx
 
 __all__ = [
     "YoloDetector",
     "predict_yolo",
     "read_predictions",
 ]
+
+
+#: The columns of :meth:`YoloDetector.detect` and their dtypes.
+_COLUMNS = {"x0": np.float32, "y0": np.float32, "x1": np.float32, "y1": np.float32, "class": np.int16,
+            "score": np.float32}
 
 
 # -- prediction ---------------------------------------------------------------------------------
@@ -57,10 +62,12 @@ class YoloDetector:
         Maximum detections per tile.
     batch : int
         Tiles per forward pass.
-    runtime : {"torch", "onnx"}
-        ``onnx``: predict through ONNX Runtime (the checkpoint exported once and cached, see
-        :mod:`simgen.train.yolo.onnx`; CPU, ``threads`` intra-op threads); same pre- and
-        post-processing, detections equal within float tolerance.
+    runtime : {"torch", "onnx", "openvino", "openvino-int8"}
+        ``onnx``: predict through ONNX Runtime, ``openvino``: through OpenVINO (the checkpoint
+        exported once and cached, see :mod:`simgen.train.yolo.exported`; CPU, ``threads``
+        threads); same pre- and post-processing, detections equal within float tolerance.
+        ``openvino-int8``: OpenVINO on an INT8 quantization calibrated on synthetic images
+        (:mod:`simgen.train.yolo.quantize`): faster, detections close to but not equal to fp32.
     agnostic_nms : bool
         Non-maximum suppression across classes (Ultralytics ``agnostic_nms`` inside each tile,
         :func:`~simgen.train.tiling.merge_tiles` ``agnostic`` across seams): of overlapping boxes
@@ -111,10 +118,7 @@ class YoloDetector:
             raise ParameterError(f"scale must be in [0.05, 20], got {self.scale}")
         if self.batch < 1:
             raise ParameterError("batch must be >= 1")
-        if runtime not in RUNTIMES:
-            raise ParameterError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        if runtime == "onnx":
-            require_onnx()
+        require_runtime(runtime)
         self.runtime = runtime
         self.threads = setup_threads(threads)
 
@@ -128,9 +132,10 @@ class YoloDetector:
         self.predict_imgsz = self.tile if self.tile else self.imgsz
         if self.predict_imgsz % 32:
             self.predict_imgsz = int(np.ceil(self.predict_imgsz / 32) * 32)
-        if runtime == "onnx":  # ONNX Runtime on the CPU
+        if runtime != "torch":  # an exported model on the CPU
             self.device = "cpu"
-            self.model = onnx_detector(onnx_model(weights, self.predict_imgsz), self.predict_imgsz, self.threads)
+            path = exported_model(weights, self.predict_imgsz, runtime, normalize=self.normalize, scale=self.scale)
+            self.model = exported_detector(path, self.predict_imgsz, self.threads, runtime)
 
     def describe(self) -> dict:
         return {"weights": str(self.weights), "tile": self.tile, "overlap": self.overlap, "scale": self.scale,
@@ -139,7 +144,8 @@ class YoloDetector:
                 "agnostic_nms": self.agnostic_nms,
                 "box_scale": None if self.box_scale is None else list(self.box_scale)}
 
-    def _run(self, crops: list[np.ndarray]) -> list[pd.DataFrame]:
+    def _run(self, crops: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Boxes of each crop (tile coordinates) as columns ``x0, y0, x1, y1, class, score``; ``batch`` crops per call."""
         out = []
         for start in range(0, len(crops), self.batch):
             chunk = crops[start : start + self.batch]
@@ -149,11 +155,11 @@ class YoloDetector:
             for r in results:
                 b = r.boxes
                 xyxy = b.xyxy.cpu().numpy().astype(np.float32).reshape(-1, 4)
-                out.append(pd.DataFrame({
+                out.append({
                     "x0": xyxy[:, 0], "y0": xyxy[:, 1], "x1": xyxy[:, 2], "y1": xyxy[:, 3],
                     "class": b.cls.cpu().numpy().astype(np.int16),
                     "score": b.conf.cpu().numpy().astype(np.float32),
-                }))
+                })
         return out
 
     def detect(self, image: np.ndarray) -> pd.DataFrame:
@@ -182,15 +188,13 @@ class YoloDetector:
             df = _scale_boxes(df, 1.0 / self.scale)
         if self.box_scale is not None and len(df):
             df = apply_box_scale(df, *self.box_scale)
+        cols = {c: df[c].to_numpy() for c in _COLUMNS}  # numpy from here: pandas' overhead per operation
         if len(df):
-            df["x0"] = df["x0"].clip(0, W)
-            df["x1"] = df["x1"].clip(0, W)
-            df["y0"] = df["y0"].clip(0, H)
-            df["y1"] = df["y1"].clip(0, H)
-            df = df[(df["x1"] > df["x0"]) & (df["y1"] > df["y0"])]
-        return df[["x0", "y0", "x1", "y1", "class", "score"]].reset_index(drop=True).astype(
-            {"x0": np.float32, "y0": np.float32, "x1": np.float32, "y1": np.float32, "class": np.int16,
-             "score": np.float32})
+            for c, side in (("x0", W), ("x1", W), ("y0", H), ("y1", H)):
+                cols[c] = np.clip(cols[c], 0, side)
+            ok = (cols["x1"] > cols["x0"]) & (cols["y1"] > cols["y0"])
+            cols = {c: v[ok] for c, v in cols.items()}
+        return pd.DataFrame({c: v.astype(_COLUMNS[c]) for c, v in cols.items()})
 
     def predict_each(self, source: str | PathLike | Source, *, names: list[str] | None = None,
                      progress: bool = False) -> Iterator[tuple[int, pd.DataFrame]]:
