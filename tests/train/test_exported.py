@@ -1,7 +1,9 @@
 """YOLO through exported models (`--runtime onnx / openvino / openvino-int8`): same detections as torch, exported
 once per checkpoint, offline."""
 
+import importlib.util
 import socket
+import sys
 
 import numpy as np
 import pandas as pd
@@ -141,7 +143,8 @@ def test_openvino_int8_is_quantized_on_synthetic_tiles_and_close_to_fp32(tiny, t
 
     with openvino_offline():
         openvino = pytest.importorskip("openvino")
-        pytest.importorskip("nncf")
+    if importlib.util.find_spec("nncf") is None:  # never import nncf here: it breaks torch.save in-process
+        pytest.skip("nncf is not installed")
 
     tiles = calibration_tiles(64, n_images=1, max_tiles=8)
     assert len(tiles) == 8 and all(t.shape == (1, 1, 64, 64) and t.dtype == np.float32 for t in tiles)
@@ -158,6 +161,12 @@ def test_openvino_int8_is_quantized_on_synthetic_tiles_and_close_to_fp32(tiny, t
     img = np.random.default_rng(1).uniform(size=(130, 200)).astype(np.float32)
     a, b = fp32.detect(img), int8.detect(img)
     assert len(b) > 0 and b["score"].max() == pytest.approx(a["score"].max(), abs=0.05)
+    # the quantization ran in its own process: nncf never entered this one, checkpoints still save
+    import torch
+
+    assert "nncf" not in sys.modules
+    torch.save({"w": torch.arange(300_000.0)}, tmp_path / "after.pt")
+    assert torch.load(tmp_path / "after.pt", weights_only=True)["w"][-1] == 299_999.0
     assert not (tmp_path / "home" / "intel").exists()
 
 

@@ -98,6 +98,25 @@ def openvino_offline():
             os.environ["CI"] = old
 
 
+def _quantize_offline(fp32, out, **kwargs) -> None:
+    with openvino_offline():
+        quantize_openvino(fp32, out, **kwargs)
+
+
+def _in_fresh_process(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a fresh (spawned) interpreter; its exceptions re-raise here.
+
+    Why: importing ``nncf`` breaks ``torch.save`` for the rest of the process (measured with
+    nncf 3.4 / torch 2.14: every later checkpoint write fails with "unexpected pos"), so the
+    quantization runs where nothing else will ever save a checkpoint.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
 def _key(weights: Path, imgsz: int, version: str, tag: str = "") -> str:
     h = hashlib.sha256()
     with open(weights, "rb") as f:
@@ -168,8 +187,8 @@ def exported_model(weights, imgsz: int, runtime: str = "onnx", *, normalize: str
     if runtime == "openvino-int8":
         def build(tmp: Path) -> None:
             fp32 = exported_model(weights, imgsz, "openvino", cache_dir=root)
-            with openvino_offline():
-                quantize_openvino(fp32, tmp / spec.artefact, imgsz=int(imgsz), normalize=normalize, scale=scale)
+            _in_fresh_process(_quantize_offline, fp32, tmp / spec.artefact, imgsz=int(imgsz),
+                              normalize=normalize, scale=scale)
     else:
         def build(tmp: Path) -> None:
             shutil.copyfile(weights, tmp / "model.pt")
