@@ -37,3 +37,14 @@ def _torch_one_thread():
     except ImportError:  # pragma: no cover - torch is a hard dependency
         return
     torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that load OpenVINO run last.
+
+    OpenVINO's runtime keeps its own thread pool in the process; in the full suite the pytest
+    process crashed (segfault) in a later test that trains torch models in-process, while every
+    file alone and ``tests/train`` on its own passed.  The CLI runs each command in its own
+    process, so users do not mix the two; the suite now does not either.
+    """
+    items.sort(key=lambda item: "openvino" in item.nodeid)
