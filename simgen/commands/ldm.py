@@ -22,6 +22,7 @@ from simgen.augment.ldm.quality import quality_report
 from simgen.commands._options import (
     CONTEXT,
     device_option,
+    dtype_option,
     output_option,
     overwrite_option,
     progress_option,
@@ -166,8 +167,7 @@ def train_command(data, preset, max_steps, sets, seed, device, output, resume, o
                    "(the TEM simulator's defect sampler, e.g. tem:ti:0.25).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @device_option
-@click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8",
-              show_default=True)
+@dtype_option
 @overwrite_option
 @progress_option
 def sample_command(run, n, output, seed, start, size, steps, scheduler, guidance, mask_source, batch_size, device,
@@ -227,8 +227,7 @@ def sample_command(run, n, output, seed, start, size, steps, scheduler, guidance
 @click.option("--no-texture", is_flag=True, help="Do not add the model's residual texture noise.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @device_option
-@click.option("--dtype", "image_dtype", type=click.Choice(["uint8", "uint16", "float32"]), default="uint8",
-              show_default=True)
+@dtype_option
 @overwrite_option
 @progress_option
 def translate_command(run, source, output, strength, steps, guidance, condition, seed, real, max_real, threshold,

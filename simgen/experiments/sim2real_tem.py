@@ -87,7 +87,7 @@ from simgen.experiments.sim2real_report import score_line, summary_text, verdict
 from simgen.progress import ProgressLog, format_duration
 from simgen.runtime import default_threads, setup_threads
 from simgen.simulate.match import estimate
-from simgen.simulate.tem import KIND_SIZE, TemConfig, TemSampler, config_from_match
+from simgen.simulate.tem import ANNOTATOR_LABELS, KIND_SIZE, TemConfig, TemSampler, config_from_match
 from simgen.train.yolo.trainer import train_yolo
 
 __all__ = [
@@ -109,7 +109,7 @@ __all__ = [
 #: ``Sim2RealConfig.labels`` → the TEM label settings it sets (``None``: the base config's own rule).
 #: ``annotator`` is the rule the TEM presets use (docs/tem.md, *Labels follow what an annotator sees*).
 LABEL_RULES = {
-    "annotator": {"label_extent": 0.35, "min_snr": 2.5, "lookalikes": "suppress"},
+    "annotator": ANNOTATOR_LABELS,
     "all": {"label_extent": 0.0, "min_snr": 0.0, "lookalikes": "keep"},
 }
 
