@@ -241,14 +241,26 @@ class AugmentedSampler:
         For ``FN`` (ignored when ``spec`` is a Pipeline).
     seed : int, optional
         Augmentation master seed (default: the sampler's ``seed``).
+    relabel : bool
+        After the augmentation, let the sampler make the labels follow the final image
+        (its ``relabel(sample) -> sample`` method, e.g.
+        :meth:`simgen.simulate.tem.TemSampler.relabel`): labels made on the render cannot
+        know the noise and texture added here.
 
     Raises
     ------
     SpecError
         If simulation-time codes are requested that the sampler cannot honour.
+    ParameterError
+        If ``relabel`` is asked of a sampler without a ``relabel`` method.
     """
 
-    def __init__(self, sampler, spec, *, noise_profile: NoiseProfile | None = None, seed: int | None = None):
+    def __init__(self, sampler, spec, *, noise_profile: NoiseProfile | None = None, seed: int | None = None,
+                 relabel: bool = False):
+        if relabel and not callable(getattr(sampler, "relabel", None)):
+            raise ParameterError(f"sampler {getattr(sampler, 'kind', type(sampler).__name__)!r} cannot relabel "
+                                 "the final image (no relabel method)")
+        self.relabel = bool(relabel)
         self.sampler = sampler
         self.pipeline = spec if isinstance(spec, Pipeline) else Pipeline(spec, noise_profile=noise_profile)
         if self.pipeline.dc != "simulation":
@@ -265,7 +277,10 @@ class AugmentedSampler:
         return self.pipeline.spec
 
     def describe(self) -> dict:
-        return {**self.sampler.describe(), "augment": {**self.pipeline.describe(), "seed": self.seed}}
+        aug = {**self.pipeline.describe(), "seed": self.seed}
+        if self.relabel:
+            aug["relabel"] = True
+        return {**self.sampler.describe(), "augment": aug}
 
     def __call__(self, index: int) -> dict:
         key = Pipeline.new_key(sample_rng(self.seed, index, TAG_AUGMENT))
@@ -279,4 +294,4 @@ class AugmentedSampler:
         out.update(annotations)
         out["image"] = image
         out["provenance"] = {**out.get("provenance", {}), "augment": {**sim, **params}}
-        return out
+        return self.sampler.relabel(out) if self.relabel else out

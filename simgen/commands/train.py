@@ -321,10 +321,11 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @click.option("--box-margin", type=click.FloatRange(min=0), default=None,
               help="Pixels added around the tight synthetic boxes (default 1).")
 @click.option("--spec", default=None, help="Augmentation spec applied to the synthetic images.")
-@click.option("--labels", type=click.Choice(["annotator", "all"]), default=None,
+@click.option("--labels", type=click.Choice(["annotator", "annotator-final", "all"]), default=None,
               help="Which rendered defects carry a label: annotator (visible ones, outline at the visible dark "
-                   "extent, look-alike background blobs flattened; the TEM presets' rule) or all (every rendered "
-                   "defect, geometric outline). Default: the --preset's rule, else all.")
+                   "extent, look-alike background blobs flattened; the TEM presets' rule), annotator-final (the "
+                   "same rule applied once more to the augmented image) or all (every rendered defect, geometric "
+                   "outline). Default: the --preset's rule, else all.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Tune and score the LoG baseline.")
 @click.option("--robustness/--no-robustness", default=True, show_default=True,
               help="F1 drop under Poisson, salt-and-pepper and Gaussian noise.")

@@ -65,14 +65,16 @@ class Sim2RealConfig:
         however far the pixel-size range was stretched.
     box_margin : float
         Pixels added around the tight synthetic boxes (annotators draw loose boxes).
-    labels : {None, "annotator", "all"}
+    labels : {None, "annotator", "annotator-final", "all"}
         Which rendered defects carry a label.  ``"annotator"``: the rule of the TEM presets
         (:func:`simgen.simulate.tem.annotate_visible`: outline at 35 % of the defect's own peak
         deficit, a label only where the defect's SNR on the image is >= 2.5, unlabelled
         defect-like background blobs flattened); ``"all"``: every rendered defect, geometric
         outline, look-alikes kept; ``None``: whatever the base config does (a ``tem_preset``'s
-        rule, else ``"all"``).  Labels are made before the augmentation ``spec``, so they cannot
-        know its noise.
+        rule, else ``"all"``).  These labels are made before the augmentation ``spec``, so they
+        cannot know its noise; ``"annotator-final"`` applies the annotator rule once more to the
+        augmented image (:func:`simgen.simulate.tem.relabel_final`): labels of defects the noise
+        hid are dropped, look-alike blobs the texture made are flattened.
     spec : str
         Augmentation spec applied to every synthetic image (``simgen.augment``).  The default
         adds GN+SP (robustness to noise, measured in the README) and L-JP (JPEG storage at
@@ -225,8 +227,8 @@ class Sim2RealConfig:
             raise ParameterError("scale='preset' needs tem_preset")
         if not 1 <= self.diameter_px[0] <= self.diameter_px[1] or self.density_per_mpx <= 0:
             raise ParameterError("need 1 <= diameter_px[0] <= diameter_px[1] and density_per_mpx > 0")
-        if self.labels not in (None, "annotator", "all"):
-            raise ParameterError(f"labels must be annotator or all, got {self.labels!r}")
+        if self.labels not in (None, "annotator", "annotator-final", "all"):
+            raise ParameterError(f"labels must be annotator, annotator-final or all, got {self.labels!r}")
         if self.box_margin < 0 or self.match_images < 1:
             raise ParameterError("box_margin must be >= 0 and match_images >= 1")
         if self.judge_images < 1:

@@ -110,6 +110,7 @@ __all__ = [
 #: ``annotator`` is the rule the TEM presets use (docs/tem.md, *Labels follow what an annotator sees*).
 LABEL_RULES = {
     "annotator": ANNOTATOR_LABELS,
+    "annotator-final": ANNOTATOR_LABELS,  # + the rule again on the augmented image (generate_synthetic)
     "all": {"label_extent": 0.0, "min_snr": 0.0, "lookalikes": "keep"},
 }
 
@@ -199,8 +200,10 @@ class Sim2RealResult(ExperimentResult):
 def match_look(real: RealSet, cfg: Sim2RealConfig, log: ProgressLog | None = None) -> LookMatch:
     """TEM configuration of the synthetic set: look matched to the real pixels, scale per ``cfg.scale``."""
     base = TemConfig.from_preset(cfg.tem_preset) if cfg.tem_preset else TemConfig()
-    base = base.replace(size=cfg.size, single_class=real.classes[0], box_margin=cfg.box_margin,
-                        **LABEL_RULES.get(cfg.labels, {}))
+    rule = dict(LABEL_RULES.get(cfg.labels, {}))
+    if cfg.labels == "annotator-final":  # look-alikes of every trained size, not only this image's
+        rule["lookalike_px"] = tuple(cfg.diameter_px)
+    base = base.replace(size=cfg.size, single_class=real.classes[0], box_margin=cfg.box_margin, **rule)
     med = None
     if cfg.match:
         n = len(real)
@@ -276,7 +279,8 @@ def generate_synthetic(out, look: LookMatch, cfg: Sim2RealConfig, *, progress: b
                        resume: bool = False) -> SyntheticData:
     """``synthetic_train.h5`` (``n_train``) and ``synthetic_val.h5`` (the next ``n_val`` samples) in ``out``."""
     out = Path(out)
-    sampler = AugmentedSampler(TemSampler(look.tem, seed=cfg.seed, match=look.estimates), cfg.spec, seed=cfg.seed)
+    sampler = AugmentedSampler(TemSampler(look.tem, seed=cfg.seed, match=look.estimates), cfg.spec, seed=cfg.seed,
+                               relabel=cfg.labels == "annotator-final")
     data = SyntheticData(out / "synthetic_train.h5", out / "synthetic_val.h5")
     if not (resume and data.train.exists()):
         write_dataset(data.train, sampler, cfg.n_train, overwrite=True, progress=progress)

@@ -205,3 +205,20 @@ def test_labels_choose_the_annotator_rule_or_every_defect(tmp_path):
     assert 0 < n["annotator"] < n["all"], n
     with pytest.raises(ParameterError, match="labels"):
         small.replace(labels="visible").validate()
+
+
+def test_annotator_final_labels_follow_the_augmented_image(tmp_path):
+    """``labels='annotator-final'``: the annotator rule, look-alikes searched over the trained
+    ``diameter_px`` range, and applied once more to every augmented training/validation image."""
+    real = load_real(open_source(_yolo_folder(tmp_path / "real")))
+    cfg = _small().replace(labels="annotator-final", spec="GN", n_train=8, n_val=2).validate()
+    look = match_look(real, cfg)
+    assert look.tem.min_snr == 2.5 and look.tem.lookalike_px == tuple(cfg.diameter_px)
+    data = generate_synthetic(tmp_path / "out", look, cfg, progress=False)
+    from simgen.datasets.h5io import open_dataset
+
+    for path in (data.train, data.val):
+        with open_dataset(path) as ds:
+            assert ds.attrs["generator"]["augment"]["relabel"] is True
+            assert ds.attrs["generator"]["config"]["lookalike_px"] == list(cfg.diameter_px)
+    assert match_look(real, cfg.replace(labels="annotator")).tem.lookalike_px is None

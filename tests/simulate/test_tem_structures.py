@@ -297,3 +297,77 @@ def test_label_noise_tells_clean_from_noisy_labels():
     look = noisy["lookalikes"][0]
     assert abs(look["x"] - 30) < 3 and abs(look["y"] - 30) < 3
     assert noisy["invisible_fraction"] == pytest.approx(1 / 5)
+
+
+# -- 6b: the rule once more on the final (augmented) image ----------------------------------------------
+def test_relabel_final_follows_noise_added_after_rendering():
+    """Noise added after rendering hides faint defects: the rule on the final image drops their
+    labels (renumbering mask and boxes together); without the rule the labels stay."""
+    from simgen.simulate.tem import relabel_final
+
+    cfg = TemConfig(**{**FAINT, "dose": (0.0, 0.0)}, min_snr=2.5)
+    s = TemSampler(cfg, seed=2)(0)
+    assert len(s["boxes"]) >= 4
+    same = relabel_final(s["image"], s["mask"], s["boxes"], cfg)
+    assert same[3]["n_invisible"] == 0 and len(same[2]) == len(s["boxes"])  # clean: the render's rule holds
+    noisy = np.clip(s["image"] + np.random.default_rng(0).normal(0, 0.08, s["image"].shape), 0, 1).astype(np.float32)
+    image, mask, boxes, info = relabel_final(noisy, s["mask"], s["boxes"], cfg)
+    assert 0 < info["n_invisible"] < len(s["boxes"]) and len(boxes) == len(s["boxes"]) - info["n_invisible"]
+    assert np.array_equal(boxes["instance"], np.arange(1, len(boxes) + 1)) and int(mask.max()) == len(boxes)
+    for b in boxes:  # each kept box is the tight box of its instance's pixels in the new mask
+        rows, cols = np.nonzero(mask == b["instance"])
+        assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (b["tx0"], b["ty0"], b["tx1"], b["ty1"])
+    assert np.array_equal(image, noisy)  # lookalikes="keep": pixels untouched
+    kept = relabel_final(noisy, s["mask"], s["boxes"], cfg.replace(min_snr=0.0))
+    assert len(kept[2]) == len(s["boxes"])
+
+
+def test_relabel_final_flattens_lookalikes_of_a_fixed_size_range():
+    """A dark blob far larger than the image's labelled defects is a look-alike only within a fixed
+    ``lookalike_px`` range (the sizes a detector is trained for), and is flattened then."""
+    from simgen.simulate.tem import BOX_DTYPE, relabel_final
+
+    img = _blob_image(np.random.default_rng(1), [(40, 40), (120, 40), (40, 120)], sigma=2.0)
+    yy, xx = np.mgrid[0:160, 0:160] + 0.5
+    img -= (0.3 * np.exp(-((xx - 115) ** 2 + (yy - 115) ** 2) / (2 * 6.0**2))).astype(np.float32)  # big blob
+    mask = np.zeros((160, 160), np.int32)
+    boxes = np.zeros(3, BOX_DTYPE)
+    for i, (x, y) in enumerate([(40, 40), (120, 40), (40, 120)]):
+        mask[y - 3:y + 3, x - 3:x + 3] = i + 1
+        for cols in (("tx0", "ty0", "tx1", "ty1"), ("x0", "y0", "x1", "y1")):
+            for c, v in zip(cols, (x - 3, y - 3, x + 3, y + 3)):
+                boxes[c][i] = v
+    boxes["instance"] = np.arange(1, 4)
+    rule = TemConfig(min_snr=2.0, lookalikes="suppress")
+    own = relabel_final(img, mask, boxes, rule)
+    fixed = relabel_final(img, mask, boxes, rule.replace(lookalike_px=(5.0, 45.0)))
+    assert own[3]["n_lookalikes"] == 0 and np.array_equal(own[0], img)
+    assert fixed[3]["n_lookalikes"] >= 1 and len(fixed[2]) == 3
+    assert fixed[0][115, 115] > img[115, 115] + 0.1  # the big blob is flattened, the labelled ones are not
+    assert abs(float(fixed[0][40, 40]) - float(img[40, 40])) < 0.02
+    with pytest.raises(ParameterError, match="lookalike_px"):
+        rule.replace(lookalike_px=(10.0, 5.0)).validate()
+    with pytest.raises(ParameterError, match="label"):
+        relabel_final(img, mask, boxes, rule.replace(lookalikes="label"))
+    with pytest.raises(ParameterError, match="does not match"):
+        relabel_final(img, mask, boxes[:2], rule)
+
+
+def test_augmented_sampler_relabels_after_the_augmentation():
+    from simgen.augment import AugmentedSampler
+    from simgen.simulate.film import FilmSampler
+
+    cfg = TemConfig(**{**FAINT, "dose": (0.0, 0.0)}, min_snr=2.5)
+    plain = AugmentedSampler(TemSampler(cfg, seed=4), "GN", seed=4)
+    ruled = AugmentedSampler(TemSampler(cfg, seed=4), "GN", seed=4, relabel=True)
+    n_plain = n_ruled = 0
+    for i in range(3):
+        a, b = plain(i), ruled(i)
+        n_plain, n_ruled = n_plain + len(a["boxes"]), n_ruled + len(b["boxes"])
+        assert b["provenance"]["relabel"]["n_invisible"] == len(a["boxes"]) - len(b["boxes"])
+        assert int(b["mask"].max()) == len(b["boxes"])
+    assert n_ruled < n_plain  # GN hides some of the faint defects
+    assert ruled.describe()["augment"]["relabel"] is True
+    assert np.array_equal(ruled(1)["image"], ruled(1)["image"])  # deterministic
+    with pytest.raises(ParameterError, match="relabel"):
+        AugmentedSampler(FilmSampler(), "GN", relabel=True)
