@@ -16,12 +16,14 @@ __all__ = ["IOU", "score_predictions", "public", "per_image_scores", "loo_thresh
 IOU = 0.15
 
 
-def score_predictions(pred: pd.DataFrame, gt: pd.DataFrame, conf: float, n_frames: int) -> dict:
-    """P/R/F1 at IoU 0.15 and ``conf``, AP and peak F1 (class-agnostic and per class).
+def score_predictions(pred: pd.DataFrame, gt: pd.DataFrame, conf: float, n_frames: int, *,
+                      metric: str = "iou", threshold: float = IOU) -> dict:
+    """P/R/F1 at ``conf``, AP and peak F1 (class-agnostic and per class), matched at IoU 0.15
+    (or ``metric="distance"``: centres within ``threshold`` px).
 
     The PR curve rides along under the private key ``_curve`` (see :func:`public`).
     """
-    res = evaluate_detections(pred, gt, threshold=IOU, conf=float(conf), n_frames=n_frames)
+    res = evaluate_detections(pred, gt, metric=metric, threshold=threshold, conf=float(conf), n_frames=n_frames)
     s = res.summary
     out = {k: _finite(s[k]) for k in ("precision", "recall", "f1", "mAP", "peak_f1", "peak_f1_threshold")}
     out.update(tp=int(s["tp"]), fp=int(s["fp"]), fn=int(s["fn"]), n_gt=int(s["n_gt"]), conf=float(conf))

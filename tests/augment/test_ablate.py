@@ -163,3 +163,22 @@ def test_cli_ablate_trains_yolo_with_the_built_in_hooks(tmp_path, monkeypatch):
         assert (tmp_path / "o" / r["weights"]).exists() or Path(r["weights"]).exists()
     assert (tmp_path / "o" / "eval" / "heldout.h5").exists() and (tmp_path / "o" / "ablation.png").exists()
     assert "peak_f1" in (tmp_path / "o" / "ablation.md").read_text()
+
+
+def test_film_detections_match_by_centre_distance_within_half_a_box():
+    """Film defects are points: on films a 3× too large box (IoU 0.11) and a box 6 px off centre
+    with the other sign's class both count (within 8 px, class-agnostic); at IoU 0.15 neither does."""
+    import pandas as pd
+
+    from simgen.experiments.ablation_yolo import ablation_scores
+
+    gt = pd.DataFrame({"sample": [0, 0], "x0": [20.0, 80.0], "y0": [20.0, 80.0], "x1": [36.0, 96.0],
+                       "y1": [36.0, 96.0], "class": [0, 1]})
+    # one loose box on the first defect (centre 1 px off) and one off-centre box on the second, wrong class
+    pred = pd.DataFrame({"sample": [0, 0], "x0": [5.0, 86.0], "y0": [5.0, 80.0], "x1": [53.0, 102.0],
+                         "y1": [53.0, 96.0], "class": [0, 0], "score": [0.9, 0.8]})
+    film = ablation_scores(pred, gt, 0.5, 1, film=True)
+    assert film["f1"] == 1.0 and film["match"].startswith("centre distance <= 8 px")
+    boxes = ablation_scores(pred, gt, 0.5, 1, film=False)
+    assert boxes["f1"] == 0.0 and boxes["match"] == "IoU >= 0.15"  # loose box IoU 0.11, other class differs
+    assert ablation_scores(pred, gt, 0.5, 1, film=False, agnostic=True)["f1"] == 0.5
