@@ -99,11 +99,14 @@ def _print_match(est: dict) -> None:
 @click.option("--blur", default=None, help="Detector blur sigma in px, number or range.")
 @click.option("--spec", default="none", show_default=True,
               help="Artifact codes applied to every image, e.g. 'FN+GB+RV'; RD sets the defect density.")
+@click.option("--relabel", is_flag=True,
+              help="Apply the label rule (a --preset's: visible defects only, look-alike blobs flattened) once "
+                   "more to the image after --spec, so the labels follow what the artifacts left visible.")
 @noise_profile_option
 @dataset_output_options("Output HDF5 file (a directory with --shard-size).", sharded=True)
 def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_sigma, classes, class_names,
                 class_weights, single_class, arrangement, overlap, edge, box_margin, contrast, dose, blur, spec,
-                noise_profile, image_dtype, output, shard, overwrite, progress):
+                relabel, noise_profile, image_dtype, output, shard, overwrite, progress):
     """Simulate annotated bright-field TEM images of irradiation defects.
 
     Each image gets a defect population (black dots, <111> and <100> loops: log-normal
@@ -119,7 +122,10 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
       simgen simulate tem --match real.png --single-class loop --n 500 -o matched.h5
       simgen simulate tem --density 300-900 --size-nm 4-10 --classes loop111,loop100 -o loops.h5
       simgen simulate tem --preset creme --spec 'FN+GB' --n 100000 --shard-size 1000 --workers 2 -o creme/
+      simgen simulate tem --preset dsva --spec 'L-FN+RV+GN+L-JP' --relabel -o dsva_relabelled.h5
     """
+    if relabel and spec == "none":
+        raise ParameterError("--relabel re-applies the label rule after --spec; give a --spec")
 
     overrides = {
         "size": _size(size),
@@ -166,7 +172,7 @@ def tem_command(n, size, seed, preset, match, density, pixel_nm, size_nm, size_s
     if spec != "none":  # artifacts (simgen.augment): RD adjusts the density per sample, the rest act on the image
         from simgen.datasets.augment_io import augmented_sampler
 
-        sampler = augmented_sampler(sampler, spec, noise_profile=noise_profile)
+        sampler = augmented_sampler(sampler, spec, noise_profile=noise_profile, relabel=relabel)
     if estimates is not None:
         _print_match(estimates)
         click.echo(f"pixel size {summary['pixel_nm']:g} nm (from {summary['pixel_nm_from']})")

@@ -167,12 +167,13 @@ def schlieren_options(ds: Dataset) -> dict:
 
 
 def augmented_sampler(sampler: Sampler, spec: str | Spec | None, *, noise_profile: ProfileSource = None,
-                      seed: int | None = None) -> Sampler:
-    """Wrap ``sampler`` in an :class:`AugmentedSampler` (``spec`` "none" returns it unchanged)."""
+                      seed: int | None = None, relabel: bool = False) -> Sampler:
+    """Wrap ``sampler`` in an :class:`AugmentedSampler` (``spec`` "none" returns it unchanged;
+    ``relabel``: the sampler's label rule once more on the augmented image)."""
     pipeline = build_pipeline(spec, noise_profile=noise_profile)
     if not pipeline.codes:
         return sampler
-    return AugmentedSampler(sampler, pipeline, seed=seed)
+    return AugmentedSampler(sampler, pipeline, seed=seed, relabel=relabel)
 
 
 def check_image_spec(spec: Spec, has_phase: bool, where: str = "an existing dataset") -> None:

@@ -58,6 +58,18 @@ def test_presets_match_and_spec(tmp_path):
     res = run("simulate", "tem", "--spec", "GB", "--n", 1, "--size", 96, "--no-progress", "-o", tmp_path / "s.h5")
     assert res.exit_code == 0, res.output
 
+    # --relabel: the dsva preset's label rule once more after heavy blur + noise drops faint defects' labels
+    common = ("simulate", "tem", "--preset", "dsva", "--contrast", "0.15-0.3", "--density", 3000, "--spec",
+              "H-GB+H-GN", "--n", 3, "--size", 128, "--seed", 1, "--no-progress")
+    assert run(*common, "-o", tmp_path / "plain.h5").exit_code == 0
+    res = run(*common, "--relabel", "-o", tmp_path / "relabelled.h5")
+    assert res.exit_code == 0, res.output
+    with open_dataset(tmp_path / "plain.h5") as a, open_dataset(tmp_path / "relabelled.h5") as b:
+        assert b.attrs["generator"]["augment"]["relabel"] is True
+        assert 0 < len(b.table("boxes")) < len(a.table("boxes"))
+        for i in range(3):
+            assert set(np.unique(b.mask(i))) - {0} == set(b.rows("boxes", i)["instance"])
+
 
 @pytest.mark.parametrize(
     "args",
@@ -71,6 +83,7 @@ def test_presets_match_and_spec(tmp_path):
         ["--preset", "steel"],
         ["--match", "/nonexistent/real.png"],
         ["--spec", "DC"],
+        ["--relabel"],
     ],
 )
 def test_bad_tem_input(tmp_path, args):
