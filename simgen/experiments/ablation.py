@@ -556,8 +556,12 @@ def run_ablation(
         if train:
             log(f"{step}: training")
             row.update(train_and_evaluate(item, out_dir, eval_on, train_fn, eval_fn))
+            log(f"{step}: " + ", ".join(f"{m} {row[m]:.3f}" for m in ("peak_f1", "ap", "f1")
+                                        if isinstance(row.get(m), (int, float))))
         row.update({f"published_{m}": v for m, v in grid.published.get(item.name, {}).items()})
         results.append(row)
+        if k < len(plan):  # the table so far, so a long run that stops leaves its finished rows readable
+            write_results(results, out_dir, grid, eval_on=Path(eval_on) if train else None)
     eval_on = Path(eval_on) if train else None
     return AblationResult(out_dir, results, write_results(results, out_dir, grid, eval_on=eval_on), eval_on)
 

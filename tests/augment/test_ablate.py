@@ -182,3 +182,26 @@ def test_film_detections_match_by_centre_distance_within_half_a_box():
     boxes = ablation_scores(pred, gt, 0.5, 1, film=False)
     assert boxes["f1"] == 0.0 and boxes["match"] == "IoU >= 0.15"  # loose box IoU 0.11, other class differs
     assert ablation_scores(pred, gt, 0.5, 1, film=False, agnostic=True)["f1"] == 0.5
+
+
+def test_an_interrupted_trained_ablation_leaves_its_finished_rows(tmp_path):
+    """A long run that stops (here: the third row's evaluation fails) keeps the table of the rows
+    it finished, and each finished row's metrics are logged as it ends."""
+    lines, calls = [], []
+
+    def train_fn(train_h5, out_dir):
+        return out_dir / "w.pt"
+
+    def eval_fn(weights, eval_on):
+        calls.append(weights)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return {"peak_f1": 0.5 + 0.1 * len(calls), "ap": 0.25, "f1": 0.4}
+
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(_grid(tmp_path), out, train=True, train_fn=train_fn, eval_fn=eval_fn, log=lines.append)
+    with open(out / "ablation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["name"] for r in rows] == ["raw", "GB"] and rows[1]["peak_f1"] == "0.7"
+    assert any(line.endswith("GB: peak_f1 0.700, ap 0.250, f1 0.400") for line in lines), lines
