@@ -110,6 +110,16 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['image']} | {r['n_gt']} | {fmt(r['precision'])} | {fmt(r['recall'])} | "
                          f"{fmt(r['f1'])} |")
         lines.append("")
+    by_size = report["methods"].get("synthetic_yolo", {}).get("errors_by_size", [])
+    if by_size:
+        lines += ["## Synthetic-only YOLO: errors by box size", "",
+                  "Box side √(w h) in px; predictions at the synthetic threshold binned by their own size, "
+                  "annotated defects by theirs (where the false positives and the misses are).", "",
+                  "| side (px) | predicted | false positives | annotated | missed |", "|---|---|---|---|---|"]
+        for r in by_size:
+            hi = "∞" if r["side_hi"] is None else f"{r['side_hi']:g}"
+            lines.append(f"| {r['side_lo']:g}–{hi} | {r['n_pred']} | {r['fp']} | {r['n_gt']} | {r['missed']} |")
+        lines.append("")
     sc = report["scale"]
     lines += ["## Scale", "",
               f"Tiles of {sc['tile']} px at native resolution. Defect size estimated from the real images: "

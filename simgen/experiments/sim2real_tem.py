@@ -70,6 +70,7 @@ from simgen.datasets.generate import write_dataset
 from simgen.datasets.h5io import open_dataset
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
+from simgen.evaluate.errors_by_size import errors_by_size
 from simgen.experiments.common import ExperimentResult, StepClock, check_experiment_dir, empty_dir
 from simgen.experiments.scoring import IOU, loo_threshold_scores, per_image_scores, public, score_predictions
 from simgen.experiments.sim2real_adapt import adaptation_study
@@ -315,11 +316,16 @@ def train_synthetic(data: SyntheticData, out, cfg: Sim2RealConfig, *, hours: flo
 
 
 def score_synthetic(preds: RealPredictions, real: RealSet) -> dict[str, dict]:
-    """Scores of the synthetic-only model: at the synthetic threshold (with per-image rows) and,
-    with several images, with leave-one-image-out thresholds from the real labels."""
+    """Scores of the synthetic-only model: at the synthetic threshold (with per-image rows and the
+    false positives / misses by box size) and, with several images, with leave-one-image-out
+    thresholds from the real labels."""
     n = len(real)
     methods = {"synthetic_yolo": score_predictions(preds.pred, real.gt, preds.conf, n)}
     methods["synthetic_yolo"]["per_image"] = per_image_scores(preds.pred, real.gt, preds.conf, real.names)
+    sizes = errors_by_size(preds.pred, real.gt, conf=preds.conf, threshold=IOU)
+    methods["synthetic_yolo"]["errors_by_size"] = [
+        {k: (None if not np.isfinite(v) else float(v)) if k.startswith("side") else int(v) for k, v in row.items()}
+        for row in sizes.to_dict("records")]
     if n > 1:
         methods["synthetic_yolo_loo_threshold"] = loo_threshold_scores(preds.pred, real.gt, n)
     return methods

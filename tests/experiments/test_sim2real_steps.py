@@ -96,6 +96,10 @@ def test_steps_run_alone(tmp_path):
         methods = score_synthetic(preds, real)
         assert set(methods) == {"synthetic_yolo", "synthetic_yolo_loo_threshold"}
         assert [r["image"] for r in methods["synthetic_yolo"]["per_image"]] == real.names
+        by_size = methods["synthetic_yolo"]["errors_by_size"]  # the report's where-are-the-errors table
+        assert sum(r["fp"] for r in by_size) == methods["synthetic_yolo"]["fp"]
+        assert sum(r["missed"] for r in by_size) == methods["synthetic_yolo"]["fn"]
+        assert sum(r["n_gt"] for r in by_size) == len(real.gt)
         robustness, notes = robustness_study(real, preds, baseline.params, cfg)
         assert set(robustness) == set(NOISES) and not notes
 
@@ -127,6 +131,8 @@ def test_driver_opens_the_real_folder_once(tmp_path, monkeypatch):
     for name in ("report.md", "pr_curves.png", "examples.png", "synthetic_examples.png", "match.json",
                  "pred_synthetic_yolo.h5", "log_params.json"):
         assert (out / name).exists(), name
+    assert "## Synthetic-only YOLO: errors by box size" in (out / "report.md").read_text()
+    assert len(report["methods"]["synthetic_yolo"]["errors_by_size"]) == 8
 
 
 def test_judge_step_reports_the_realism_auc_and_resume_reuses_it(tmp_path, monkeypatch):
