@@ -94,8 +94,11 @@ def _plot_pair(table: pd.DataFrame, fits: dict, gt_col: str, pred_col: str, ylab
             ax.plot(t, fit["prefactor"] * t ** fit["exponent"], ls="--", lw=0.9, color=style["color"],
                     label=f"{name} fit: t^{fit['exponent']:.2f}±{fit['exponent_stderr']:.2f}")
     if loglog:
+        from matplotlib.ticker import NullFormatter
+
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # within one decade the minor labels overlap
     ax.set_xlabel(f"time ({time_unit})")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
