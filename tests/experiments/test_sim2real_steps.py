@@ -228,3 +228,16 @@ def test_annotator_final_labels_follow_the_augmented_image(tmp_path):
             assert ds.attrs["generator"]["augment"]["relabel"] is True
             assert ds.attrs["generator"]["config"]["lookalike_px"] == list(cfg.diameter_px)
     assert match_look(real, cfg.replace(labels="annotator")).tem.lookalike_px is None
+
+
+def test_detector_scale_reaches_the_yolo_settings(tmp_path):
+    """``detector_scale`` enlarges training tiles and real images alike (YoloConfig.scale, which the
+    checkpoint stores and prediction applies); out-of-range values are one clear error."""
+    cfg = Sim2RealConfig(detector_scale=2.0).validate()
+    assert cfg.yolo_config().scale == 2.0 and Sim2RealConfig().yolo_config().scale == 1.0
+    assert cfg.yolo_config(epochs=3).scale == 2.0  # the k-fold / adaptation trainings inherit it
+    with pytest.raises(ParameterError, match="detector_scale"):
+        Sim2RealConfig(detector_scale=20.0).validate()
+    res = CliRunner().invoke(main, ["sim2real", "--real", str(tmp_path), "-o", str(tmp_path / "o"),
+                                    "--detector-scale", "12"])
+    assert res.exit_code == 2 and "--detector-scale" in res.output
