@@ -12,18 +12,12 @@ import numpy as np
 import pandas as pd
 
 from simgen.errors import ParameterError
-from simgen.evaluate.matching import match_detections
+from simgen.evaluate.matching import BOX_COLUMNS, box_side, match_detections
 
 __all__ = ["SIZE_BINS", "errors_by_size"]
 
 #: Default bin edges of the box side (px): octave halves from 4 px, open at both ends.
 SIZE_BINS = (0.0, 6.0, 8.0, 11.0, 16.0, 22.0, 32.0, 45.0, np.inf)
-
-
-def _side(df: pd.DataFrame) -> np.ndarray:
-    w = (df["x1"] - df["x0"]).to_numpy(float)
-    h = (df["y1"] - df["y0"]).to_numpy(float)
-    return np.sqrt(np.clip(w, 0, None) * np.clip(h, 0, None))
 
 
 def errors_by_size(pred: pd.DataFrame, gt: pd.DataFrame, *, conf: float, threshold: float = 0.15,
@@ -59,7 +53,7 @@ def errors_by_size(pred: pd.DataFrame, gt: pd.DataFrame, *, conf: float, thresho
     if not by_class:
         p, g = p.assign(**{"class": 0}), g.assign(**{"class": 0})
     m = match_detections(p, g, metric="iou", threshold=threshold, order="score", by_class=by_class)
-    ps, gs = _side(p), _side(g)
+    ps, gs = box_side(p[BOX_COLUMNS]), box_side(g[BOX_COLUMNS])
     pbin = np.digitize(ps, edges[1:-1])  # bin k holds edges[k] <= side < edges[k + 1]
     gbin = np.digitize(gs, edges[1:-1])
     k = len(edges) - 1

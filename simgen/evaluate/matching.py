@@ -39,6 +39,7 @@ __all__ = [
     "box_iou",
     "pairwise_distance",
     "box_centres",
+    "box_side",
     "greedy_assign",
     "candidate_pairs",
     "Matching",
@@ -95,6 +96,13 @@ def box_centres(boxes: ArrayLike) -> np.ndarray:
     """Centres ``(x, y)`` of boxes ``(x0, y0, x1, y1)``; returns an (N, 2) array."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2])
+
+
+def box_side(boxes: ArrayLike) -> np.ndarray:
+    """Side ``√(w h)`` (px) of boxes ``(x0, y0, x1, y1)``, one size per box whatever its aspect;
+    returns an (N,) array (degenerate boxes: 0)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.sqrt(np.clip(b[:, 2] - b[:, 0], 0.0, None) * np.clip(b[:, 3] - b[:, 1], 0.0, None))
 
 
 # -- greedy assignment over candidate pairs -----------------------------------

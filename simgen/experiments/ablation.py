@@ -544,6 +544,7 @@ def run_ablation(
     real_stats = None
     if eval_on is not None and heldout is None and grid.realism_images > 0:
         real_stats = ImageSetStats().extend(iter_images(eval_on))
+    scored_on = Path(eval_on) if train else None
     results = []
     for k, item in enumerate(plan, 1):
         step = f"[{k}/{len(plan)}] {item.name}"
@@ -561,9 +562,8 @@ def run_ablation(
         row.update({f"published_{m}": v for m, v in grid.published.get(item.name, {}).items()})
         results.append(row)
         if k < len(plan):  # the table so far, so a long run that stops leaves its finished rows readable
-            write_results(results, out_dir, grid, eval_on=Path(eval_on) if train else None)
-    eval_on = Path(eval_on) if train else None
-    return AblationResult(out_dir, results, write_results(results, out_dir, grid, eval_on=eval_on), eval_on)
+            write_results(results, out_dir, grid, eval_on=scored_on)
+    return AblationResult(out_dir, results, write_results(results, out_dir, grid, eval_on=scored_on), scored_on)
 
 
 def _number(v):

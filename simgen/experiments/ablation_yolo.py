@@ -14,6 +14,7 @@ import numpy as np
 
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError
+from simgen.evaluate.matching import BOX_COLUMNS, box_side
 from simgen.experiments.scoring import IOU, score_predictions
 from simgen.train.yolo.config import PRESETS, YoloConfig
 from simgen.train.yolo.predict import YoloDetector
@@ -68,8 +69,7 @@ def ablation_scores(pred, gt, conf: float, n_frames: int, *, film: bool, agnosti
     if film or agnostic:
         pred, gt = pred.assign(**{"class": 0}), gt.assign(**{"class": 0})
     if film and len(gt):
-        side = np.median(np.sqrt((gt["x1"] - gt["x0"]) * (gt["y1"] - gt["y0"])))
-        radius = 0.5 * float(side)
+        radius = 0.5 * float(np.median(box_side(gt[BOX_COLUMNS])))
         s = score_predictions(pred, gt, conf, n_frames, metric="distance", threshold=radius)
         match = f"centre distance <= {radius:.3g} px, class-agnostic"
     else:

@@ -71,6 +71,8 @@ from simgen.datasets.h5io import open_dataset
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.errors_by_size import errors_by_size
+from simgen.evaluate.matching import BOX_COLUMNS, box_side
+from simgen.evaluate.report import to_jsonable
 from simgen.experiments.common import ExperimentResult, StepClock, check_experiment_dir, empty_dir
 from simgen.experiments.scoring import IOU, loo_threshold_scores, per_image_scores, public, score_predictions
 from simgen.experiments.sim2real_adapt import adaptation_study
@@ -323,9 +325,7 @@ def score_synthetic(preds: RealPredictions, real: RealSet) -> dict[str, dict]:
     methods = {"synthetic_yolo": score_predictions(preds.pred, real.gt, preds.conf, n)}
     methods["synthetic_yolo"]["per_image"] = per_image_scores(preds.pred, real.gt, preds.conf, real.names)
     sizes = errors_by_size(preds.pred, real.gt, conf=preds.conf, threshold=IOU)
-    methods["synthetic_yolo"]["errors_by_size"] = [
-        {k: (None if not np.isfinite(v) else float(v)) if k.startswith("side") else int(v) for k, v in row.items()}
-        for row in sizes.to_dict("records")]
+    methods["synthetic_yolo"]["errors_by_size"] = to_jsonable(sizes.to_dict("records"))
     if n > 1:
         methods["synthetic_yolo_loo_threshold"] = loo_threshold_scores(preds.pred, real.gt, n)
     return methods
@@ -337,7 +337,7 @@ def synthetic_box_stats(path) -> dict:
         b = ds.table("boxes")
     if b is None or not len(b):
         return {}
-    side = np.sqrt((b["x1"] - b["x0"]).to_numpy() * (b["y1"] - b["y0"]).to_numpy())
+    side = box_side(b[BOX_COLUMNS])
     return {"p5": float(np.percentile(side, 5)), "median": float(np.median(side)),
             "p95": float(np.percentile(side, 95)), "per_image": float(len(b) / max(1, b["sample"].max() + 1))}
 

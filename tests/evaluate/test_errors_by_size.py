@@ -31,3 +31,9 @@ def test_counts_fall_in_the_bins_of_their_own_size():
     assert strict["fp"].sum() == 2 and strict["missed"].sum() == 2
     with pytest.raises(ParameterError, match="increasing"):
         errors_by_size(pred, gt, conf=0.1, bins=(0, 8, 6))
+
+
+def test_box_side_is_the_geometric_mean_of_width_and_height():
+    from simgen.evaluate.matching import box_side
+
+    assert np.allclose(box_side([[0, 0, 4, 9], [2, 2, 2, 5], [5, 5, 3, 8]]), [6.0, 0.0, 0.0])
