@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,9 @@ class Sim2RealConfig:
     n_train, n_val : int
         Synthetic training / validation images.
     size : int
-        Side of the synthetic images (= the YOLO tile and input size).
+        Side of the synthetic images (px at the real scale).  The YOLO tile and input size is
+        ``size × detector_scale`` (rounded up to a multiple of 32): one synthetic sample is one
+        network tile.
     epochs : int
         YOLO epochs on the synthetic images.  A fixed number, so that two runs of the same
         command train the same model whatever the machine load (a 55-minute wall-clock
@@ -87,7 +90,9 @@ class Sim2RealConfig:
         and validation tiles and the real images alike (``YoloConfig.scale``, stored in the
         checkpoint).  1 (default).  2 brings 4–8 px defects to 8–16 px, where YOLOv8's
         stride-8 head resolves them (creme_316L: a third of the loops are under 8 px and the
-        1× model found none of them), at 4× the training compute per epoch.
+        1× model found none of them).  The network tile grows with it (``size × detector_scale``),
+        so one sample stays one tile: 4× the training compute per epoch at scale 2, or the
+        default's compute with ``size`` halved (a quarter of the field of view per sample).
     baseline, baseline_grid : bool, {"quick", "default"}
         Tune and score the LoG baseline (leave-one-image-out).
     robustness : bool
@@ -247,14 +252,24 @@ class Sim2RealConfig:
         self.judge_config()
         return self
 
+    @property
+    def network_tile(self) -> int:
+        """YOLO tile and input side (px): ``size × detector_scale``, rounded up to a multiple of 32."""
+        return max(32, 32 * math.ceil(self.size * self.detector_scale / 32 - 1e-9))
+
     def yolo_config(self, **changes) -> YoloConfig:
         """The YOLO settings of the synthetic model (``changes`` on top)."""
-        return YoloConfig(model=self.model, epochs=self.epochs, batch=self.batch, imgsz=self.size, tile=self.size,
-                          overlap=min(self.overlap, self.size // 2), min_box=self.min_box, patience=self.patience,
+        # The tile is in network pixels: a sample enlarged by detector_scale stays one tile (tiling
+        # it at `size` would cut each sample into 9 overlapping tiles at scale 2), and the overlap,
+        # which must hold the largest defect, grows with the image.
+        tile = self.network_tile
+        return YoloConfig(model=self.model, epochs=self.epochs, batch=self.batch, imgsz=tile, tile=tile,
+                          overlap=min(int(round(self.overlap * self.detector_scale)), tile // 2),
+                          min_box=self.min_box, patience=self.patience,
                           scale=self.detector_scale,
                           device=self.device, seed=self.seed, val_fraction=0.0,
                           close_mosaic=min(5, max(0, self.epochs // 4)),
-                          mosaic=1.0 if self.size >= 128 else 0.0).replace(**changes).validate()
+                          mosaic=1.0 if tile >= 128 else 0.0).replace(**changes).validate()
 
     def judge_config(self, **changes) -> JudgeSettings:
         """The realism judge's settings: ``judge_settings`` and ``judge_images``, ``seed``, ``device``,

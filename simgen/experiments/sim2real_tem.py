@@ -433,7 +433,8 @@ def _run_steps(real: RealSet, out: Path, cfg: Sim2RealConfig, *, threads: int, r
         output=out, real=real.path, config=cfg, look=look, synthetic=data, weights=weights, predictions=preds.path,
         methods=methods, robustness=robustness, timing=clock.finish(), threads=threads, n_real_images=len(real),
         n_gt=len(real.gt), fps_real=preds.fps, notes=notes,
-        scale={"tile": cfg.size, "defect_size_px_estimate": (look.estimates or {}).get("defect_size_px"),
+        scale={"tile": cfg.size, "detector_scale": cfg.detector_scale, "network_tile": cfg.network_tile,
+               "defect_size_px_estimate": (look.estimates or {}).get("defect_size_px"),
                "synthetic_box_size_px": synthetic_box_stats(data.train)}, realism=realism)
     write_report(result, real, preds, log)
     log.message(f"finished in {format_duration(result.timing['total'])}")

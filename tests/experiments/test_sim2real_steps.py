@@ -236,6 +236,11 @@ def test_detector_scale_reaches_the_yolo_settings(tmp_path):
     cfg = Sim2RealConfig(detector_scale=2.0).validate()
     assert cfg.yolo_config().scale == 2.0 and Sim2RealConfig().yolo_config().scale == 1.0
     assert cfg.yolo_config(epochs=3).scale == 2.0  # the k-fold / adaptation trainings inherit it
+    # one enlarged sample is one network tile, and the seam overlap grows with the image
+    assert (cfg.yolo_config().tile, cfg.yolo_config().imgsz, cfg.yolo_config().overlap) == (512, 512, 128)
+    half = Sim2RealConfig(size=128, detector_scale=2.0).validate().yolo_config()
+    assert (half.tile, half.imgsz) == (256, 256)  # the default's compute per sample
+    assert Sim2RealConfig(size=96, detector_scale=1.5).validate().network_tile == 160  # 144 -> multiple of 32
     with pytest.raises(ParameterError, match="detector_scale"):
         Sim2RealConfig(detector_scale=20.0).validate()
     res = CliRunner().invoke(main, ["sim2real", "--real", str(tmp_path), "-o", str(tmp_path / "o"),
