@@ -359,14 +359,18 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--detector-scale", type=click.FloatRange(0.25, 8), default=None,
               help="Enlarge every image by this factor before the detector sees it, in training and on the real "
-                   "images (default 1; 2 lets the stride-8 YOLO head resolve 4-8 px defects, at 4x the compute).")
+                   "images (default 1; 2 lets the stride-8 YOLO head resolve 4-8 px defects, at 4x the compute; "
+                   "with --size 128 at the default's compute).")
+@click.option("--size", type=click.IntRange(min=32), default=None,
+              help="Side of the synthetic images in real-scale px (default 256; a multiple of 32). The YOLO "
+                   "tile is size x detector scale.")
 @click.option("--resume", is_flag=True, help="Reuse finished steps of an interrupted run in the output folder.")
 @restart_option
 @progress_option
 def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, spec, labels,
                      baseline,
                      robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs, synthetic_log,
-                     judge, preset_cfg, threads, device, seed, detector_scale, resume, overwrite, progress):
+                     judge, preset_cfg, threads, device, seed, detector_scale, size, resume, overwrite, progress):
     """The synthetic-only → real experiment, end to end.
 
     Generates synthetic TEM images (matched to the real images' look), trains YOLO on
@@ -391,7 +395,8 @@ def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, 
                                  labels=labels, baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
                                  few_real=few_real, threads=threads, device=device, adapt_to=adapt_to,
                                  self_train_epochs=self_train_epochs, synthetic_log=synthetic_log, judge=judge,
-                                 adapt=_levers(adapt), seed=seed, detector_scale=detector_scale).items()
+                                 adapt=_levers(adapt), seed=seed, detector_scale=detector_scale,
+                                 size=size).items()
            if v is not None})
     result = run_sim2real(real, output, cfg, resume=resume, overwrite=overwrite, progress=progress)
     click.echo(result.summary_text)

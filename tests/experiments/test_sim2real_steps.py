@@ -246,3 +246,5 @@ def test_detector_scale_reaches_the_yolo_settings(tmp_path):
     res = CliRunner().invoke(main, ["sim2real", "--real", str(tmp_path), "-o", str(tmp_path / "o"),
                                     "--detector-scale", "12"])
     assert res.exit_code == 2 and "--detector-scale" in res.output
+    res = CliRunner().invoke(main, ["sim2real", "--real", str(tmp_path), "-o", str(tmp_path / "o"), "--size", "100"])
+    assert res.exit_code == 2 and res.output.startswith("Error: size must be a multiple of 32")
