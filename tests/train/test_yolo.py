@@ -161,6 +161,28 @@ def test_prepare_yolo_data_tiles_caches_and_keys(tmp_path):
     assert len(list((y3.parent / "images" / "train").glob("*.png"))) == 6  # 96x150 → 2 rows x 3 columns
 
 
+def test_prepare_yolo_data_scale_enlarges_images_and_boxes(tmp_path):
+    """``YoloConfig.scale`` resizes every image before tiling and its boxes with it (``sim2real
+    --detector-scale``): a 64² sample at scale 2 is one 128² tile with boxes twice as large."""
+    from PIL import Image
+
+    data = _film(tmp_path / "f.h5", n=2, size=64)
+    cfg = YoloConfig(tile=64, overlap=16, imgsz=64, val_fraction=0.0, min_box=1)
+
+    def export(c):
+        root = prepare_yolo_data(data, config=c, cache_dir=tmp_path / "cache").parent
+        tiles = sorted((root / "images" / "train").glob("*.png"))
+        rows = sorted(tuple(float(v) for v in line.split()[1:])
+                      for f in sorted((root / "labels" / "train").glob("*.txt")) for line in f.read_text().splitlines())
+        return tiles, np.array(rows)
+
+    t1, b1 = export(cfg)
+    t2, b2 = export(cfg.replace(scale=2.0, tile=128, imgsz=128, overlap=32))
+    assert len(t1) == len(t2) == 2 and Image.open(t2[0]).size == (128, 128)
+    # normalized YOLO coordinates are scale-free: same centres and relative sizes, twice the pixels
+    assert b1.shape == b2.shape and np.allclose(b1, b2, atol=1.5 / 128)
+
+
 def _film_shards(path, n=8, size=64, seed=1, shard_size=3):
     from simgen.datasets.shards.write import generate_sharded
     from simgen.simulate.film import FilmConfig, FilmSampler
@@ -264,6 +286,25 @@ def test_predict_tiles_large_images_and_writes_schema(trained, tmp_path):
     assert {"sample", "score"} <= set(pred.columns)
     with pytest.raises(ParameterError, match="exists"):
         predict_yolo(trained["best"], real, out, progress=False)
+
+
+def test_predict_at_a_scale_returns_boxes_in_image_pixels(trained):
+    """``YoloDetector(scale=s)`` runs the network on the image enlarged s times and maps its boxes
+    back: the same detections as running it at scale 1 on the enlarged image, divided by s."""
+    from simgen.datasets.normalize import resize_image
+
+    with open_dataset(trained["data"]) as ds:
+        img = np.asarray(ds.image(0), np.float32)
+    big = resize_image(normalize_image(img, "percentile"), 2.0)
+    at2 = YoloDetector(trained["best"], conf=0.001, scale=2.0, normalize="percentile").detect(img)
+    on_big = YoloDetector(trained["best"], conf=0.001, scale=1.0, normalize="none").detect(big)
+    assert len(at2) == len(on_big) > 0
+    cols = ["x0", "y0", "x1", "y1"]
+    a = at2.sort_values("score").reset_index(drop=True)
+    b = on_big.sort_values("score").reset_index(drop=True)
+    assert np.allclose(a[cols].to_numpy() * 2, b[cols].to_numpy(), atol=0.5)
+    assert np.allclose(a["score"], b["score"], atol=1e-4)
+    assert a["x1"].max() <= img.shape[1] and a["y1"].max() <= img.shape[0]
 
 
 def test_cli_train_predict_and_errors(trained, tmp_path):
