@@ -53,7 +53,8 @@ def realism_command(synthetic, real, output, patch, n_patches, folds, steps, bat
     SYNTHETIC is a simgen HDF5 dataset or an image folder.  A small CNN is trained from
     scratch to tell real from synthetic patches; folds split by source image; every patch
     is standardized (mean 0, std 1), so brightness and contrast are no cue.  AUC 0.5 =
-    cannot tell, 1.0 = tells every patch.  Spectrum and histogram distances are reported
+    cannot tell, 1.0 = tells every patch.  Spectrum and histogram distances, and a census of
+    the dark, defect-sized blobs per Mpx by depth on each side (pixels only), are reported
     next to it.  Writes realism.json, realism.md and sheet.png (the patches judged most
     synthetic, the hardest fakes and the most real) into the -o folder.
 
@@ -70,7 +71,8 @@ def realism_command(synthetic, real, output, patch, n_patches, folds, steps, bat
     result = judge_realism(synthetic, real, settings, log=log)
     write_report(out_dir, result, str(synthetic), str(real), overwrite=overwrite)
     click.echo(f"AUC {result.auc:.3f} ± {result.auc_std:.3f} (0.5 = cannot tell), spectrum distance "
-               f"{result.distance['psd']:.3f} dec, histogram distance {result.distance['histogram']:.4f}; "
+               f"{result.distance['psd']:.3f} dec, histogram distance {result.distance['histogram']:.4f}, "
+               f"dark-blob census distance {result.distance['blobs']:.3f} dec; "
                f"wrote {out_dir}/{{{','.join(REPORT_FILES)}}}")
 
 

@@ -43,6 +43,7 @@ from simgen.augment.realism import realism_distance
 from simgen.datasets.imageio import IMAGE_SUFFIXES, read_image
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
+from simgen.evaluate.blob_census import blob_census, census_distance
 from simgen.runtime import select_device, setup_threads
 
 __all__ = ["JudgeSettings", "JudgeResult", "judge_realism", "rank_auc", "standardize_patches", "sheet_png",
@@ -167,6 +168,8 @@ class JudgeResult:
     fold: np.ndarray = field(repr=False)
     origin: np.ndarray = field(repr=False)
     patches: np.ndarray = field(repr=False)
+    #: :class:`~simgen.evaluate.blob_census.BlobCensus` of each side, as dicts (``{}`` when not computed)
+    census: dict = field(default_factory=dict)
 
     @property
     def auc_pooled(self) -> float:
@@ -177,7 +180,8 @@ class JudgeResult:
         """JSON-ready summary (no per-patch arrays)."""
         return {"auc": self.auc, "auc_std": self.auc_std, "auc_folds": list(self.auc_folds),
                 "auc_pooled": self.auc_pooled, "n_patches": dict(self.n_patches), "n_images": dict(self.n_images),
-                "distance": dict(self.distance), "settings": dict(self.settings), "seconds": self.seconds}
+                "distance": dict(self.distance), "census": dict(self.census), "settings": dict(self.settings),
+                "seconds": self.seconds}
 
     def image_scores(self) -> dict:
         """Mean held-out p(synthetic) of each source image, per side (index = image index).
@@ -413,14 +417,18 @@ def judge_realism(synthetic: str | os.PathLike | Sequence[np.ndarray], real: str
     # from size alone
     side_px = min(min(im.shape) for images in sides.values() for im in images)
     distance = realism_distance(_tiles(sides["synthetic"], side_px), _tiles(sides["real"], side_px)).to_dict()
+    # what a detector trains on: the dark, defect-sized blobs per Mpx by depth (pixels only)
+    census = {side: blob_census(sides[side]) for side in SIDES}
     aucs_arr = np.asarray(aucs)
     return JudgeResult(
         auc=float(aucs_arr.mean()), auc_std=float(aucs_arr.std(ddof=1)), auc_folds=[float(a) for a in aucs],
         n_patches={s: n for s in SIDES}, n_images={s: len(sides[s]) for s in SIDES},
-        distance={"psd": distance["psd"], "histogram": distance["histogram"]},
+        distance={"psd": distance["psd"], "histogram": distance["histogram"],
+                  "blobs": census_distance(census["synthetic"], census["real"])},
         settings={**asdict(settings), "device": str(device), "threads": threads},
         seconds=time.perf_counter() - start, scores=scores, is_synthetic=pool["label"] == 1, image=pool["image"],
         fold=pool["fold"], origin=np.stack([pool["row"], pool["col"]], axis=1), patches=pool["patch"],
+        census={side: c.to_dict() for side, c in census.items()},
     )
 
 
@@ -526,7 +534,8 @@ def report_markdown(result: JudgeResult, synthetic: str = "synthetic", real: str
         f"| C2ST AUC (p(synthetic), held out by source image) | {result.auc:.3f} ± {result.auc_std:.3f} |\n"
         f"| same, all held-out scores pooled | {result.auc_pooled:.3f} |\n"
         f"| power-spectrum distance (RMS log10 PSD, decades) | {result.distance['psd']:.3f} |\n"
-        f"| histogram distance (W1, standardized intensities) | {result.distance['histogram']:.4f} |\n\n"
+        f"| histogram distance (W1, standardized intensities) | {result.distance['histogram']:.4f} |\n"
+        f"{_census_rows(result)}\n"
         f"{odd}"
         f"Settings: {s['patch']} px patches, {result.n_patches['real']} per side, {s['folds']} folds by source image, "
         f"{s['steps']} steps x {s['batch']} per fold, lr {s['lr']}, scale {s['scale']}, seed {s['seed']}, "
@@ -534,6 +543,30 @@ def report_markdown(result: JudgeResult, synthetic: str = "synthetic", real: str
         f"Patches are standardized one by one (mean 0, std 1), so brightness and contrast are no cue.\n\n"
         f"`sheet.png`: synthetic patches judged most synthetic, the hardest fakes, and real patches judged most real.\n"
     )
+
+
+def _census_rows(result: JudgeResult) -> str:
+    """Table rows of the blob census (empty when the result has none)."""
+    if result.distance.get("blobs") is None or not result.census:
+        return ""
+    real, syn = result.census["real"], result.census["synthetic"]
+    edges = ["∞" if e is None else f"{e:g}" for e in real["depth_edges"]]
+    bins = " · ".join(f"{a}–{b}" for a, b in zip(edges[:-1], edges[1:]))
+
+    def counts(c):
+        return " · ".join(f"{v:.0f}" for v in c["per_mpx"])
+
+    def diam(c):
+        d = c["deep_diameter_px"]
+        return "—" if d is None else " / ".join(f"{v:.1f}" for v in d)
+
+    return (f"| dark-blob census distance (RMS log10 blobs/Mpx over depth bins, decades) | "
+            f"{result.distance['blobs']:.3f} |\n"
+            f"| dark blobs per Mpx by depth ({bins}): real | {counts(real)} |\n"
+            f"| same, synthetic | {counts(syn)} |\n"
+            f"| blobs deeper than {real['deep']:g}: per Mpx real / synthetic | "
+            f"{real['deep_per_mpx']:.0f} / {syn['deep_per_mpx']:.0f} |\n"
+            f"| their diameters p10 / p50 / p90 (px): real · synthetic | {diam(real)} · {diam(syn)} |\n")
 
 
 def report_json(result: JudgeResult, synthetic: str = "synthetic", real: str = "real") -> dict:

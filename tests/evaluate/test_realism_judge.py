@@ -54,6 +54,9 @@ def test_film_against_real_tem_is_told_apart(realdata_dir):
     # every patch is scored exactly once, by the judge of the fold that held its image out
     assert np.isfinite(r.scores).all() and r.scores.shape == (192,) and r.is_synthetic.sum() == 96
     assert r.distance["psd"] > 0.3
+    # the blob census sees both sides (pixels only) and reports their distance
+    assert set(r.census) == {"real", "synthetic"} and r.census["real"]["n_images"] == 6
+    assert r.distance["blobs"] > 0 and r.to_dict()["census"]["synthetic"]["n_images"] == 6
 
 
 def test_folds_split_by_source_image_and_seed_is_reproducible():
@@ -98,6 +101,8 @@ def test_cli_writes_report_and_refuses_to_overwrite(tmp_path):
     report = json.loads((out / "realism.json").read_text())
     assert len(report["auc_folds"]) == 3 and report["settings"]["seed"] == 0 and "psd" in report["distance"]
     assert (out / "sheet.png").read_bytes()[:4] == b"\x89PNG" and "AUC" in (out / "realism.md").read_text()
+    assert "dark blobs per Mpx" in (out / "realism.md").read_text() and "blobs" in report["distance"]
+    assert "census distance" in res.output
     before = (out / "realism.json").read_bytes()
     assert_one_line_error(run(*args), "exists", "--overwrite")
     assert (out / "realism.json").read_bytes() == before
