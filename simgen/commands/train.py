@@ -167,6 +167,9 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 @click.option("--agnostic-nms/--no-agnostic-nms", default=False, show_default=True,
               help="YOLO: NMS across classes, so overlapping boxes of different classes keep only the best one "
                    "(use it for two-class film models: their plus and minus boxes land on the same defect).")
+@click.option("--nested", "nested", default="auto", show_default=True, metavar="auto|off|IOMIN",
+              help="YOLO: drop boxes lying mostly inside a higher-scoring box (intersection over the smaller "
+                   "area >= IOMIN); auto = as picked on the model's validation data and stored in it.")
 @click.option("--mask-conf", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Mask R-CNN: mask probability threshold.")
 @click.option("--fusion", type=click.Choice(["forward", "backward", "consecutive", "ensemble"]), default="ensemble",
@@ -176,7 +179,7 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 @overwrite_option
 @progress_option
 def predict_command(weights, source, output, conf, iou, tile, overlap, scale, device, threads, runtime, agnostic_nms,
-                    mask_conf, fusion, box_scale, overwrite, progress):
+                    nested, mask_conf, fusion, box_scale, overwrite, progress):
     """Run a trained detector on an HDF5 dataset, a YOLO folder or a folder of images.
 
     WEIGHTS is a best.pt from `simgen train yolo|maskrcnn|deltanet` (the model type is
@@ -191,6 +194,7 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
     """
 
     check_output(output, overwrite)
+    nested_value = _nested_option(nested)
     path = Path(weights)
     if not path.is_file():
         raise ParameterError(f"weights {weights} do not exist")
@@ -216,8 +220,21 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
 
         out = predict_yolo(path, source, output, overwrite=overwrite, progress=progress, conf=conf, iou=iou,
                            tile=tile, overlap=overlap, scale=scale, device=device, threads=threads, runtime=runtime,
-                           agnostic_nms=agnostic_nms, box_scale=box_scale)
+                           agnostic_nms=agnostic_nms, box_scale=box_scale, nested=nested_value)
     click.echo(f"wrote {out}")
+
+
+def _nested_option(value: str) -> str | float | None:
+    """``--nested``: ``auto``, ``off`` or an IoMin in (0, 1]."""
+    if value in ("auto", "off"):
+        return None if value == "off" else "auto"
+    try:
+        x = float(value)
+    except ValueError:
+        x = float("nan")
+    if not 0 < x <= 1:
+        raise ParameterError(f"--nested must be auto, off or a number in (0, 1], got {value!r}")
+    return x
 
 
 def _model_type(path: Path) -> str:

@@ -18,7 +18,16 @@ from simgen.cli import main
 from simgen.datasets.h5io import DatasetWriter, open_dataset
 from simgen.datasets.normalize import normalize_image
 from simgen.errors import ParameterError
-from simgen.train.tiling import Window, crop_boxes, merge_tiles, nms, pad_to, tile_windows
+from simgen.train.tiling import (
+    Window,
+    crop_boxes,
+    merge_tiles,
+    nms,
+    pad_to,
+    suppress_nested,
+    suppress_nested_boxes,
+    tile_windows,
+)
 from simgen.train.yolo.config import PRESETS, YoloConfig
 from simgen.train.yolo.data import prepare_yolo_data
 from simgen.train.yolo.predict import YoloDetector, predict_yolo, read_predictions
@@ -77,6 +86,32 @@ def test_merge_tiles_removes_seam_duplicates():
     seam = merged[(merged["x0"] > 40) & (merged["x0"] < 60)]
     assert len(seam) == 1 and seam["score"].iloc[0] == pytest.approx(0.95)
     assert len(merge_tiles([left.iloc[:0], right.iloc[:0]], wins)) == 0
+
+
+def test_suppress_nested_drops_boxes_inside_a_better_one():
+    """A loose box around a detected defect (IoU 0.16 with it, so NMS keeps it) is dropped; a box
+    that merely touches another, and boxes of other images, stay."""
+    boxes = np.array([[10, 10, 22, 22],      # the defect, best score
+                      [2, 2, 32, 32],        # a looser box around it: IoU 0.16, IoMin 1
+                      [21, 21, 33, 33],      # a neighbour overlapping a corner: IoMin 1/144
+                      [40, 40, 50, 50]], float)
+    scores = np.array([0.9, 0.5, 0.8, 0.3])
+    assert sorted(nms(boxes, scores, 0.5).tolist()) == [0, 1, 2, 3]  # IoU NMS keeps the loose box
+    assert suppress_nested(boxes, scores, 0.7).tolist() == [0, 2, 3]
+    # when the loose box scores higher it wins, and takes the neighbour 84 % inside it along: the
+    # reason the threshold is picked on validation data and stays off unless it helps there
+    assert suppress_nested(boxes, np.array([0.5, 0.9, 0.8, 0.3]), 0.7).tolist() == [1, 3]
+    assert suppress_nested(boxes, np.array([0.5, 0.9, 0.8, 0.3]), 0.9).tolist() == [1, 2, 3]
+    assert suppress_nested(boxes[:0], scores[:0], 0.7).tolist() == []
+    df = pd.DataFrame(boxes, columns=["x0", "y0", "x1", "y1"]).assign(score=scores, **{"class": np.int16(0)})
+    two = pd.concat([df.assign(sample=0), df.assign(sample=1)], ignore_index=True)
+    kept = suppress_nested_boxes(two, 0.7)
+    assert len(kept) == 6 and kept.index.tolist() == [0, 2, 3, 4, 6, 7]  # per image, row order kept
+    assert suppress_nested_boxes(two, None) is two
+    other_class = two.assign(**{"class": np.int16([0, 1, 0, 0] * 2)})
+    assert len(suppress_nested_boxes(other_class, 0.7, agnostic=False)) == 8
+    with pytest.raises(ParameterError, match="nested"):
+        suppress_nested(boxes, scores, 0.0)
 
 
 def test_nms_matches_numpy_fallback(monkeypatch):
@@ -255,6 +290,7 @@ def test_resume_after_kill_finishes_the_run(trained):
     assert epochs[-1] == 2 and 0 not in epochs[1:]  # the resumed run continued, it did not restart
     meta = json.loads((run / "simgen.json").read_text())
     assert meta["tile"] == 64 and 0 < meta["conf_f1"] < 1
+    assert "nested" in meta and meta["nested"] in (None, 0.9, 0.8, 0.7, 0.6)  # picked on validation tiles
     import ultralytics
 
     from simgen.train.yolo.checkpoint import load_yolo_checkpoint as load_checkpoint
@@ -307,6 +343,44 @@ def test_predict_at_a_scale_returns_boxes_in_image_pixels(trained):
     assert a["x1"].max() <= img.shape[1] and a["y1"].max() <= img.shape[0]
 
 
+def test_nested_suppression_in_prediction_and_on_validation(trained, monkeypatch):
+    """``YoloDetector(nested=...)`` removes exactly the nested pairs of its raw output; training's
+    validation step keeps suppression only when it raises the validation peak F1."""
+    from simgen.train.yolo import trainer as trainer_module
+
+    with open_dataset(trained["data"]) as ds:
+        img = np.asarray(ds.image(0), np.float32)
+    raw = YoloDetector(trained["best"], conf=0.001, nested=None).detect(img)
+    cut = YoloDetector(trained["best"], conf=0.001, nested=0.6).detect(img)
+    expected = suppress_nested_boxes(raw.reset_index(drop=True), 0.6)
+    assert len(cut) == len(expected) <= len(raw)
+    np.testing.assert_allclose(np.sort(cut["score"].to_numpy()), np.sort(expected["score"].to_numpy()))
+    assert YoloDetector(trained["best"], nested=0.6).describe()["nested"] == 0.6
+    with pytest.raises(ParameterError, match="nested"):
+        YoloDetector(trained["best"], nested=1.5)
+    with pytest.raises(ParameterError, match="nested"):
+        YoloConfig(nested=0.0).validate()
+
+    calls = []
+    real_eval = trainer_module.evaluate_detections
+
+    def spy(pred, gt, **kw):  # every candidate is scored on the same predictions
+        calls.append(len(pred))
+        return real_eval(pred, gt, **kw)
+
+    monkeypatch.setattr(trainer_module, "evaluate_detections", spy)
+    import yaml
+
+    data_yaml = next((trained["tmp"] / "cache").rglob("data.yaml"))
+    assert yaml.safe_load(data_yaml.read_text())["val"]
+    conf, f1, nested = trainer_module._select_conf(trained["best"], data_yaml, PRESETS["small"])
+    assert len(calls) == 5 and calls[0] >= max(calls[1:])  # off first, then 0.9 ... 0.6
+    assert nested in (None, 0.9, 0.8, 0.7, 0.6) and 0 < conf < 1
+    calls.clear()
+    assert trainer_module._select_conf(trained["best"], data_yaml, PRESETS["small"].replace(nested=None))[2] is None
+    assert len(calls) == 1
+
+
 def test_cli_train_predict_and_errors(trained, tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["predict", str(trained["best"]), str(trained["data"]), "-o", str(tmp_path / "p.h5"),
@@ -316,6 +390,15 @@ def test_cli_train_predict_and_errors(trained, tmp_path):
     res = runner.invoke(main, ["predict", str(tmp_path / "nope.pt"), str(trained["data"]), "-o",
                                str(tmp_path / "q.h5")])
     assert res.exit_code == 2 and res.output.startswith("Error:") and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(main, ["predict", str(trained["best"]), str(trained["data"]), "-o", str(tmp_path / "n.h5"),
+                               "--nested", "0.6", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    with open_dataset(tmp_path / "n.h5") as ds:
+        assert ds.attrs["generator"]["nested"] == 0.6  # recorded with the predictions
+    for bad in ("1.5", "yes"):
+        res = runner.invoke(main, ["predict", str(trained["best"]), str(trained["data"]), "-o",
+                                   str(tmp_path / "m.h5"), "--nested", bad])
+        assert res.exit_code == 2 and res.output.startswith("Error: --nested") and not (tmp_path / "m.h5").exists()
     res = runner.invoke(main, ["train", "yolo", "--data", str(trained["data"]), "--model", "yolov8n.pt", "-o",
                                str(tmp_path / "r")])
     assert res.exit_code == 2 and "weights file" in res.output and not (tmp_path / "r").exists()

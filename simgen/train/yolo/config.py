@@ -14,6 +14,7 @@ from simgen.runtime import select_device
 __all__ = [
     "YoloConfig",
     "PRESETS",
+    "NESTED_CANDIDATES",
     "model_yaml",
 ]
 
@@ -74,6 +75,12 @@ class YoloConfig:
     hours : float
         Wall-clock training budget in hours (0: off).  When set, Ultralytics re-plans the
         number of epochs after each epoch so that training ends within it.
+    nested : "auto", float or None
+        Suppression of boxes lying inside a higher-scoring box at prediction
+        (:func:`~simgen.train.tiling.suppress_nested`, stored in the checkpoint).  ``"auto"``:
+        picked with the confidence threshold on the validation tiles among
+        :data:`NESTED_CANDIDATES` (best peak F1; off unless it helps there); a float in (0, 1]:
+        that IoMin; ``None``: off.
     """
 
     model: str = "yolov8n"
@@ -108,6 +115,7 @@ class YoloConfig:
     nbs: int = 0
     warmup_epochs: float = 1.0
     hours: float = 0.0
+    nested: str | float | None = "auto"
 
     def validate(self) -> "YoloConfig":
         """Raise :class:`ParameterError` on any bad value; returns self."""
@@ -136,6 +144,9 @@ class YoloConfig:
             raise ParameterError("nbs and warmup_epochs must be >= 0")
         if self.hours < 0:
             raise ParameterError(f"hours must be >= 0, got {self.hours}")
+        if not (self.nested is None or self.nested == "auto"
+                or (isinstance(self.nested, (int, float)) and 0 < self.nested <= 1)):
+            raise ParameterError(f"nested must be 'auto', None or in (0, 1], got {self.nested!r}")
         if self.patience < 0 or self.workers < 0 or self.seed < 0:
             raise ParameterError("patience, workers and seed must be >= 0")
         select_device(self.device)
@@ -154,6 +165,12 @@ class YoloConfig:
         """The settings that change the exported training data (part of the cache key)."""
         return {k: getattr(self, k) for k in ("tile", "overlap", "min_box", "min_visible", "normalize", "scale")}
 
+
+#: IoMin values ``nested="auto"`` chooses among (``None`` = off).  Not below 0.6: the TEM renderer
+#: keeps defect masks apart by default and lets them overlap by at most 30 % of a mask otherwise
+#: (``TemConfig.overlap``, ``max_overlap``), so a box pair nested deeper than that is one defect
+#: boxed twice, not two defects.
+NESTED_CANDIDATES: tuple[float | None, ...] = (None, 0.9, 0.8, 0.7, 0.6)
 
 #: Named configurations: ``small`` trains in seconds on a CPU (tests, smoke runs);
 #: ``full`` is the default for real runs.

@@ -16,7 +16,7 @@ from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 from simgen.progress import Timer, track
 from simgen.runtime import setup_threads
-from simgen.train.tiling import Window, merge_tiles, pad_to, tile_windows
+from simgen.train.tiling import Window, merge_tiles, pad_to, suppress_nested_boxes, tile_windows
 from simgen.train.yolo.box_scale import BOX_SCALE_MODES, apply_box_scale, stored_box_scale
 from simgen.train.yolo.checkpoint import load_yolo_checkpoint
 from simgen.train.yolo.config import _device_arg
@@ -74,6 +74,12 @@ class YoloDetector:
         of different classes only the best-scoring one is kept.  Off by default (class-wise NMS,
         as trained); on for two-class film models, whose ``plus`` and ``minus`` boxes land on the
         same defect (the sign is not identifiable from one frame, see :mod:`simgen.simulate.film`).
+    nested : float, None or "auto"
+        Drop every box lying mostly inside a higher-scoring one (intersection over the smaller
+        area at least ``nested``; :func:`~simgen.train.tiling.suppress_nested`), after the seams
+        are merged — the second, looser box a detector puts around a defect it already found.
+        ``"auto"`` (default): the value stored in the checkpoint, which training picks on its
+        *validation* data (``simgen.nested``; none when the checkpoint has none); ``None``: off.
     box_scale : {"auto", "off"}
         ``auto``: rescale every box about its centre by the width and height factors stored in
         the checkpoint by ``simgen train box-scale`` (:mod:`simgen.train.yolo.box_scale`;
@@ -83,7 +89,8 @@ class YoloDetector:
     def __init__(self, weights, *, device: str = "auto", conf: float | None = None, iou: float | None = None,
                  tile: int | None = None, overlap: int | None = None, scale: float | None = None,
                  normalize: str | None = None, max_det: int | None = None, batch: int = 8, threads: int | None = None,
-                 runtime: str = "torch", agnostic_nms: bool = False, box_scale: str = "auto"):
+                 runtime: str = "torch", agnostic_nms: bool = False, box_scale: str = "auto",
+                 nested: float | str | None = "auto"):
         weights = Path(weights)
         if box_scale not in BOX_SCALE_MODES:
             raise ParameterError(f"box scale must be one of {', '.join(BOX_SCALE_MODES)}, got {box_scale!r}")
@@ -108,6 +115,10 @@ class YoloDetector:
         self.conf_f1 = float(meta.get("conf_f1", 0.25))
         self.batch = int(batch)
         self.agnostic_nms = bool(agnostic_nms)
+        stored = meta.get("nested")
+        self.nested = (None if stored is None else float(stored)) if nested == "auto" else nested
+        if self.nested is not None and not (isinstance(self.nested, (int, float)) and 0 < self.nested <= 1):
+            raise ParameterError(f"nested must be in (0, 1], None or 'auto', got {nested!r}")
         #: ``(width, height)`` factors applied to every box, or ``None``
         self.box_scale = stored_box_scale(meta) if box_scale == "auto" else None
         if self.tile and not 0 <= self.overlap < self.tile:
@@ -141,7 +152,7 @@ class YoloDetector:
         return {"weights": str(self.weights), "tile": self.tile, "overlap": self.overlap, "scale": self.scale,
                 "normalize": self.normalize, "conf": self.conf, "iou": self.iou, "max_det": self.max_det,
                 "imgsz": self.predict_imgsz, "conf_f1": self.conf_f1, "runtime": self.runtime,
-                "agnostic_nms": self.agnostic_nms,
+                "agnostic_nms": self.agnostic_nms, "nested": self.nested,
                 "box_scale": None if self.box_scale is None else list(self.box_scale)}
 
     def _run(self, crops: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -184,6 +195,7 @@ class YoloDetector:
             windows = [Window(0, 0, h, w, (0.0, 0.0, float(w), float(h)))]
             crops = [to_uint8(img)]
         df = merge_tiles(self._run(crops), windows, iou=self.iou, agnostic=self.agnostic_nms)
+        df = suppress_nested_boxes(df, self.nested, agnostic=self.agnostic_nms)
         if self.scale != 1.0 and len(df):
             df = _scale_boxes(df, 1.0 / self.scale)
         if self.box_scale is not None and len(df):
