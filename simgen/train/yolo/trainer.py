@@ -26,6 +26,7 @@ from simgen.train.yolo.predict import YoloDetector
 
 __all__ = [
     "train_yolo",
+    "select_threshold",
 ]
 
 
@@ -195,33 +196,50 @@ def _version() -> str:
 
 
 def _select_conf(weights: Path, data_yaml: Path, config: YoloConfig) -> tuple[float, float, float | None]:
-    """Confidence threshold, and nested-box suppression (``config.nested``), with the best peak F1
-    at IoU 0.15 on the validation tiles.
-
-    ``nested="auto"`` tries every value of :data:`NESTED_CANDIDATES` on the same predictions and
-    keeps one only when it raises the peak F1 above that of no suppression.
-    """
+    """:func:`select_threshold` on the validation tiles of ``data_yaml`` (at most 400)."""
     import yaml
 
-    fixed = None if config.nested == "auto" else config.nested
     data = yaml.safe_load(Path(data_yaml).read_text())
     tiles = [f.stem for f in sorted((Path(data["path"]) / data["val"]).glob("*.png"))[:400]]
     if not tiles:
-        return 0.25, float("nan"), fixed
+        return 0.25, float("nan"), None if config.nested == "auto" else config.nested
     det = YoloDetector(weights, device=config.device, normalize="none", tile=0, scale=1.0, nested=None)
     with open_source(Path(data["path"]), names=tiles) as src:  # the export is a YOLO folder
         preds = det.predict(src)
         gts = src.read_table()
-    candidates = NESTED_CANDIDATES if config.nested == "auto" else (fixed,)
+    return select_threshold(preds, gts, n_frames=len(tiles), nested=config.nested)
+
+
+def select_threshold(preds, gts, *, n_frames: int, nested: str | float | None = "auto"
+                     ) -> tuple[float, float, float | None]:
+    """Confidence threshold, and nested-box suppression, with the best peak F1 at IoU 0.15.
+
+    Parameters
+    ----------
+    preds, gts : DataFrame
+        Raw predictions (no nested suppression) and ground truth of *validation* images
+        (synthetic ones in simgen's experiments: never real labels), with a ``sample`` column.
+    n_frames : int
+        Number of validation images.
+    nested : "auto", float or None
+        ``"auto"``: try every value of :data:`NESTED_CANDIDATES` on the same predictions and
+        keep one only when it raises the peak F1 above that of no suppression; a float or
+        ``None``: that setting only.
+
+    Returns
+    -------
+    (conf, peak F1, nested)
+    """
+    candidates = NESTED_CANDIDATES if nested == "auto" else (nested,)
     best: tuple[float, float, float | None] | None = None
-    for nested in candidates:
-        kept = suppress_nested_boxes(preds, nested, agnostic=False)
-        res = evaluate_detections(kept, gts, threshold=0.15, conf=0.25, n_frames=len(tiles))
+    for value in candidates:
+        kept = suppress_nested_boxes(preds, value, agnostic=False)
+        res = evaluate_detections(kept, gts, threshold=0.15, conf=0.25, n_frames=n_frames)
         conf, f1 = float(res.summary["peak_f1_threshold"]), float(res.summary["peak_f1"])
         if not np.isfinite(conf) or conf <= 0:
             conf = 0.25
         if best is None or (np.isfinite(f1) and not f1 <= best[1]):
-            best = (conf, f1, nested)
+            best = (conf, f1, value)
     assert best is not None
     return best
 
