@@ -1,10 +1,11 @@
-"""Score a finished `simgen sim2real` run again with nested-box suppression picked on its synthetic validation.
+"""Score a finished `simgen sim2real` run again with the post-processing training now picks on its
+synthetic validation: nested-box suppression and flip test-time augmentation.
 
-Runs made before `YoloConfig.nested` existed store no choice in their checkpoint.  This tool makes
-the choice the way training now makes it — `simgen.train.yolo.trainer.select_threshold` on the
-run's *synthetic* validation images (its threshold re-picked with it; zero real labels) — applies
-it to the run's stored real predictions (`pred_synthetic_yolo.h5`, raw boxes) and scores both
-against the real labels.  Runs with `--adapt self_train` get the same for their self-trained
+Runs made before `YoloConfig.nested` / `YoloConfig.tta` existed store no choice in their checkpoint.
+This tool makes the choice the way training now makes it — `simgen.train.yolo.trainer.select_threshold`
+on the run's *synthetic* validation images (its threshold re-picked with it; zero real labels) —,
+predicts the real images with it and scores both that and the run's stored predictions
+(`pred_synthetic_yolo.h5`, threshold re-picked without either) against the real labels.  Runs with `--adapt self_train` get the same for their self-trained
 students (each fold's student picks on the synthetic validation set and is scored on the fold it
 never adapted to, pooled as in the run's report).  One JSON object per run on stdout.
 
@@ -23,7 +24,6 @@ from simgen.datasets.sources import open_source
 from simgen.experiments.scoring import pooled_scores, public, score_predictions
 from simgen.experiments.sim2real_adapt import adaptation_folds
 from simgen.experiments.sim2real_real import detect_real, load_real
-from simgen.train.tiling import suppress_nested_boxes
 from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.trainer import select_threshold
 
@@ -31,38 +31,40 @@ KEYS = ("precision", "recall", "f1", "ap", "peak_f1", "conf")
 
 
 def choose(weights: Path, val_h5: Path):
-    """The detector (no suppression) and the off / auto choices made on the synthetic validation set."""
-    det = YoloDetector(weights, threads=1, nested=None)
+    """The off and the auto choice made on the synthetic validation set, and the chosen detector."""
+    preds = {}
     with open_source(val_h5) as val:
-        preds = pd.concat([det.detect(val.image(k)).assign(sample=k) for k in range(val.n)], ignore_index=True)
+        for tta in (False, True):
+            det = YoloDetector(weights, threads=1, nested=None, tta=tta)
+            preds[tta] = pd.concat([det.detect(val.image(k)).assign(sample=k) for k in range(val.n)],
+                                   ignore_index=True).assign(**{"class": 0})
         gts = pd.concat([pd.DataFrame({c: np.asarray(val.boxes(k)[c], np.float32) for c in ("x0", "y0", "x1", "y1")})
                          .assign(sample=k, **{"class": 0}) for k in range(val.n)], ignore_index=True)
-    preds = preds.assign(**{"class": 0})
-    conf_off, f1_off, _ = select_threshold(preds, gts, n_frames=val.n, nested=None)
-    conf, f1, nested = select_threshold(preds, gts, n_frames=val.n, nested="auto")
-    return det, (conf_off, f1_off), (conf, f1, nested)
+    off = select_threshold(preds[False], gts, n_frames=val.n, nested=None)
+    auto = select_threshold(preds, gts, n_frames=val.n, nested="auto")
+    return off, auto, YoloDetector(weights, threads=1, nested=auto[2], tta=auto[3])
 
 
 def rescore(run: Path, real_dir: str) -> dict:
-    det, (conf_off, f1_off), (conf, f1, nested) = choose(run / "yolo" / "best.pt", run / "synthetic_val.h5")
+    off, auto, det = choose(run / "yolo" / "best.pt", run / "synthetic_val.h5")
     real = load_real(open_source(real_dir))
     raw = read_table(run / "pred_synthetic_yolo.h5", "boxes")
-    out = {"run": str(run), "real": str(real_dir), "nested_iomin": nested,
-           "synthetic_val_peak_f1": {"off": round(f1_off, 4), "chosen": round(f1, 4)}}
-    for name, pred, c in (("off", raw, conf_off), ("with_nested", suppress_nested_boxes(raw, nested), conf)):
+    out = {"run": str(run), "real": str(real_dir), "nested_iomin": auto[2], "tta": auto[3],
+           "synthetic_val_peak_f1": {"off": round(off[1], 4), "chosen": round(auto[1], 4)}}
+    for name, pred, c in (("off", raw, off[0]), ("chosen", detect_real(det, real), auto[0])):
         s = public(score_predictions(pred, real.gt, c, len(real)))
         out[name] = {k: round(float(s[k]), 4) for k in KEYS}
     students = sorted((run / "adapt").glob("fold*/self_train/best.pt"))
     if students:
         folds = adaptation_folds(len(real), len(students))
-        parts: dict[str, list] = {"off": [], "with_nested": []}
+        parts: dict[str, list] = {"off": [], "chosen": []}
         for held, weights in zip(folds, students):
-            det, (c_off, _), (c, _, iomin) = choose(weights, run / "synthetic_val.h5")
-            raw = detect_real(det, real, indices=held)
-            parts["off"].append((raw, raw[raw["score"] >= c_off]))
-            cut = suppress_nested_boxes(raw, iomin)
-            parts["with_nested"].append((cut, cut[cut["score"] >= c]))
-            out.setdefault("self_train_nested_iomin", []).append(iomin)
+            s_off, s_auto, det = choose(weights, run / "synthetic_val.h5")
+            raw = detect_real(YoloDetector(weights, threads=1, nested=None, tta=False), real, indices=held)
+            parts["off"].append((raw, raw[raw["score"] >= s_off[0]]))
+            chosen = detect_real(det, real, indices=held)
+            parts["chosen"].append((chosen, chosen[chosen["score"] >= s_auto[0]]))
+            out.setdefault("self_train_choice", []).append({"nested": s_auto[2], "tta": s_auto[3]})
         for name, p in parts.items():
             s = public(pooled_scores(p, real.gt, len(real)))
             out[f"self_train_{name}"] = {k: round(float(s[k]), 4) for k in KEYS if k != "conf"}

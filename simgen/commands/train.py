@@ -170,6 +170,9 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 @click.option("--nested", "nested", default="auto", show_default=True, metavar="auto|off|IOMIN",
               help="YOLO: drop boxes lying mostly inside a higher-scoring box (intersection over the smaller "
                    "area >= IOMIN); auto = as picked on the model's validation data and stored in it.")
+@click.option("--tta", "tta", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="YOLO: flip test-time augmentation (the image and its 3 mirrors, boxes fused; 4x the time); "
+                   "auto = as picked on the model's validation data and stored in it.")
 @click.option("--mask-conf", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Mask R-CNN: mask probability threshold.")
 @click.option("--fusion", type=click.Choice(["forward", "backward", "consecutive", "ensemble"]), default="ensemble",
@@ -179,7 +182,7 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 @overwrite_option
 @progress_option
 def predict_command(weights, source, output, conf, iou, tile, overlap, scale, device, threads, runtime, agnostic_nms,
-                    nested, mask_conf, fusion, box_scale, overwrite, progress):
+                    nested, tta, mask_conf, fusion, box_scale, overwrite, progress):
     """Run a trained detector on an HDF5 dataset, a YOLO folder or a folder of images.
 
     WEIGHTS is a best.pt from `simgen train yolo|maskrcnn|deltanet` (the model type is
@@ -220,7 +223,8 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
 
         out = predict_yolo(path, source, output, overwrite=overwrite, progress=progress, conf=conf, iou=iou,
                            tile=tile, overlap=overlap, scale=scale, device=device, threads=threads, runtime=runtime,
-                           agnostic_nms=agnostic_nms, box_scale=box_scale, nested=nested_value)
+                           agnostic_nms=agnostic_nms, box_scale=box_scale, nested=nested_value,
+                           tta={"auto": "auto", "on": True, "off": False}[tta])
     click.echo(f"wrote {out}")
 
 

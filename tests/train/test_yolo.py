@@ -291,6 +291,7 @@ def test_resume_after_kill_finishes_the_run(trained):
     meta = json.loads((run / "simgen.json").read_text())
     assert meta["tile"] == 64 and 0 < meta["conf_f1"] < 1
     assert "nested" in meta and meta["nested"] in (None, 0.9, 0.8, 0.7, 0.6)  # picked on validation tiles
+    assert meta["tta"] in (True, False)
     import ultralytics
 
     from simgen.train.yolo.checkpoint import load_yolo_checkpoint as load_checkpoint
@@ -373,12 +374,37 @@ def test_nested_suppression_in_prediction_and_on_validation(trained, monkeypatch
 
     data_yaml = next((trained["tmp"] / "cache").rglob("data.yaml"))
     assert yaml.safe_load(data_yaml.read_text())["val"]
-    conf, f1, nested = trainer_module._select_conf(trained["best"], data_yaml, PRESETS["small"])
-    assert len(calls) == 5 and calls[0] >= max(calls[1:])  # off first, then 0.9 ... 0.6
-    assert nested in (None, 0.9, 0.8, 0.7, 0.6) and 0 < conf < 1
+    conf, f1, nested, tta = trainer_module._select_conf(trained["best"], data_yaml, PRESETS["small"])
+    # without and with test-time augmentation, each: off first, then 0.9 ... 0.6
+    assert len(calls) == 10 and calls[0] >= max(calls[1:5])
+    assert nested in (None, 0.9, 0.8, 0.7, 0.6) and 0 < conf < 1 and tta in (True, False)
     calls.clear()
-    assert trainer_module._select_conf(trained["best"], data_yaml, PRESETS["small"].replace(nested=None))[2] is None
+    fixed = PRESETS["small"].replace(nested=None, tta=False)
+    assert trainer_module._select_conf(trained["best"], data_yaml, fixed)[2:] == (None, False)
     assert len(calls) == 1
+
+
+def test_tta_detection_is_flip_equivariant(trained):
+    """With flip test-time augmentation the detector sees the same four views of an image and of its
+    mirror, so the mirror's boxes are the image's boxes mirrored."""
+    with open_dataset(trained["data"]) as ds:
+        img = np.asarray(ds.image(1), np.float32)
+    det = YoloDetector(trained["best"], conf=0.01, tta=True, nested=None)
+    assert det.describe()["tta"] is True
+    a = det.detect(img)
+    b = det.detect(np.ascontiguousarray(img[:, ::-1]))
+    w = img.shape[1]
+    b = b.assign(x0=w - b["x1"], x1=w - b["x0"])
+    assert len(a) == len(b) > 0
+    cols = ["x0", "y0", "x1", "y1", "score"]
+    a, b = (d.sort_values(["score", "x0"]).reset_index(drop=True)[cols].to_numpy() for d in (a, b))
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    plain = YoloDetector(trained["best"], conf=0.01, tta=False, nested=None).detect(img)
+    assert a[:, 4].max() <= plain["score"].max() + 1e-6  # fused scores are averages over views
+    with pytest.raises(ParameterError, match="tta"):
+        YoloDetector(trained["best"], tta="yes")
+    with pytest.raises(ParameterError, match="tta"):
+        YoloConfig(tta="yes").validate()
 
 
 def test_cli_train_predict_and_errors(trained, tmp_path):
@@ -391,10 +417,10 @@ def test_cli_train_predict_and_errors(trained, tmp_path):
                                str(tmp_path / "q.h5")])
     assert res.exit_code == 2 and res.output.startswith("Error:") and len(res.output.strip().splitlines()) == 1
     res = runner.invoke(main, ["predict", str(trained["best"]), str(trained["data"]), "-o", str(tmp_path / "n.h5"),
-                               "--nested", "0.6", "--no-progress"])
+                               "--nested", "0.6", "--tta", "on", "--no-progress"])
     assert res.exit_code == 0, res.output
     with open_dataset(tmp_path / "n.h5") as ds:
-        assert ds.attrs["generator"]["nested"] == 0.6  # recorded with the predictions
+        assert ds.attrs["generator"]["nested"] == 0.6 and ds.attrs["generator"]["tta"] is True  # recorded
     for bad in ("1.5", "yes"):
         res = runner.invoke(main, ["predict", str(trained["best"]), str(trained["data"]), "-o",
                                    str(tmp_path / "m.h5"), "--nested", bad])

@@ -58,7 +58,7 @@ def save_yolo_checkpoint(path, ckpt: dict) -> Path:
 
 
 #: Preprocessing keys of ``ckpt["simgen"]`` that predictions must repeat (see :class:`~.predict.YoloDetector`).
-PREPROCESSING = ("normalize", "tile", "overlap", "imgsz", "scale", "conf_f1", "nested", "iou", "max_det", "min_box")
+PREPROCESSING = ("normalize", "tile", "overlap", "imgsz", "scale", "conf_f1", "nested", "tta", "iou", "max_det", "min_box")
 
 
 def checkpoint_summary(path) -> dict:

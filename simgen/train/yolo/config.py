@@ -81,6 +81,10 @@ class YoloConfig:
         picked with the confidence threshold on the validation tiles among
         :data:`NESTED_CANDIDATES` (best peak F1; off unless it helps there); a float in (0, 1]:
         that IoMin; ``None``: off.
+    tta : "auto" or bool
+        Flip test-time augmentation at prediction (:mod:`simgen.train.yolo.tta`, stored in the
+        checkpoint).  ``"auto"``: picked on the validation tiles with the threshold and ``nested``
+        (on only when it raises the peak F1 there); ``True`` / ``False``: always / never.
     """
 
     model: str = "yolov8n"
@@ -116,6 +120,7 @@ class YoloConfig:
     warmup_epochs: float = 1.0
     hours: float = 0.0
     nested: str | float | None = "auto"
+    tta: str | bool = "auto"
 
     def validate(self) -> "YoloConfig":
         """Raise :class:`ParameterError` on any bad value; returns self."""
@@ -147,6 +152,8 @@ class YoloConfig:
         if not (self.nested is None or self.nested == "auto"
                 or (isinstance(self.nested, (int, float)) and 0 < self.nested <= 1)):
             raise ParameterError(f"nested must be 'auto', None or in (0, 1], got {self.nested!r}")
+        if self.tta not in ("auto", True, False):
+            raise ParameterError(f"tta must be 'auto', True or False, got {self.tta!r}")
         if self.patience < 0 or self.workers < 0 or self.seed < 0:
             raise ParameterError("patience, workers and seed must be >= 0")
         select_device(self.device)

@@ -23,6 +23,7 @@ from simgen.train.yolo.config import _device_arg
 from simgen.train.yolo.data import _scale_boxes
 from simgen.train.yolo.exported import exported_detector, exported_model, require_runtime
 from simgen.train.yolo.offline import import_ultralytics
+from simgen.train.yolo.tta import flip_views, fuse_views
 
 __all__ = [
     "YoloDetector",
@@ -32,6 +33,9 @@ __all__ = [
 
 
 #: The columns of :meth:`YoloDetector.detect` and their dtypes.
+#: IoU at which boxes of the four views of ``tta`` fuse (the ensemble-boxes default).
+_TTA_IOU = 0.55
+
 _COLUMNS = {"x0": np.float32, "y0": np.float32, "x1": np.float32, "y1": np.float32, "class": np.int16,
             "score": np.float32}
 
@@ -74,6 +78,11 @@ class YoloDetector:
         of different classes only the best-scoring one is kept.  Off by default (class-wise NMS,
         as trained); on for two-class film models, whose ``plus`` and ``minus`` boxes land on the
         same defect (the sign is not identifiable from one frame, see :mod:`simgen.simulate.film`).
+    tta : bool or "auto"
+        Test-time augmentation: detect on the image and its three mirrors and fuse the boxes
+        (:mod:`simgen.train.yolo.tta`; 4× the inference time).  ``"auto"`` (default): as stored
+        in the checkpoint, which training picks on its validation data (``simgen.tta``; off when
+        the checkpoint has none).
     nested : float, None or "auto"
         Drop every box lying mostly inside a higher-scoring one (intersection over the smaller
         area at least ``nested``; :func:`~simgen.train.tiling.suppress_nested`), after the seams
@@ -90,7 +99,7 @@ class YoloDetector:
                  tile: int | None = None, overlap: int | None = None, scale: float | None = None,
                  normalize: str | None = None, max_det: int | None = None, batch: int = 8, threads: int | None = None,
                  runtime: str = "torch", agnostic_nms: bool = False, box_scale: str = "auto",
-                 nested: float | str | None = "auto"):
+                 nested: float | str | None = "auto", tta: bool | str = "auto"):
         weights = Path(weights)
         if box_scale not in BOX_SCALE_MODES:
             raise ParameterError(f"box scale must be one of {', '.join(BOX_SCALE_MODES)}, got {box_scale!r}")
@@ -115,6 +124,9 @@ class YoloDetector:
         self.conf_f1 = float(meta.get("conf_f1", 0.25))
         self.batch = int(batch)
         self.agnostic_nms = bool(agnostic_nms)
+        if tta not in (True, False, "auto"):
+            raise ParameterError(f"tta must be True, False or 'auto', got {tta!r}")
+        self.tta = bool(meta.get("tta", False)) if tta == "auto" else bool(tta)
         stored = meta.get("nested")
         self.nested = (None if stored is None else float(stored)) if nested == "auto" else nested
         if self.nested is not None and not (isinstance(self.nested, (int, float)) and 0 < self.nested <= 1):
@@ -152,7 +164,7 @@ class YoloDetector:
         return {"weights": str(self.weights), "tile": self.tile, "overlap": self.overlap, "scale": self.scale,
                 "normalize": self.normalize, "conf": self.conf, "iou": self.iou, "max_det": self.max_det,
                 "imgsz": self.predict_imgsz, "conf_f1": self.conf_f1, "runtime": self.runtime,
-                "agnostic_nms": self.agnostic_nms, "nested": self.nested,
+                "agnostic_nms": self.agnostic_nms, "nested": self.nested, "tta": self.tta,
                 "box_scale": None if self.box_scale is None else list(self.box_scale)}
 
     def _run(self, crops: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -173,15 +185,8 @@ class YoloDetector:
                 })
         return out
 
-    def detect(self, image: np.ndarray) -> pd.DataFrame:
-        """Boxes (x0, y0, x1, y1, class, score) of one float image ``(H, W)`` in [0, 1]."""
-        image = np.asarray(image)
-        if image.ndim == 3:
-            image = image.mean(axis=2)
-        if image.ndim != 2:
-            raise DataError(f"expected a 2-D image, got shape {image.shape}")
-        H, W = image.shape
-        img = resize_image(normalize_image(image, self.normalize), self.scale)
+    def _boxes(self, img: np.ndarray) -> pd.DataFrame:
+        """Boxes of a normalized, resized image: tiled, run, seams merged (its own pixels)."""
         h, w = img.shape
         if self.tile:
             windows = tile_windows((h, w), self.tile, self.overlap)
@@ -194,7 +199,21 @@ class YoloDetector:
         else:
             windows = [Window(0, 0, h, w, (0.0, 0.0, float(w), float(h)))]
             crops = [to_uint8(img)]
-        df = merge_tiles(self._run(crops), windows, iou=self.iou, agnostic=self.agnostic_nms)
+        return merge_tiles(self._run(crops), windows, iou=self.iou, agnostic=self.agnostic_nms)
+
+    def detect(self, image: np.ndarray) -> pd.DataFrame:
+        """Boxes (x0, y0, x1, y1, class, score) of one float image ``(H, W)`` in [0, 1]."""
+        image = np.asarray(image)
+        if image.ndim == 3:
+            image = image.mean(axis=2)
+        if image.ndim != 2:
+            raise DataError(f"expected a 2-D image, got shape {image.shape}")
+        H, W = image.shape
+        img = resize_image(normalize_image(image, self.normalize), self.scale)
+        if self.tta:
+            df = fuse_views(flip_views(self._boxes, img), img.shape, iou=_TTA_IOU)
+        else:
+            df = self._boxes(img)
         df = suppress_nested_boxes(df, self.nested, agnostic=self.agnostic_nms)
         if self.scale != 1.0 and len(df):
             df = _scale_boxes(df, 1.0 / self.scale)

@@ -179,12 +179,13 @@ def train_yolo(train: Input | list[Input], output, *, val: Input | list[Input] |
     ckpt["simgen"] = meta
     best = save_yolo_checkpoint(out / "best.pt", ckpt)
     if select_conf:
-        conf, f1, nested = _select_conf(best, data_yaml, config)
-        meta.update(conf_f1=conf, val_f1=f1, nested=nested)
+        conf, f1, nested, tta = _select_conf(best, data_yaml, config)
+        meta.update(conf_f1=conf, val_f1=f1, nested=nested, tta=tta)
         ckpt["simgen"] = meta
         save_yolo_checkpoint(best, ckpt)
         log.message(f"validation: best F1@IoU0.15 {f1:.3f} at confidence {conf:.3f}"
-                    + ("" if nested is None else f", nested boxes (IoMin >= {nested:g}) suppressed"))
+                    + ("" if nested is None else f", nested boxes (IoMin >= {nested:g}) suppressed")
+                    + (", flip test-time augmentation" if tta else ""))
 
     atomic_write_text(out / "simgen.json", json.dumps(meta, indent=2, default=str) + "\n", overwrite=True)
     log.message(f"done in {t.seconds:.0f}s: {best}")
@@ -195,51 +196,61 @@ def _version() -> str:
     return __version__
 
 
-def _select_conf(weights: Path, data_yaml: Path, config: YoloConfig) -> tuple[float, float, float | None]:
+def _select_conf(weights: Path, data_yaml: Path, config: YoloConfig) -> tuple[float, float, float | None, bool]:
     """:func:`select_threshold` on the validation tiles of ``data_yaml`` (at most 400)."""
     import yaml
 
     data = yaml.safe_load(Path(data_yaml).read_text())
     tiles = [f.stem for f in sorted((Path(data["path"]) / data["val"]).glob("*.png"))[:400]]
     if not tiles:
-        return 0.25, float("nan"), None if config.nested == "auto" else config.nested
-    det = YoloDetector(weights, device=config.device, normalize="none", tile=0, scale=1.0, nested=None)
-    with open_source(Path(data["path"]), names=tiles) as src:  # the export is a YOLO folder
-        preds = det.predict(src)
-        gts = src.read_table()
+        return (0.25, float("nan"), None if config.nested == "auto" else config.nested,
+                config.tta is True)
+    preds = {}
+    for tta in ((False, True) if config.tta == "auto" else (bool(config.tta),)):
+        det = YoloDetector(weights, device=config.device, normalize="none", tile=0, scale=1.0, nested=None, tta=tta)
+        with open_source(Path(data["path"]), names=tiles) as src:  # the export is a YOLO folder
+            preds[tta] = det.predict(src)
+            gts = src.read_table()
     return select_threshold(preds, gts, n_frames=len(tiles), nested=config.nested)
 
 
 def select_threshold(preds, gts, *, n_frames: int, nested: str | float | None = "auto"
-                     ) -> tuple[float, float, float | None]:
-    """Confidence threshold, and nested-box suppression, with the best peak F1 at IoU 0.15.
+                     ) -> tuple[float, float, float | None, bool]:
+    """Confidence threshold, nested-box suppression and test-time augmentation with the best peak F1
+    at IoU 0.15.
 
     Parameters
     ----------
-    preds, gts : DataFrame
-        Raw predictions (no nested suppression) and ground truth of *validation* images
-        (synthetic ones in simgen's experiments: never real labels), with a ``sample`` column.
+    preds : DataFrame or dict {bool: DataFrame}
+        Raw predictions (no nested suppression) of the *validation* images (synthetic ones in
+        simgen's experiments: never real labels), with a ``sample`` column; a dict holds them
+        without (``False``) and with (``True``) flip test-time augmentation.
+    gts : DataFrame
+        Their ground truth.
     n_frames : int
         Number of validation images.
     nested : "auto", float or None
-        ``"auto"``: try every value of :data:`NESTED_CANDIDATES` on the same predictions and
-        keep one only when it raises the peak F1 above that of no suppression; a float or
-        ``None``: that setting only.
+        ``"auto"``: try every value of :data:`NESTED_CANDIDATES`; a float or ``None``: that one.
+
+    Every combination is scored on the same images; one other than the first (no augmentation,
+    no suppression) is kept only when it raises the peak F1.
 
     Returns
     -------
-    (conf, peak F1, nested)
+    (conf, peak F1, nested, tta)
     """
+    by_tta = preds if isinstance(preds, dict) else {False: preds}
     candidates = NESTED_CANDIDATES if nested == "auto" else (nested,)
-    best: tuple[float, float, float | None] | None = None
-    for value in candidates:
-        kept = suppress_nested_boxes(preds, value, agnostic=False)
-        res = evaluate_detections(kept, gts, threshold=0.15, conf=0.25, n_frames=n_frames)
-        conf, f1 = float(res.summary["peak_f1_threshold"]), float(res.summary["peak_f1"])
-        if not np.isfinite(conf) or conf <= 0:
-            conf = 0.25
-        if best is None or (np.isfinite(f1) and not f1 <= best[1]):
-            best = (conf, f1, value)
+    best: tuple[float, float, float | None, bool] | None = None
+    for tta in sorted(by_tta):
+        for value in candidates:
+            kept = suppress_nested_boxes(by_tta[tta], value, agnostic=False)
+            res = evaluate_detections(kept, gts, threshold=0.15, conf=0.25, n_frames=n_frames)
+            conf, f1 = float(res.summary["peak_f1_threshold"]), float(res.summary["peak_f1"])
+            if not np.isfinite(conf) or conf <= 0:
+                conf = 0.25
+            if best is None or (np.isfinite(f1) and not f1 <= best[1]):
+                best = (conf, f1, value, bool(tta))
     assert best is not None
     return best
 

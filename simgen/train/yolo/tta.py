@@ -1,0 +1,81 @@
+"""Test-time augmentation by flips: the image seen four ways, the boxes fused by weighted boxes fusion.
+
+A defect is a defect under a mirror; a background blob the detector half-believes in often is not
+seen the same way twice.  :func:`flip_views` runs a detector on the image, its left-right, up-down
+and both-ways mirrors and maps the boxes back; :func:`fuse_views` merges the four box sets with
+weighted boxes fusion (ensemble-boxes, Solovyev et al. 2021: clusters of IoU ≥ ``iou``, a
+score-weighted mean box, the score averaged over the views — a box seen in one view of four keeps
+a quarter of its score).  :class:`~simgen.train.yolo.predict.YoloDetector` does this with
+``tta=True``; training decides whether it helps on its validation tiles (``YoloConfig.tta``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from simgen.errors import ParameterError
+
+__all__ = ["FLIPS", "flip_views", "fuse_views"]
+
+#: ``(left-right, up-down)`` mirror of each view; the first is the image itself.
+FLIPS = ((False, False), (True, False), (False, True), (True, True))
+
+_XYXY = ["x0", "y0", "x1", "y1"]
+
+
+def flip_views(detect: Callable[[np.ndarray], pd.DataFrame], image: np.ndarray) -> list[pd.DataFrame]:
+    """Boxes of ``detect`` on each view of :data:`FLIPS` of ``image`` (H, W), in ``image``'s pixels."""
+    h, w = image.shape[:2]
+    out = []
+    for lr, ud in FLIPS:
+        view = image[::-1] if ud else image
+        view = view[:, ::-1] if lr else view
+        boxes = detect(np.ascontiguousarray(view)).copy()
+        if lr:
+            boxes["x0"], boxes["x1"] = w - boxes["x1"], w - boxes["x0"]
+        if ud:
+            boxes["y0"], boxes["y1"] = h - boxes["y1"], h - boxes["y0"]
+        out.append(boxes)
+    return out
+
+
+def fuse_views(views: list[pd.DataFrame], shape: tuple[int, int], *, iou: float = 0.55) -> pd.DataFrame:
+    """One box table from several views of one image (weighted boxes fusion, scores averaged over views).
+
+    Parameters
+    ----------
+    views : list of DataFrame
+        ``x0, y0, x1, y1, class, score`` per view, in the image's pixels.
+    shape : (H, W)
+        Image size (WBF works in [0, 1] coordinates).
+    iou : float
+        Boxes of one class overlapping a cluster's fused box by at least this IoU join it.
+
+    Returns
+    -------
+    DataFrame ``x0, y0, x1, y1, class, score`` (float32 boxes and scores, int16 classes), by
+    decreasing score.
+    """
+    from ensemble_boxes import weighted_boxes_fusion
+
+    if not views:
+        raise ParameterError("fuse_views needs at least one view")
+    if not 0 < iou <= 1:
+        raise ParameterError(f"iou must be in (0, 1], got {iou}")
+    h, w = shape
+    norm = np.array([w, h, w, h], np.float64)
+    boxes = [np.clip(v[_XYXY].to_numpy(np.float64) / norm, 0.0, 1.0) for v in views]
+    if not any(len(b) for b in boxes):
+        return pd.DataFrame({c: np.zeros(0, np.int16 if c == "class" else np.float32)
+                             for c in [*_XYXY, "class", "score"]})
+    fused, scores, labels = weighted_boxes_fusion(
+        boxes, [v["score"].to_numpy(np.float64) for v in views], [v["class"].to_numpy(np.float64) for v in views],
+        iou_thr=float(iou), skip_box_thr=0.0, conf_type="avg")
+    fused = fused * norm
+    order = np.argsort(-scores, kind="stable")
+    return pd.DataFrame({"x0": fused[order, 0].astype(np.float32), "y0": fused[order, 1].astype(np.float32),
+                         "x1": fused[order, 2].astype(np.float32), "y1": fused[order, 3].astype(np.float32),
+                         "class": labels[order].astype(np.int16), "score": scores[order].astype(np.float32)})
