@@ -143,8 +143,19 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
         return tv_nms(torch.tensor(boxes), torch.tensor(scores), float(iou)).numpy().astype(np.int64)
     except ImportError:  # pragma: no cover - torchvision is a dependency
         pass
-    order = np.argsort(-scores, kind="stable")
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+    def overlapping(i, rest, inter):
+        union = area[i] + area[rest] - inter
+        return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0) > iou
+
+    return _greedy(boxes, scores, overlapping)
+
+
+def _greedy(boxes: np.ndarray, scores: np.ndarray, overlapping) -> np.ndarray:
+    """Greedy suppression, highest score first: ``overlapping(i, rest, intersection)`` says which of
+    the remaining boxes ``rest`` the kept box ``i`` removes.  Returns the kept indices."""
+    order = np.argsort(-np.asarray(scores, np.float64).reshape(-1), kind="stable")
     keep = []
     while len(order):
         i = order[0]
@@ -152,10 +163,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
         rest = order[1:]
         iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0])
         ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
-        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-        union = area[i] + area[rest] - inter
-        ious = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[ious <= iou]
+        order = rest[~overlapping(i, rest, np.clip(iw, 0, None) * np.clip(ih, 0, None))]
     return np.asarray(keep, np.int64)
 
 
@@ -183,20 +191,13 @@ def suppress_nested(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> 
     if not 0 < threshold <= 1:
         raise ParameterError(f"nested threshold must be in (0, 1], got {threshold}")
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, np.float64).reshape(-1), kind="stable")
     area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
-    keep = []
-    while len(order):
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0])
-        ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
-        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+
+    def nested(i, rest, inter):
         smaller = np.minimum(area[i], area[rest])
-        iomin = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
-        order = rest[iomin < threshold]
-    return np.asarray(keep, np.int64)
+        return np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0) >= threshold
+
+    return _greedy(boxes, scores, nested)
 
 
 def suppress_nested_boxes(boxes: pd.DataFrame, threshold: float | None, *, agnostic: bool = True) -> pd.DataFrame:
