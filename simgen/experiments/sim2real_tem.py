@@ -200,6 +200,17 @@ class Sim2RealResult(ExperimentResult):
 
 
 # -- steps ------------------------------------------------------------------------------------------
+def postprocessing_note(detector) -> str:
+    """One report line: the post-processing the synthetic model applies (picked on synthetic validation)."""
+    steps = []
+    if getattr(detector, "nested", None) is not None:
+        steps.append(f"boxes lying inside a higher-scoring box (IoMin >= {detector.nested:g}) dropped")
+    if getattr(detector, "tta", False):
+        steps.append("flip test-time augmentation (4 views, weighted boxes fusion)")
+    return ("Post-processing of the synthetic-only YOLO, picked with its threshold on the synthetic validation "
+            "images: " + ("; ".join(steps) if steps else "none (neither helped there)") + ".")
+
+
 def match_look(real: RealSet, cfg: Sim2RealConfig, log: ProgressLog | None = None) -> LookMatch:
     """TEM configuration of the synthetic set: look matched to the real pixels, scale per ``cfg.scale``."""
     base = TemConfig.from_preset(cfg.tem_preset) if cfg.tem_preset else TemConfig()
@@ -397,6 +408,7 @@ def _run_steps(real: RealSet, out: Path, cfg: Sim2RealConfig, *, threads: int, r
     with clock.step("predict"):
         preds = predict_real(weights, real, out, cfg, threads=threads)
         methods = score_synthetic(preds, real)
+    notes.append(postprocessing_note(preds.detector))
     log.message(score_line("synthetic-only YOLO", methods["synthetic_yolo"]))
     baseline = BaselineResult(None, {})
     if cfg.baseline:

@@ -537,7 +537,11 @@ def test_sim2real_smoke(tmp_path, monkeypatch):
     assert set(rep["robustness"]) == {"poisson", "salt_pepper", "gaussian"}
     assert rep["methods"]["log_baseline"]["f1"] > 0.5  # the discs are easy for LoG
     assert "| YOLO, synthetic only (threshold from synthetic validation) |" in (out / "report.md").read_text()
-    json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    # the post-processing the model picked on synthetic validation is stated, whatever it was
+    meta = json.loads((out / "yolo" / "simgen.json").read_text())
+    note = next(n for n in report["notes"] if n.startswith("Post-processing of the synthetic-only YOLO"))
+    assert ("IoMin" in note) == (meta["nested"] is not None) and ("flip" in note) == meta["tta"]
     with pytest.raises(ParameterError, match="--resume"):
         run_sim2real(real, out, cfg, progress=False)
     runner = CliRunner()
