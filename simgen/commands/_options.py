@@ -233,3 +233,16 @@ box_scale_option = click.option(
     "--box-scale", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
     help="YOLO: rescale boxes by the factors stored by `simgen train box-scale` (auto; none stored: no change) "
          "or keep the raw boxes (off).")
+
+
+def parse_nested(value: str) -> str | float | None:
+    """``--nested``: ``auto``, ``off`` or an IoMin in (0, 1]."""
+    if value in ("auto", "off"):
+        return None if value == "off" else "auto"
+    try:
+        x = float(value)
+    except ValueError:
+        x = float("nan")
+    if not 0 < x <= 1:
+        raise ParameterError(f"--nested must be auto, off or a number in (0, 1], got {value!r}")
+    return x

@@ -17,6 +17,7 @@ from simgen.commands._options import (
     box_scale_option,
     device_option,
     overwrite_option,
+    parse_nested,
     progress_option,
     renamed_option,
     runtime_option,
@@ -197,7 +198,7 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
     """
 
     check_output(output, overwrite)
-    nested_value = _nested_option(nested)
+    nested_value = parse_nested(nested)
     path = Path(weights)
     if not path.is_file():
         raise ParameterError(f"weights {weights} do not exist")
@@ -228,17 +229,6 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
     click.echo(f"wrote {out}")
 
 
-def _nested_option(value: str) -> str | float | None:
-    """``--nested``: ``auto``, ``off`` or an IoMin in (0, 1]."""
-    if value in ("auto", "off"):
-        return None if value == "off" else "auto"
-    try:
-        x = float(value)
-    except ValueError:
-        x = float("nan")
-    if not 0 < x <= 1:
-        raise ParameterError(f"--nested must be auto, off or a number in (0, 1], got {value!r}")
-    return x
 
 
 def _model_type(path: Path) -> str:

@@ -407,6 +407,31 @@ def test_tta_detection_is_flip_equivariant(trained):
         YoloConfig(tta="yes").validate()
 
 
+def test_train_postprocess_picks_on_synthetic_validation_and_refuses_real(trained, tmp_path):
+    from simgen.train.yolo.checkpoint import load_yolo_checkpoint
+
+    runner = CliRunner()
+    out = tmp_path / "pp.pt"
+    res = runner.invoke(main, ["train", "postprocess", str(trained["best"]), "--val", str(trained["data"]),
+                               "-o", str(out), "--max-images", "4", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    meta = load_yolo_checkpoint(out)["simgen"]
+    record = meta["postprocess"]
+    assert record["n_images"] == 4 and meta["nested"] == record["nested"] and meta["tta"] == record["tta"]
+    assert record["val_f1"] >= record["val_f1_without"]  # kept only when it helps on validation
+    assert 0 < meta["conf_f1"] < 1 and "validation peak F1" in res.output
+    det = YoloDetector(out)
+    assert (det.nested, det.tta) == (meta["nested"], meta["tta"])  # prediction applies the stored choice
+    res = runner.invoke(main, ["train", "postprocess", str(trained["best"]), "--val", str(trained["data"]),
+                               "-o", str(tmp_path / "fixed.pt"), "--nested", "off", "--tta", "off", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert load_yolo_checkpoint(tmp_path / "fixed.pt")["simgen"]["nested"] is None
+    real = _yolo_folder(tmp_path / "real")
+    res = runner.invoke(main, ["train", "postprocess", str(trained["best"]), "--val", str(real), "-o",
+                               str(tmp_path / "r.pt")])
+    assert res.exit_code == 2 and "never on real labels" in res.output and not (tmp_path / "r.pt").exists()
+
+
 def test_cli_train_predict_and_errors(trained, tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["predict", str(trained["best"]), str(trained["data"]), "-o", str(tmp_path / "p.h5"),
