@@ -361,6 +361,14 @@ def test_nested_suppression_in_prediction_and_on_validation(trained, monkeypatch
         YoloDetector(trained["best"], nested=1.5)
     with pytest.raises(ParameterError, match="nested"):
         YoloConfig(nested=0.0).validate()
+    from simgen.errors import DataError
+    from simgen.train.yolo.checkpoint import load_yolo_checkpoint, save_yolo_checkpoint
+
+    ckpt = load_yolo_checkpoint(trained["best"])
+    ckpt["simgen"] = {**ckpt["simgen"], "tta": "yes"}  # an edited or foreign checkpoint
+    bad = save_yolo_checkpoint(trained["tmp"] / "bad_meta.pt", ckpt)
+    with pytest.raises(DataError, match="malformed"):
+        YoloDetector(bad)
 
     calls = []
     real_eval = trainer_module.evaluate_detections

@@ -32,10 +32,10 @@ __all__ = [
 ]
 
 
-#: The columns of :meth:`YoloDetector.detect` and their dtypes.
 #: IoU at which boxes of the four views of ``tta`` fuse (the ensemble-boxes default).
 _TTA_IOU = 0.55
 
+#: The columns of :meth:`YoloDetector.detect` and their dtypes.
 _COLUMNS = {"x0": np.float32, "y0": np.float32, "x1": np.float32, "y1": np.float32, "class": np.int16,
             "score": np.float32}
 
@@ -126,6 +126,10 @@ class YoloDetector:
         self.agnostic_nms = bool(agnostic_nms)
         if tta not in (True, False, "auto"):
             raise ParameterError(f"tta must be True, False or 'auto', got {tta!r}")
+        if meta.get("tta", False) not in (True, False) or not (
+                meta.get("nested") is None or (isinstance(meta["nested"], (int, float)) and 0 < meta["nested"] <= 1)):
+            raise DataError(f"{weights}: stored post-processing is malformed (tta {meta.get('tta')!r}, "
+                            f"nested {meta.get('nested')!r})")
         self.tta = bool(meta.get("tta", False)) if tta == "auto" else bool(tta)
         stored = meta.get("nested")
         self.nested = (None if stored is None else float(stored)) if nested == "auto" else nested
