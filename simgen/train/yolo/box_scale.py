@@ -34,7 +34,7 @@ from simgen.errors import DataError, ParameterError
 from simgen.evaluate.matching import BOX_COLUMNS, box_iou, match_detections
 
 __all__ = ["BOX_SCALE_MODES", "SIMULATED_KINDS", "TRUTHS", "BoxScale", "fit_box_scale", "apply_box_scale",
-           "mask_boxes", "stored_box_scale"]
+           "mask_boxes", "require_simulated", "stored_box_scale"]
 
 #: ``box_scale`` of :class:`~simgen.train.yolo.predict.YoloDetector` and ``--box-scale``.
 BOX_SCALE_MODES = ("auto", "off")
@@ -193,6 +193,14 @@ def fit_box_scale(pred: pd.DataFrame, gt: pd.DataFrame, *, conf: float = 0.0, ma
     before = float(np.mean([box_iou(a, b)[0, 0] for a, b in zip(pb, gb)]))
     after = float(np.mean([box_iou(a, b)[0, 0] for a, b in zip(scaled, gb)]))
     return BoxScale(sx, sy, int(ok.sum()), float(match_iou), float(conf), before, after)
+
+
+def require_simulated(src, name, purpose: str) -> None:
+    """Refuse a source that is not simulator output (``ParameterError``): ``purpose`` is chosen on
+    synthetic validation data only, never on real labels."""
+    if src.kind not in ("hdf5", "shards") or src.sample_kind not in SIMULATED_KINDS:
+        raise ParameterError(f"{name} is not simulated data (kind {src.sample_kind!r}); {purpose} on synthetic "
+                             f"validation data only ({', '.join(SIMULATED_KINDS)}), never on real labels")
 
 
 def mask_boxes(src) -> pd.DataFrame:

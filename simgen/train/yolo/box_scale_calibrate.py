@@ -12,8 +12,8 @@ from pathlib import Path
 from simgen.atomic import check_output, json_default_lenient
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
-from simgen.train.yolo.box_scale import SIMULATED_KINDS, TRUTHS, BoxScale, fit_box_scale, mask_boxes
-from simgen.train.yolo.checkpoint import load_yolo_checkpoint, save_yolo_checkpoint
+from simgen.train.yolo.box_scale import TRUTHS, BoxScale, fit_box_scale, mask_boxes, require_simulated
+from simgen.train.yolo.checkpoint import load_detection_checkpoint, save_yolo_checkpoint
 from simgen.train.yolo.predict import YoloDetector
 
 __all__ = ["calibrate_box_scale"]
@@ -62,13 +62,9 @@ def calibrate_box_scale(weights, val, output, *, match_iou: float = 0.1, truth: 
     if truth not in TRUTHS:
         raise ParameterError(f"truth must be one of {', '.join(TRUTHS)}, got {truth!r}")
     check_output(output, overwrite)
-    ckpt = load_yolo_checkpoint(weights)
-    if not isinstance(ckpt, dict) or not (ckpt.get("ema") or ckpt.get("model")):
-        raise DataError(f"{weights} is not an Ultralytics detection checkpoint")
+    ckpt = load_detection_checkpoint(weights)
     with open_source(val) as src:
-        if src.kind not in ("hdf5", "shards") or src.sample_kind not in SIMULATED_KINDS:
-            raise ParameterError(f"{val} is not simulated data (kind {src.sample_kind!r}); the box scale is fitted "
-                                 f"on synthetic validation data only ({', '.join(SIMULATED_KINDS)}), never on real labels")
+        require_simulated(src, val, "the box scale is fitted")
         if truth == "masks" and not src.has_masks:
             raise DataError(f"{val} has no instance masks (use truth 'boxes')")
         truth = ("masks" if src.has_masks else "boxes") if truth == "auto" else truth

@@ -52,6 +52,16 @@ def load_yolo_checkpoint(path, map_location="cpu") -> dict:
     return load_checkpoint(path, map_location=map_location, allow=allow_yolo_global)
 
 
+def load_detection_checkpoint(path) -> dict:
+    """:func:`load_yolo_checkpoint`, refusing anything but an Ultralytics detection checkpoint (DataError)."""
+    from simgen.errors import DataError
+
+    ckpt = load_yolo_checkpoint(path)
+    if not isinstance(ckpt, dict) or not (ckpt.get("ema") or ckpt.get("model")):
+        raise DataError(f"{path} is not an Ultralytics detection checkpoint")
+    return ckpt
+
+
 def save_yolo_checkpoint(path, ckpt: dict) -> Path:
     """Write an Ultralytics checkpoint atomically; it may hold network classes of the allowlist only."""
     return save_checkpoint(path, ckpt, allow=allow_yolo_global)

@@ -14,8 +14,8 @@ from pathlib import Path
 from simgen.atomic import check_output, json_default_lenient
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
-from simgen.train.yolo.box_scale import SIMULATED_KINDS
-from simgen.train.yolo.checkpoint import load_yolo_checkpoint, save_yolo_checkpoint
+from simgen.train.yolo.box_scale import require_simulated
+from simgen.train.yolo.checkpoint import load_detection_checkpoint, save_yolo_checkpoint
 from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.trainer import select_threshold
 
@@ -58,13 +58,9 @@ def calibrate_postprocessing(weights, val, output, *, nested: str | float | None
     if max_images is not None and (int(max_images) != max_images or max_images < 1):
         raise ParameterError(f"max images must be a positive integer, got {max_images}")
     check_output(output, overwrite)
-    ckpt = load_yolo_checkpoint(weights)
-    if not isinstance(ckpt, dict) or not (ckpt.get("ema") or ckpt.get("model")):
-        raise DataError(f"{weights} is not an Ultralytics detection checkpoint")
+    ckpt = load_detection_checkpoint(weights)
     with open_source(val) as src:
-        if src.kind not in ("hdf5", "shards") or src.sample_kind not in SIMULATED_KINDS:
-            raise ParameterError(f"{val} is not simulated data (kind {src.sample_kind!r}); post-processing is chosen "
-                                 f"on synthetic validation data only ({', '.join(SIMULATED_KINDS)}), never on real labels")
+        require_simulated(src, val, "post-processing is chosen")
         if max_images is not None and max_images < len(src):
             src = src.subset(src.names[: int(max_images)])
         gts = src.read_table("boxes")

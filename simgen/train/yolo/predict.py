@@ -18,7 +18,7 @@ from simgen.progress import Timer, track
 from simgen.runtime import setup_threads
 from simgen.train.tiling import Window, merge_tiles, pad_to, suppress_nested_boxes, tile_windows
 from simgen.train.yolo.box_scale import BOX_SCALE_MODES, apply_box_scale, stored_box_scale
-from simgen.train.yolo.checkpoint import load_yolo_checkpoint
+from simgen.train.yolo.checkpoint import load_detection_checkpoint
 from simgen.train.yolo.config import _device_arg
 from simgen.train.yolo.data import _scale_boxes
 from simgen.train.yolo.exported import exported_detector, exported_model, require_runtime
@@ -105,9 +105,7 @@ class YoloDetector:
             raise ParameterError(f"box scale must be one of {', '.join(BOX_SCALE_MODES)}, got {box_scale!r}")
         if not weights.is_file():
             raise DataError(f"weights {weights} do not exist")
-        ckpt = load_yolo_checkpoint(weights)
-        if not isinstance(ckpt, dict) or not (ckpt.get("ema") or ckpt.get("model")):
-            raise DataError(f"{weights} is not an Ultralytics detection checkpoint")
+        ckpt = load_detection_checkpoint(weights)
         meta = ckpt.get("simgen") or {}
         train_args = ckpt.get("train_args") or {}
         del ckpt
