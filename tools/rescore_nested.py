@@ -16,32 +16,21 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from simgen.datasets.h5io import read_table
 from simgen.datasets.sources import open_source
 from simgen.experiments.scoring import pooled_scores, public, score_predictions
 from simgen.experiments.sim2real_adapt import adaptation_folds
 from simgen.experiments.sim2real_real import detect_real, load_real
+from simgen.train.yolo.postprocess_calibrate import validation_choice
 from simgen.train.yolo.predict import YoloDetector
-from simgen.train.yolo.trainer import select_threshold
 
 KEYS = ("precision", "recall", "f1", "ap", "peak_f1", "conf")
 
 
 def choose(weights: Path, val_h5: Path):
     """The off and the auto choice made on the synthetic validation set, and the chosen detector."""
-    preds = {}
     with open_source(val_h5) as val:
-        for tta in (False, True):
-            det = YoloDetector(weights, threads=1, nested=None, tta=tta)
-            preds[tta] = pd.concat([det.detect(val.image(k)).assign(sample=k) for k in range(val.n)],
-                                   ignore_index=True).assign(**{"class": 0})
-        gts = pd.concat([pd.DataFrame({c: np.asarray(val.boxes(k)[c], np.float32) for c in ("x0", "y0", "x1", "y1")})
-                         .assign(sample=k, **{"class": 0}) for k in range(val.n)], ignore_index=True)
-    off = select_threshold(preds[False], gts, n_frames=val.n, nested=None)
-    auto = select_threshold(preds, gts, n_frames=val.n, nested="auto")
+        off, auto = validation_choice(weights, val, threads=1)
     return off, auto, YoloDetector(weights, threads=1, nested=auto[2], tta=auto[3])
 
 

@@ -246,3 +246,7 @@ def parse_nested(value: str) -> str | float | None:
     if not 0 < x <= 1:
         raise ParameterError(f"--nested must be auto, off or a number in (0, 1], got {value!r}")
     return x
+
+
+#: ``--tta`` choice → ``YoloDetector`` / ``calibrate_postprocessing`` ``tta`` argument.
+TTA_CHOICES = {"auto": "auto", "on": True, "off": False}

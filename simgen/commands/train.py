@@ -14,6 +14,7 @@ import click
 from simgen.atomic import check_output
 from simgen.commands._options import (
     CONTEXT,
+    TTA_CHOICES,
     box_scale_option,
     device_option,
     overwrite_option,
@@ -171,7 +172,7 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 @click.option("--nested", "nested", default="auto", show_default=True, metavar="auto|off|IOMIN",
               help="YOLO: drop boxes lying mostly inside a higher-scoring box (intersection over the smaller "
                    "area >= IOMIN); auto = as picked on the model's validation data and stored in it.")
-@click.option("--tta", "tta", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--tta", "tta", type=click.Choice(list(TTA_CHOICES)), default="auto", show_default=True,
               help="YOLO: flip test-time augmentation (the image and its 3 mirrors, boxes fused; 4x the time); "
                    "auto = as picked on the model's validation data and stored in it.")
 @click.option("--mask-conf", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -225,7 +226,7 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
         out = predict_yolo(path, source, output, overwrite=overwrite, progress=progress, conf=conf, iou=iou,
                            tile=tile, overlap=overlap, scale=scale, device=device, threads=threads, runtime=runtime,
                            agnostic_nms=agnostic_nms, box_scale=box_scale, nested=nested_value,
-                           tta={"auto": "auto", "on": True, "off": False}[tta])
+                           tta=TTA_CHOICES[tta])
     click.echo(f"wrote {out}")
 
 

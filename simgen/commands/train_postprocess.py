@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from simgen.commands._options import device_option, parse_nested, progress_option
+from simgen.commands._options import TTA_CHOICES, device_option, parse_nested, progress_option
 
 
 @click.command("postprocess")
@@ -15,7 +15,7 @@ from simgen.commands._options import device_option, parse_nested, progress_optio
               help="The checkpoint copy with the choice in its metadata.")
 @click.option("--nested", default="auto", show_default=True, metavar="auto|off|IOMIN",
               help="Nested-box suppression: picked among 0.9 ... 0.6 (auto), off, or a fixed IoMin.")
-@click.option("--tta", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--tta", type=click.Choice(list(TTA_CHOICES)), default="auto", show_default=True,
               help="Flip test-time augmentation: picked (auto), always, never.")
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use the first N validation images.")
 @device_option
@@ -38,7 +38,7 @@ def postprocess_command(weights, val, output, nested, tta, max_images, device, t
     from simgen.train.yolo.postprocess_calibrate import calibrate_postprocessing
 
     r = calibrate_postprocessing(weights, val, output, nested=parse_nested(nested),
-                                 tta={"auto": "auto", "on": True, "off": False}[tta], max_images=max_images,
+                                 tta=TTA_CHOICES[tta], max_images=max_images,
                                  device=device, threads=threads, overwrite=overwrite, progress=progress)
     without = "n/a" if r["val_f1_without"] is None else f"{r['val_f1_without']:.3f}"
     click.echo(f"validation peak F1 {without} -> {r['val_f1']:.3f} at confidence {r['conf']:.3f}: nested "

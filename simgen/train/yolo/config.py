@@ -15,6 +15,7 @@ __all__ = [
     "YoloConfig",
     "PRESETS",
     "NESTED_CANDIDATES",
+    "nested_ok",
     "model_yaml",
 ]
 
@@ -149,8 +150,7 @@ class YoloConfig:
             raise ParameterError("nbs and warmup_epochs must be >= 0")
         if self.hours < 0:
             raise ParameterError(f"hours must be >= 0, got {self.hours}")
-        if not (self.nested is None or self.nested == "auto"
-                or (isinstance(self.nested, (int, float)) and 0 < self.nested <= 1)):
+        if not (self.nested == "auto" or nested_ok(self.nested)):
             raise ParameterError(f"nested must be 'auto', None or in (0, 1], got {self.nested!r}")
         if self.tta not in ("auto", True, False):
             raise ParameterError(f"tta must be 'auto', True or False, got {self.tta!r}")
@@ -178,6 +178,11 @@ class YoloConfig:
 #: (``TemConfig.overlap``, ``max_overlap``), so a box pair nested deeper than that is one defect
 #: boxed twice, not two defects.
 NESTED_CANDIDATES: tuple[float | None, ...] = (None, 0.9, 0.8, 0.7, 0.6)
+
+def nested_ok(value) -> bool:
+    """Whether ``value`` is a nested-suppression setting: ``None`` (off) or an IoMin in (0, 1]."""
+    return value is None or (isinstance(value, (int, float)) and 0 < value <= 1)
+
 
 #: Named configurations: ``small`` trains in seconds on a CPU (tests, smoke runs);
 #: ``full`` is the default for real runs.

@@ -16,10 +16,11 @@ from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
 from simgen.train.yolo.box_scale import require_simulated
 from simgen.train.yolo.checkpoint import load_detection_checkpoint, save_yolo_checkpoint
+from simgen.train.yolo.config import nested_ok
 from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.trainer import select_threshold
 
-__all__ = ["calibrate_postprocessing"]
+__all__ = ["calibrate_postprocessing", "validation_choice"]
 
 
 def calibrate_postprocessing(weights, val, output, *, nested: str | float | None = "auto", tta: str | bool = "auto",
@@ -53,7 +54,7 @@ def calibrate_postprocessing(weights, val, output, *, nested: str | float | None
         raise ParameterError(f"weights {weights} do not exist")
     if tta not in ("auto", True, False):
         raise ParameterError(f"tta must be auto, True or False, got {tta!r}")
-    if not (nested is None or nested == "auto" or (isinstance(nested, (int, float)) and 0 < nested <= 1)):
+    if not (nested == "auto" or nested_ok(nested)):
         raise ParameterError(f"nested must be auto, None or in (0, 1], got {nested!r}")
     if max_images is not None and (int(max_images) != max_images or max_images < 1):
         raise ParameterError(f"max images must be a positive integer, got {max_images}")
@@ -63,16 +64,9 @@ def calibrate_postprocessing(weights, val, output, *, nested: str | float | None
         require_simulated(src, val, "post-processing is chosen")
         if max_images is not None and max_images < len(src):
             src = src.subset(src.names[: int(max_images)])
-        gts = src.read_table("boxes")
-        if gts is None or not len(gts):
-            raise DataError(f"{val} has no boxes to choose on")
-        preds = {}
-        for view in ((False, True) if tta == "auto" else (bool(tta),)):
-            det = YoloDetector(weights, device=device, threads=threads, nested=None, tta=view)
-            preds[view] = det.predict(src, progress=progress)
+        without, (conf, f1, chosen_nested, chosen_tta) = validation_choice(
+            weights, src, nested=nested, tta=tta, device=device, threads=threads, progress=progress)
         n = len(src)
-    without = select_threshold(preds[False], gts, n_frames=n, nested=None) if False in preds else None
-    conf, f1, chosen_nested, chosen_tta = select_threshold(preds, gts, n_frames=n, nested=nested)
     record = {"conf": conf, "val_f1": f1, "nested": chosen_nested, "tta": chosen_tta,
               "val_f1_without": None if without is None else without[1], "n_images": n,
               "val": str(Path(val).resolve())}
@@ -82,3 +76,19 @@ def calibrate_postprocessing(weights, val, output, *, nested: str | float | None
     save_yolo_checkpoint(output, ckpt)
     return record
 
+
+def validation_choice(weights, src, *, nested: str | float | None = "auto", tta: str | bool = "auto",
+                      device: str = "auto", threads: int | None = None, progress: bool = False):
+    """``(without, chosen)``: :func:`~simgen.train.yolo.trainer.select_threshold` on the open
+    labelled source ``src`` with neither option (``None`` when ``tta`` is fixed on) and with
+    ``nested`` / ``tta`` as asked, each ``(conf, peak F1, nested, tta)``."""
+    gts = src.read_table("boxes")
+    if gts is None or not len(gts):
+        raise DataError(f"{src.path} has no boxes to choose on")
+    preds = {}
+    for view in ((False, True) if tta == "auto" else (bool(tta),)):
+        det = YoloDetector(weights, device=device, threads=threads, nested=None, tta=view)
+        preds[view] = det.predict(src, progress=progress)
+    n = len(src)
+    without = select_threshold(preds[False], gts, n_frames=n, nested=None) if False in preds else None
+    return without, select_threshold(preds, gts, n_frames=n, nested=nested)

@@ -19,7 +19,7 @@ from simgen.runtime import setup_threads
 from simgen.train.tiling import Window, merge_tiles, pad_to, suppress_nested_boxes, tile_windows
 from simgen.train.yolo.box_scale import BOX_SCALE_MODES, apply_box_scale, stored_box_scale
 from simgen.train.yolo.checkpoint import load_detection_checkpoint
-from simgen.train.yolo.config import _device_arg
+from simgen.train.yolo.config import _device_arg, nested_ok
 from simgen.train.yolo.data import _scale_boxes
 from simgen.train.yolo.exported import exported_detector, exported_model, require_runtime
 from simgen.train.yolo.offline import import_ultralytics
@@ -124,14 +124,13 @@ class YoloDetector:
         self.agnostic_nms = bool(agnostic_nms)
         if tta not in (True, False, "auto"):
             raise ParameterError(f"tta must be True, False or 'auto', got {tta!r}")
-        if meta.get("tta", False) not in (True, False) or not (
-                meta.get("nested") is None or (isinstance(meta["nested"], (int, float)) and 0 < meta["nested"] <= 1)):
+        if meta.get("tta", False) not in (True, False) or not nested_ok(meta.get("nested")):
             raise DataError(f"{weights}: stored post-processing is malformed (tta {meta.get('tta')!r}, "
                             f"nested {meta.get('nested')!r})")
         self.tta = bool(meta.get("tta", False)) if tta == "auto" else bool(tta)
         stored = meta.get("nested")
         self.nested = (None if stored is None else float(stored)) if nested == "auto" else nested
-        if self.nested is not None and not (isinstance(self.nested, (int, float)) and 0 < self.nested <= 1):
+        if not nested_ok(self.nested):
             raise ParameterError(f"nested must be in (0, 1], None or 'auto', got {nested!r}")
         #: ``(width, height)`` factors applied to every box, or ``None``
         self.box_scale = stored_box_scale(meta) if box_scale == "auto" else None

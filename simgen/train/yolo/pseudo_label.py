@@ -18,26 +18,13 @@ from simgen.errors import ParameterError
 from simgen.evaluate.matching import box_iou, greedy_assign
 from simgen.progress import track
 from simgen.train.yolo.predict import YoloDetector
+from simgen.train.yolo.tta import flip_image, unflip_boxes
 from simgen.train.yolo.unlabeled import UnlabeledImages, _Opened
 
 __all__ = ["BOX_COLUMNS", "FLIPS", "flip_consistent", "pseudo_label"]
 
 BOX_COLUMNS = ["x0", "y0", "x1", "y1", "class", "score"]
 FLIPS = ("h", "v")
-
-
-def _flip_image(image: np.ndarray, flip: str) -> np.ndarray:
-    return np.ascontiguousarray(image[:, ::-1] if flip == "h" else image[::-1])
-
-
-def _unflip_boxes(df: pd.DataFrame, flip: str, shape: tuple[int, int]) -> pd.DataFrame:
-    """Boxes found on the flipped image, mapped back to the original frame."""
-    df = df.copy()
-    h, w = shape
-    a, b, size = ("x0", "x1", w) if flip == "h" else ("y0", "y1", h)
-    lo, hi = df[a].to_numpy(np.float64), df[b].to_numpy(np.float64)
-    df[a], df[b] = (size - hi).astype(np.float32), (size - lo).astype(np.float32)
-    return df
 
 
 def flip_consistent(boxes: pd.DataFrame, others: Sequence[pd.DataFrame], iou: float = 0.5) -> pd.DataFrame:
@@ -107,8 +94,8 @@ def _pseudo_one(detector, image: np.ndarray, conf: float, flips: Sequence[str], 
         return base[BOX_COLUMNS].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     others = []
     for f in flips:
-        d = detector.detect(_flip_image(image, f))
-        others.append(_unflip_boxes(d[d["score"] >= conf], f, image.shape))
+        d = detector.detect(flip_image(image, f == "h", f == "v"))
+        others.append(unflip_boxes(d[d["score"] >= conf], f == "h", f == "v", image.shape))
     return flip_consistent(base[BOX_COLUMNS], others, iou)
 
 

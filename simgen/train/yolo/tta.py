@@ -18,7 +18,7 @@ import pandas as pd
 
 from simgen.errors import ParameterError
 
-__all__ = ["FLIPS", "flip_views", "fuse_views"]
+__all__ = ["FLIPS", "flip_image", "unflip_boxes", "flip_views", "fuse_views"]
 
 #: ``(left-right, up-down)`` mirror of each view; the first is the image itself.
 FLIPS = ((False, False), (True, False), (False, True), (True, True))
@@ -26,20 +26,26 @@ FLIPS = ((False, False), (True, False), (False, True), (True, True))
 _XYXY = ["x0", "y0", "x1", "y1"]
 
 
+def flip_image(image: np.ndarray, lr: bool, ud: bool) -> np.ndarray:
+    """``image`` mirrored left-right and/or up-down (a contiguous copy when mirrored)."""
+    view = image[::-1] if ud else image
+    return np.ascontiguousarray(view[:, ::-1] if lr else view)
+
+
+def unflip_boxes(boxes: pd.DataFrame, lr: bool, ud: bool, shape: tuple[int, int]) -> pd.DataFrame:
+    """Boxes found on :func:`flip_image` ``(image, lr, ud)``, mapped back to ``image`` (shape ``(H, W)``)."""
+    out = boxes.copy()
+    h, w = shape[:2]
+    for flipped, a, b, size in ((lr, "x0", "x1", w), (ud, "y0", "y1", h)):
+        if flipped:
+            lo, hi = out[a].to_numpy(np.float64), out[b].to_numpy(np.float64)
+            out[a], out[b] = (size - hi).astype(np.float32), (size - lo).astype(np.float32)
+    return out
+
+
 def flip_views(detect: Callable[[np.ndarray], pd.DataFrame], image: np.ndarray) -> list[pd.DataFrame]:
     """Boxes of ``detect`` on each view of :data:`FLIPS` of ``image`` (H, W), in ``image``'s pixels."""
-    h, w = image.shape[:2]
-    out = []
-    for lr, ud in FLIPS:
-        view = image[::-1] if ud else image
-        view = view[:, ::-1] if lr else view
-        boxes = detect(np.ascontiguousarray(view)).copy()
-        if lr:
-            boxes["x0"], boxes["x1"] = w - boxes["x1"], w - boxes["x0"]
-        if ud:
-            boxes["y0"], boxes["y1"] = h - boxes["y1"], h - boxes["y0"]
-        out.append(boxes)
-    return out
+    return [unflip_boxes(detect(flip_image(image, lr, ud)), lr, ud, image.shape) for lr, ud in FLIPS]
 
 
 def fuse_views(views: list[pd.DataFrame], shape: tuple[int, int], *, iou: float = 0.55) -> pd.DataFrame:
