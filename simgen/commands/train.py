@@ -188,13 +188,15 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
     """Run a trained detector on an HDF5 dataset, a YOLO folder or a folder of images.
 
     WEIGHTS is a best.pt from `simgen train yolo|maskrcnn|deltanet` (the model type is
-    read from the checkpoint; any Ultralytics detection .pt works too) or a LoG
-    parameter JSON from `simgen baseline log tune`.
+    read from the checkpoint; any Ultralytics detection .pt works too), a LoG
+    parameter JSON from `simgen baseline log tune` or the fused detector `fusion.json`
+    of `simgen sim2real --fuse-log`.
 
     \b
     Examples:
       simgen predict runs/yolo/best.pt ../shared/realdata/dev/ti_anneal -o pred.h5
       simgen predict log_params.json ../shared/realdata/dev/ti_anneal -o pred_log.h5
+      simgen predict runs/s2r/fusion.json ../shared/realdata/dev/ti_anneal -o pred_fused.h5
       simgen evaluate --pred pred.h5 --gt ../shared/realdata/dev/ti_anneal -o report/
     """
 
@@ -205,8 +207,12 @@ def predict_command(weights, source, output, conf, iou, tile, overlap, scale, de
         raise ParameterError(f"weights {weights} do not exist")
     if path.suffix.lower() == ".json":
         from simgen.train.baselines.log import load_params, predict_log
+        from simgen.train.fusion import is_fusion_file, predict_fused
 
-        out = predict_log(source, output, load_params(path), overwrite=overwrite, progress=progress)
+        if is_fusion_file(path):
+            out = predict_fused(path, source, output, overwrite=overwrite, progress=progress)
+        else:
+            out = predict_log(source, output, load_params(path), overwrite=overwrite, progress=progress)
         click.echo(f"wrote {out}")
         return
     model_type = _model_type(path)
@@ -359,6 +365,9 @@ def log_predict_command(source, params_path, output, overwrite, progress):
               help="Student epochs per self-training round (default 5).")
 @click.option("--synthetic-log/--no-synthetic-log", default=True, show_default=True,
               help="Also score LoG tuned on synthetic images only (a zero-label classical baseline).")
+@click.option("--fuse-log/--no-fuse-log", default=False, show_default=True,
+              help="Also score YOLO fused with the synthetic-tuned LoG (scores calibrated on synthetic validation, "
+                   "equal weights, weighted boxes fusion); writes fusion.json, a detector for `simgen predict`.")
 @click.option("--judge/--no-judge", default=True, show_default=True,
               help="Realism judge (simgen realism) on the synthetic training images vs the real pixels before "
                    "training: its AUC goes into the report (0.5 = cannot tell), its own report into realism/. "
@@ -382,7 +391,7 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, spec, labels,
                      baseline,
                      robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs, synthetic_log,
-                     judge, preset_cfg, threads, device, seed, detector_scale, size, resume, overwrite, progress):
+                     fuse_log, judge, preset_cfg, threads, device, seed, detector_scale, size, resume, overwrite, progress):
     """The synthetic-only → real experiment, end to end.
 
     Generates synthetic TEM images (matched to the real images' look), trains YOLO on
@@ -406,7 +415,8 @@ def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, 
                                  tem_preset=preset, scale=scale, box_margin=box_margin, spec=spec,
                                  labels=labels, baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
                                  few_real=few_real, threads=threads, device=device, adapt_to=adapt_to,
-                                 self_train_epochs=self_train_epochs, synthetic_log=synthetic_log, judge=judge,
+                                 self_train_epochs=self_train_epochs, synthetic_log=synthetic_log, fuse_log=fuse_log,
+                                 judge=judge,
                                  adapt=_levers(adapt), seed=seed, detector_scale=detector_scale,
                                  size=size).items()
            if v is not None})

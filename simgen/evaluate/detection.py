@@ -38,6 +38,7 @@ __all__ = [
     "average_precision",
     "detection_counts",
     "pr_curve",
+    "true_positive_flags",
     "peak_f1",
     "DetectionResult",
     "evaluate_detections",
@@ -194,11 +195,25 @@ def pr_curve(
         with columns ``threshold, tp, fp, fn, precision, recall, f1``; row ``t``
         describes keeping predictions with ``score >= threshold``.
     """
-    _validate(pred, gt, metric)
-    m = match_detections(pred, gt, metric=metric, threshold=threshold, order="score", by_class=by_class)
+    flags = true_positive_flags(pred, gt, metric=metric, threshold=threshold, by_class=by_class)
     s = _scores(pred)
     order = np.argsort(-s, kind="stable")
-    return _curve_from_flags(s[order], (m.pred_to_gt >= 0)[order], len(gt))
+    return _curve_from_flags(s[order], flags[order], len(gt))
+
+
+def true_positive_flags(
+    pred: pd.DataFrame,
+    gt: pd.DataFrame,
+    *,
+    metric: str = "iou",
+    threshold: float = 0.15,
+    by_class: bool = True,
+) -> np.ndarray:
+    """Whether each prediction (in ``pred``'s row order) is a true positive when predictions are
+    matched greedily by decreasing score, as on the PR curve (bool array, length ``len(pred)``)."""
+    _validate(pred, gt, metric)
+    m = match_detections(pred, gt, metric=metric, threshold=threshold, order="score", by_class=by_class)
+    return np.asarray(m.pred_to_gt >= 0)
 
 
 def peak_f1(curve: pd.DataFrame) -> tuple[float, float]:

@@ -28,10 +28,12 @@ from simgen.train.baselines.log import (
     save_params,
     tune_log,
 )
+from simgen.train.fusion import FusedDetector, FusionMember, fit_fusion
 from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.trainer import train_yolo
 
-__all__ = ["NOISES", "BaselineResult", "tune_baseline", "robustness_study", "kfold_study"]
+__all__ = ["NOISES", "BaselineResult", "tune_baseline", "log_fusion", "fused_log_study", "robustness_study",
+           "kfold_study"]
 
 #: Noise models of the robustness study (``skimage.util.random_noise`` modes, default strengths).
 NOISES = {"poisson": {"mode": "poisson"}, "salt_pepper": {"mode": "s&p"}, "gaussian": {"mode": "gaussian"}}
@@ -97,6 +99,23 @@ def synthetic_log_baseline(real: RealSet, val_h5, cfg: Sim2RealConfig, *, max_im
     scores = score_predictions(pred, real.gt, res.params.threshold, len(real))
     return {"log_synthetic": {**scores, "params": res.params.to_dict(), "tuned_on": str(val_h5),
                               "synthetic_peak_f1": res.insample.get("peak_f1")}}
+
+
+def log_fusion(detector: YoloDetector, log_params: dict, val_h5) -> FusedDetector:
+    """``detector`` and the LoG of ``log_params`` (its candidates down to 0.03), equal weights, fitted
+    on the synthetic validation images ``val_h5`` (:func:`simgen.train.fusion.fit_fusion`)."""
+    members = [FusionMember("yolo", 1.0, weights=Path(detector.weights), _detect=detector.detect),
+               FusionMember("log", 1.0, params=LogParams.from_dict(log_params).replace(threshold=0.03))]
+    return fit_fusion(members, val_h5)
+
+
+def fused_log_study(real: RealSet, val_h5, detector: YoloDetector, log_params: dict, out) -> dict[str, dict]:
+    """The synthetic-only YOLO fused with the synthetic-tuned LoG (:func:`log_fusion`), scored on the
+    real images at the threshold picked on the synthetic validation images; ``out/fusion.json``."""
+    fused = log_fusion(detector, log_params, val_h5)
+    path = fused.save(Path(out) / "fusion.json")
+    scores = score_predictions(detect_real(fused, real), real.gt, fused.conf_f1, len(real))
+    return {"fused_log": {**scores, "fusion": str(path), "iou": fused.iou, "weights": [1.0, 1.0]}}
 
 
 def robustness_study(real: RealSet, preds: RealPredictions, baseline: LogParams | None, cfg: Sim2RealConfig, *,

@@ -106,6 +106,11 @@ class Sim2RealConfig:
     synthetic_log : bool
         Also score the LoG detector tuned on synthetic validation images only (a zero-label
         classical baseline).
+    fuse_log : bool
+        Also score the synthetic-only YOLO fused with that synthetic-tuned LoG
+        (:func:`simgen.train.fusion.fit_fusion`: each detector's score calibrated on the synthetic
+        validation images, equal weights, weighted boxes fusion; ``fusion.json`` in the run folder
+        is the fused detector for ``simgen predict``).  Needs ``synthetic_log``.
     judge : bool
         Run the realism judge (:func:`simgen.evaluate.realism_judge.judge_realism`) on the
         synthetic training images against the real pixels (labels never read) after the
@@ -176,6 +181,7 @@ class Sim2RealConfig:
     few_real: int = 0
     few_real_epochs: int = 15
     synthetic_log: bool = True
+    fuse_log: bool = False
     judge: bool = True
     judge_images: int = 96
     judge_settings: dict = field(default_factory=dict)
@@ -227,6 +233,8 @@ class Sim2RealConfig:
             raise ParameterError("kfold must be 0 or >= 2 and few_real >= 0")
         if self.few_real and not self.kfold:
             raise ParameterError("few_real needs kfold >= 2 (the held-out folds are what is scored)")
+        if self.fuse_log and not self.synthetic_log:
+            raise ParameterError("fuse_log fuses with the synthetic-tuned LoG: it needs synthetic_log")
         if not set(self.adapt) <= {"bn", "self_train", "all"}:
             raise ParameterError(f"adapt levers must be among bn, self_train, all; got {', '.join(self.adapt)}")
         if self.adapt_folds < 2 or self.self_train_rounds < 1 or self.self_train_epochs < 1:

@@ -25,6 +25,7 @@ LABELS = {
     "real_kfold_yolo": "YOLO trained on real images (k-fold)",
     "synthetic_plus_few_real": "YOLO synthetic + few real (fine-tuned, k-fold)",
     "log_synthetic": "LoG tuned on synthetic images only (zero real labels)",
+    "fused_log": "YOLO + synthetic-tuned LoG, fused (scores calibrated on synthetic validation, equal weights)",
     "synthetic_yolo_bn": "YOLO synthetic + BatchNorm adaptation (unlabeled real, held-out folds)",
     "synthetic_yolo_self_train": "YOLO synthetic + self-training (pseudo-labels, held-out folds)",
     "synthetic_yolo_adapted": "YOLO synthetic + BatchNorm + self-training (held-out folds)",

@@ -78,6 +78,7 @@ from simgen.experiments.scoring import IOU, loo_threshold_scores, per_image_scor
 from simgen.experiments.sim2real_adapt import adaptation_study
 from simgen.experiments.sim2real_compare import (
     BaselineResult,
+    fused_log_study,
     kfold_study,
     robustness_study,
     synthetic_log_baseline,
@@ -431,6 +432,10 @@ def _run_steps(real: RealSet, out: Path, cfg: Sim2RealConfig, *, threads: int, r
         with clock.step("synthetic_log"):
             methods.update(synthetic_log_baseline(real, data.val, cfg))
         log.message(score_line("LoG tuned on synthetic", methods["log_synthetic"]))
+    if cfg.fuse_log:
+        with clock.step("fuse_log"):
+            methods.update(fused_log_study(real, data.val, preds.detector, methods["log_synthetic"]["params"], out))
+        log.message(score_line("YOLO + synthetic LoG, fused", methods["fused_log"]))
     if cfg.adapt:
         with clock.step("adapt"):
             adapted = adaptation_study(real, cfg, weights, data.train, data.val, out, threads=threads,

@@ -14,7 +14,7 @@ from fakedata import disc_folder
 from simgen.cli import main
 from simgen.datasets import sources
 from simgen.datasets.sources import open_source
-from simgen.errors import ParameterError
+from simgen.errors import DataError, ParameterError
 from simgen.experiments import sim2real_real, sim2real_tem
 from simgen.experiments.sim2real_compare import NOISES, robustness_study, tune_baseline
 from simgen.experiments.sim2real_real import RealPredictions, detect_real, load_real
@@ -248,3 +248,32 @@ def test_detector_scale_reaches_the_yolo_settings(tmp_path):
     assert res.exit_code == 2 and "--detector-scale" in res.output
     res = CliRunner().invoke(main, ["sim2real", "--real", str(tmp_path), "-o", str(tmp_path / "o"), "--size", "100"])
     assert res.exit_code == 2 and res.output.startswith("Error: size must be a multiple of 32")
+
+
+def test_fused_log_step_scores_the_fusion_and_writes_a_detector(tmp_path):
+    """``--fuse-log``: the model fused with the synthetic-tuned LoG, calibrated on the synthetic
+    validation images only; its fusion.json predicts again with the same boxes."""
+    from simgen.experiments.sim2real_compare import fused_log_study
+    from simgen.train.fusion import load_fusion
+
+    real_dir = _yolo_folder(tmp_path / "real")
+    cfg = _small()
+    with open_source(real_dir) as src:
+        real = load_real(src)
+        data = generate_synthetic(tmp_path / "out", match_look(real, cfg), cfg, progress=False)
+        det = _LogDetector()
+        det.weights = tmp_path / "best.pt"  # recorded in fusion.json; the stand-in detects in-process
+        log_params = LogParams(min_sigma=2.0, max_sigma=6.0).to_dict()
+        row = fused_log_study(real, data.val, det, log_params, tmp_path / "out")["fused_log"]
+        assert {"precision", "recall", "f1", "ap", "peak_f1", "iou"} <= set(row) and 0 < row["conf"] <= 1
+        saved = json.loads((tmp_path / "out" / "fusion.json").read_text())
+        assert [m["kind"] for m in saved["members"]] == ["yolo", "log"] and saved["fitted_on"].endswith("val.h5")
+        assert saved["conf_f1"] == pytest.approx(row["conf"])
+    assert _small(fuse_log=True).validate().fuse_log
+    with pytest.raises(ParameterError, match="needs synthetic_log"):
+        _small(fuse_log=True, synthetic_log=False).validate()
+    res = CliRunner().invoke(main, ["sim2real", "--real", str(real_dir), "-o", str(tmp_path / "o"), "--fuse-log",
+                                    "--no-synthetic-log"])
+    assert res.exit_code == 2 and res.output.startswith("Error: fuse_log")
+    with pytest.raises(DataError, match="do not exist"):  # the stand-in's weights were never written
+        load_fusion(tmp_path / "out" / "fusion.json")

@@ -48,7 +48,8 @@ def flip_views(detect: Callable[[np.ndarray], pd.DataFrame], image: np.ndarray) 
     return [unflip_boxes(detect(flip_image(image, lr, ud)), lr, ud, image.shape) for lr, ud in FLIPS]
 
 
-def fuse_views(views: list[pd.DataFrame], shape: tuple[int, int], *, iou: float = 0.55) -> pd.DataFrame:
+def fuse_views(views: list[pd.DataFrame], shape: tuple[int, int], *, iou: float = 0.55,
+               weights: list[float] | None = None) -> pd.DataFrame:
     """One box table from several views of one image (weighted boxes fusion, scores averaged over views).
 
     Parameters
@@ -59,6 +60,8 @@ def fuse_views(views: list[pd.DataFrame], shape: tuple[int, int], *, iou: float 
         Image size (WBF works in [0, 1] coordinates).
     iou : float
         Boxes of one class overlapping a cluster's fused box by at least this IoU join it.
+    weights : list of float, optional
+        Weight of each view in the fused box and score (default: equal); all > 0.
 
     Returns
     -------
@@ -71,6 +74,8 @@ def fuse_views(views: list[pd.DataFrame], shape: tuple[int, int], *, iou: float 
         raise ParameterError("fuse_views needs at least one view")
     if not 0 < iou <= 1:
         raise ParameterError(f"iou must be in (0, 1], got {iou}")
+    if weights is not None and (len(weights) != len(views) or not all(np.isfinite(v) and v > 0 for v in weights)):
+        raise ParameterError(f"fuse_views needs one positive weight per view, got {weights}")
     h, w = shape
     norm = np.array([w, h, w, h], np.float64)
     boxes = [np.clip(v[_XYXY].to_numpy(np.float64) / norm, 0.0, 1.0) for v in views]
@@ -79,7 +84,8 @@ def fuse_views(views: list[pd.DataFrame], shape: tuple[int, int], *, iou: float 
                              for c in [*_XYXY, "class", "score"]})
     fused, scores, labels = weighted_boxes_fusion(
         boxes, [v["score"].to_numpy(np.float64) for v in views], [v["class"].to_numpy(np.float64) for v in views],
-        iou_thr=float(iou), skip_box_thr=0.0, conf_type="avg")
+        weights=None if weights is None else [float(v) for v in weights], iou_thr=float(iou), skip_box_thr=0.0,
+        conf_type="avg")
     fused = fused * norm
     order = np.argsort(-scores, kind="stable")
     return pd.DataFrame({"x0": fused[order, 0].astype(np.float32), "y0": fused[order, 1].astype(np.float32),
