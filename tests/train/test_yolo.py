@@ -551,14 +551,19 @@ def test_sim2real_smoke(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SIMGEN_CACHE_DIR", str(tmp_path / "cache"))
     real = _yolo_folder(tmp_path / "real", sizes=((96, 96), (64, 80)))
-    cfg = Sim2RealConfig.preset("small").replace(n_train=8, n_val=4, match=False, adapt=("bn",))
+    cfg = Sim2RealConfig.preset("small").replace(n_train=8, n_val=4, match=False, adapt=("bn",), fuse_log=True)
     rep = run_sim2real(real, tmp_path / "s2r", cfg, progress=False)
     out = tmp_path / "s2r"
     for name in ("report.md", "report.json", "pr_curves.png", "examples.png", "synthetic_examples.png",
-                 "log_params.json", "pred_synthetic_yolo.h5", "yolo/best.pt", "realism/realism.json"):
+                 "log_params.json", "pred_synthetic_yolo.h5", "yolo/best.pt", "realism/realism.json", "fusion.json"):
         assert (out / name).exists(), name
     assert set(rep["methods"]) == {"synthetic_yolo", "synthetic_yolo_loo_threshold", "log_baseline",
-                                   "log_baseline_insample", "log_synthetic", "synthetic_yolo_bn"}
+                                   "log_baseline_insample", "log_synthetic", "synthetic_yolo_bn", "fused_log"}
+    # the fused detector of --fuse-log predicts again from its fusion.json (the YOLO member found beside it)
+    res = CliRunner().invoke(main, ["predict", str(out / "fusion.json"), str(real), "-o", str(tmp_path / "f.h5"),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "| YOLO + synthetic-tuned LoG, fused" in (out / "report.md").read_text()
     bn = rep["methods"]["synthetic_yolo_bn"]
     assert bn["folds"] == 2 and 0 <= bn["f1"] <= 1
     # every fold was adapted on images it does not score
