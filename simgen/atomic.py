@@ -20,6 +20,7 @@ Temporary files and folders sit next to their output and are named
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simgen.errors import ParameterError
+from simgen.errors import DataError, ParameterError
 
 __all__ = [
     "STALE_AGE_S",
@@ -53,6 +54,7 @@ __all__ = [
     "fsync_path",
     "json_default",
     "json_default_lenient",
+    "read_json_object",
 ]
 
 
@@ -416,3 +418,17 @@ def json_default_lenient(obj):
         return json_default(obj)
     except TypeError:
         return str(obj)
+
+
+def read_json_object(path, what: str) -> dict:
+    """The JSON object in ``path``; ``DataError`` naming ``what`` when it is missing, unreadable or not an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data

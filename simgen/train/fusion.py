@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simgen.atomic import atomic_write_text, check_output
+from simgen.atomic import atomic_write_text, check_output, read_json_object
 from simgen.datasets.h5io import DatasetWriter
 from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
@@ -272,22 +272,16 @@ def fit_fusion(members: Sequence[FusionMember], source, *, ious: Sequence[float]
 def is_fusion_file(path) -> bool:
     """Whether ``path`` is a JSON object with ``"detector": "fusion"`` (unreadable files: ``False``)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return read_json_object(path, "fusion file").get("detector") == "fusion"
+    except DataError:
         return False
-    return isinstance(data, dict) and data.get("detector") == "fusion"
 
 
 def load_fusion(path) -> FusedDetector:
     """Read a ``fusion.json`` written by :meth:`FusedDetector.save` (every field validated)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"fusion file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read fusion file {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("detector") != "fusion":
+    data = read_json_object(path, "fusion file")
+    if data.get("detector") != "fusion":
         raise DataError(f"{path}: not a fusion file (no 'detector': 'fusion')")
     if data.get("version") != FUSION_VERSION:
         raise DataError(f"{path}: fusion file version {data.get('version')!r}, this simgen reads {FUSION_VERSION}")

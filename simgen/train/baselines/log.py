@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simgen.atomic import atomic_write_text, check_output, json_default
+from simgen.atomic import atomic_write_text, check_output, json_default, read_json_object
 from simgen.datasets.h5io import DatasetWriter
 from simgen.datasets.normalize import normalize_image
 from simgen.datasets.sources import open_source
@@ -466,15 +466,7 @@ def save_params(path, params: LogParams, extra: dict | None = None, overwrite: b
 
 def load_params(path) -> LogParams:
     """Read parameters written by :func:`save_params` (or a bare ``{field: value}`` JSON)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"LoG parameter file {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read LoG parameters from {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object")
+    data = read_json_object(path, "LoG parameter file")
     return LogParams.from_dict(data.get("params", data))
 
 
