@@ -32,7 +32,7 @@ def _bins(text: str):
 @click.command("analyze")
 @click.argument("frames", type=click.Path())
 @click.option("--weights", required=True, type=click.Path(dir_okay=False),
-              help="Detector: YOLO best.pt (or a LoG parameter .json).")
+              help="Detector: YOLO best.pt, a LoG parameter .json or a fused fusion.json (sim2real --fuse-log).")
 @click.option("--pixel-size", required=True, type=float, help="nm per pixel (e.g. 0.372 for 2.6884 px/nm).")
 @click.option("--thickness", type=float, default=None, help="Foil thickness in nm (for the volumetric density).")
 @click.option("--frame-rate", type=float, default=None,

@@ -80,7 +80,7 @@ def film_video_command(frames, t_min, t_max, size, seed, backend, dt, kappa, tem
 @click.command("film-coarsening")
 @click.argument("video", type=click.Path(dir_okay=False))
 @click.option("--weights", required=True, type=click.Path(dir_okay=False),
-              help="Detector: YOLO best.pt or LoG parameters .json (simgen baseline log tune).")
+              help="Detector: YOLO best.pt, LoG parameters .json (simgen baseline log tune) or a fusion.json.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help="Report folder: per_frame.csv, count.png, spacing.png, report.json, report.md, tracks.csv.")
 @click.option("--conf", type=click.FloatRange(0, 1), default=None,

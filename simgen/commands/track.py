@@ -57,8 +57,8 @@ def track_video_command(weights, video, output, conf, class_agnostic, mot_iou, d
                         overwrite, progress, **tracking):
     """Detect defects in every frame of a video with a trained detector, link them, score.
 
-    VIDEO is an HDF5 video (e.g. simulated, with a tracks table) or a folder of frames
-    (sorted by name). Linking: trackpy (default), or Ultralytics' ByteTrack / BoT-SORT
+    WEIGHTS is a YOLO best.pt, a LoG parameter JSON or a fusion.json. VIDEO is an HDF5
+    video (e.g. simulated, with a tracks table) or a folder of frames (sorted by name). Linking: trackpy (default), or Ultralytics' ByteTrack / BoT-SORT
     (--tracker; gap closing by --track-buffer, low-score detections continue tracks).
     On a video with ground-truth tracks the evaluation suite reports MOTA, IDF1, MT,
     ID switches and the lifetime distributions (chi², KS). Prints the detector's
@@ -117,7 +117,8 @@ def track_video_cv_command(weights, output, folds, presets, frames, size, n_init
     runs `track-video` on each and reports mean ± standard deviation over the videos of
     MOTA, IDF1, MT, ML, ID switches and fragmentations at every --mot-iou, and the
     lifetimes pooled over the videos (bars on Doane bins, chi² and KS p-values).
-    WEIGHTS is a YOLO best.pt or a LoG parameter JSON (`simgen baseline log tune`).
+    WEIGHTS is a YOLO best.pt, a LoG parameter JSON (`simgen baseline log tune`) or a
+    fusion.json (`simgen sim2real --fuse-log`).
 
     \b
     Examples:

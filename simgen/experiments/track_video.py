@@ -34,6 +34,7 @@ from simgen.evaluate import tracking as trk
 from simgen.evaluate.report import evaluate, to_jsonable
 from simgen.experiments.common import ExperimentResult, check_experiment_dir
 from simgen.train.baselines.log import load_params, predict_log
+from simgen.train.fusion import is_fusion_file, load_fusion, predict_fused
 from simgen.train.yolo.box_scale import BOX_SCALE_MODES, apply_box_scale, stored_box_scale
 from simgen.train.yolo.exported import require_runtime
 from simgen.train.yolo.predict import YoloDetector, predict_yolo, read_predictions
@@ -135,7 +136,7 @@ class TrackingOptions:
 
 @dataclass
 class VideoDetections:
-    """Detections of every frame: the file, the detector's own threshold and class names (``None``: LoG).
+    """Detections of every frame: the file, the detector's own threshold and class names (``None``: LoG, fusion).
 
     ``box_scale``: the ``(width, height)`` factors of a calibrated checkpoint, applied to the boxes
     *after* linking (the file holds the raw boxes), or ``None``.
@@ -198,7 +199,8 @@ def detect_video(weights, video, output, *, device: str = "auto", threads: int |
                  runtime: str = "torch", box_scale: str = "auto", progress: bool = True) -> VideoDetections:
     """Run the detector on every frame of ``video``; writes ``output`` (an HDF5 predictions file).
 
-    ``weights``: a YOLO ``best.pt`` or a LoG parameter ``.json`` (``simgen baseline log tune``);
+    ``weights``: a YOLO ``best.pt``, a LoG parameter ``.json`` (``simgen baseline log tune``) or a
+    fused detector's ``fusion.json`` (``simgen sim2real --fuse-log``; its YOLO member runs on torch);
     ``runtime``: ``torch``, ``onnx``, ``openvino`` or ``openvino-int8`` (YOLO through an exported model); ``box_scale``: ``auto``
     passes on the box factors a calibrated checkpoint stores (``simgen train box-scale``) in
     :attr:`VideoDetections.box_scale`, ``off`` ignores them (LoG: no effect).  ``output`` holds the
@@ -206,7 +208,11 @@ def detect_video(weights, video, output, *, device: str = "auto", threads: int |
     the README), so :func:`link_tracks` links the raw boxes and rescales the linked ones.
     """
     output = Path(output)
-    if Path(weights).suffix.lower() == ".json":
+    if is_fusion_file(weights):
+        fused = load_fusion(weights)
+        predict_fused(fused, video, output, overwrite=True, progress=progress)
+        scale, conf, classes = None, fused.conf_f1, None
+    elif Path(weights).suffix.lower() == ".json":
         params = load_params(weights)
         predict_log(video, output, params, overwrite=True, progress=progress)
         scale = None

@@ -107,6 +107,13 @@ def test_fit_fusion_calibrates_on_synthetic_validation_and_round_trips(synthetic
         assert ds.attrs["conf_f1"] == pytest.approx(fused.conf_f1)
         stored = ds.table("boxes")
     assert len(stored[stored["sample"] == 0]) == len(boxes)
+    # every command that takes a detector file (track-video, analyze, film-coarsening) takes it too
+    from simgen.experiments.track_video import detect_video
+
+    dets = detect_video(path, synthetic_val, tmp_path / "dets.h5", progress=False)
+    assert dets.conf == pytest.approx(fused.conf_f1) and dets.class_names is None
+    with open_dataset(dets.path) as ds:
+        pd.testing.assert_frame_equal(ds.table("boxes"), stored)
 
 
 def test_fusion_is_refused_on_real_labels_and_bad_files(tmp_path, synthetic_val):
