@@ -29,6 +29,14 @@ def _print_summary(summary: dict) -> None:
         click.echo(f"{'generator':<{width}}  {readable_value(gen)}")
 
 
+def _print_detector(summary: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        for line in readable_lines(summary, indent=0):
+            click.echo(line)
+
+
 @click.command("info")
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -36,7 +44,8 @@ def info_command(path, as_json):
     """Summarize a dataset (schema, counts, classes, generator parameters) or a YOLO checkpoint.
 
     PATH is an HDF5 dataset, or a sharded set's manifest.json (or its directory, or its virtual.h5),
-    or a YOLO best.pt (classes, and the preprocessing simgen applies before the network).
+    or a YOLO best.pt (classes, and the preprocessing simgen applies before the network),
+    or a fused detector's fusion.json (members, weights, calibration, threshold).
     The generator settings are printed as an indented 'key: value' block (long lists shortened
     to their first items and a count); --json prints everything, in full, for machines.
 
@@ -49,13 +58,14 @@ def info_command(path, as_json):
     if str(path).endswith(".pt"):  # a YOLO checkpoint: what it is and the preprocessing it expects
         from simgen.train.yolo.checkpoint import checkpoint_summary
 
-        summary = checkpoint_summary(path)
-        if as_json:
-            click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        else:
-            for line in readable_lines(summary, indent=0):
-                click.echo(line)
+        _print_detector(checkpoint_summary(path), as_json)
         return
+    if str(path).endswith(".json"):
+        from simgen.train.fusion import fusion_summary, is_fusion_file
+
+        if is_fusion_file(path):  # a fused detector: members, weights, calibration, the synthetic choice
+            _print_detector(fusion_summary(path), as_json)
+            return
     if is_manifest_path(path):  # sharded dataset: the manifest alone (also while it is incomplete)
         summary = summarize_manifest(path)
     else:

@@ -38,7 +38,8 @@ from simgen.train.baselines.log import LogParams, detect_log
 from simgen.train.yolo.tta import fuse_views
 
 __all__ = ["ScoreCalibration", "FusionMember", "FusedDetector", "fit_fusion", "load_fusion", "predict_fused",
-           "is_fusion_file", "FUSION_IOUS", "FUSION_VERSION"]
+           "is_fusion_file", "fusion_summary", "FUSION_IOUS",
+           "FUSION_VERSION"]
 
 #: Cluster IoUs :func:`fit_fusion` tries (boxes of two detectors disagree in size more than boxes of
 #: one detector under flips, so looser than TTA's 0.55).
@@ -302,6 +303,25 @@ def load_fusion(path) -> FusedDetector:
         if m.weights is not None and not Path(m.weights).is_file():
             raise DataError(f"{path}: member weights {m.weights} do not exist")
     return fused
+
+
+def fusion_summary(path) -> dict:
+    """What ``simgen info fusion.json`` prints: the members, their weights and calibration, the choice."""
+    fused = load_fusion(path)
+    members = []
+    for m in fused.members:
+        cal = m.calibration
+        entry: dict = {"kind": m.kind, "weight": m.weight}
+        if m.weights is not None:
+            entry["weights"] = str(m.weights)
+        if m.params is not None:
+            entry["params"] = m.params.to_dict()
+        if cal is not None:
+            entry["calibration"] = {"knots": len(cal.scores), "scores": [cal.scores[0], cal.scores[-1]],
+                                    "probability": [cal.probability[0], cal.probability[-1]]}
+        members.append(entry)
+    return {"detector": "fusion", "version": FUSION_VERSION, "iou": fused.iou, "conf_f1": fused.conf_f1,
+            "fitted_on": fused.fitted_on, "class_names": fused.class_names, "members": members}
 
 
 def predict_fused(fusion, source, output, *, overwrite: bool = False, progress: bool = True) -> Path:

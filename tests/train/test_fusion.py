@@ -144,6 +144,11 @@ def test_fusion_is_refused_on_real_labels_and_bad_files(tmp_path, synthetic_val)
     res = runner.invoke(main, ["predict", str(tmp_path / "f.json"), str(synthetic_val), "-o", str(tmp_path / "p.h5"),
                                "--no-progress"])
     assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["info", str(tmp_path / "f.json"), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["detector"] == "fusion" and [m["kind"] for m in info["members"]] == ["log", "log"]
+    assert info["conf_f1"] == good["conf_f1"] and info["members"][0]["calibration"]["knots"] >= 2
     res = runner.invoke(main, ["predict", str(tmp_path / "bad.json"), str(synthetic_val), "-o",
                                str(tmp_path / "q.h5")])
     assert res.exit_code == 2 and res.output.startswith("Error:") and "Traceback" not in res.output
