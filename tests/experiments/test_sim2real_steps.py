@@ -277,3 +277,15 @@ def test_fused_log_step_scores_the_fusion_and_writes_a_detector(tmp_path):
     assert res.exit_code == 2 and res.output.startswith("Error: fuse_log")
     with pytest.raises(DataError, match="do not exist"):  # the stand-in's weights were never written
         load_fusion(tmp_path / "out" / "fusion.json")
+
+
+def test_verdict_states_the_fused_detector_against_the_baseline():
+    from simgen.experiments.sim2real_report import verdict
+
+    methods = {"synthetic_yolo_loo_threshold": {"f1": 0.78, "ap": 0.79}, "log_baseline": {"f1": 0.79, "ap": 0.81}}
+    assert verdict(methods).startswith("synthetic-only YOLO does not beat") and "fused" not in verdict(methods)
+    methods["fused_log"] = {"f1": 0.77, "ap": 0.83}
+    assert "fused with the synthetic-tuned LoG it is mixed against it: F1 0.770" in verdict(methods)
+    methods["fused_log"] = {"f1": 0.80, "ap": 0.83}
+    assert "fused with the synthetic-tuned LoG it beats it" in verdict(methods)
+    assert verdict({"synthetic_yolo": {"f1": 0.5}}) == "no baseline comparison"
