@@ -104,7 +104,7 @@ def synthetic_log_baseline(real: RealSet, val_h5, cfg: Sim2RealConfig, *, max_im
 def log_fusion(detector: YoloDetector, log_params: dict, val_h5) -> FusedDetector:
     """``detector`` and the LoG of ``log_params`` (its candidates down to 0.03), equal weights, fitted
     on the synthetic validation images ``val_h5`` (:func:`simgen.train.fusion.fit_fusion`)."""
-    members = [FusionMember("yolo", 1.0, weights=Path(detector.weights), _detect=detector.detect),
+    members = [FusionMember("yolo", 1.0, weights=Path(detector.weights), detector=detector),
                FusionMember("log", 1.0, params=LogParams.from_dict(log_params).replace(threshold=0.03))]
     return fit_fusion(members, val_h5)
 
@@ -115,7 +115,8 @@ def fused_log_study(real: RealSet, val_h5, detector: YoloDetector, log_params: d
     fused = log_fusion(detector, log_params, val_h5)
     path = fused.save(Path(out) / "fusion.json")
     scores = score_predictions(detect_real(fused, real), real.gt, fused.conf_f1, len(real))
-    return {"fused_log": {**scores, "fusion": str(path), "iou": fused.iou, "weights": [1.0, 1.0]}}
+    return {"fused_log": {**scores, "fusion": str(path), "iou": fused.iou,
+                          "weights": [m.weight for m in fused.members]}}
 
 
 def robustness_study(real: RealSet, preds: RealPredictions, baseline: LogParams | None, cfg: Sim2RealConfig, *,

@@ -21,9 +21,10 @@ fixed prior (equal by default), reported as such.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,8 +49,6 @@ FUSION_IOUS = (0.3, 0.5)
 FUSION_VERSION = 1
 #: Scoring IoU of the threshold choice (the project's detection IoU).
 SCORE_IOU = 0.15
-
-Detect = Callable[[np.ndarray], pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -109,14 +108,19 @@ class ScoreCalibration:
 
 @dataclass
 class FusionMember:
-    """One detector of a fusion: ``kind`` ``"yolo"`` (``weights``) or ``"log"`` (``params``)."""
+    """One detector of a fusion: ``kind`` ``"yolo"`` (``weights``) or ``"log"`` (``params``).
+
+    ``detector``: an already loaded detector (anything with ``detect(image)``, e.g. a
+    :class:`~simgen.train.yolo.predict.YoloDetector` with its post-processing) used instead of
+    loading ``weights``/``params``; it is not saved (``fusion.json`` records ``weights``/``params``).
+    """
 
     kind: str
     weight: float = 1.0
     weights: Path | None = None
     params: LogParams | None = None
     calibration: ScoreCalibration | None = None
-    _detect: Detect | None = field(default=None, repr=False, compare=False)
+    detector: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.kind not in ("yolo", "log"):
@@ -128,19 +132,14 @@ class FusionMember:
 
     def detect(self, image: np.ndarray) -> pd.DataFrame:
         """The member's raw boxes on ``image`` (H, W)."""
-        if self._detect is None:
-            if self.kind == "log":
-                params = self.params
+        if self.detector is not None:
+            return self.detector.detect(image)
+        if self.kind == "log":
+            return detect_log(image, self.params)
+        from simgen.train.yolo.predict import YoloDetector
 
-                def run_log(img):
-                    return detect_log(img, params)
-
-                self._detect = run_log
-            else:
-                from simgen.train.yolo.predict import YoloDetector
-
-                self._detect = YoloDetector(self.weights).detect
-        return self._detect(image)
+        self.detector = YoloDetector(self.weights)  # loaded once, on first use
+        return self.detector.detect(image)
 
     def to_dict(self, base: Path) -> dict:
         out: dict = {"kind": self.kind, "weight": self.weight}
@@ -178,13 +177,15 @@ class FusedDetector:
         Cluster IoU of the fusion.
     conf_f1 : float
         Threshold with the best F1 on the synthetic validation images (on the fused probability).
+    class_names : list of str
+        The fused detector is class-agnostic: one class (a LoG member knows one kind of blob).
     """
 
     members: list[FusionMember]
     iou: float = 0.3
     conf_f1: float = 0.25
     fitted_on: str = ""
-    class_names: list[str] = field(default_factory=lambda: ["loop"])
+    class_names: list[str] = field(default_factory=lambda: ["defect"])
 
     def __post_init__(self):
         if len(self.members) < 2:
@@ -216,7 +217,8 @@ def fuse_calibrated(parts: Sequence[pd.DataFrame], members: Sequence[FusionMembe
     for boxes, m in zip(parts, members):
         if m.calibration is None:
             raise ParameterError("fusion member is not calibrated (use fit_fusion)")
-        b = boxes.assign(score=m.calibration(boxes["score"]).astype(np.float32))
+        # class-agnostic: a LoG knows one kind of blob, so every member's boxes are class 0
+        b = boxes.assign(score=m.calibration(boxes["score"]).astype(np.float32), **{"class": 0})
         views.append(b[b["score"] > 0])
     return fuse_views(views, tuple(shape), iou=iou, weights=[m.weight for m in members])
 
@@ -296,7 +298,7 @@ def load_fusion(path) -> FusedDetector:
         raise DataError(f"{path}: 'iou' and 'conf_f1' must be numbers") from None
     fused = FusedDetector([FusionMember.from_dict(m, base) for m in members], iou=iou, conf_f1=conf,
                           fitted_on=str(data.get("fitted_on", "")),
-                          class_names=[str(c) for c in data.get("class_names") or ["loop"]])
+                          class_names=[str(c) for c in data.get("class_names") or ["defect"]])
     for m in fused.members:
         if m.calibration is None:
             raise DataError(f"{path}: every fusion member needs its calibration")
