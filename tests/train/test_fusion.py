@@ -152,3 +152,15 @@ def test_fusion_is_refused_on_real_labels_and_bad_files(tmp_path, synthetic_val)
     res = runner.invoke(main, ["predict", str(tmp_path / "bad.json"), str(synthetic_val), "-o",
                                str(tmp_path / "q.h5")])
     assert res.exit_code == 2 and res.output.startswith("Error:") and "Traceback" not in res.output
+
+
+def test_fusion_is_class_agnostic():
+    """A multi-class network's box and the LoG's class-0 blob on the same defect become one box."""
+    from simgen.train.fusion import fuse_calibrated
+
+    cal = ScoreCalibration((0.0, 1.0), (0.0, 1.0))
+    members = [FusionMember("log", 1.0, params=LogParams(), calibration=cal) for _ in range(2)]
+    yolo = pd.DataFrame([[10, 10, 20, 20, 2, 0.8]], columns=COLS)
+    log = pd.DataFrame([[11, 10, 21, 20, 0, 0.6]], columns=COLS)
+    fused = fuse_calibrated([yolo, log], members, (64, 64), 0.3)
+    assert len(fused) == 1 and fused["class"].tolist() == [0] and fused["score"].iloc[0] == pytest.approx(0.7)
