@@ -10,31 +10,24 @@ scored on the fold it never adapted to (pooled as in the run's report).  One JSO
 Usage: python tools/rescore_fusion.py RUN_DIR REAL_DIR [RUN_DIR REAL_DIR ...]
 """
 import json
-import sys
 from pathlib import Path
+
+from rescore_nested import choose, run_pairs  # the same post-processing choice, the same command line
 
 from simgen.datasets.sources import open_source
 from simgen.experiments.scoring import pooled_scores, public, score_predictions
 from simgen.experiments.sim2real_adapt import adaptation_folds
 from simgen.experiments.sim2real_compare import log_fusion
 from simgen.experiments.sim2real_real import detect_real, load_real
-from simgen.train.yolo.postprocess_calibrate import validation_choice
-from simgen.train.yolo.predict import YoloDetector
 
 KEYS = ("precision", "recall", "f1", "ap", "peak_f1", "conf")
-
-
-def chosen_detector(weights: Path, val_h5: Path) -> YoloDetector:
-    with open_source(val_h5) as val:
-        _, auto = validation_choice(weights, val, threads=1)
-    return YoloDetector(weights, threads=1, nested=auto[2], tta=auto[3])
 
 
 def rescore(run: Path, real_dir: str) -> dict:
     val = run / "synthetic_val.h5"
     log_params = json.loads((run / "report.json").read_text())["methods"]["log_synthetic"]["params"]
     real = load_real(open_source(real_dir))
-    fused = log_fusion(chosen_detector(run / "yolo" / "best.pt", val), log_params, val)
+    fused = log_fusion(choose(run / "yolo" / "best.pt", val)[2], log_params, val)
     s = public(score_predictions(detect_real(fused, real), real.gt, fused.conf_f1, len(real)))
     out = {"run": str(run), "real": str(real_dir), "iou": fused.iou,
            "fused_log": {k: round(float(s[k]), 4) for k in KEYS}}
@@ -42,7 +35,7 @@ def rescore(run: Path, real_dir: str) -> dict:
     if students:
         parts = []
         for held, weights in zip(adaptation_folds(len(real), len(students)), students):
-            fused = log_fusion(chosen_detector(weights, val), log_params, val)
+            fused = log_fusion(choose(weights, val)[2], log_params, val)
             pred = detect_real(fused, real, indices=held)
             parts.append((pred, pred[pred["score"] >= fused.conf_f1]))
         s = public(pooled_scores(parts, real.gt, len(real)))
@@ -51,8 +44,4 @@ def rescore(run: Path, real_dir: str) -> dict:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if not args or len(args) % 2:
-        sys.exit(__doc__)
-    for run, real_dir in zip(args[::2], args[1::2]):
-        print(json.dumps(rescore(Path(run), real_dir)), flush=True)
+    run_pairs(rescore, __doc__)

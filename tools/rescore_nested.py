@@ -60,9 +60,14 @@ def rescore(run: Path, real_dir: str) -> dict:
     return out
 
 
-if __name__ == "__main__":
+def run_pairs(rescore_one, usage: str) -> None:
+    """``RUN_DIR REAL_DIR`` pairs from the command line, one JSON line per run (shared by the rescore tools)."""
     args = sys.argv[1:]
     if not args or len(args) % 2:
-        sys.exit(__doc__)
+        sys.exit(usage)
     for run, real_dir in zip(args[::2], args[1::2]):
-        print(json.dumps(rescore(Path(run), real_dir)), flush=True)
+        print(json.dumps(rescore_one(Path(run), real_dir)), flush=True)
+
+
+if __name__ == "__main__":
+    run_pairs(rescore, __doc__)
