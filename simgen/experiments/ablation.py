@@ -622,14 +622,17 @@ def plot_bars(rows: list[dict], metrics: list[str], out) -> Path:
     names = [r["name"] for r in rows]
     x = np.arange(len(names))
     width = 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.38 * len(names) + 2), 3.6))
+    # tall enough for the rotated spec names; the legend above the axes, where no bar is
+    longest = max((len(n) for n in names), default=10)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.38 * len(names) + 2), 3.0 + 0.06 * longest))
     for j, m in enumerate(metrics):
         vals = [math.nan if r.get(m) is None else float(r[m]) for r in rows]
         ax.bar(x + (j - (len(metrics) - 1) / 2) * width, vals, width, label=m)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(" / ".join(metrics))
-    ax.legend(fontsize=7)
+    ax.set_ylabel("score")
+    ax.set_ylim(0, 1.0)
+    ax.legend(fontsize=7, ncol=len(metrics), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(out, overwrite=True) as tmp:
