@@ -36,6 +36,8 @@ from simgen.errors import DataError, ParameterError
 from simgen.evaluate.detection import evaluate_detections, true_positive_flags
 from simgen.progress import Timer, track
 from simgen.train.baselines.log import LogParams, detect_log
+from simgen.train.yolo.box_scale import require_simulated
+from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.tta import fuse_views
 
 __all__ = ["ScoreCalibration", "FusionMember", "FusedDetector", "fit_fusion", "load_fusion", "predict_fused",
@@ -136,8 +138,6 @@ class FusionMember:
             return self.detector.detect(image)
         if self.kind == "log":
             return detect_log(image, self.params)
-        from simgen.train.yolo.predict import YoloDetector
-
         self.detector = YoloDetector(self.weights)  # loaded once, on first use
         return self.detector.detect(image)
 
@@ -237,8 +237,6 @@ def fit_fusion(members: Sequence[FusionMember], source, *, ious: Sequence[float]
     ious : sequence of float
         Cluster IoUs tried; the one with the best peak F1 at IoU 0.15 is kept.
     """
-    from simgen.train.yolo.box_scale import require_simulated
-
     members = list(members)
     with open_source(source) as src:
         require_simulated(src, src.path, "the fusion is calibrated")
