@@ -207,9 +207,12 @@ def _match_summary(estimates, path):
 @click.option("--no-coalescence", is_flag=True, help="Let defects overlap instead of merging on contact.")
 @click.option("--drift", type=float, default=None, help="Per-frame intensity drift (relative random-walk step, default 0.003).")
 @click.option("--dose", default=None, help="Electrons per pixel per frame, number or range.")
+@click.option("--single-class", is_flag=False, flag_value="defect", default=None, metavar="[NAME]",
+              help="Label every defect as one class named NAME (default 'defect'), e.g. to train a "
+                   "one-class tracking detector on frames of simulated videos.")
 @dataset_output_options("Output HDF5 file (one sample per frame; tracks in /tracks).")
 def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, glide, glide_angle, growth,
-                  dissolution, no_coalescence, drift, dose, image_dtype, output, overwrite, progress):
+                  dissolution, no_coalescence, drift, dose, single_class, image_dtype, output, overwrite, progress):
     """Simulate an in-situ TEM video with ground-truth defect tracks.
 
     Defects nucleate, grow, random-walk with diffusion coefficient D (some glide in 1-D
@@ -222,11 +225,14 @@ def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, 
       simgen simulate video --frames 200 --size 512 --seed 0 -o video.h5
       simgen simulate video --preset dsva --diffusion 2 --glide 0.5 --frames 100 -o glide.h5
       simgen export mot video.h5 -o mot_dir/
+      simgen simulate video --preset dsva --single-class loop --frames 100 --seed 100 -o train_v100.h5
     """
 
     tem_over = {"size": _size(size)}
     if dose is not None:
         tem_over["dose"] = _range(dose, "--dose")
+    if single_class is not None:
+        tem_over["single_class"] = single_class
     tem = TemConfig.from_preset(preset, **tem_over) if preset else TemConfig(**tem_over)
     changes = {
         "frames": frames, "n_initial": n_initial, "nucleation": nucleation, "diffusion": diffusion,

@@ -122,6 +122,20 @@ def test_video_and_mot_export(tmp_path):
     assert not (tmp_path / "bad.h5").exists()
 
 
+def test_video_single_class_keeps_the_tracks(tmp_path):
+    """--single-class relabels every box of a video as one class; tracks and kinds are the same video."""
+    args = ("simulate", "video", "--frames", 4, "--size", 96, "--seed", 2, "--n-initial", 8, "--no-progress")
+    assert run(*args, "-o", tmp_path / "three.h5").exit_code == 0
+    res = run(*args, "--single-class", "loop", "-o", tmp_path / "one.h5")
+    assert res.exit_code == 0, res.output
+    with open_dataset(tmp_path / "three.h5") as a, open_dataset(tmp_path / "one.h5") as b:
+        assert b.class_names == ["loop"] and len(a.class_names) == 3
+        ta, tb = a.table("tracks"), b.table("tracks")
+        assert len(tb) == len(ta) > 0 and set(tb["class"]) == {0} and len(set(ta["class"])) > 1
+        assert np.array_equal(ta["track_id"], tb["track_id"]) and np.allclose(ta["x"], tb["x"])
+        assert np.array_equal(a.image(0), b.image(0))
+
+
 def test_filament_pairs(tmp_path):
     out = tmp_path / "f.h5"
     res = run("simulate", "filament", "--n", 2, "--frames", 4, "--size", 64, "--gaps", "1,2",
