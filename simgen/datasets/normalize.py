@@ -69,8 +69,8 @@ def tail_percentiles(image: np.ndarray, lo: float, hi: float) -> tuple[float, fl
     tenth of a tiled OpenVINO detection.  A strided sample gives a bound that certainly holds
     more than the wanted number of pixels (checked by counting; else the full selection), and
     the order statistics are selected among those pixels only: the same order statistics and
-    numpy's interpolation formula, so the same values (bit for bit in every tested case; two
-    neighbouring order statistics subtract exactly), ≈ 5–10× faster.
+    numpy's interpolation formula, so the same values (bit for bit in every tested case),
+    ≈ 5–10× faster.
 
     Parameters
     ----------
