@@ -9,6 +9,7 @@ from os import PathLike
 import numpy as np
 
 from simgen.datasets.h5io import Dataset
+from simgen.datasets.normalize import tail_percentiles
 from simgen.datasets.sources import Source, open_source
 from simgen.errors import DataError, ParameterError
 from simgen.rng import sample_rng
@@ -179,7 +180,7 @@ def normalize_pair(a: np.ndarray, b: np.ndarray, mode: str = "percentile") -> tu
         return a, b
     both = np.concatenate([a.ravel(), b.ravel()])
     if mode == "percentile":
-        lo, hi = np.percentile(both, [0.5, 99.5])
+        lo, hi = tail_percentiles(both, 0.5, 99.5)
     elif mode == "minmax":
         lo, hi = float(both.min()), float(both.max())
     else:
