@@ -363,6 +363,12 @@ def log_predict_command(source, params_path, output, overwrite, progress):
                    "labels are never read from it.")
 @click.option("--self-train-epochs", type=click.IntRange(min=1), default=None,
               help="Student epochs per self-training round (default 5).")
+@click.option("--backgrounds", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Unlabeled real images (e.g. ../shared/realdata/unlabeled/dsva_fecral_video) to render part of the "
+                   "synthetic images on: their defect-like blobs are painted over, the synthetic defects keep exact "
+                   "labels. Scored images and near copies of them are left out; labels are never read.")
+@click.option("--background-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Share of synthetic images on a real background (default 0.5).")
 @click.option("--synthetic-log/--no-synthetic-log", default=True, show_default=True,
               help="Also score LoG tuned on synthetic images only (a zero-label classical baseline).")
 @click.option("--fuse-log/--no-fuse-log", default=False, show_default=True,
@@ -390,7 +396,8 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @progress_option
 def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, spec, labels,
                      baseline,
-                     robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs, synthetic_log,
+                     robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs, backgrounds,
+                     background_fraction, synthetic_log,
                      fuse_log, judge, preset_cfg, threads, device, seed, detector_scale, size, resume, overwrite, progress):
     """The synthetic-only → real experiment, end to end.
 
@@ -415,7 +422,8 @@ def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, 
                                  tem_preset=preset, scale=scale, box_margin=box_margin, spec=spec,
                                  labels=labels, baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
                                  few_real=few_real, threads=threads, device=device, adapt_to=adapt_to,
-                                 self_train_epochs=self_train_epochs, synthetic_log=synthetic_log, fuse_log=fuse_log,
+                                 self_train_epochs=self_train_epochs, backgrounds=backgrounds,
+                                 background_fraction=background_fraction, synthetic_log=synthetic_log, fuse_log=fuse_log,
                                  judge=judge,
                                  adapt=_levers(adapt), seed=seed, detector_scale=detector_scale,
                                  size=size).items()

@@ -24,7 +24,7 @@ from simgen.experiments.sim2real_real import RealSet, detect_real
 from simgen.progress import ProgressLog
 from simgen.train.yolo.adapt import adapt_detector
 from simgen.train.yolo.predict import YoloDetector
-from simgen.train.yolo.unlabeled import open_unlabeled
+from simgen.train.yolo.unlabeled import image_folder, open_unlabeled
 
 __all__ = ["LEVERS", "adaptation_folds", "adaptation_study"]
 
@@ -68,7 +68,7 @@ def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, trai
         scored = {real.names[k] for k in held}
         files = [p for p in list_images(images) if p.stem not in scored]
         if cfg.adapt_to:
-            files += [p for p in list_images(_image_folder(Path(cfg.adapt_to))) if p.stem not in scored]
+            files += [p for p in list_images(image_folder(Path(cfg.adapt_to))) if p.stem not in scored]
         with open_unlabeled(files) as unlabeled:
             unlabeled_names = [unlabeled.name(k) for k in range(len(unlabeled))]
             weights = _adapt_fold(cfg, synthetic_weights, train_h5, val_h5, unlabeled, fold, threads=threads,
@@ -85,14 +85,6 @@ def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, trai
     return {LEVERS[lever]: {**pooled_scores(parts[lever], real.gt, n), "folds": len(parts[lever]),
                             "conf_per_fold": confs[lever], "adaptation": records[lever]}
             for lever in cfg.adapt if parts[lever]}
-
-
-def _image_folder(root: Path) -> Path:
-    """Where a folder keeps its pixels: ``frames/`` (an unlabeled video), ``images/`` (never ``labels/``)."""
-    for sub in ("frames", "images"):
-        if (root / sub).is_dir():
-            return root / sub
-    return root
 
 
 def _adapt_fold(cfg: Sim2RealConfig, weights, train_h5, val_h5, unlabeled, fold: Path, *, threads, progress,

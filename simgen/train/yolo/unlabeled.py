@@ -25,7 +25,7 @@ def _has_images(folder: Path) -> bool:
     return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
 
 
-def _image_folder(path: Path) -> Path:
+def image_folder(path: Path) -> Path:
     """The folder whose image files are the unlabeled images: ``images/`` (a YOLO folder), the folder
     itself, or ``frames/`` (an unlabeled video).  Never a ``labels/`` folder."""
     for folder in (path / "images", path, path / "frames"):
@@ -75,7 +75,7 @@ class UnlabeledImages:
             path = Path(images)
             self.origin = str(path)
             if path.is_dir():
-                self._src = open_source(_image_folder(path))
+                self._src = open_source(image_folder(path))
                 all_names = [self._src.name(k) for k in range(len(self._src))]
             elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                 self._files = {path.stem: path}
@@ -94,7 +94,7 @@ class UnlabeledImages:
                 self._files = {}
                 # folders in a list contribute their images (several unlabeled folders at once)
                 paths = [f for p in map(Path, items)
-                         for f in (list_images(_image_folder(p)) if p.is_dir() else [p])]
+                         for f in (list_images(image_folder(p)) if p.is_dir() else [p])]
                 for p in paths:
                     if not p.is_file():
                         raise DataError(f"image {p} does not exist")

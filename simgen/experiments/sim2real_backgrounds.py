@@ -1,0 +1,93 @@
+"""Real backgrounds for the synthetic training images (``simgen sim2real --backgrounds DIR``).
+
+Reads a folder of the user's unlabeled micrographs, leaves out every image that is (or nearly
+is) one of the scored real images — images used for adaptation and images scored stay
+disjoint — paints over their defect-like blobs (:func:`simgen.simulate.tem_backgrounds.clear_blobs`,
+pixels only) and hands them to :class:`~simgen.simulate.tem_backgrounds.BackgroundTemSampler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from skimage.transform import downscale_local_mean
+
+from simgen.datasets.imageio import list_images, read_image
+from simgen.errors import DataError
+from simgen.experiments.sim2real_config import Sim2RealConfig
+from simgen.experiments.sim2real_real import RealSet
+from simgen.simulate.tem_backgrounds import clear_blobs
+from simgen.train.yolo.unlabeled import image_folder
+
+__all__ = ["Backgrounds", "load_backgrounds"]
+
+
+@dataclass
+class Backgrounds:
+    """Cleared background images, their file names and what was left out (name → reason)."""
+
+    images: list[np.ndarray]
+    names: list[str]
+    left_out: dict[str, str] = field(default_factory=dict)
+    n_cleared: list[int] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {"images": list(self.names), "left_out": dict(self.left_out), "blobs_cleared": list(self.n_cleared)}
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image, np.float32)
+    if img.ndim == 3:
+        img = img[..., :3].mean(-1)
+    if img.ndim != 2:
+        raise DataError(f"expected a greyscale or RGB image, got shape {image.shape}")
+    return img
+
+
+def _signature(image: np.ndarray) -> np.ndarray:
+    """Quarter-resolution, zero-mean, unit-variance copy (for near-duplicate tests)."""
+    small = downscale_local_mean(image, (4, 4)) if min(image.shape) >= 16 else image
+    return (small - small.mean()) / (small.std() + 1e-6)
+
+
+def load_backgrounds(cfg: Sim2RealConfig, real: RealSet | None = None) -> Backgrounds:
+    """The cleared backgrounds of ``cfg.backgrounds``, none of them a scored image of ``real``.
+
+    An image is left out when its file stem is a scored image's name, or when it has a scored
+    image's shape and correlates with it at ≥ ``cfg.background_max_corr`` (quarter resolution):
+    consecutive video frames are near copies of each other.  Of the rest, at most
+    ``cfg.background_images`` evenly spread ones are cleared of blobs of ``cfg.diameter_px``.
+    """
+    if cfg.backgrounds is None:
+        raise DataError("no background folder given")
+    files = list_images(image_folder(Path(cfg.backgrounds)))
+    scored: dict[str, np.ndarray] = {}
+    if real is not None:
+        scored = {name: _signature(_grey(real.image(k))) for k, name in enumerate(real.names)}
+    left_out: dict[str, str] = {}
+    kept: list[tuple[Path, np.ndarray]] = []
+    for f in files:
+        if f.stem in scored:
+            left_out[f.name] = f"named like scored image {f.stem}"
+            continue
+        img = _grey(read_image(f))
+        sig = _signature(img)
+        twin = next((n for n, s in scored.items()
+                     if s.shape == sig.shape and float((s * sig).mean()) >= cfg.background_max_corr), None)
+        if twin is not None:
+            left_out[f.name] = f"near copy of scored image {twin}"
+            continue
+        kept.append((f, img))
+    if not kept:
+        raise DataError(f"no usable background image in {cfg.backgrounds} ({len(left_out)} left out as scored images)")
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(kept) - 1, min(cfg.background_images, len(kept)))})
+    images, names, counts = [], [], []
+    for i in picks:
+        f, img = kept[i]
+        cleared, n = clear_blobs(img, tuple(cfg.diameter_px))
+        images.append(cleared)
+        names.append(f.name)
+        counts.append(int(n))
+    return Backgrounds(images, names, left_out, counts)
