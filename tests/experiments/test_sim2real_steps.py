@@ -289,3 +289,48 @@ def test_verdict_states_the_fused_detector_against_the_baseline():
     methods["fused_log"] = {"f1": 0.80, "ap": 0.83}
     assert "fused with the synthetic-tuned LoG it beats it" in verdict(methods)
     assert verdict({"synthetic_yolo": {"f1": 0.5}}) == "no baseline comparison"
+
+
+def test_backgrounds_leave_out_scored_images_and_their_near_copies(tmp_path):
+    """``--backgrounds``: unlabeled frames become backgrounds of part of the synthetic images, never a
+    scored image (same name) or a near copy of one (a neighbouring video frame)."""
+    from PIL import Image
+
+    from simgen.datasets.h5io import open_dataset
+    from simgen.experiments.sim2real_backgrounds import load_backgrounds
+
+    real_dir = _yolo_folder(tmp_path / "real")
+    frames = tmp_path / "video" / "frames"
+    frames.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    scored = np.asarray(Image.open(real_dir / "images" / "im0.png"), np.float32) / 255
+    twin = np.clip(scored + rng.normal(0, 0.005, scored.shape), 0, 1)  # the next frame of a video
+    other = np.clip(0.6 + rng.normal(0, 0.03, (120, 140)), 0, 1)
+    for name, img in (("im1", scored), ("f001", twin), ("f002", other), ("f003", other[::-1])):
+        Image.fromarray((img * 255).astype(np.uint8)).save(frames / f"{name}.png")
+    (frames.parent / "README.md").write_text("no labels\n")
+    cfg = _small(backgrounds=str(frames.parent), background_fraction=1.0).validate()
+    with open_source(real_dir) as src:
+        real = load_real(src)
+        bgs = load_backgrounds(cfg, real)
+        assert bgs.names == ["f002.png", "f003.png"]
+        assert set(bgs.left_out) == {"im1.png", "f001.png"} and "near copy" in bgs.left_out["f001.png"]
+        data = generate_synthetic(tmp_path / "out", match_look(real, cfg), cfg, progress=False, real=real)
+    record = json.loads((tmp_path / "out" / "backgrounds.json").read_text())
+    assert record["images"] == ["f002.png", "f003.png"] and record["fraction"] == 1.0
+    with open_dataset(data.train) as ds:
+        assert ds.attrs["generator"]["backgrounds"]["images"] == ["f002.png", "f003.png"]
+        assert {ds.provenance(i)["background"] for i in range(len(ds))} <= {"f002.png", "f003.png"}
+    with pytest.raises(ParameterError, match="backgrounds"):
+        _small(backgrounds=str(tmp_path / "nowhere")).validate()
+    with pytest.raises(ParameterError, match="background_fraction"):
+        _small(background_fraction=2.0).validate()
+    only_scored = tmp_path / "scored_only"
+    only_scored.mkdir()
+    Image.fromarray((scored * 255).astype(np.uint8)).save(only_scored / "im0.png")
+    with open_source(real_dir) as src, pytest.raises(DataError, match="no usable background"):
+        load_backgrounds(_small(backgrounds=str(only_scored)), load_real(src))
+    command = main.get_command(None, "sim2real")
+    ctx = command.make_context("sim2real", ["--real", str(real_dir), "-o", str(tmp_path / "x"), "--backgrounds",
+                                            str(frames.parent), "--background-fraction", "0.3"])
+    assert ctx.params["backgrounds"] == str(frames.parent) and ctx.params["background_fraction"] == 0.3
