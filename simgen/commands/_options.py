@@ -47,6 +47,10 @@ dtype_option = click.option("--dtype", "image_dtype", type=click.Choice(["uint8"
                             show_default=True, help="Stored image dtype.")
 #: ``--device`` of the commands that run a model (torch device name or ``auto``).
 device_option = click.option("--device", default="auto", show_default=True)
+single_class_option = click.option(
+    "--single-class", is_flag=False, flag_value="defect", default=None, metavar="[NAME]",
+    help="Label every defect as one class named NAME (default 'defect'), e.g. loop: what a one-class "
+         "detector (as in simulate film) trains on.")
 #: ``--runtime`` of the commands that run a YOLO detector (the names of ``simgen.train.yolo.exported.RUNTIMES``).
 runtime_option = click.option(
     "--runtime", type=click.Choice(["torch", "onnx", "openvino", "openvino-int8"]), default="torch", show_default=True,

@@ -13,6 +13,7 @@ from simgen.commands._options import (
     parse_range,
     renamed_option,
     seed_option,
+    single_class_option,
 )
 from simgen.commands._sizes import FLOAT32_COPIES, guard_size
 from simgen.commands.scale import write_samples
@@ -86,8 +87,7 @@ def _print_match(est: dict) -> None:
 @click.option("--classes", default=None, help="Defect kinds present: comma list of black_dot, loop111, loop100.")
 @click.option("--class-names", default=None, help="Label names for --classes (comma list, same order).")
 @click.option("--class-weights", default=None, help="Relative abundances of --classes (comma list).")
-@click.option("--single-class", is_flag=False, flag_value="defect", default=None, metavar="[NAME]",
-              help="Label every defect as one class (as in simulate film), named NAME (default 'defect'), e.g. loop.")
+@single_class_option
 @click.option("--arrangement", type=click.Choice(["uniform", "clustered", "lines", "mixed"]), default=None,
               help="Spatial arrangement of defects (default mixed).")
 @click.option("--overlap", type=click.Choice(["avoid", "allow"]), default=None, help="Overlap rule (default avoid).")
@@ -207,9 +207,7 @@ def _match_summary(estimates, path):
 @click.option("--no-coalescence", is_flag=True, help="Let defects overlap instead of merging on contact.")
 @click.option("--drift", type=float, default=None, help="Per-frame intensity drift (relative random-walk step, default 0.003).")
 @click.option("--dose", default=None, help="Electrons per pixel per frame, number or range.")
-@click.option("--single-class", is_flag=False, flag_value="defect", default=None, metavar="[NAME]",
-              help="Label every defect as one class named NAME (default 'defect'), e.g. to train a "
-                   "one-class tracking detector on frames of simulated videos.")
+@single_class_option
 @dataset_output_options("Output HDF5 file (one sample per frame; tracks in /tracks).")
 def video_command(frames, size, seed, preset, n_initial, nucleation, diffusion, glide, glide_angle, growth,
                   dissolution, no_coalescence, drift, dose, single_class, image_dtype, output, overwrite, progress):
