@@ -356,8 +356,9 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @click.option("--adapt", default=None, metavar="LEVERS",
               help="Unsupervised adaptation with the unlabeled real pixels, comma-separated: bn (BatchNorm "
                    "statistics, seconds; lowered F1 on dsva_fecral, see README), self_train (pseudo-labels + "
-                   "student, slow), all (both), or none (default). Each is scored on held-out folds of images "
-                   "it never adapted to.")
+                   "student, slow), all (both), backgrounds (fine-tuned with new renders on the other folds' "
+                   "images, blobs painted over; slow), or none (default). Each is scored on held-out folds of "
+                   "images it never adapted to.")
 @click.option("--adapt-to", type=click.Path(exists=True, file_okay=False), default=None,
               help="More unlabeled real images to adapt with (e.g. ../shared/realdata/unlabeled/dsva_fecral_video); "
                    "labels are never read from it.")

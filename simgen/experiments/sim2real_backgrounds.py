@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import downscale_local_mean
 
+from simgen.augment.pipeline import AugmentedSampler
 from simgen.datasets.imageio import list_images, read_image
 from simgen.errors import DataError
 from simgen.experiments.sim2real_config import Sim2RealConfig
 from simgen.experiments.sim2real_real import RealSet
-from simgen.simulate.tem_backgrounds import clear_blobs
+from simgen.simulate.tem import TemConfig, TemSampler
+from simgen.simulate.tem_backgrounds import BackgroundTemSampler, clear_blobs
 from simgen.train.yolo.unlabeled import image_folder
 
-__all__ = ["Backgrounds", "load_backgrounds"]
+__all__ = ["Backgrounds", "load_backgrounds", "clear_backgrounds", "background_sampler"]
 
 
 @dataclass
@@ -62,32 +64,52 @@ def load_backgrounds(cfg: Sim2RealConfig, real: RealSet | None = None) -> Backgr
     """
     if cfg.backgrounds is None:
         raise DataError("no background folder given")
+    scored = {} if real is None else {name: real.image(k) for k, name in enumerate(real.names)}
     files = list_images(image_folder(Path(cfg.backgrounds)))
-    scored: dict[str, np.ndarray] = {}
-    if real is not None:
-        scored = {name: _signature(_grey(real.image(k))) for k, name in enumerate(real.names)}
+    return clear_backgrounds([(f.name, f) for f in files], scored, cfg, source=str(cfg.backgrounds))
+
+
+def clear_backgrounds(candidates, scored: dict[str, np.ndarray], cfg: Sim2RealConfig, *,
+                      source: str = "") -> Backgrounds:
+    """Cleared backgrounds from ``candidates`` (``(name, path or array)`` pairs), none of them a scored image.
+
+    ``scored`` maps the scored images' names to their pixels; a candidate named like one (file
+    stem) or a near copy of one (same shape, correlation ≥ ``cfg.background_max_corr`` at quarter
+    resolution) is left out.  Of the rest at most ``cfg.background_images`` evenly spread ones are
+    read and cleared (:func:`~simgen.simulate.tem_backgrounds.clear_blobs`, ``cfg.diameter_px``).
+    """
+    sigs = {name: _signature(_grey(img)) for name, img in scored.items()}
     left_out: dict[str, str] = {}
-    kept: list[tuple[Path, np.ndarray]] = []
-    for f in files:
-        if f.stem in scored:
-            left_out[f.name] = f"named like scored image {f.stem}"
+    kept: list[tuple[str, np.ndarray]] = []
+    for name, item in candidates:
+        stem = Path(name).stem
+        if stem in sigs:
+            left_out[name] = f"named like scored image {stem}"
             continue
-        img = _grey(read_image(f))
+        img = _grey(read_image(item) if isinstance(item, (str, Path)) else item)
         sig = _signature(img)
-        twin = next((n for n, s in scored.items()
+        twin = next((n for n, s in sigs.items()
                      if s.shape == sig.shape and float((s * sig).mean()) >= cfg.background_max_corr), None)
         if twin is not None:
-            left_out[f.name] = f"near copy of scored image {twin}"
+            left_out[name] = f"near copy of scored image {twin}"
             continue
-        kept.append((f, img))
+        kept.append((name, img))
     if not kept:
-        raise DataError(f"no usable background image in {cfg.backgrounds} ({len(left_out)} left out as scored images)")
+        raise DataError(f"no usable background image{' in ' + source if source else ''} "
+                        f"({len(left_out)} left out as scored images or near copies)")
     picks = sorted({int(round(i)) for i in np.linspace(0, len(kept) - 1, min(cfg.background_images, len(kept)))})
     images, names, counts = [], [], []
     for i in picks:
-        f, img = kept[i]
+        name, img = kept[i]
         cleared, n = clear_blobs(img, tuple(cfg.diameter_px))
         images.append(cleared)
-        names.append(f.name)
+        names.append(name)
         counts.append(int(n))
     return Backgrounds(images, names, left_out, counts)
+
+
+def background_sampler(tem: TemConfig, cfg: Sim2RealConfig, bgs: Backgrounds, fraction: float, *,
+                       estimates: dict | None = None) -> AugmentedSampler:
+    """The augmented TEM sampler of ``sim2real`` with ``fraction`` of its samples on ``bgs``."""
+    base = BackgroundTemSampler(TemSampler(tem, seed=cfg.seed, match=estimates), bgs.images, fraction, names=bgs.names)
+    return AugmentedSampler(base, cfg.spec, seed=cfg.seed, relabel=cfg.labels == "annotator-final")

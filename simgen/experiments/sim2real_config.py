@@ -127,9 +127,10 @@ class Sim2RealConfig:
         them to the number of images per side and to the smallest image side.  ``max_images``,
         ``seed``, ``device`` and ``threads`` come from ``judge_images``, ``seed``, ``device`` and
         ``threads``.
-    adapt : tuple of {"bn", "self_train", "all"}
+    adapt : tuple of {"bn", "self_train", "all", "backgrounds"}
         Unsupervised adaptation levers with the unlabeled real pixels (:mod:`.sim2real_adapt`),
-        each scored on held-out folds.  Off by default: measured on dsva_fecral (README), BatchNorm
+        each scored on held-out folds (``backgrounds``: the model fine-tuned with new renders on the
+        other folds' images, ``self_train_epochs`` epochs).  Off by default: measured on dsva_fecral (README), BatchNorm
         re-estimation *lowered* F1 from 0.73 to 0.57 and AP from 0.76 to 0.60, so it is not a
         default until it helps somewhere; self-training costs ``adapt_folds * self_train_rounds *
         self_train_epochs`` extra epochs (~2.4 min each on one thread; 45-48 min in the README's
@@ -254,8 +255,9 @@ class Sim2RealConfig:
             raise ParameterError("few_real needs kfold >= 2 (the held-out folds are what is scored)")
         if self.fuse_log and not self.synthetic_log:
             raise ParameterError("fuse_log fuses with the synthetic-tuned LoG: it needs synthetic_log")
-        if not set(self.adapt) <= {"bn", "self_train", "all"}:
-            raise ParameterError(f"adapt levers must be among bn, self_train, all; got {', '.join(self.adapt)}")
+        if not set(self.adapt) <= {"bn", "self_train", "all", "backgrounds"}:
+            raise ParameterError(f"adapt levers must be among bn, self_train, all, backgrounds; got "
+                                 f"{', '.join(self.adapt)}")
         if self.adapt_folds < 2 or self.self_train_rounds < 1 or self.self_train_epochs < 1:
             raise ParameterError("need adapt_folds >= 2, self_train_rounds >= 1 and self_train_epochs >= 1")
         if self.adapt_to is not None and not Path(self.adapt_to).is_dir():

@@ -29,6 +29,7 @@ LABELS = {
     "synthetic_yolo_bn": "YOLO synthetic + BatchNorm adaptation (unlabeled real, held-out folds)",
     "synthetic_yolo_self_train": "YOLO synthetic + self-training (pseudo-labels, held-out folds)",
     "synthetic_yolo_adapted": "YOLO synthetic + BatchNorm + self-training (held-out folds)",
+    "synthetic_yolo_backgrounds": "YOLO synthetic + fine-tuned on renders on the other folds' real images (held-out folds)",
 }
 
 

@@ -76,7 +76,7 @@ from simgen.evaluate.report import to_jsonable
 from simgen.experiments.common import ExperimentResult, StepClock, check_experiment_dir, empty_dir
 from simgen.experiments.scoring import IOU, loo_threshold_scores, per_image_scores, public, score_predictions
 from simgen.experiments.sim2real_adapt import adaptation_study
-from simgen.experiments.sim2real_backgrounds import load_backgrounds
+from simgen.experiments.sim2real_backgrounds import background_sampler, load_backgrounds
 from simgen.experiments.sim2real_compare import (
     BaselineResult,
     fused_log_study,
@@ -93,7 +93,6 @@ from simgen.progress import ProgressLog, format_duration
 from simgen.runtime import default_threads, setup_threads
 from simgen.simulate.match import estimate
 from simgen.simulate.tem import ANNOTATOR_LABELS, KIND_SIZE, TemConfig, TemSampler, config_from_match
-from simgen.simulate.tem_backgrounds import BackgroundTemSampler
 from simgen.train.yolo.trainer import train_yolo
 
 __all__ = [
@@ -304,13 +303,14 @@ def generate_synthetic(out, look: LookMatch, cfg: Sim2RealConfig, *, progress: b
     data = SyntheticData(out / "synthetic_train.h5", out / "synthetic_val.h5")
     if resume and data.train.exists() and data.val.exists():
         return data
-    base = TemSampler(look.tem, seed=cfg.seed, match=look.estimates)
     if cfg.backgrounds is not None and cfg.background_fraction > 0:
         bgs = load_backgrounds(cfg, real)
         atomic_write_text(out / "backgrounds.json", json.dumps(
             {"folder": str(cfg.backgrounds), "fraction": cfg.background_fraction, **bgs.describe()}, indent=1))
-        base = BackgroundTemSampler(base, bgs.images, cfg.background_fraction, names=bgs.names)
-    sampler = AugmentedSampler(base, cfg.spec, seed=cfg.seed, relabel=cfg.labels == "annotator-final")
+        sampler = background_sampler(look.tem, cfg, bgs, cfg.background_fraction, estimates=look.estimates)
+    else:
+        sampler = AugmentedSampler(TemSampler(look.tem, seed=cfg.seed, match=look.estimates), cfg.spec,
+                                   seed=cfg.seed, relabel=cfg.labels == "annotator-final")
     if not (resume and data.train.exists()):
         write_dataset(data.train, sampler, cfg.n_train, overwrite=True, progress=progress)
     if not (resume and data.val.exists()):
@@ -452,7 +452,7 @@ def _run_steps(real: RealSet, out: Path, cfg: Sim2RealConfig, *, threads: int, r
         log.message(score_line("YOLO + synthetic LoG, fused", methods["fused_log"]))
     if cfg.adapt:
         with clock.step("adapt"):
-            adapted = adaptation_study(real, cfg, weights, data.train, data.val, out, threads=threads,
+            adapted = adaptation_study(real, cfg, weights, data.train, data.val, out, tem=look.tem, threads=threads,
                                        progress=progress, resume=resume, log=log)
         methods.update(adapted)
         for name, row in adapted.items():
