@@ -80,7 +80,7 @@ def clear_backgrounds(candidates, scored: dict[str, np.ndarray], cfg: Sim2RealCo
     """
     sigs = {name: _signature(_grey(img)) for name, img in scored.items()}
     left_out: dict[str, str] = {}
-    kept: list[tuple[str, np.ndarray]] = []
+    kept: list[tuple[str, object]] = []  # (name, path or array): re-read when picked, not held in memory
     for name, item in candidates:
         stem = Path(name).stem
         if stem in sigs:
@@ -93,14 +93,15 @@ def clear_backgrounds(candidates, scored: dict[str, np.ndarray], cfg: Sim2RealCo
         if twin is not None:
             left_out[name] = f"near copy of scored image {twin}"
             continue
-        kept.append((name, img))
+        kept.append((name, item))
     if not kept:
         raise DataError(f"no usable background image{' in ' + source if source else ''} "
                         f"({len(left_out)} left out as scored images or near copies)")
     picks = sorted({int(round(i)) for i in np.linspace(0, len(kept) - 1, min(cfg.background_images, len(kept)))})
     images, names, counts = [], [], []
     for i in picks:
-        name, img = kept[i]
+        name, item = kept[i]
+        img = _grey(read_image(item) if isinstance(item, (str, Path)) else item)
         cleared, n = clear_blobs(img, tuple(cfg.diameter_px))
         images.append(cleared)
         names.append(name)
