@@ -82,6 +82,8 @@ def baseline_group():
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Share of --data held out for validation when --val is not given.")
 @click.option("--patience", type=click.IntRange(min=0), default=None, help="Early stopping patience (0 = off).")
+@click.option("--save-period", type=click.IntRange(min=0), default=None,
+              help="Also keep every N-th epoch's checkpoint (ultralytics/weights/epochN.pt, N from 0; default 0 = off).")
 @click.option("--loader-workers", "workers", type=click.IntRange(min=0), default=None,
               help="Data-loading worker processes (--workers means Dask workers in simgen simulate).")
 @renamed_option("--workers", "--loader-workers", "workers", type=click.IntRange(min=0))
@@ -103,7 +105,8 @@ def baseline_group():
 @restart_option
 @progress_option
 def train_yolo_command(data, val, output, preset, model, weights, epochs, batch, imgsz, tile, overlap, min_box, scale,
-                       normalize, val_fraction, patience, workers, device, threads, seed, cache_dir, adapt_to, adapt,
+                       normalize, val_fraction, patience, save_period, workers, device, threads, seed, cache_dir,
+                       adapt_to, adapt,
                        self_train_rounds, self_train_epochs, resume, overwrite, progress):
     """Train a YOLO detector (Ultralytics, from a .yaml, fully offline) on simgen data.
 
@@ -123,7 +126,8 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
 
     changes = {k: v for k, v in dict(model=model, epochs=epochs, batch=batch, imgsz=imgsz, overlap=overlap,
                                      min_box=min_box, scale=scale, normalize=normalize, val_fraction=val_fraction,
-                                     patience=patience, workers=workers, device=device, seed=seed).items()
+                                     patience=patience, save_period=save_period, workers=workers, device=device,
+                                     seed=seed).items()
                if v is not None}
     if tile is not None:
         changes["tile"] = tile

@@ -305,6 +305,20 @@ def test_resume_after_kill_finishes_the_run(trained):
         train_yolo(trained["data"], run, config=PRESETS["small"], progress=False)
 
 
+def test_save_period_keeps_every_epoch_and_is_validated(trained, tmp_path):
+    run = tmp_path / "run"
+    train_yolo(trained["data"], run, config=PRESETS["small"].replace(epochs=2, save_period=1), progress=False,
+               cache_dir=trained["tmp"] / "cache")
+    kept = sorted(p.name for p in (run / "ultralytics" / "weights").glob("epoch*.pt"))
+    assert kept == ["epoch0.pt", "epoch1.pt"], kept  # Ultralytics counts epochs from 0 in these names
+    from simgen.train.yolo.predict import YoloDetector
+
+    det = YoloDetector(run / "ultralytics" / "weights" / "epoch1.pt")  # an epoch checkpoint predicts
+    assert len(det.detect(np.zeros((64, 64), np.float32)).columns) >= 5
+    with pytest.raises(ParameterError, match="save_period"):
+        PRESETS["small"].replace(save_period=-1).validate()
+
+
 def test_predict_tiles_large_images_and_writes_schema(trained, tmp_path):
     real = _yolo_folder(tmp_path / "real", sizes=((130, 200), (40, 50)))
     det = YoloDetector(trained["best"], conf=0.001)

@@ -56,6 +56,10 @@ class YoloConfig:
         Share of the training samples held out for validation when no ``val`` data is given.
     patience : int
         Early stopping: epochs without validation improvement (0: off).
+    save_period : int
+        Also keep the checkpoint of every ``save_period``-th epoch
+        (``ultralytics/weights/epoch<N>.pt``, N counted from 0 as Ultralytics does; 0: off), e.g. to
+        score a training trajectory afterwards.
     workers : int
         Dataloader worker processes (0: in the main process).
     device : str
@@ -119,6 +123,7 @@ class YoloConfig:
     cache_images: bool = True
     nbs: int = 0
     warmup_epochs: float = 1.0
+    save_period: int = 0
     hours: float = 0.0
     nested: str | float | None = "auto"
     tta: str | bool = "auto"
@@ -154,8 +159,8 @@ class YoloConfig:
             raise ParameterError(f"nested must be 'auto', None or in (0, 1], got {self.nested!r}")
         if self.tta not in ("auto", True, False):
             raise ParameterError(f"tta must be 'auto', True or False, got {self.tta!r}")
-        if self.patience < 0 or self.workers < 0 or self.seed < 0:
-            raise ParameterError("patience, workers and seed must be >= 0")
+        if self.patience < 0 or self.workers < 0 or self.seed < 0 or self.save_period < 0:
+            raise ParameterError("patience, workers, seed and save_period must be >= 0")
         select_device(self.device)
         return self
 

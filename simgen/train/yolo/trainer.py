@@ -153,6 +153,7 @@ def train_yolo(train: Input | list[Input], output, *, val: Input | list[Input] |
         translate=config.translate, scale=config.scale_aug, hsv_h=0.0, hsv_s=0.0, hsv_v=config.hsv_v,
         cache="ram" if config.cache_images else False, verbose=False, val=True, save=True,
         nbs=config.nbs or config.batch, warmup_epochs=config.warmup_epochs,
+        save_period=config.save_period or -1,
     )
     if config.hours > 0:
         args["time"] = float(config.hours)
