@@ -14,8 +14,7 @@ from simgen.datasets.imageio import read_image
 from simgen.simulate.tem_backgrounds import clear_blobs
 
 frame_path, train_h5, out = sys.argv[1:4]
-frame = read_image(frame_path)
-frame = frame[..., :3].mean(-1) if frame.ndim == 3 else frame
+frame = read_image(frame_path)  # (H, W) luminance
 cleared, n = clear_blobs(frame)
 crop = (slice(0, 384), slice(0, 512))
 fig, axes = plt.subplots(2, 4, figsize=(16, 8.4))

@@ -40,11 +40,10 @@ class Backgrounds:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
+    """``image`` as float32 (H, W): ``read_image`` and the real sources already give luminance."""
     img = np.asarray(image, np.float32)
-    if img.ndim == 3:
-        img = img[..., :3].mean(-1)
     if img.ndim != 2:
-        raise DataError(f"expected a greyscale or RGB image, got shape {image.shape}")
+        raise DataError(f"expected a greyscale (H, W) image, got shape {img.shape}")
     return img
 
 
@@ -109,8 +108,9 @@ def clear_backgrounds(candidates, scored: dict[str, np.ndarray], cfg: Sim2RealCo
     return Backgrounds(images, names, left_out, counts)
 
 
-def background_sampler(tem: TemConfig, cfg: Sim2RealConfig, bgs: Backgrounds, fraction: float, *,
-                       estimates: dict | None = None) -> AugmentedSampler:
-    """The augmented TEM sampler of ``sim2real`` with ``fraction`` of its samples on ``bgs``."""
-    base = BackgroundTemSampler(TemSampler(tem, seed=cfg.seed, match=estimates), bgs.images, fraction, names=bgs.names)
-    return AugmentedSampler(base, cfg.spec, seed=cfg.seed, relabel=cfg.labels == "annotator-final")
+def background_sampler(tem: TemConfig, cfg: Sim2RealConfig, bgs: Backgrounds | None = None, fraction: float = 0.0,
+                       *, estimates: dict | None = None) -> AugmentedSampler:
+    """The augmented TEM sampler of ``sim2real``: ``fraction`` of its samples on ``bgs`` (none without ``bgs``)."""
+    base = TemSampler(tem, seed=cfg.seed, match=estimates)
+    sampler = base if bgs is None else BackgroundTemSampler(base, bgs.images, fraction, names=bgs.names)
+    return AugmentedSampler(sampler, cfg.spec, seed=cfg.seed, relabel=cfg.labels == "annotator-final")

@@ -65,7 +65,6 @@ from pathlib import Path
 import numpy as np
 
 from simgen.atomic import atomic_write_text
-from simgen.augment.pipeline import AugmentedSampler
 from simgen.datasets.generate import write_dataset
 from simgen.datasets.h5io import open_dataset
 from simgen.datasets.sources import open_source
@@ -303,14 +302,12 @@ def generate_synthetic(out, look: LookMatch, cfg: Sim2RealConfig, *, progress: b
     data = SyntheticData(out / "synthetic_train.h5", out / "synthetic_val.h5")
     if resume and data.train.exists() and data.val.exists():
         return data
+    bgs = None
     if cfg.backgrounds is not None and cfg.background_fraction > 0:
         bgs = load_backgrounds(cfg, real)
         atomic_write_text(out / "backgrounds.json", json.dumps(
             {"folder": str(cfg.backgrounds), "fraction": cfg.background_fraction, **bgs.describe()}, indent=1))
-        sampler = background_sampler(look.tem, cfg, bgs, cfg.background_fraction, estimates=look.estimates)
-    else:
-        sampler = AugmentedSampler(TemSampler(look.tem, seed=cfg.seed, match=look.estimates), cfg.spec,
-                                   seed=cfg.seed, relabel=cfg.labels == "annotator-final")
+    sampler = background_sampler(look.tem, cfg, bgs, cfg.background_fraction, estimates=look.estimates)
     if not (resume and data.train.exists()):
         write_dataset(data.train, sampler, cfg.n_train, overwrite=True, progress=progress)
     if not (resume and data.val.exists()):

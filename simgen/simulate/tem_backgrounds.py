@@ -18,7 +18,8 @@ fluctuation): every blob-shaped dark maximum of defect size with SNR ≥ ``snr``
 over with the level of its surroundings plus the image's own grain (:func:`fill_discs`; a
 smooth bright bump that cancels the blob's response, as the renderer's look-alike rule
 uses, left bright halos where the real loops had been — a cue of its own).  Faint real
-defects below the threshold stay and are label noise.  Both are measured by :func:`simgen.simulate.tem_labels.label_noise`.
+defects below the threshold stay and are label noise (:func:`simgen.simulate.tem_labels.label_noise`
+measures it).
 """
 
 from __future__ import annotations
@@ -98,14 +99,14 @@ def fill_discs(image: np.ndarray, x, y, radius, *, grain_sigma: float = 1.5,
     """
     img = np.asarray(image, np.float32)
     h, w = img.shape
-    yy, xx = np.mgrid[0:h, 0:w]
     mask = np.zeros((h, w), bool)
     for cx, cy, r in zip(np.asarray(x, float), np.asarray(y, float), np.asarray(radius, float)):
         rr = int(math.ceil(r)) + 1
         y0, y1 = max(int(cy) - rr, 0), min(int(cy) + rr + 1, h)
         x0, x1 = max(int(cx) - rr, 0), min(int(cx) + rr + 1, w)
-        sub = (xx[y0:y1, x0:x1] + 0.5 - cx) ** 2 + (yy[y0:y1, x0:x1] + 0.5 - cy) ** 2 <= r * r
-        mask[y0:y1, x0:x1] |= sub
+        dy = np.arange(y0, y1)[:, None] + 0.5 - cy  # pixel-centre offsets of the disc's bounding box only
+        dx = np.arange(x0, x1)[None, :] + 0.5 - cx
+        mask[y0:y1, x0:x1] |= dx * dx + dy * dy <= r * r
     if not mask.any():
         return img.copy()
     keep = (~mask).astype(np.float32)
