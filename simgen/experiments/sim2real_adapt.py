@@ -13,8 +13,8 @@ Each lever gets its own report row, whether it helps or not:
 Honesty: the real labels are never read here.  Images used for adaptation and images scored are
 disjoint: the real set is cut into ``cfg.adapt_folds`` folds over images; fold *i* is scored by a
 model adapted on the other folds' pixels (plus the frames of ``cfg.adapt_to``, if given, minus any
-frame whose name is a scored image; the backgrounds lever also leaves out near copies of a scored
-image, e.g. its neighbouring video frames).  Thresholds are the synthetic-validation ones of each model.
+frame named like a scored image or a near copy of one, e.g. its neighbouring video frames:
+:func:`~.sim2real_disjoint.exclude_scored`).  Thresholds are the synthetic-validation ones of each model.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from pathlib import Path
 from simgen.atomic import atomic_write_text
 from simgen.datasets.generate import write_dataset
 from simgen.datasets.imageio import list_images
-from simgen.errors import ParameterError
+from simgen.errors import DataError, ParameterError
 from simgen.experiments.scoring import pooled_scores
 from simgen.experiments.sim2real_backgrounds import background_sampler, clear_backgrounds
 from simgen.experiments.sim2real_config import Sim2RealConfig
+from simgen.experiments.sim2real_disjoint import exclude_scored
 from simgen.experiments.sim2real_real import RealSet, detect_real
 from simgen.progress import ProgressLog
 from simgen.simulate.tem import TemConfig
@@ -79,10 +80,13 @@ def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, trai
     for i, held in enumerate(adaptation_folds(n, cfg.adapt_folds)):
         fold = Path(out) / "adapt" / f"fold{i}"
         fold.mkdir(parents=True, exist_ok=True)
-        scored = {real.names[k] for k in held}
-        files = [p for p in list_images(images) if p.stem not in scored]
-        if cfg.adapt_to:
-            files += [p for p in list_images(image_folder(Path(cfg.adapt_to))) if p.stem not in scored]
+        scored = {real.names[k]: real.image(k) for k in held}
+        candidates = list_images(images) + (list_images(image_folder(Path(cfg.adapt_to))) if cfg.adapt_to else [])
+        kept, left_out = exclude_scored([(str(p), p) for p in candidates], scored, cfg.near_copy_corr)
+        files = [Path(name) for name, _ in kept]
+        if not files:
+            raise DataError(f"adaptation fold {i}: no unlabeled image left once the scored images and their "
+                            f"near copies are left out")
         levers = [lv for lv in cfg.adapt if lv != "backgrounds"]
         weights: dict[str, tuple[Path, dict]] = {}
         unlabeled_names = [p.name for p in files]
@@ -94,11 +98,11 @@ def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, trai
         if "backgrounds" in cfg.adapt:
             if tem is None:
                 raise ParameterError("the backgrounds lever needs the synthetic set's TEM configuration")
-            weights["backgrounds"] = background_fold(cfg, tem, synthetic_weights, train_h5, val_h5, files,
-                                                     {real.names[k]: real.image(k) for k in held}, fold,
+            weights["backgrounds"] = background_fold(cfg, tem, synthetic_weights, train_h5, val_h5, files, scored, fold,
                                                      threads=threads, progress=progress, resume=resume)
         for lever, (path, record) in weights.items():
-            record = {**record, "adapted_on": list(unlabeled_names), "scored": sorted(scored)}
+            record = {**record, "adapted_on": list(unlabeled_names), "scored": sorted(scored),
+                      "left_out": {Path(k).name: v for k, v in left_out.items()}}
             det = YoloDetector(path, device=cfg.device, threads=threads)
             p = detect_real(det, real, indices=held)
             parts[lever].append((p, p[p["score"] >= det.conf_f1]))

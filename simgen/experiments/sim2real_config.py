@@ -140,22 +140,28 @@ class Sim2RealConfig:
         Folds over the real images: each fold is scored by models adapted on the other folds.
     adapt_to : str, optional
         A folder of further unlabeled real images (``frames/``, ``images/`` or plain files) added
-        to every fold's adaptation pool (frames named like a scored image are left out).
+        to every fold's adaptation pool (frames named like a scored image, or near copies of one,
+        are left out: see ``near_copy_corr``).
     backgrounds : str, optional
         A folder of unlabeled real images (``frames/``, ``images/`` or plain files) whose
         defect-like blobs are painted over (:func:`simgen.simulate.tem_backgrounds.clear_blobs`)
         and on which ``background_fraction`` of the synthetic images are rendered
         (:class:`~simgen.simulate.tem_backgrounds.BackgroundTemSampler`): real instrument
         backgrounds, exact synthetic labels.  Images named like a scored real image, or nearly
-        identical to one (correlation ≥ ``background_max_corr`` at quarter resolution), are left
+        identical to one (correlation ≥ ``near_copy_corr`` at quarter resolution), are left
         out, so scored images never serve as backgrounds.  Off by default (README: measured on
         dsva_fecral).
     background_fraction : float
         Share of the synthetic images drawn on a real background (0.5: the full renders keep
         the size and look range the renderer covers).
-    background_images, background_max_corr : int, float
+    background_images : int
         At most this many backgrounds (evenly spread over the sorted files: video frames are
-        correlated) and the near-duplicate cut.
+        correlated).
+    near_copy_corr : float
+        An unlabeled image (adaptation pool or background) that has a scored image's shape and
+        correlates with it at ≥ this (quarter resolution) is a near copy of it and is left out
+        for that image's fold (:func:`simgen.experiments.sim2real_disjoint.exclude_scored`):
+        consecutive video frames are near copies of each other.
     self_train_rounds, self_train_epochs : int
         Pseudo-label rounds and student epochs per round.
     threads : int, optional
@@ -207,7 +213,7 @@ class Sim2RealConfig:
     backgrounds: str | None = None
     background_fraction: float = 0.5
     background_images: int = 48
-    background_max_corr: float = 0.95
+    near_copy_corr: float = 0.95
     self_train_rounds: int = 1
     self_train_epochs: int = 5
     threads: int | None = None
@@ -264,9 +270,9 @@ class Sim2RealConfig:
             raise ParameterError(f"--adapt-to {self.adapt_to} is not a folder")
         if self.backgrounds is not None and not Path(self.backgrounds).is_dir():
             raise ParameterError(f"--backgrounds {self.backgrounds} is not a folder")
-        if not 0 <= self.background_fraction <= 1 or self.background_images < 1 or not 0 < self.background_max_corr <= 1:
+        if not 0 <= self.background_fraction <= 1 or self.background_images < 1 or not 0 < self.near_copy_corr <= 1:
             raise ParameterError("need 0 <= background_fraction <= 1, background_images >= 1 and "
-                                 "0 < background_max_corr <= 1")
+                                 "0 < near_copy_corr <= 1")
         if self.scale not in ("broad", "match", "preset"):
             raise ParameterError(f"scale must be broad, match or preset, got {self.scale!r}")
         if self.scale == "preset" and not self.tem_preset:
