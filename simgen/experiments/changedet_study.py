@@ -251,6 +251,12 @@ def _score_rows(scores, fold: float, variant: dict) -> list[dict]:
     return rows
 
 
+def _settings(config: dict) -> dict:
+    """What must match to resume a study: everything but ``variants`` (each model is its own row on the
+    same data and folds, so a later ``--resume`` may add or leave out variants)."""
+    return {k: v for k, v in json.loads(json.dumps(config)).items() if k != "variants"}
+
+
 def run_changedet_study(out, config: StudyConfig | None = None, *, overwrite: bool = False, resume: bool = False,
                         progress: bool = False, log: bool = True) -> StudyResult:
     """Run the leave-one-diameter-out study and write its tables (see the module docstring).
@@ -272,7 +278,7 @@ def run_changedet_study(out, config: StudyConfig | None = None, *, overwrite: bo
         raise ParameterError("choose --overwrite or --resume, not both")
     out = check_experiment_dir(out, overwrite=overwrite, resume=resume)
     stored = out / "config.json"
-    if resume and stored.exists() and json.loads(stored.read_text()) != json.loads(json.dumps(asdict(c))):
+    if resume and stored.exists() and _settings(json.loads(stored.read_text())) != _settings(asdict(c)):
         raise ParameterError(f"{out} holds a study with other settings ({stored}); resume it with the same options "
                              "or start a new folder")
     out.mkdir(parents=True, exist_ok=True)

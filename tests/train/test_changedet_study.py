@@ -233,6 +233,12 @@ def test_study_command_tiny(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "fold_d8" / "unet" / "scores.json").stat().st_mtime_ns == stamp
     assert pd.read_csv(out / "results.csv").equals(results)
+    # a later --resume may add or leave out variants (own rows on the same data and folds): no retraining
+    res = run("changedet", "study", "--scale", "tiny", "--variants", "unet,mtdn-a2", "--no-progress", "--resume",
+              "-o", out)
+    assert res.exit_code == 0, res.output
+    assert (out / "fold_d8" / "unet" / "scores.json").stat().st_mtime_ns == stamp
+    assert set(pd.read_csv(out / "results.csv")["variant"]) == {"unet", "mtdn-a2"}
     assert_one_line_error(run("changedet", "study", "--scale", "tiny", "-o", out), "exists")
     assert_one_line_error(run("changedet", "study", "--scale", "tiny", "--seed", "3", "--resume", "-o", out),
                           "other settings")
