@@ -342,6 +342,11 @@ def log_predict_command(source, params_path, output, overwrite, progress):
                    "match (estimated from the real pixels) or preset (the --preset's sizes).")
 @click.option("--box-margin", type=click.FloatRange(min=0), default=None,
               help="Pixels added around the tight synthetic boxes (default 1).")
+@click.option("--diameter-px", type=(click.FloatRange(min=1), click.FloatRange(min=1)), default=None,
+              metavar="LO HI",
+              help="Defect sizes to find (box side in px at the real images' scale; default 5 45): the broad scale "
+                   "policy puts the 5th and 95th percentiles of the synthetic boxes there. Say so when you count "
+                   "only loops above a size (README: ti_anneal's annotators left most dark spots under 12 px out).")
 @click.option("--spec", default=None, help="Augmentation spec applied to the synthetic images.")
 @click.option("--labels", type=click.Choice(["annotator", "annotator-final", "all"]), default=None,
               help="Which rendered defects carry a label: annotator (visible ones, outline at the visible dark "
@@ -399,7 +404,8 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @click.option("--resume", is_flag=True, help="Reuse finished steps of an interrupted run in the output folder.")
 @restart_option
 @progress_option
-def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, spec, labels,
+def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, diameter_px, spec,
+                     labels,
                      baseline,
                      robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs, backgrounds,
                      background_fraction, synthetic_log,
@@ -424,8 +430,8 @@ def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, 
 
     cfg = Sim2RealConfig.preset(preset_cfg).replace(
         **{k: v for k, v in dict(n_train=n_train, epochs=epochs, time_budget_minutes=time_budget, match=match,
-                                 tem_preset=preset, scale=scale, box_margin=box_margin, spec=spec,
-                                 labels=labels, baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
+                                 tem_preset=preset, scale=scale, box_margin=box_margin, diameter_px=diameter_px,
+                                 spec=spec, labels=labels, baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
                                  few_real=few_real, threads=threads, device=device, adapt_to=adapt_to,
                                  self_train_epochs=self_train_epochs, backgrounds=backgrounds,
                                  background_fraction=background_fraction, synthetic_log=synthetic_log, fuse_log=fuse_log,

@@ -334,3 +334,24 @@ def test_backgrounds_leave_out_scored_images_and_their_near_copies(tmp_path):
     ctx = command.make_context("sim2real", ["--real", str(real_dir), "-o", str(tmp_path / "x"), "--backgrounds",
                                             str(frames.parent), "--background-fraction", "0.3"])
     assert ctx.params["backgrounds"] == str(frames.parent) and ctx.params["background_fraction"] == 0.3
+
+
+def test_diameter_px_option_reaches_the_config_and_is_checked(tmp_path, monkeypatch):
+    import simgen.commands.train as train_commands
+
+    seen = {}
+
+    def fake_run(real, output, cfg, **kwargs):
+        seen["cfg"] = cfg.validate()
+        raise ParameterError("stop here")
+
+    monkeypatch.setattr(train_commands, "run_sim2real", fake_run)
+    real_dir = _yolo_folder(tmp_path / "real")
+    res = CliRunner().invoke(main, ["sim2real", "--real", str(real_dir), "-o", str(tmp_path / "o"),
+                                    "--diameter-px", "12", "45"])
+    assert res.exit_code == 2 and "stop here" in res.output and tuple(seen["cfg"].diameter_px) == (12.0, 45.0)
+    monkeypatch.undo()
+    res = CliRunner().invoke(main, ["sim2real", "--real", str(real_dir), "-o", str(tmp_path / "o"),
+                                    "--diameter-px", "30", "10", "--config", "small"])
+    assert res.exit_code == 2 and "diameter_px" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
