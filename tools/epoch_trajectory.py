@@ -6,7 +6,7 @@ The run must have been trained with ``save_period`` (``simgen train yolo --save-
 raw network is scored (no nested-box suppression, no flip TTA: those are picked at the end of training),
 next to its synthetic validation mAP50 from Ultralytics' ``results.csv``.
 
-Usage: python tools/epoch_trajectory.py RUN_DIR REAL_DIR [OUT.csv]
+Usage: python tools/epoch_trajectory.py RUN_DIR REAL_DIR [OUT.csv [EVERY]]   (EVERY: score every n-th epoch and the last)
 """
 import re
 import sys
@@ -24,6 +24,8 @@ weights = run / "ultralytics" / "weights"
 epochs = sorted(weights.glob("epoch*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem)))
 if not epochs:
     sys.exit(f"Error: no epoch checkpoints in {weights} (train with --save-period 1)")
+every = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+epochs = [p for i, p in enumerate(epochs) if (len(epochs) - 1 - i) % every == 0]
 synthetic = pd.read_csv(run / "ultralytics" / "results.csv")
 synthetic.columns = [c.strip() for c in synthetic.columns]
 rows = []
