@@ -83,7 +83,14 @@ def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, trai
         scored = {real.names[k]: real.image(k) for k in held}
         candidates = list_images(images) + (list_images(image_folder(Path(cfg.adapt_to))) if cfg.adapt_to else [])
         kept, left_out = exclude_scored([(str(p), p) for p in candidates], scored, cfg.near_copy_corr)
-        files = [Path(name) for name, _ in kept]
+        files, first = [], {}
+        for name, _ in kept:  # a frame of --adapt-to may be a real image of another fold: adapt to it once
+            stem = Path(name).stem
+            if stem in first:
+                left_out[name] = f"same name as {first[stem]}"
+            else:
+                first[stem] = Path(name).name
+                files.append(Path(name))
         if not files:
             raise DataError(f"adaptation fold {i}: no unlabeled image left once the scored images and their "
                             f"near copies are left out")

@@ -37,6 +37,7 @@ def test_adaptation_pool_leaves_out_near_copies_of_each_folds_scored_images(tmp_
     rng = np.random.default_rng(1)
     Image.fromarray(np.clip(im0 + rng.normal(0, 1, im0.shape), 0, 255).astype(np.uint8)).save(video / "f0481.png")
     Image.fromarray(rng.integers(100, 200, (96, 96)).astype(np.uint8)).save(video / "f0600.png")
+    Image.open(real_dir / "images" / "im1.png").save(video / "im1.png")  # the video holds a frame of the real set
     cfg = Sim2RealConfig.preset("small").replace(n_train=8, n_val=4, match_images=1, adapt=("bn",),
                                                  adapt_to=str(video)).validate()
     out = tmp_path / "out"
@@ -54,4 +55,7 @@ def test_adaptation_pool_leaves_out_near_copies_of_each_folds_scored_images(tmp_
             assert "f0481" not in used and records[i]["left_out"]["f0481.png"] == "near copy of scored image im0"
         else:
             assert "f0481" in used
+        if "im1" not in scored:  # adapted to once, under the real set's file
+            assert "im1" in used and records[i]["left_out"]["im1.png"] == "same name as im1.png"
+            assert records[i]["adapted_on"].count("im1") + records[i]["adapted_on"].count("im1.png") == 1
     json.dumps(records)  # the record goes into report.json as is
