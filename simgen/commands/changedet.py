@@ -100,7 +100,8 @@ def import_command(root, output, images, a1, a2, pairing, crop, threshold, diame
 @click.option("--methods", default=None, help="Recovery methods: forward,backward,consecutive,ensemble (default all).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @device_option
-@click.option("--resume", is_flag=True, help="Keep finished runs of the folder, continue unfinished ones; --variants may add or leave out models.")
+@click.option("--resume", is_flag=True,
+              help="Keep finished runs of the folder, continue unfinished ones; --variants may add or leave out models.")
 @overwrite_option
 @progress_option
 def study_command(output, scale, diameters, sequences, test_sequences, frames, size, epochs, steps_per_epoch,

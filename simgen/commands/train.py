@@ -405,11 +405,9 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @restart_option
 @progress_option
 def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, diameter_px, spec,
-                     labels,
-                     baseline,
-                     robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs, backgrounds,
-                     background_fraction, synthetic_log,
-                     fuse_log, judge, preset_cfg, threads, device, seed, detector_scale, size, resume, overwrite, progress):
+                     labels, baseline, robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs,
+                     backgrounds, background_fraction, synthetic_log, fuse_log, judge, preset_cfg, threads, device, seed,
+                     detector_scale, size, resume, overwrite, progress):
     """The synthetic-only → real experiment, end to end.
 
     Generates synthetic TEM images (matched to the real images' look), trains YOLO on
