@@ -105,7 +105,7 @@ def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, trai
         if "backgrounds" in cfg.adapt:
             if tem is None:
                 raise ParameterError("the backgrounds lever needs the synthetic set's TEM configuration")
-            weights["backgrounds"] = background_fold(cfg, tem, synthetic_weights, train_h5, val_h5, files, scored, fold,
+            weights["backgrounds"] = background_fold(cfg, tem, synthetic_weights, train_h5, val_h5, files, fold,
                                                      threads=threads, progress=progress, resume=resume)
         for lever, (path, record) in weights.items():
             record = {**record, "adapted_on": list(unlabeled_names), "scored": sorted(scored),
@@ -131,13 +131,13 @@ def _adapt_fold(cfg: Sim2RealConfig, levers, weights, train_h5, val_h5, unlabele
                           threads=threads, resume=resume, progress=progress)
 
 
-def background_fold(cfg: Sim2RealConfig, tem: TemConfig, weights, train_h5, val_h5, files, scored: dict, fold: Path, *,
+def background_fold(cfg: Sim2RealConfig, tem: TemConfig, weights, train_h5, val_h5, files, fold: Path, *,
                     threads, progress, resume) -> tuple[Path, dict]:
     """The ``backgrounds`` lever of one fold: ``(best.pt, record)``.
 
     Renders ``n_train // 2`` + ``n_val // 2`` new images (sample indices after the synthetic set's,
-    so new defects) all on cleared backgrounds from ``files`` (none of them a scored image or a near
-    copy of one), then fine-tunes the synthetic model for ``self_train_epochs`` epochs on the
+    so new defects) all on cleared backgrounds from ``files`` — the fold's adaptation pool, already
+    without the scored images and their near copies (:func:`adaptation_study`) —, then fine-tunes the synthetic model for ``self_train_epochs`` epochs on the
     synthetic training set plus these (the synthetic data stays in every batch, as in
     self-training); threshold and post-processing are picked on the synthetic validation set plus
     the new validation renders.
@@ -147,7 +147,7 @@ def background_fold(cfg: Sim2RealConfig, tem: TemConfig, weights, train_h5, val_
     record_path = fold / "backgrounds.json"
     if resume and best.exists() and record_path.exists():
         return best, json.loads(record_path.read_text())
-    bgs = clear_backgrounds([(p.name, p) for p in files], scored, cfg)
+    bgs = clear_backgrounds([(p.name, p) for p in files], {}, cfg)  # files are disjoint from the scored images
     sampler = background_sampler(tem, cfg, bgs, 1.0)
     n_tr, n_va = max(8, cfg.n_train // 2), max(1, cfg.n_val // 2)
     start = cfg.n_train + cfg.n_val
