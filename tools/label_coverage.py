@@ -5,8 +5,7 @@ so a detector trained on it calls every deep, defect-sized dark blob a defect.  
 annotators labelled only some of them (another label rule: e.g. loops but not black dots, or a
 subset of a crowded frame), those detections count as false positives and no detector that sees
 blobs can pass a ceiling.  For every image the dark blobs of ``diameter_px`` are found without
-labels (:func:`simgen.simulate.match.find_dark_blobs` after the detector's percentile contrast
-normalisation, as in :func:`simgen.evaluate.blob_census.blob_census`); a blob counts as labelled
+labels (:func:`simgen.evaluate.blob_census.defect_sized_blobs`, the blob census's candidates); a blob counts as labelled
 when its centre lies inside an annotated box.  Printed per depth bin: blobs per Mpx and the labelled
 share, the labelled share of the blobs at least 0.45 deep by diameter, and the share of annotated
 boxes that hold a blob at least 0.3 deep.
@@ -17,11 +16,9 @@ import sys
 
 import numpy as np
 
-from simgen.datasets.normalize import normalize_image
 from simgen.datasets.sources import open_source
-from simgen.evaluate.blob_census import DEPTH_EDGES
+from simgen.evaluate.blob_census import DEPTH_EDGES, defect_sized_blobs
 from simgen.experiments.sim2real_real import load_real
-from simgen.simulate.match import find_dark_blobs
 
 DIAMETER_PX = (5.0, 45.0)
 edges = np.asarray(DEPTH_EDGES)
@@ -33,10 +30,8 @@ for real_dir in sys.argv[1:]:
     with open_source(real_dir) as src:
         real = load_real(src)
         for k in range(len(real)):
-            img = normalize_image(np.asarray(real.image(k), np.float32), "percentile")
-            blobs = find_dark_blobs(img)
-            d = 2 * np.sqrt(2) * blobs["sigma"]
-            blobs = blobs[(d >= DIAMETER_PX[0]) & (d <= DIAMETER_PX[1])]
+            img = real.image(k)
+            blobs = defect_sized_blobs(img, DIAMETER_PX)
             gt = real.gt[real.gt["sample"] == k][["x0", "y0", "x1", "y1"]].to_numpy(float)
             x, y = blobs["x"][:, None], blobs["y"][:, None]
             inside = (x >= gt[:, 0]) & (x <= gt[:, 2]) & (y >= gt[:, 1]) & (y <= gt[:, 3])  # (blobs, boxes)
@@ -50,7 +45,7 @@ for real_dir in sys.argv[1:]:
             np.add.at(by_size_labelled, s, inside.any(axis=1)[deep])
             boxes += len(gt)
             boxes_with_deep += int(inside[blobs["depth"] >= 0.3].any(axis=0).sum())
-            mpx += img.size / 1e6
+            mpx += np.asarray(img).size / 1e6
     print(f"== {real_dir}: {len(real)} images, {boxes} boxes, {mpx:.2f} Mpx; "
           f"boxes holding a blob >= 0.3 deep: {boxes_with_deep / max(boxes, 1):.0%}")
     for lo, hi, n, m in zip(edges[:-1], edges[1:], counts, labelled):

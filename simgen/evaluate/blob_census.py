@@ -27,7 +27,7 @@ from simgen.datasets.normalize import normalize_image
 from simgen.errors import ParameterError
 from simgen.simulate.match import find_dark_blobs
 
-__all__ = ["DEPTH_EDGES", "BlobCensus", "blob_census", "census_distance"]
+__all__ = ["DEPTH_EDGES", "BlobCensus", "blob_census", "census_distance", "defect_sized_blobs"]
 
 #: Depth bins (relative contrast of a blob against its surroundings, percentile-normalised image).
 DEPTH_EDGES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7, np.inf)
@@ -76,6 +76,17 @@ class BlobCensus:
                 "megapixels": round(float(self.megapixels), 4)}
 
 
+def defect_sized_blobs(image: np.ndarray, diameter_px=(5.0, 45.0)) -> np.ndarray:
+    """The dark-blob candidates of one image whose LoG diameter ``2√2 σ`` lies in ``diameter_px``.
+
+    The image is contrast-normalised as the detector sees it (0.5 / 99.5 percentiles) first;
+    returns :func:`~simgen.simulate.match.find_dark_blobs`' structured array (``x, y, sigma, depth, …``).
+    """
+    blobs = find_dark_blobs(normalize_image(np.asarray(image, np.float32), "percentile"))
+    diameter = _DIAMETER_PER_SIGMA * blobs["sigma"]
+    return blobs[(diameter >= diameter_px[0]) & (diameter <= diameter_px[1])]
+
+
 def blob_census(images: Iterable[np.ndarray], *, depth_edges=DEPTH_EDGES, diameter_px=(5.0, 45.0),
                 deep: float = 0.3) -> BlobCensus:
     """Count the dark blobs of ``images`` by depth, per megapixel.
@@ -106,14 +117,11 @@ def blob_census(images: Iterable[np.ndarray], *, depth_edges=DEPTH_EDGES, diamet
     deep_diameters: list[np.ndarray] = []
     n, pixels = 0, 0
     for image in images:
-        img = normalize_image(np.asarray(image, np.float32), "percentile")
-        blobs = find_dark_blobs(img)
-        diameter = _DIAMETER_PER_SIGMA * blobs["sigma"]
-        blobs, diameter = blobs[(diameter >= lo) & (diameter <= hi)], diameter[(diameter >= lo) & (diameter <= hi)]
+        blobs = defect_sized_blobs(image, (lo, hi))
         counts += np.histogram(blobs["depth"], edges)[0]
-        deep_diameters.append(diameter[blobs["depth"] >= deep])
+        deep_diameters.append(_DIAMETER_PER_SIGMA * blobs["sigma"][blobs["depth"] >= deep])
         n += 1
-        pixels += img.size
+        pixels += np.asarray(image).size
     if n == 0:
         raise ParameterError("blob_census needs at least one image")
     mpx = pixels / 1e6
