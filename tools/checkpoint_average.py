@@ -10,18 +10,16 @@ The run must have been trained with ``save_period`` (``simgen train yolo --save-
 Usage: python tools/checkpoint_average.py RUN_DIR REAL_DIR [K ...]   (default K: 1 5 10 15)
 """
 import copy
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from _epochs import epoch_checkpoints, raw_real_scores
 
 from simgen.datasets.sources import open_source
-from simgen.experiments.scoring import score_predictions
-from simgen.experiments.sim2real_real import detect_real, load_real
+from simgen.experiments.sim2real_real import load_real
 from simgen.train.yolo.checkpoint import load_yolo_checkpoint, save_yolo_checkpoint
-from simgen.train.yolo.predict import YoloDetector
 
 
 def average_checkpoints(paths, out: Path) -> Path:
@@ -38,15 +36,12 @@ def average_checkpoints(paths, out: Path) -> Path:
 
 run, real_dir = Path(sys.argv[1]), sys.argv[2]
 lasts = [int(k) for k in sys.argv[3:]] or [1, 5, 10, 15]
-weights = run / "ultralytics" / "weights"
-epochs = sorted(weights.glob("epoch*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem)))
+epochs = epoch_checkpoints(run)
 if len(epochs) < max(lasts):
-    sys.exit(f"Error: {len(epochs)} epoch checkpoints in {weights}, need {max(lasts)} (train with --save-period 1)")
+    sys.exit(f"Error: {len(epochs)} epoch checkpoints in {run}, need {max(lasts)} (train with --save-period 1)")
 with open_source(real_dir) as src, tempfile.TemporaryDirectory() as tmp:
     real = load_real(src)
     for k in lasts:
         path = average_checkpoints(epochs[-k:], Path(tmp) / f"last{k}.pt")
-        det = YoloDetector(path, tile=256, overlap=64, normalize="percentile", conf=0.01, nested=None, tta=False,
-                           threads=1)
-        s = score_predictions(detect_real(det, real), real.gt, 0.5, len(real))
+        s = raw_real_scores(path, real)
         print({"last_epochs": k, "real_ap": round(s["ap"], 4), "real_peak_f1": round(s["peak_f1"], 4)}, flush=True)

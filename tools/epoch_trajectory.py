@@ -8,22 +8,17 @@ next to its synthetic validation mAP50 from Ultralytics' ``results.csv``.
 
 Usage: python tools/epoch_trajectory.py RUN_DIR REAL_DIR [OUT.csv [EVERY]]   (EVERY: score every n-th epoch and the last)
 """
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
+from _epochs import epoch_checkpoints, epoch_number, raw_real_scores
 
 from simgen.datasets.sources import open_source
-from simgen.experiments.scoring import score_predictions
-from simgen.experiments.sim2real_real import detect_real, load_real
-from simgen.train.yolo.predict import YoloDetector
+from simgen.experiments.sim2real_real import load_real
 
 run, real_dir = Path(sys.argv[1]), sys.argv[2]
-weights = run / "ultralytics" / "weights"
-epochs = sorted(weights.glob("epoch*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem)))
-if not epochs:
-    sys.exit(f"Error: no epoch checkpoints in {weights} (train with --save-period 1)")
+epochs = epoch_checkpoints(run)
 every = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 epochs = [p for i, p in enumerate(epochs) if (len(epochs) - 1 - i) % every == 0]
 synthetic = pd.read_csv(run / "ultralytics" / "results.csv")
@@ -32,10 +27,8 @@ rows = []
 with open_source(real_dir) as src:
     real = load_real(src)
     for path in epochs:
-        k = int(re.sub(r"\D", "", path.stem))  # Ultralytics counts from 0: epochK.pt is epoch K + 1
-        det = YoloDetector(path, tile=256, overlap=64, normalize="percentile", conf=0.01, nested=None, tta=False,
-                           threads=1)
-        s = score_predictions(detect_real(det, real), real.gt, 0.5, len(real))
+        k = epoch_number(path)
+        s = raw_real_scores(path, real)
         match = synthetic[synthetic["epoch"] == k + 1]
         rows.append({"epoch": k + 1, "real_ap": round(s["ap"], 4), "real_peak_f1": round(s["peak_f1"], 4),
                      "synthetic_val_map50": float(match["metrics/mAP50(B)"].iloc[0]) if len(match) else None})
