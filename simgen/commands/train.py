@@ -38,7 +38,12 @@ from simgen.train.baselines.log import (
 from simgen.train.yolo.adapt import adapt_detector, adapt_levers
 from simgen.train.yolo.checkpoint import load_yolo_checkpoint
 from simgen.train.yolo.config import PRESETS
+from simgen.train.yolo.count_threshold import STUDENT_THRESHOLDS
 from simgen.train.yolo.trainer import train_yolo
+
+STUDENT_CONF_HELP = ("Threshold of a self-trained student: pseudo_count (as many detections as its pseudo-labels "
+                     "on the unlabeled images; label-free, default) or synthetic (the synthetic-validation one, "
+                     "which over-detects on real images once the student has seen them).")
 
 restart_option = click.option("--overwrite", is_flag=True,
                               help="Start again in an existing run folder (its previous results are deleted first).")
@@ -101,13 +106,15 @@ def baseline_group():
               help="Self-training rounds (pseudo-label, train a student).")
 @click.option("--self-train-epochs", type=click.IntRange(min=1), default=5, show_default=True,
               help="Student epochs per self-training round.")
+@click.option("--student-conf", type=click.Choice(STUDENT_THRESHOLDS), default="pseudo_count", show_default=True,
+              help=STUDENT_CONF_HELP)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the output folder.")
 @restart_option
 @progress_option
 def train_yolo_command(data, val, output, preset, model, weights, epochs, batch, imgsz, tile, overlap, min_box, scale,
                        normalize, val_fraction, patience, save_period, workers, device, threads, seed, cache_dir,
                        adapt_to, adapt,
-                       self_train_rounds, self_train_epochs, resume, overwrite, progress):
+                       self_train_rounds, self_train_epochs, student_conf, resume, overwrite, progress):
     """Train a YOLO detector (Ultralytics, from a .yaml, fully offline) on simgen data.
 
     Images are contrast-normalised, tiled at native resolution and exported once to a
@@ -148,6 +155,7 @@ def train_yolo_command(data, val, output, preset, model, weights, epochs, batch,
     if levers:
         adapted = adapt_detector(best, list(adapt_to), Path(output) / "adapt", levers=levers, synthetic=list(data),
                                  synthetic_val=list(val), rounds=self_train_rounds, epochs=self_train_epochs,
+                                 student_conf=student_conf,
                                  seed=config.seed, device=config.device, threads=threads, resume=resume,
                                  progress=progress)
         for lever, (path, _) in adapted.items():
@@ -373,6 +381,7 @@ def log_predict_command(source, params_path, output, overwrite, progress):
                    "labels are never read from it.")
 @click.option("--self-train-epochs", type=click.IntRange(min=1), default=None,
               help="Student epochs per self-training round (default 5).")
+@click.option("--student-conf", type=click.Choice(STUDENT_THRESHOLDS), default=None, help=STUDENT_CONF_HELP)
 @click.option("--backgrounds", type=click.Path(exists=True, file_okay=False), default=None,
               help="Unlabeled real images (e.g. ../shared/realdata/unlabeled/dsva_fecral_video) to render part of the "
                    "synthetic images on: their defect-like blobs are painted over, the synthetic defects keep exact "
@@ -406,6 +415,7 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @progress_option
 def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, diameter_px, spec,
                      labels, baseline, robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs,
+                     student_conf,
                      backgrounds, background_fraction, synthetic_log, fuse_log, judge, preset_cfg, threads, device, seed,
                      detector_scale, size, resume, overwrite, progress):
     """The synthetic-only → real experiment, end to end.
@@ -431,7 +441,8 @@ def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, 
                                  tem_preset=preset, scale=scale, box_margin=box_margin, diameter_px=diameter_px,
                                  spec=spec, labels=labels, baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
                                  few_real=few_real, threads=threads, device=device, adapt_to=adapt_to,
-                                 self_train_epochs=self_train_epochs, backgrounds=backgrounds,
+                                 self_train_epochs=self_train_epochs, student_conf=student_conf,
+                                 backgrounds=backgrounds,
                                  background_fraction=background_fraction, synthetic_log=synthetic_log, fuse_log=fuse_log,
                                  judge=judge,
                                  adapt=_levers(adapt), seed=seed, detector_scale=detector_scale,

@@ -14,7 +14,9 @@ Honesty: the real labels are never read here.  Images used for adaptation and im
 disjoint: the real set is cut into ``cfg.adapt_folds`` folds over images; fold *i* is scored by a
 model adapted on the other folds' pixels (plus the frames of ``cfg.adapt_to``, if given, minus any
 frame named like a scored image or a near copy of one, e.g. its neighbouring video frames:
-:func:`~.sim2real_disjoint.exclude_scored`).  Thresholds are the synthetic-validation ones of each model.
+:func:`~.sim2real_disjoint.exclude_scored`).  Thresholds are the synthetic-validation ones of each
+model, except a self-trained student's (``cfg.student_conf``): by default the score at which it
+finds as many defects as its pseudo-labels on its own adaptation pool — never on the scored images.
 """
 
 from __future__ import annotations
@@ -127,8 +129,8 @@ def _adapt_fold(cfg: Sim2RealConfig, levers, weights, train_h5, val_h5, unlabele
     """The adapted checkpoints of one fold, lever → (weights, what the adaptation did)."""
     return adapt_detector(weights, unlabeled, fold, levers=levers, synthetic=train_h5, synthetic_val=val_h5,
                           rounds=cfg.self_train_rounds, epochs=cfg.self_train_epochs,
-                          config=cfg.yolo_config(epochs=cfg.self_train_epochs), seed=cfg.seed, device=cfg.device,
-                          threads=threads, resume=resume, progress=progress)
+                          config=cfg.yolo_config(epochs=cfg.self_train_epochs), student_conf=cfg.student_conf,
+                          seed=cfg.seed, device=cfg.device, threads=threads, resume=resume, progress=progress)
 
 
 def background_fold(cfg: Sim2RealConfig, tem: TemConfig, weights, train_h5, val_h5, files, fold: Path, *,

@@ -11,6 +11,7 @@ from simgen.augment.spec import parse_spec
 from simgen.errors import ParameterError
 from simgen.evaluate.realism_judge import JudgeSettings
 from simgen.train.yolo.config import YoloConfig
+from simgen.train.yolo.count_threshold import STUDENT_THRESHOLDS
 
 __all__ = ["Sim2RealConfig"]
 
@@ -164,6 +165,10 @@ class Sim2RealConfig:
         consecutive video frames are near copies of each other.
     self_train_rounds, self_train_epochs : int
         Pseudo-label rounds and student epochs per round.
+    student_conf : {"pseudo_count", "synthetic"}
+        Threshold of a self-trained student: as many detections as its pseudo-labels on the
+        unlabeled images it adapted to (default; label-free), or the synthetic-validation one
+        (over-detects on real images, README).  See :func:`simgen.train.yolo.self_train.self_train`.
     threads : int, optional
         CPU threads (default ``$SIMGEN_THREADS``, else 1: on a shared 2-core machine two
         torch threads collapse as soon as anything else runs; use 2 on an idle machine).
@@ -216,6 +221,7 @@ class Sim2RealConfig:
     near_copy_corr: float = 0.95
     self_train_rounds: int = 1
     self_train_epochs: int = 5
+    student_conf: str = "pseudo_count"
     threads: int | None = None
     device: str = "auto"
     seed: int = 0
@@ -264,6 +270,9 @@ class Sim2RealConfig:
         if not set(self.adapt) <= {"bn", "self_train", "all", "backgrounds"}:
             raise ParameterError(f"adapt levers must be among bn, self_train, all, backgrounds; got "
                                  f"{', '.join(self.adapt)}")
+        if self.student_conf not in STUDENT_THRESHOLDS:
+            raise ParameterError(f"student_conf must be one of {', '.join(STUDENT_THRESHOLDS)}, "
+                                 f"got {self.student_conf!r}")
         if self.adapt_folds < 2 or self.self_train_rounds < 1 or self.self_train_epochs < 1:
             raise ParameterError("need adapt_folds >= 2, self_train_rounds >= 1 and self_train_epochs >= 1")
         if self.adapt_to is not None and not Path(self.adapt_to).is_dir():

@@ -354,19 +354,28 @@ def test_self_train_round_end_to_end_without_reading_labels(teacher, tmp_path, m
     export = json.loads((Path(meta["data_yaml"]).parent / "source.json").read_text())
     assert export["val_paths"] == [str(teacher["syn"])]
     assert str(out / "round1" / "pseudo.h5") in export["train_paths"]
+    # the student's threshold: as many detections on the unlabeled images as its pseudo-labels
     final = load_yolo_checkpoint(res.weights)["simgen"]
-    assert final["adaptation"][-1]["method"] == "self_train" and final["conf_f1"] == rec["student_conf_f1"]
-    assert YoloDetector(res.weights).conf_f1 == rec["student_conf_f1"]
+    assert final["adaptation"][-1]["method"] == "self_train" and final["conf_f1_synthetic"] == rec["student_conf_f1"]
+    threshold = final["adaptation"][-1]["threshold"]
+    student_det = YoloDetector(res.weights)
+    assert student_det.conf_f1 == final["conf_f1"] == threshold["conf"] and threshold["target"] == rec["n_boxes"]
+    found = sum(int((student_det.detect(images[int(n[-1])])["score"] >= student_det.conf_f1).sum())
+                for n in threshold["images"])
+    assert len(threshold["images"]) == 3 and set(names) <= set(threshold["images"])  # all 3 (count_images 24)
+    assert found == threshold["found"] and (found >= rec["n_boxes"] or student_det.conf_f1 == student_det.conf)
     state = json.loads((out / "adapt.json").read_text())
-    assert state["result"]["rounds"][0]["n_boxes"] == rec["n_boxes"]
+    assert state["result"]["rounds"][0]["n_boxes"] == rec["n_boxes"] and state["threshold"] == threshold
 
     # resume: the finished round is skipped (no new training); then round 2 with a drifting teacher stops
     student = out / "round1" / "student" / "best.pt"
     stamp = student.stat().st_mtime_ns
     with pytest.raises(ParameterError, match="--resume"):
         self_train(teacher["best"], teacher["syn"], root, out, rounds=1, **kw)
-    again = self_train(teacher["best"], teacher["syn"], root, out, rounds=1, resume=True, **kw)
+    again = self_train(teacher["best"], teacher["syn"], root, out, rounds=1, resume=True, student_conf="synthetic",
+                       **kw)  # the threshold rule is chosen after training: a resume may change it
     assert again.rounds[0]["n_boxes"] == rec["n_boxes"] and student.stat().st_mtime_ns == stamp
+    assert YoloDetector(again.weights).conf_f1 == rec["student_conf_f1"]
     with pytest.raises(ParameterError, match="settings differ"):
         self_train(teacher["best"], teacher["syn"], root, out, rounds=2, resume=True, **{**kw, "iou": 0.6})
 
@@ -385,7 +394,7 @@ def test_self_train_round_end_to_end_without_reading_labels(teacher, tmp_path, m
     first = json.loads((out / "round1" / "pseudo.json").read_text())["per_image_raw"]
     assert stats["per_image"] == [min(n, math.ceil(1.5 * f)) for n, f in zip(stats["per_image_raw"], first)]
     assert stats["n_capped"] > 0 and not (out / "round2" / "student").exists()
-    assert load_yolo_checkpoint(two.weights)["simgen"]["conf_f1"] == rec["student_conf_f1"]  # round 1 stays
+    assert load_yolo_checkpoint(two.weights)["simgen"]["conf_f1_synthetic"] == rec["student_conf_f1"]  # round 1 stays
 
 
 def test_self_train_stops_when_nothing_passes_and_validates_first(teacher, tmp_path):
@@ -397,7 +406,8 @@ def test_self_train_stops_when_nothing_passes_and_validates_first(teacher, tmp_p
     assert not (out / "round1" / "student").exists()
     final = load_yolo_checkpoint(res.weights)["simgen"]
     assert final["conf_f1"] == load_yolo_checkpoint(teacher["best"])["simgen"]["conf_f1"]  # the teacher, unchanged
-    for bad in ({"rounds": 0}, {"max_box_growth": 0.5}, {"pseudo_ratio": 0}, {"iou": 0}, {"flips": ()}):
+    for bad in ({"rounds": 0}, {"max_box_growth": 0.5}, {"pseudo_ratio": 0}, {"iou": 0}, {"flips": ()},
+                {"student_conf": "real"}, {"count_images": 0}):
         with pytest.raises(ParameterError):
             self_train(teacher["best"], teacher["syn"], root, tmp_path / "bad", **{"progress": False, **bad})
     with pytest.raises(ParameterError, match="holds the input"):

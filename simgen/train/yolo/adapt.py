@@ -38,7 +38,7 @@ def adapt_levers(levers: Sequence[str]) -> tuple[str, ...]:
 
 def adapt_detector(weights, unlabeled, output, *, levers: Sequence[str] = ("self_train",), synthetic=None,
                    synthetic_val=None, rounds: int = 1, epochs: int = 5, config: YoloConfig | None = None,
-                   seed: int = 0, device: str = "auto", threads: int | None = None, resume: bool = False,
+                   student_conf: str = "pseudo_count", seed: int = 0, device: str = "auto", threads: int | None = None, resume: bool = False,
                    progress: bool = True) -> dict[str, tuple[Path, dict]]:
     """Adapt ``weights`` to ``unlabeled`` real images with each lever of ``levers``.
 
@@ -58,6 +58,8 @@ def adapt_detector(weights, unlabeled, output, *, levers: Sequence[str] = ("self
         Self-training rounds and student epochs per round.
     config : YoloConfig, optional
         Student settings (default: the teacher's stored training config).
+    student_conf : {"pseudo_count", "synthetic"}
+        How the student's threshold is chosen (see :func:`self_train`).
 
     Returns
     -------
@@ -82,7 +84,7 @@ def adapt_detector(weights, unlabeled, output, *, levers: Sequence[str] = ("self
         if lever not in levers:
             continue
         res = self_train(start, synthetic, unlabeled, output / lever, synthetic_val=synthetic_val, rounds=rounds,
-                         epochs=epochs, config=config, seed=seed, device=device, resume=resume,
+                         epochs=epochs, config=config, student_conf=student_conf, seed=seed, device=device, resume=resume,
                          overwrite=not resume, progress=progress, threads=threads)
         done[lever] = (Path(res.weights), {"rounds": res.rounds, "stopped": res.stopped})
     return done

@@ -20,10 +20,11 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _stamp(weights: Path, out: Path, record: dict) -> Path:
-    """Copy ``weights`` to ``out`` with ``record`` appended to ``simgen["adaptation"]``."""
+def _stamp(weights: Path, out: Path, record: dict, updates: dict | None = None) -> Path:
+    """Copy ``weights`` to ``out`` with ``record`` appended to ``simgen["adaptation"]`` (and the
+    ``simgen`` entries of ``updates`` replaced, e.g. a threshold chosen after training)."""
     ckpt = load_yolo_checkpoint(weights)
-    meta = dict(ckpt.get("simgen") or {})
+    meta = {**(ckpt.get("simgen") or {}), **(updates or {})}
     meta["adaptation"] = [*meta.get("adaptation", []), record]
     ckpt["simgen"] = _plain(meta)
     return save_yolo_checkpoint(out, ckpt)

@@ -3,9 +3,10 @@
 :func:`self_train` runs rounds of pseudo-labelling (:func:`~simgen.train.yolo.pseudo_label.pseudo_label`)
 and fine-tuning on synthetic + pseudo-labelled real images; the student becomes the next teacher.
 Drift guards (:func:`box_limits`, :func:`count_change`) cap the pseudo boxes per image and stop
-when the box count jumps.  No real label is ever read, and every choice that shapes the model
-(the pseudo-label threshold, the student's best epoch, early stopping and its confidence
-threshold) is made on synthetic data.
+when the box count jumps.  No real label is ever read: the pseudo-label threshold, the student's
+best epoch and early stopping are chosen on synthetic data, and the final student's confidence
+threshold either there too or, by default, by matching its detection count to its pseudo-labels
+on the unlabeled images (:mod:`.count_threshold`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from simgen.rng import check_seed
 from simgen.runtime import setup_threads
 from simgen.train.yolo.adaptation_record import _now, _plain, _stamp
 from simgen.train.yolo.config import PRESETS, YoloConfig
+from simgen.train.yolo.count_threshold import STUDENT_THRESHOLDS, pseudo_count_threshold
 from simgen.train.yolo.detector_input import _n_tiles
 from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.pseudo_label import BOX_COLUMNS, FLIPS, _check_flips, _label_stream, _threshold
@@ -226,8 +228,9 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
                config: YoloConfig | None = None, synthetic_val=None, conf: float | None = None,
                iou: float = 0.5, flip_consistency: bool = True, flips: Sequence[str] = FLIPS,
                pseudo_ratio: float | None = 1.0, skip_empty: bool = True, max_box_growth: float | None = 1.5,
-               max_count_change: float | None = 0.5, exclude: Sequence[str] = (), seed: int = 0,
-               device: str = "auto", resume: bool = False, overwrite: bool = False, progress: bool = True,
+               max_count_change: float | None = 0.5, exclude: Sequence[str] = (),
+               student_conf: str = "pseudo_count", count_images: int = 24, seed: int = 0, device: str = "auto",
+               resume: bool = False, overwrite: bool = False, progress: bool = True,
                cache_dir=None, threads: int | None = None) -> SelfTrainResult:
     """Self-training on unlabeled real images: pseudo-label, fine-tune on synthetic + pseudo, repeat.
 
@@ -281,6 +284,17 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
         (``None``: never).
     exclude : sequence of str
         Unlabeled image names to leave out (e.g. frames that will be scored).
+    student_conf : {"pseudo_count", "synthetic"}
+        The final student's confidence threshold (``simgen.conf_f1`` of ``best.pt``):
+        ``pseudo_count`` — the score at which the student finds as many defects as its last
+        round's pseudo-labels on ``count_images`` of the unlabeled images
+        (:func:`~simgen.train.yolo.count_threshold.pseudo_count_threshold`; label-free, keeps the
+        teacher's operating point); ``synthetic`` — the one that maximised F1 on the synthetic
+        validation set, which over-detects on real images once the student has seen them (README).
+        The synthetic one is kept as ``simgen.conf_f1_synthetic`` either way.  Chosen after
+        training, so it may change on ``resume``.
+    count_images : int
+        Unlabeled images (spread evenly) the ``pseudo_count`` threshold is counted on.
     seed : int
         Seeds training, the validation hold-out and the ratio subsampling.
     device : str
@@ -312,6 +326,10 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
         raise ParameterError(f"max_box_growth must be >= 1 (or None), got {max_box_growth}")
     if max_count_change is not None and not float(max_count_change) > 0:
         raise ParameterError(f"max_count_change must be > 0 (or None), got {max_count_change}")
+    if student_conf not in STUDENT_THRESHOLDS:
+        raise ParameterError(f"student_conf must be one of {', '.join(STUDENT_THRESHOLDS)}, got {student_conf!r}")
+    if int(count_images) < 1:
+        raise ParameterError(f"count_images must be >= 1, got {count_images}")
     weights, out = Path(weights), Path(output)
     if not weights.is_file():
         raise ParameterError(f"weights {weights} do not exist")
@@ -346,14 +364,18 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
         "exclude": sorted(map(str, exclude)), "image_names": image_names, "epochs": int(epochs),
         "config": cfg.to_dict(), "conf": conf, "iou": iou, "flips": list(flips), "pseudo_ratio": pseudo_ratio, "skip_empty": skip_empty,
         "max_box_growth": max_box_growth, "max_count_change": max_count_change, "seed": seed,
+        "student_conf": student_conf, "count_images": int(count_images),
     })
+    #: chosen after training: a resumed run may change them (the threshold is recomputed)
+    after_training = {"student_conf", "count_images"}
     state_file = out / "adapt.json"
     has_run = state_file.exists() or any(out.glob("round*")) if out.is_dir() else False
     if has_run and not (resume or overwrite):
         raise ParameterError(f"run folder {out} holds a self-training run; pass --resume to continue it or --overwrite")
     if resume and state_file.exists():
         before = _read_json(state_file).get("settings", {})
-        diff = sorted(k for k in settings if k != "config" and before.get(k) != settings[k])
+        diff = sorted(k for k in settings
+                      if k != "config" and k not in after_training and before.get(k) != settings[k])
         diff += [f"config.{k}" for k in settings["config"]
                  if k != "device" and (before.get("config") or {}).get(k) != settings["config"][k]]
         if diff:
@@ -457,14 +479,26 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
                         f"{record['student_conf_f1']:.3f}")
             teacher = Path(best)
 
+        trained = [rec for rec in records if rec["status"] == "trained"]
+        updates, threshold = None, {"source": "conf_f1 of the final model's synthetic validation"}
+        if trained:
+            synthetic_conf = float(trained[-1]["student_conf_f1"])
+            threshold = {"conf": synthetic_conf, "source": "synthetic validation (student conf_f1)"}
+            if student_conf == "pseudo_count":
+                counts = _read_json(out / f"round{trained[-1]['round']}" / "pseudo.json")["per_image"]
+                threshold = pseudo_count_threshold(YoloDetector(teacher, device=device, threads=threads), src,
+                                                   counts, n_images=count_images, progress=progress)
+                log.message(f"student threshold {threshold['conf']:.3f} ({threshold['found']} detections for "
+                            f"{threshold['target']} pseudo-labels on {len(threshold['images'])} images; "
+                            f"synthetic validation: {synthetic_conf:.3f})")
+            updates = {"conf_f1": threshold["conf"], "conf_f1_synthetic": synthetic_conf}
         final = {"method": "self_train", "date": _now(), "source_weights": str(weights.resolve()),
-                 "images": src.describe(), "rounds_trained":
-                 sum(rec["status"] == "trained" for rec in records), "stopped": stopped,
+                 "images": src.describe(), "rounds_trained": len(trained), "stopped": stopped,
                  "rounds": [{k: v for k, v in rec.items() if k != "pseudo_files"} for rec in records],
-                 "threshold": "conf_f1 from the final student's synthetic validation"}
-        best_out = _stamp(teacher, out / "best.pt", final)
+                 "threshold": threshold}
+        best_out = _stamp(teacher, out / "best.pt", final, updates)
         result = SelfTrainResult(weights=best_out, output=out, rounds=records, stopped=stopped)
-        state["rounds"], state["result"] = records, result.to_dict()
+        state["rounds"], state["result"], state["threshold"] = records, result.to_dict(), threshold
         _write_json(state_file, state)
         log.message(f"done: {best_out} ({final['rounds_trained']} round(s) trained)")
     return result

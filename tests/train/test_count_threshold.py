@@ -1,0 +1,68 @@
+"""The count-matched student threshold (:mod:`simgen.train.yolo.count_threshold`)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simgen.errors import ParameterError
+from simgen.train.yolo.count_threshold import count_matched_threshold, pseudo_count_threshold, sample_indices
+
+
+def test_count_matched_threshold_keeps_exactly_the_target_count():
+    scores = [np.array([0.9, 0.2, 0.5]), np.array([]), np.array([0.7, 0.05])]
+    for target, conf in ((1, 0.9), (2, 0.7), (3, 0.5), (4, 0.2), (5, 0.01)):  # 5: all there are (floor)
+        t = count_matched_threshold(scores, target, floor=0.01)
+        assert t == conf and sum(int((s >= t).sum()) for s in scores) == target
+    assert count_matched_threshold(scores, 6, floor=0.01) == 0.01  # fewer detections than wanted: keep all
+    t0 = count_matched_threshold(scores, 0, floor=0.01)
+    assert t0 > 0.9 and all(int((s >= t0).sum()) == 0 for s in scores)
+    assert count_matched_threshold(scores, 2, floor=0.8) == 0.8  # never below the detector's floor
+    ties = [np.array([0.5, 0.5, 0.5, 0.1])]
+    assert count_matched_threshold(ties, 2, floor=0.0) == 0.5  # ties are kept together
+    with pytest.raises(ParameterError):
+        count_matched_threshold(scores, -1, floor=0.01)
+
+
+def test_sample_indices_spread_evenly():
+    assert sample_indices(5, 24) == [0, 1, 2, 3, 4]
+    picked = sample_indices(150, 24)
+    assert len(picked) == 24 and picked[0] == 0 and picked[-1] == 149
+    assert np.ptp(np.diff(picked)) <= 1
+    assert sample_indices(0, 3) == [] and sample_indices(4, 0) == []
+
+
+class _Images:
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def image(self, k):
+        return np.full((8, 8), k, np.float32)
+
+    def name(self, k):
+        return f"frame{k:02d}"
+
+
+class _Detector:
+    """Image k holds k + 2 detections scoring 0.9, 0.8, ... (deterministic)."""
+    conf = 0.01
+
+    def detect(self, image):
+        k = int(image[0, 0])
+        return pd.DataFrame({"score": 0.9 - 0.1 * np.arange(k + 2)})
+
+
+def test_pseudo_count_threshold_counts_on_the_sampled_images_only():
+    counts = [1] * 10
+    res = pseudo_count_threshold(_Detector(), _Images(10), counts, n_images=4)
+    assert res["images"] == ["frame00", "frame03", "frame06", "frame09"]
+    assert res["target"] == 4 and res["found"] == 4 and res["conf"] == pytest.approx(0.9)
+    more = pseudo_count_threshold(_Detector(), _Images(10), [3] * 10, n_images=4)
+    # sampled images hold 2, 5, 8, 11 detections: 4 x 0.9, 4 x 0.8, 3 x 0.7, then the 12th is a 0.6 (3 tied)
+    assert more["target"] == 12 and more["found"] == 14 and more["conf"] == pytest.approx(0.6)
+    with pytest.raises(ParameterError):
+        pseudo_count_threshold(_Detector(), _Images(10), [1] * 9)
+    with pytest.raises(ParameterError):
+        pseudo_count_threshold(_Detector(), _Images(10), counts, n_images=0)
