@@ -51,11 +51,22 @@ def verdict(methods: dict) -> str:
     text = (f"synthetic-only YOLO {_against(s, b)} the tuned LoG baseline: F1 {s['f1']:.3f} vs {b['f1']:.3f} "
             f"({s['f1'] - b['f1']:+.3f}; thresholds from held-out real labels for both), AP {s.get('ap') or 0:.3f} vs "
             f"{b.get('ap') or 0:.3f} ({(s.get('ap') or 0.0) - (b.get('ap') or 0.0):+.3f})")
-    fused = methods.get("fused_log")
-    if fused and fused.get("f1") is not None:  # no real-label threshold for it: its own, zero-label one
-        text += (f"; fused with the synthetic-tuned LoG it {_against(fused, b)} it: F1 {fused['f1']:.3f} at its "
-                 f"synthetic threshold vs {b['f1']:.3f}, AP {fused.get('ap') or 0:.3f} vs {b.get('ap') or 0:.3f}")
+    for key, what in ZERO_LABEL_VARIANTS.items():  # no real-label threshold for them: their own, zero-label one
+        m = methods.get(key)
+        if m and m.get("f1") is not None:
+            text += (f"; {what} it {_against(m, b)} it: F1 {m['f1']:.3f} at its zero-label threshold vs "
+                     f"{b['f1']:.3f}, AP {m.get('ap') or 0:.3f} vs {b.get('ap') or 0:.3f}")
     return text
+
+
+#: Zero-label variants of the synthetic model that the verdict also sets against the tuned LoG.
+ZERO_LABEL_VARIANTS = {
+    "fused_log": "fused with the synthetic-tuned LoG",
+    "synthetic_yolo_bn": "with BatchNorm adaptation",
+    "synthetic_yolo_self_train": "self-trained",
+    "synthetic_yolo_adapted": "with BatchNorm adaptation and self-training",
+    "synthetic_yolo_backgrounds": "fine-tuned on real backgrounds",
+}
 
 
 def _against(s: dict, b: dict) -> str:

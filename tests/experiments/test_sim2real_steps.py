@@ -288,6 +288,9 @@ def test_verdict_states_the_fused_detector_against_the_baseline():
     assert "fused with the synthetic-tuned LoG it is mixed against it: F1 0.770" in verdict(methods)
     methods["fused_log"] = {"f1": 0.80, "ap": 0.83}
     assert "fused with the synthetic-tuned LoG it beats it" in verdict(methods)
+    methods["synthetic_yolo_self_train"] = {"f1": 0.802, "ap": 0.848}
+    assert verdict(methods).endswith("; self-trained it beats it: F1 0.802 at its zero-label threshold vs 0.790, "
+                                     "AP 0.848 vs 0.810")
     assert verdict({"synthetic_yolo": {"f1": 0.5}}) == "no baseline comparison"
 
 
