@@ -451,12 +451,12 @@ def test_train_yolo_adapt_to_cli_adapts_without_labels(tmp_path):
     assert r.exit_code == 2 and "levers must be among" in r.output and not out.exists()
     with never_touched(root / "labels"):
         r = runner.invoke(main, [*base, "--val", str(val), "--adapt-to", str(root), "--adapt", "bn,self_train",
-                                 "--self-train-epochs", "1", "-o", str(out)])
+                                 "--self-train-epochs", "1", "--student-conf", "synthetic", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert (out / "best.pt").exists() and (out / "adapt" / "bn.pt").exists()
     assert (out / "adapt" / "self_train" / "adapt.json").exists() and "adapted (self_train)" in r.output
     state = json.loads((out / "adapt" / "self_train" / "adapt.json").read_text())
-    assert state["result"]["rounds"], state
+    assert state["result"]["rounds"] and state["settings"]["student_conf"] == "synthetic", state
     # the BatchNorm-adapted checkpoint loads and differs from the trained one in its statistics only
     a, b = load_yolo_checkpoint(out / "best.pt"), load_yolo_checkpoint(out / "adapt" / "bn.pt")
     sa, sb = a["model"].state_dict(), b["model"].state_dict()
