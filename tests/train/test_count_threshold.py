@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from simgen.errors import ParameterError
-from simgen.train.yolo.count_threshold import count_matched_threshold, pseudo_count_threshold, sample_indices
+from simgen.train.yolo.count_threshold import count_matched_threshold, sample_indices, teacher_count_threshold
 
 
 def test_count_matched_threshold_keeps_exactly_the_target_count():
@@ -46,23 +46,25 @@ class _Images:
 
 
 class _Detector:
-    """Image k holds k + 2 detections scoring 0.9, 0.8, ... (deterministic)."""
+    """Image k holds k + extra detections scoring 0.9, 0.8, ... (deterministic)."""
     conf = 0.01
+
+    def __init__(self, extra):
+        self.extra = extra
 
     def detect(self, image):
         k = int(image[0, 0])
-        return pd.DataFrame({"score": 0.9 - 0.1 * np.arange(k + 2)})
+        return pd.DataFrame({"score": 0.9 - 0.1 * np.arange(k + self.extra)})
 
 
-def test_pseudo_count_threshold_counts_on_the_sampled_images_only():
-    counts = [1] * 10
-    res = pseudo_count_threshold(_Detector(), _Images(10), counts, n_images=4)
+def test_teacher_count_threshold_keeps_the_teachers_count_on_the_sample():
+    teacher, student = _Detector(1), _Detector(2)
+    res = teacher_count_threshold(student, teacher, 0.85, _Images(10), n_images=4)
     assert res["images"] == ["frame00", "frame03", "frame06", "frame09"]
-    assert res["target"] == 4 and res["found"] == 4 and res["conf"] == pytest.approx(0.9)
-    more = pseudo_count_threshold(_Detector(), _Images(10), [3] * 10, n_images=4)
-    # sampled images hold 2, 5, 8, 11 detections: 4 x 0.9, 4 x 0.8, 3 x 0.7, then the 12th is a 0.6 (3 tied)
-    assert more["target"] == 12 and more["found"] == 14 and more["conf"] == pytest.approx(0.6)
+    assert res["target"] == 4 and res["found"] == 4 and res["conf"] == pytest.approx(0.9)  # one 0.9 per image
+    # at 0.55 the teacher keeps 1, 4, 4, 4 (its 0.9 ... 0.6); the student's 13th score is a 0.6 (3 tied: 14 kept)
+    more = teacher_count_threshold(student, teacher, 0.55, _Images(10), n_images=4)
+    assert more["target"] == 13 and more["found"] == 14 and more["conf"] == pytest.approx(0.6)
+    assert more["teacher_conf"] == 0.55 and "no real label" in more["source"]
     with pytest.raises(ParameterError):
-        pseudo_count_threshold(_Detector(), _Images(10), [1] * 9)
-    with pytest.raises(ParameterError):
-        pseudo_count_threshold(_Detector(), _Images(10), counts, n_images=0)
+        teacher_count_threshold(student, teacher, 0.5, _Images(10), n_images=0)

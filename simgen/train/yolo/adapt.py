@@ -38,7 +38,7 @@ def adapt_levers(levers: Sequence[str]) -> tuple[str, ...]:
 
 def adapt_detector(weights, unlabeled, output, *, levers: Sequence[str] = ("self_train",), synthetic=None,
                    synthetic_val=None, rounds: int = 1, epochs: int = 5, config: YoloConfig | None = None,
-                   student_conf: str = "pseudo_count", seed: int = 0, device: str = "auto", threads: int | None = None, resume: bool = False,
+                   student_conf: str = "teacher_count", seed: int = 0, device: str = "auto", threads: int | None = None, resume: bool = False,
                    progress: bool = True) -> dict[str, tuple[Path, dict]]:
     """Adapt ``weights`` to ``unlabeled`` real images with each lever of ``levers``.
 
@@ -58,7 +58,7 @@ def adapt_detector(weights, unlabeled, output, *, levers: Sequence[str] = ("self
         Self-training rounds and student epochs per round.
     config : YoloConfig, optional
         Student settings (default: the teacher's stored training config).
-    student_conf : {"pseudo_count", "synthetic"}
+    student_conf : {"teacher_count", "synthetic"}
         How the student's threshold is chosen (see :func:`self_train`).
 
     Returns

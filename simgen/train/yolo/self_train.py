@@ -5,8 +5,8 @@ and fine-tuning on synthetic + pseudo-labelled real images; the student becomes 
 Drift guards (:func:`box_limits`, :func:`count_change`) cap the pseudo boxes per image and stop
 when the box count jumps.  No real label is ever read: the pseudo-label threshold, the student's
 best epoch and early stopping are chosen on synthetic data, and the final student's confidence
-threshold either there too or, by default, by matching its detection count to its pseudo-labels
-on the unlabeled images (:mod:`.count_threshold`).
+threshold either there too or, by default, by matching its detection count on the unlabeled
+images to the synthetic teacher's at its threshold (:mod:`.count_threshold`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from simgen.rng import check_seed
 from simgen.runtime import setup_threads
 from simgen.train.yolo.adaptation_record import _now, _plain, _stamp
 from simgen.train.yolo.config import PRESETS, YoloConfig
-from simgen.train.yolo.count_threshold import STUDENT_THRESHOLDS, pseudo_count_threshold
+from simgen.train.yolo.count_threshold import STUDENT_THRESHOLDS, teacher_count_threshold
 from simgen.train.yolo.detector_input import _n_tiles
 from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.pseudo_label import BOX_COLUMNS, FLIPS, _check_flips, _label_stream, _threshold
@@ -229,7 +229,7 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
                iou: float = 0.5, flip_consistency: bool = True, flips: Sequence[str] = FLIPS,
                pseudo_ratio: float | None = 1.0, skip_empty: bool = True, max_box_growth: float | None = 1.5,
                max_count_change: float | None = 0.5, exclude: Sequence[str] = (),
-               student_conf: str = "pseudo_count", count_images: int = 24, seed: int = 0, device: str = "auto",
+               student_conf: str = "teacher_count", count_images: int = 24, seed: int = 0, device: str = "auto",
                resume: bool = False, overwrite: bool = False, progress: bool = True,
                cache_dir=None, threads: int | None = None) -> SelfTrainResult:
     """Self-training on unlabeled real images: pseudo-label, fine-tune on synthetic + pseudo, repeat.
@@ -284,17 +284,17 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
         (``None``: never).
     exclude : sequence of str
         Unlabeled image names to leave out (e.g. frames that will be scored).
-    student_conf : {"pseudo_count", "synthetic"}
+    student_conf : {"teacher_count", "synthetic"}
         The final student's confidence threshold (``simgen.conf_f1`` of ``best.pt``):
-        ``pseudo_count`` — the score at which the student finds as many defects as its last
-        round's pseudo-labels on ``count_images`` of the unlabeled images
-        (:func:`~simgen.train.yolo.count_threshold.pseudo_count_threshold`; label-free, keeps the
-        teacher's operating point); ``synthetic`` — the one that maximised F1 on the synthetic
+        ``teacher_count`` — the score at which the student finds as many defects on
+        ``count_images`` of the unlabeled images as the input model (``weights``) finds there at
+        its threshold (:func:`~simgen.train.yolo.count_threshold.teacher_count_threshold`;
+        label-free, keeps the synthetic model's operating point); ``synthetic`` — the one that maximised F1 on the synthetic
         validation set, which over-detects on real images once the student has seen them (README).
         The synthetic one is kept as ``simgen.conf_f1_synthetic`` either way.  Chosen after
         training, so it may change on ``resume``.
     count_images : int
-        Unlabeled images (spread evenly) the ``pseudo_count`` threshold is counted on.
+        Unlabeled images (spread evenly) the ``teacher_count`` threshold is counted on.
     seed : int
         Seeds training, the validation hold-out and the ratio subsampling.
     device : str
@@ -484,12 +484,12 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
         if trained:
             synthetic_conf = float(trained[-1]["student_conf_f1"])
             threshold = {"conf": synthetic_conf, "source": "synthetic validation (student conf_f1)"}
-            if student_conf == "pseudo_count":
-                counts = _read_json(out / f"round{trained[-1]['round']}" / "pseudo.json")["per_image"]
-                threshold = pseudo_count_threshold(YoloDetector(teacher, device=device, threads=threads), src,
-                                                   counts, n_images=count_images, progress=progress)
-                log.message(f"student threshold {threshold['conf']:.3f} ({threshold['found']} detections for "
-                            f"{threshold['target']} pseudo-labels on {len(threshold['images'])} images; "
+            if student_conf == "teacher_count":
+                threshold = teacher_count_threshold(YoloDetector(teacher, device=device, threads=threads),
+                                                    teacher_det, t_conf, src, n_images=count_images,
+                                                    progress=progress)
+                log.message(f"student threshold {threshold['conf']:.3f} ({threshold['found']} detections for the "
+                            f"teacher's {threshold['target']} on {len(threshold['images'])} images; "
                             f"synthetic validation: {synthetic_conf:.3f})")
             updates = {"conf_f1": threshold["conf"], "conf_f1_synthetic": synthetic_conf}
         final = {"method": "self_train", "date": _now(), "source_weights": str(weights.resolve()),
