@@ -15,9 +15,9 @@ disjoint: the real set is cut into ``cfg.adapt_folds`` folds over images; fold *
 model adapted on the other folds' pixels (plus the frames of ``cfg.adapt_to``, if given, minus any
 frame named like a scored image or a near copy of one, e.g. its neighbouring video frames:
 :func:`~.sim2real_disjoint.exclude_scored`).  Thresholds are the synthetic-validation ones of each
-model, except a self-trained student's (``cfg.student_conf``): by default the score at which it
-finds as many defects on its own adaptation pool as the synthetic model does there — never on the
-scored images.
+model; a self-trained student's may instead (``cfg.student_conf="teacher_count"``) be the score at
+which it finds as many defects on its own adaptation pool as the synthetic model does there —
+never on the scored images.
 """
 
 from __future__ import annotations

@@ -166,9 +166,10 @@ class Sim2RealConfig:
     self_train_rounds, self_train_epochs : int
         Pseudo-label rounds and student epochs per round.
     student_conf : {"teacher_count", "synthetic"}
-        Threshold of a self-trained student: as many detections on the unlabeled images it adapted
-        to as the synthetic model finds there at its threshold (default; label-free), or the
-        synthetic-validation one (over-detects on real images, README).  See :func:`simgen.train.yolo.self_train.self_train`.
+        Threshold of a self-trained student: the synthetic-validation one (default), or as many
+        detections on the unlabeled images it adapted to as the synthetic model finds there at its
+        threshold (``teacher_count``; label-free; helps where the synthetic model over-counts,
+        README).  See :func:`simgen.train.yolo.self_train.self_train`.
     threads : int, optional
         CPU threads (default ``$SIMGEN_THREADS``, else 1: on a shared 2-core machine two
         torch threads collapse as soon as anything else runs; use 2 on an idle machine).
@@ -221,7 +222,7 @@ class Sim2RealConfig:
     near_copy_corr: float = 0.95
     self_train_rounds: int = 1
     self_train_epochs: int = 5
-    student_conf: str = "teacher_count"
+    student_conf: str = "synthetic"
     threads: int | None = None
     device: str = "auto"
     seed: int = 0

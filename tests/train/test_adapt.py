@@ -333,7 +333,7 @@ def test_self_train_round_end_to_end_without_reading_labels(teacher, tmp_path, m
     out = tmp_path / "self"
     kw = dict(epochs=1, conf=0.01, cache_dir=teacher["tmp"] / "cache", progress=False)
     with never_touched(root / "labels"):
-        res = self_train(teacher["best"], teacher["syn"], root, out, rounds=1, **kw)
+        res = self_train(teacher["best"], teacher["syn"], root, out, rounds=1, student_conf="teacher_count", **kw)
     (rec,) = res.rounds
     assert rec["status"] == "trained" and res.stopped is None, rec
     assert rec["n_boxes"] > 0 and rec["n_images"] == 3 and rec["train_seconds"] > 0
@@ -374,8 +374,8 @@ def test_self_train_round_end_to_end_without_reading_labels(teacher, tmp_path, m
     stamp = student.stat().st_mtime_ns
     with pytest.raises(ParameterError, match="--resume"):
         self_train(teacher["best"], teacher["syn"], root, out, rounds=1, **kw)
-    again = self_train(teacher["best"], teacher["syn"], root, out, rounds=1, resume=True, student_conf="synthetic",
-                       **kw)  # the threshold rule is chosen after training: a resume may change it
+    again = self_train(teacher["best"], teacher["syn"], root, out, rounds=1, resume=True,
+                       **kw)  # the threshold rule (default: synthetic) is chosen after training: a resume may change it
     assert again.rounds[0]["n_boxes"] == rec["n_boxes"] and student.stat().st_mtime_ns == stamp
     assert YoloDetector(again.weights).conf_f1 == rec["student_conf_f1"]
     with pytest.raises(ParameterError, match="settings differ"):
@@ -453,12 +453,12 @@ def test_train_yolo_adapt_to_cli_adapts_without_labels(tmp_path):
     assert r.exit_code == 2 and "levers must be among" in r.output and not out.exists()
     with never_touched(root / "labels"):
         r = runner.invoke(main, [*base, "--val", str(val), "--adapt-to", str(root), "--adapt", "bn,self_train",
-                                 "--self-train-epochs", "1", "--student-conf", "synthetic", "-o", str(out)])
+                                 "--self-train-epochs", "1", "--student-conf", "teacher_count", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert (out / "best.pt").exists() and (out / "adapt" / "bn.pt").exists()
     assert (out / "adapt" / "self_train" / "adapt.json").exists() and "adapted (self_train)" in r.output
     state = json.loads((out / "adapt" / "self_train" / "adapt.json").read_text())
-    assert state["result"]["rounds"] and state["settings"]["student_conf"] == "synthetic", state
+    assert state["result"]["rounds"] and state["settings"]["student_conf"] == "teacher_count", state
     # the BatchNorm-adapted checkpoint loads and differs from the trained one in its statistics only
     a, b = load_yolo_checkpoint(out / "best.pt"), load_yolo_checkpoint(out / "adapt" / "bn.pt")
     sa, sb = a["model"].state_dict(), b["model"].state_dict()

@@ -38,8 +38,8 @@ def adapt_levers(levers: Sequence[str]) -> tuple[str, ...]:
 
 def adapt_detector(weights, unlabeled, output, *, levers: Sequence[str] = ("self_train",), synthetic=None,
                    synthetic_val=None, rounds: int = 1, epochs: int = 5, config: YoloConfig | None = None,
-                   student_conf: str = "teacher_count", seed: int = 0, device: str = "auto", threads: int | None = None, resume: bool = False,
-                   progress: bool = True) -> dict[str, tuple[Path, dict]]:
+                   student_conf: str = "synthetic", seed: int = 0, device: str = "auto", threads: int | None = None,
+                   resume: bool = False, progress: bool = True) -> dict[str, tuple[Path, dict]]:
     """Adapt ``weights`` to ``unlabeled`` real images with each lever of ``levers``.
 
     Parameters
