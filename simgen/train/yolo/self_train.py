@@ -5,8 +5,8 @@ and fine-tuning on synthetic + pseudo-labelled real images; the student becomes 
 Drift guards (:func:`box_limits`, :func:`count_change`) cap the pseudo boxes per image and stop
 when the box count jumps.  No real label is ever read: the pseudo-label threshold, the student's
 best epoch and early stopping are chosen on synthetic data, and the final student's confidence
-threshold either there too or, by default, by matching its detection count on the unlabeled
-images to the synthetic teacher's at its threshold (:mod:`.count_threshold`).
+threshold there too (default) or by matching its detection count on the unlabeled images to the
+synthetic teacher's at its threshold (``student_conf="teacher_count"``, :mod:`.count_threshold`).
 """
 
 from __future__ import annotations
@@ -294,8 +294,8 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
         (README): ``teacher_count`` lifts F1 where the synthetic model over-counts and its student
         over-detects (dsva_fecral, 0.736 → 0.802) and lowers it where it does not (ti_anneal,
         creme_316L), so it is an option, not the default.  The synthetic one is kept as
-        ``simgen.conf_f1_synthetic`` either way.  Chosen after
-        training, so it may change on ``resume``.
+        ``simgen.conf_f1_synthetic`` either way.  Chosen after training, so it may change on
+        ``resume``.
     count_images : int
         Unlabeled images (spread evenly) the ``teacher_count`` threshold is counted on.
     seed : int
