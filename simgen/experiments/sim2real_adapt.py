@@ -121,7 +121,8 @@ def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, trai
         if log is not None:
             log.message(f"adaptation fold {i + 1}: " + ", ".join(sorted(weights)))
     return {LEVERS[lever]: {**pooled_scores(parts[lever], real.gt, n), "folds": len(parts[lever]),
-                            "conf_per_fold": confs[lever], "adaptation": records[lever]}
+                            "conf_per_fold": confs[lever], "adaptation": records[lever],
+                            **({"student_conf": cfg.student_conf} if lever in ("self_train", "all") else {})}
             for lever in cfg.adapt if parts[lever]}
 
 

@@ -14,7 +14,7 @@ from simgen.evaluate.report import to_jsonable
 from simgen.experiments.scoring import IOU
 from simgen.progress import format_duration
 
-__all__ = ["LABELS", "score_line", "verdict", "realism_line", "summary_text", "markdown", "write_figures",
+__all__ = ["LABELS", "method_label", "score_line", "verdict", "realism_line", "summary_text", "markdown", "write_figures",
            "write_report"]
 
 LABELS = {
@@ -31,6 +31,17 @@ LABELS = {
     "synthetic_yolo_adapted": "YOLO synthetic + BatchNorm + self-training (held-out folds)",
     "synthetic_yolo_backgrounds": "YOLO synthetic + fine-tuned on renders on the other folds' real images (held-out folds)",
 }
+
+
+#: How a row names a student threshold that is not the synthetic-validation one (``student_conf``).
+STUDENT_CONF_LABELS = {"teacher_count": "student threshold: the synthetic model's count on the unlabeled images"}
+
+
+def method_label(key: str, m: dict) -> str:
+    """The report name of method ``key`` (with its student-threshold rule when that is not the default)."""
+    label = LABELS.get(key, key)
+    rule = STUDENT_CONF_LABELS.get(m.get("student_conf"))
+    return f"{label} — {rule}" if rule else label
 
 
 def score_line(name: str, m: dict) -> str:
@@ -87,7 +98,7 @@ def realism_line(realism: dict) -> str:
 
 
 def summary_text(report: dict) -> str:
-    lines = [score_line(LABELS.get(k, k), v) for k, v in report["methods"].items()]
+    lines = [score_line(method_label(k, v), v) for k, v in report["methods"].items()]
     lines.append(report["verdict"])
     if report.get("realism"):
         lines.append(realism_line(report["realism"]))
@@ -108,7 +119,7 @@ def markdown(report: dict) -> str:
              "hindsight.", "",
              "| method | P | R | F1 | AP | peak F1 |", "|---|---|---|---|---|---|"]
     for key, m in report["methods"].items():
-        lines.append(f"| {LABELS.get(key, key)} | {fmt(m.get('precision'))} | {fmt(m.get('recall'))} | "
+        lines.append(f"| {method_label(key, m)} | {fmt(m.get('precision'))} | {fmt(m.get('recall'))} | "
                      f"{fmt(m.get('f1'))} | {fmt(m.get('ap'))} | {fmt(m.get('peak_f1'))} |")
     lines += ["", f"**{report['verdict']}**", ""]
     if report.get("realism"):

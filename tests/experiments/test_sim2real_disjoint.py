@@ -47,6 +47,7 @@ def test_adaptation_pool_leaves_out_near_copies_of_each_folds_scored_images(tmp_
         weights = train_synthetic(data, out, cfg, progress=False)
         rows = adaptation_study(real, cfg, weights, data.train, data.val, out, progress=False)
     records = rows["synthetic_yolo_bn"]["adaptation"]
+    assert "student_conf" not in rows["synthetic_yolo_bn"]  # a threshold rule of self-trained students only
     for i, held in enumerate(adaptation_folds(len(real), cfg.adapt_folds)):
         scored = {real.names[k] for k in held}
         used = {name.rsplit(".", 1)[0] for name in records[i]["adapted_on"]}

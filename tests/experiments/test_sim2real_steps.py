@@ -294,6 +294,15 @@ def test_verdict_states_the_fused_detector_against_the_baseline():
     assert verdict({"synthetic_yolo": {"f1": 0.5}}) == "no baseline comparison"
 
 
+def test_a_student_threshold_rule_other_than_synthetic_is_named_in_the_row():
+    from simgen.experiments.sim2real_report import LABELS, method_label
+
+    key = "synthetic_yolo_self_train"
+    assert method_label(key, {"student_conf": "synthetic"}) == LABELS[key] == method_label(key, {})
+    assert method_label(key, {"student_conf": "teacher_count"}).endswith("the synthetic model's count on the "
+                                                                         "unlabeled images")
+
+
 def test_backgrounds_leave_out_scored_images_and_their_near_copies(tmp_path):
     """``--backgrounds``: unlabeled frames become backgrounds of part of the synthetic images, never a
     scored image (same name) or a near copy of one (a neighbouring video frame)."""
