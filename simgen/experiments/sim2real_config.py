@@ -11,7 +11,7 @@ from simgen.augment.spec import parse_spec
 from simgen.errors import ParameterError
 from simgen.evaluate.realism_judge import JudgeSettings
 from simgen.train.yolo.config import YoloConfig
-from simgen.train.yolo.count_threshold import STUDENT_THRESHOLDS
+from simgen.train.yolo.count_threshold import check_student_conf
 
 __all__ = ["Sim2RealConfig"]
 
@@ -271,9 +271,7 @@ class Sim2RealConfig:
         if not set(self.adapt) <= {"bn", "self_train", "all", "backgrounds"}:
             raise ParameterError(f"adapt levers must be among bn, self_train, all, backgrounds; got "
                                  f"{', '.join(self.adapt)}")
-        if self.student_conf not in STUDENT_THRESHOLDS:
-            raise ParameterError(f"student_conf must be one of {', '.join(STUDENT_THRESHOLDS)}, "
-                                 f"got {self.student_conf!r}")
+        check_student_conf(self.student_conf)
         if self.adapt_folds < 2 or self.self_train_rounds < 1 or self.self_train_epochs < 1:
             raise ParameterError("need adapt_folds >= 2, self_train_rounds >= 1 and self_train_epochs >= 1")
         if self.adapt_to is not None and not Path(self.adapt_to).is_dir():

@@ -27,11 +27,18 @@ import numpy as np
 from simgen.errors import ParameterError
 from simgen.progress import track
 
-__all__ = ["STUDENT_THRESHOLDS", "count_matched_threshold", "sample_indices", "teacher_count_threshold"]
+__all__ = ["STUDENT_THRESHOLDS", "check_student_conf", "count_matched_threshold", "sample_indices", "teacher_count_threshold"]
 
 #: How a self-trained student's threshold is chosen: ``teacher_count`` (here) or ``synthetic`` (its
 #: synthetic-validation ``conf_f1``, as any synthetic model's).
 STUDENT_THRESHOLDS = ("teacher_count", "synthetic")
+
+
+def check_student_conf(rule: str) -> str:
+    """``rule`` if it is one of :data:`STUDENT_THRESHOLDS`, else a :class:`ParameterError`."""
+    if rule not in STUDENT_THRESHOLDS:
+        raise ParameterError(f"student_conf must be one of {', '.join(STUDENT_THRESHOLDS)}, got {rule!r}")
+    return rule
 
 
 def count_matched_threshold(scores: Sequence[np.ndarray], target: int, floor: float) -> float:

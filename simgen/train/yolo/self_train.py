@@ -31,7 +31,7 @@ from simgen.rng import check_seed
 from simgen.runtime import setup_threads
 from simgen.train.yolo.adaptation_record import _now, _plain, _stamp
 from simgen.train.yolo.config import PRESETS, YoloConfig
-from simgen.train.yolo.count_threshold import STUDENT_THRESHOLDS, teacher_count_threshold
+from simgen.train.yolo.count_threshold import check_student_conf, teacher_count_threshold
 from simgen.train.yolo.detector_input import _n_tiles
 from simgen.train.yolo.predict import YoloDetector
 from simgen.train.yolo.pseudo_label import BOX_COLUMNS, FLIPS, _check_flips, _label_stream, _threshold
@@ -329,8 +329,7 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
         raise ParameterError(f"max_box_growth must be >= 1 (or None), got {max_box_growth}")
     if max_count_change is not None and not float(max_count_change) > 0:
         raise ParameterError(f"max_count_change must be > 0 (or None), got {max_count_change}")
-    if student_conf not in STUDENT_THRESHOLDS:
-        raise ParameterError(f"student_conf must be one of {', '.join(STUDENT_THRESHOLDS)}, got {student_conf!r}")
+    check_student_conf(student_conf)
     if int(count_images) < 1:
         raise ParameterError(f"count_images must be >= 1, got {count_images}")
     weights, out = Path(weights), Path(output)
