@@ -141,10 +141,10 @@ def background_fold(cfg: Sim2RealConfig, tem: TemConfig, weights, train_h5, val_
 
     Renders ``n_train // 2`` + ``n_val // 2`` new images (sample indices after the synthetic set's,
     so new defects) all on cleared backgrounds from ``files`` — the fold's adaptation pool, already
-    without the scored images and their near copies (:func:`adaptation_study`) —, then fine-tunes the synthetic model for ``self_train_epochs`` epochs on the
-    synthetic training set plus these (the synthetic data stays in every batch, as in
-    self-training); threshold and post-processing are picked on the synthetic validation set plus
-    the new validation renders.
+    without the scored images and their near copies (:func:`adaptation_study`) —, then fine-tunes
+    the synthetic model for ``self_train_epochs`` epochs on the synthetic training set plus these
+    (the synthetic data stays in every batch, as in self-training); threshold and post-processing
+    are picked on the synthetic validation set plus the new validation renders.
     """
     run = fold / "backgrounds"
     best = run / "best.pt"
