@@ -379,6 +379,9 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @click.option("--adapt-to", type=click.Path(exists=True, file_okay=False), default=None,
               help="More unlabeled real images to adapt with (e.g. ../shared/realdata/unlabeled/dsva_fecral_video); "
                    "labels are never read from it.")
+@click.option("--self-train-rounds", type=click.IntRange(min=1), default=None,
+              help="Self-training rounds per fold (default 1; each later round's teacher is the previous student, "
+                   "pseudo-labelling at its --student-conf threshold). --resume adds rounds to a finished run.")
 @click.option("--self-train-epochs", type=click.IntRange(min=1), default=None,
               help="Student epochs per self-training round (default 5).")
 @click.option("--student-conf", type=click.Choice(STUDENT_THRESHOLDS), default=None, help=STUDENT_CONF_HELP)
@@ -414,8 +417,8 @@ def log_predict_command(source, params_path, output, overwrite, progress):
 @restart_option
 @progress_option
 def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, scale, box_margin, diameter_px, spec,
-                     labels, baseline, robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_epochs,
-                     student_conf,
+                     labels, baseline, robustness, kfold, kfold_epochs, few_real, adapt, adapt_to, self_train_rounds,
+                     self_train_epochs, student_conf,
                      backgrounds, background_fraction, synthetic_log, fuse_log, judge, preset_cfg, threads, device, seed,
                      detector_scale, size, resume, overwrite, progress):
     """The synthetic-only → real experiment, end to end.
@@ -441,7 +444,8 @@ def sim2real_command(real, output, n_train, epochs, time_budget, match, preset, 
                                  tem_preset=preset, scale=scale, box_margin=box_margin, diameter_px=diameter_px,
                                  spec=spec, labels=labels, baseline=baseline, robustness=robustness, kfold=kfold, kfold_epochs=kfold_epochs,
                                  few_real=few_real, threads=threads, device=device, adapt_to=adapt_to,
-                                 self_train_epochs=self_train_epochs, student_conf=student_conf,
+                                 self_train_rounds=self_train_rounds, self_train_epochs=self_train_epochs,
+                                 student_conf=student_conf,
                                  backgrounds=backgrounds,
                                  background_fraction=background_fraction, synthetic_log=synthetic_log, fuse_log=fuse_log,
                                  judge=judge,

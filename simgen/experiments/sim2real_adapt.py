@@ -122,7 +122,8 @@ def adaptation_study(real: RealSet, cfg: Sim2RealConfig, synthetic_weights, trai
             log.message(f"adaptation fold {i + 1}: " + ", ".join(sorted(weights)))
     return {LEVERS[lever]: {**pooled_scores(parts[lever], real.gt, n), "folds": len(parts[lever]),
                             "conf_per_fold": confs[lever], "adaptation": records[lever],
-                            **({"student_conf": cfg.student_conf} if lever in ("self_train", "all") else {})}
+                            **({"student_conf": cfg.student_conf, "self_train_rounds": cfg.self_train_rounds}
+                               if lever in ("self_train", "all") else {})}
             for lever in cfg.adapt if parts[lever]}
 
 

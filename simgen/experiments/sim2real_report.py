@@ -38,8 +38,12 @@ STUDENT_CONF_LABELS = {"teacher_count": "student threshold: the synthetic model'
 
 
 def method_label(key: str, m: dict) -> str:
-    """The report name of method ``key`` (with its student-threshold rule when that is not the default)."""
+    """The report name of method ``key`` (with its self-training rounds and student-threshold rule when
+    they are not the defaults)."""
     label = LABELS.get(key, key)
+    rounds = int(m.get("self_train_rounds") or 1)
+    if rounds > 1:
+        label = f"{label}, {rounds} rounds"
     rule = STUDENT_CONF_LABELS.get(m.get("student_conf"))
     return f"{label} — {rule}" if rule else label
 

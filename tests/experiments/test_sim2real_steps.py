@@ -301,6 +301,9 @@ def test_a_student_threshold_rule_other_than_synthetic_is_named_in_the_row():
     assert method_label(key, {"student_conf": "synthetic"}) == LABELS[key] == method_label(key, {})
     assert method_label(key, {"student_conf": "teacher_count"}).endswith("the synthetic model's count on the "
                                                                          "unlabeled images")
+    assert method_label(key, {"self_train_rounds": 1}) == LABELS[key]
+    assert method_label(key, {"self_train_rounds": 2, "student_conf": "teacher_count"}).startswith(
+        LABELS[key] + ", 2 rounds — student threshold")
 
 
 def test_backgrounds_leave_out_scored_images_and_their_near_copies(tmp_path):
@@ -364,8 +367,8 @@ def test_diameter_px_option_reaches_the_config_and_is_checked(tmp_path, monkeypa
     assert res.exit_code == 2 and "stop here" in res.output and tuple(seen["cfg"].diameter_px) == (12.0, 45.0)
     assert seen["cfg"].student_conf == "synthetic"  # the default (measured best on two of three sets: README)
     res = CliRunner().invoke(main, ["sim2real", "--real", str(real_dir), "-o", str(tmp_path / "o"),
-                                    "--student-conf", "teacher_count"])
-    assert res.exit_code == 2 and seen["cfg"].student_conf == "teacher_count"
+                                    "--student-conf", "teacher_count", "--self-train-rounds", "2"])
+    assert res.exit_code == 2 and seen["cfg"].student_conf == "teacher_count" and seen["cfg"].self_train_rounds == 2
     res = CliRunner().invoke(main, ["sim2real", "--real", str(real_dir), "-o", str(tmp_path / "o"),
                                     "--student-conf", "real_labels"])
     assert res.exit_code == 2 and "Invalid value" in res.output

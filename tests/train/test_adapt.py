@@ -399,6 +399,52 @@ def test_self_train_round_end_to_end_without_reading_labels(teacher, tmp_path, m
     assert load_yolo_checkpoint(two.weights)["simgen"]["conf_f1_synthetic"] == rec["student_conf_f1"]  # round 1 stays
 
 
+def test_teacher_count_rule_sets_every_later_rounds_pseudo_label_threshold(teacher, tmp_path, monkeypatch):
+    """Round 2's teacher (the round-1 student) pseudo-labels at the score where it finds as many
+    defects as the synthetic model at its own threshold, not at its synthetic-validation one; the
+    synthetic model's count is taken once; a resume with another rule is refused."""
+    root, images = _real_folder(tmp_path / "real", n=3, shape=(80, 96))
+    t_conf = YoloDetector(teacher["best"]).conf_f1
+    calls = {"teacher": 0}
+
+    def grid(self, image):  # the synthetic model: half the grid above its threshold; students: graded scores
+        h, w = image.shape
+        ys, xs = np.meshgrid(np.arange(1, h - 6, 8), np.arange(1, w - 6, 8), indexing="ij")
+        ys, xs = ys.ravel().astype(np.float32), xs.ravel().astype(np.float32)
+        d = np.hypot(xs + 3 - w / 2, ys + 3 - h / 2)  # scores by distance to the centre: the same under flips
+        d = d / d.max()
+        if Path(self.weights) == Path(teacher["best"]):
+            calls["teacher"] += 1
+            score = np.where(d < 0.6, (1 + t_conf) / 2, t_conf / 2)
+        else:
+            score = 0.95 - 0.65 * d
+        return pd.DataFrame({"x0": xs, "y0": ys, "x1": xs + 6, "y1": ys + 6, "class": np.zeros(len(xs), np.int16),
+                             "score": score.astype(np.float32)})
+
+    monkeypatch.setattr(YoloDetector, "detect", grid)
+    out = tmp_path / "self"
+    kw = dict(epochs=1, cache_dir=teacher["tmp"] / "cache", progress=False, max_count_change=None)
+    res = self_train(teacher["best"], teacher["syn"], root, out, rounds=2, student_conf="teacher_count", **kw)
+    assert [r["status"] for r in res.rounds] == ["trained", "trained"], res.rounds
+    counted = calls["teacher"]
+    target = 3 * int((grid(YoloDetector(teacher["best"]), images[0])["score"] >= t_conf).sum())
+    student = grid(YoloDetector(res.weights), images[0])["score"].to_numpy(np.float64)
+    expected = float(np.sort(np.tile(student, 3))[::-1][target - 1])
+    assert 0 < target < 3 * len(student)
+    one, two = (json.loads((out / f"round{r}" / "pseudo.json").read_text()) for r in (1, 2))
+    assert one["conf"] == pytest.approx(t_conf) and one["threshold_rule"] == "teacher_count"
+    assert two["conf"] == pytest.approx(expected) and two["conf_source"].startswith("teacher_count")
+    assert two["conf"] != pytest.approx(res.rounds[0]["student_conf_f1"])
+    final = load_yolo_checkpoint(res.weights)["simgen"]["adaptation"][-1]["threshold"]
+    assert final["target"] == target and final["conf"] == pytest.approx(expected)
+    # the synthetic model's 3 images were counted once for both students (+ its own pseudo-labelling passes)
+    assert counted == 3 + 3 * 3, counted  # three count images once; round 1: three images x (as is, h, v)
+    state = (out / "adapt.json").read_bytes()
+    with pytest.raises(ParameterError, match="pseudo-labelled with the teacher_count threshold"):
+        self_train(teacher["best"], teacher["syn"], root, out, rounds=2, resume=True, **kw)
+    assert (out / "adapt.json").read_bytes() == state  # refused before anything was written
+
+
 def test_self_train_stops_when_nothing_passes_and_validates_first(teacher, tmp_path):
     root, _ = _real_folder(tmp_path / "real", n=2)
     out = tmp_path / "self"

@@ -80,7 +80,7 @@ def sample_indices(n: int, k: int) -> list[int]:
 
 
 def teacher_count_threshold(student, teacher, teacher_conf: float, images, *, n_images: int = 24,
-                            progress: bool = False) -> dict:
+                            progress: bool = False, cache: dict | None = None) -> dict:
     """The student's threshold that keeps the teacher's detection count on a sample of ``images``.
 
     Parameters
@@ -94,6 +94,10 @@ def teacher_count_threshold(student, teacher, teacher_conf: float, images, *, n_
         The unlabeled images the student adapted to.
     n_images : int
         Images sampled evenly over ``images`` (each is detected on by both models).
+    cache : dict, optional
+        Holds the teacher's count on the sample between calls (several rounds' students are
+        matched to the same teacher): filled on the first call, reused when its sample and
+        threshold are the same.
 
     Returns
     -------
@@ -105,11 +109,16 @@ def teacher_count_threshold(student, teacher, teacher_conf: float, images, *, n_
     if int(n_images) < 1:
         raise ParameterError(f"n_images must be >= 1, got {n_images}")
     pick = sample_indices(len(images), int(n_images))
-    scores, target = [], 0
+    key = (tuple(pick), float(teacher_conf))
+    known = cache is not None and cache.get("key") == key
+    scores, target = [], int(cache["target"]) if known else 0
     for k in track(pick, total=len(pick), description="student threshold", enabled=progress):
         img = images.image(k)
-        target += int((teacher.detect(img)["score"].to_numpy(np.float64) >= float(teacher_conf)).sum())
+        if not known:
+            target += int((teacher.detect(img)["score"].to_numpy(np.float64) >= float(teacher_conf)).sum())
         scores.append(student.detect(img)["score"].to_numpy(np.float64))
+    if cache is not None:
+        cache.update(key=key, target=target)
     conf = count_matched_threshold(scores, target, student.conf)
     return {"conf": conf, "target": target, "found": int(sum(int((s >= conf).sum()) for s in scores)),
             "images": [images.name(k) for k in pick], "teacher_conf": float(teacher_conf),

@@ -294,8 +294,11 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
         (README): ``teacher_count`` lifts F1 where the synthetic model over-counts and its student
         over-detects (dsva_fecral, 0.736 → 0.802) and lowers it where it does not (ti_anneal,
         creme_316L), so it is an option, not the default.  The synthetic one is kept as
-        ``simgen.conf_f1_synthetic`` either way.  Chosen after training, so it may change on
-        ``resume``.
+        ``simgen.conf_f1_synthetic`` either way.  The same rule gives each later round's teacher
+        (the previous round's student) its pseudo-label threshold, so every round's pseudo-labels
+        keep the operating point (``conf``, when given, overrides it for every round).  Chosen
+        after training, so it may change on ``resume`` — except that a finished round 2 or later
+        was pseudo-labelled with it, and resuming such a run with another rule is refused.
     count_images : int
         Unlabeled images (spread evenly) the ``teacher_count`` threshold is counted on.
     seed : int
@@ -382,6 +385,15 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
                  if k != "device" and (before.get("config") or {}).get(k) != settings["config"][k]]
         if diff:
             raise ParameterError(f"cannot resume {out}: settings differ ({', '.join(diff[:5])}); use --overwrite")
+    # the rule that picks the final threshold also picks each later round's pseudo-label threshold, so a
+    # resumed run whose round 2+ was labelled under another rule would mix two rules
+    rule = "given" if conf is not None else student_conf
+    for r in range(2, int(rounds) + 1):
+        stats_file = out / f"round{r}" / "pseudo.json"
+        was = _read_json(stats_file).get("threshold_rule", "synthetic") if resume and stats_file.exists() else rule
+        if was != rule:
+            raise ParameterError(f"cannot resume {out}: round {r} was pseudo-labelled with the {was} threshold, "
+                                 f"not {rule}; use --overwrite or another run folder")
     with _Opened(unlabeled, exclude) as src:
         shapes = {src.name(k): src.shape(k) for k in range(len(src))}
         # -- from here on, outputs are written
@@ -401,9 +413,25 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
 
         teacher, records, stopped = weights, [], None
         first_counts: list[int] | None = None
+        count_cache: dict = {}
+        thresholds: dict[str, dict] = {}
+
+        def counted(model: YoloDetector, path: Path) -> dict:
+            """The ``teacher_count`` threshold of the student at ``path`` (computed once)."""
+            if str(path) not in thresholds:
+                thresholds[str(path)] = teacher_count_threshold(model, teacher_det, t_conf, src, n_images=count_images,
+                                                                progress=progress, cache=count_cache)
+            return thresholds[str(path)]
+
+        def operating(model: YoloDetector, path: Path) -> tuple[float, str]:
+            """A student's operating threshold under ``student_conf`` (or ``conf`` when given)."""
+            if conf is not None or student_conf == "synthetic":
+                return _threshold(model, conf)
+            found = counted(model, path)
+            return float(found["conf"]), f"teacher_count: {found['source']}"
         for r in range(1, int(rounds) + 1):
             rdir = out / f"round{r}"
-            done = rdir / "round.json"
+            done, stats_file = rdir / "round.json", rdir / "pseudo.json"
             if resume and done.exists():
                 record = _read_json(done)
                 records.append(record)
@@ -417,12 +445,14 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
                 continue
             rdir.mkdir(parents=True, exist_ok=True)
             det = teacher_det if teacher == weights else YoloDetector(teacher, device=device, threads=threads)
-            r_conf, r_source = (t_conf, t_source) if teacher == weights else _threshold(det, conf)
-            stats_file = rdir / "pseudo.json"
             # 1-2. pseudo-label and write
             if resume and stats_file.exists():
                 stats = _read_json(stats_file)
             else:
+                if teacher == weights:
+                    r_conf, r_source = t_conf, t_source
+                else:
+                    r_conf, r_source = operating(det, teacher)
                 limits = box_limits(first_counts, max_box_growth) if first_counts is not None else None
                 generator = {"function": "simgen.train.yolo.self_train.self_train", "round": r,
                              "teacher": str(teacher), "conf": r_conf, "conf_source": r_source, "iou": iou,
@@ -430,8 +460,10 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
                 with Timer() as t:
                     stats = _write_pseudo(src, _label_stream(det, src, r_conf, flips, iou, progress), rdir,
                                           list(det.class_names), limits, skip_empty, generator)
-                stats.update(conf=r_conf, conf_source=r_source, teacher=str(teacher), label_seconds=round(t.seconds, 2))
+                stats.update(conf=r_conf, conf_source=r_source, teacher=str(teacher), label_seconds=round(t.seconds, 2),
+                             threshold_rule=rule)
                 _write_json(stats_file, stats)
+            r_conf = float(stats["conf"])
             if first_counts is None:
                 first_counts = stats["per_image_raw"]
             prev = records[-1]["n_boxes_raw"] if records else None
@@ -487,9 +519,7 @@ def self_train(weights, synthetic, unlabeled, output, *, rounds: int = 2, epochs
             synthetic_conf = float(trained[-1]["student_conf_f1"])
             threshold = {"conf": synthetic_conf, "source": "synthetic validation (student conf_f1)"}
             if student_conf == "teacher_count":
-                threshold = teacher_count_threshold(YoloDetector(teacher, device=device, threads=threads),
-                                                    teacher_det, t_conf, src, n_images=count_images,
-                                                    progress=progress)
+                threshold = counted(YoloDetector(teacher, device=device, threads=threads), teacher)
                 log.message(f"student threshold {threshold['conf']:.3f} ({threshold['found']} detections for the "
                             f"teacher's {threshold['target']} on {len(threshold['images'])} images; "
                             f"synthetic validation: {synthetic_conf:.3f})")
