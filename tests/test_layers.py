@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "simgen"
 #: Lowest first.  A module may import modules of its own rank or lower.
 LAYERS = [
     ["simgen", "simgen.__main__", "simgen.errors", "simgen.rng", "simgen.atomic", "simgen.progress",
-     "simgen.runtime"],
+     "simgen.runtime", "simgen.spread"],
     ["simgen.simulate"],
     ["simgen.augment"],
     ["simgen.datasets"],

@@ -40,6 +40,7 @@ from simgen.datasets.h5io import Dataset, DatasetWriter, open_dataset
 from simgen.datasets.imageio import image_shape, list_images, read_image
 from simgen.errors import DataError, ParameterError
 from simgen.progress import track
+from simgen.spread import spread_indices
 
 __all__ = [
     "boxes_from_mask",
@@ -296,7 +297,7 @@ def import_unlabeled(
     if not files:
         raise DataError(f"{image_dir} holds no images (png, tif, jpg, bmp, mrc, dm3, dm4)")
     if max_images is not None and len(files) > max_images:
-        files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, int(max_images)).round().astype(int))]
+        files = [files[i] for i in spread_indices(len(files), int(max_images))]
     _check_scaled_sizes({f.name: image_shape(f) for f in files}, scale, tile, where=image_dir)
     generator = {"function": "simgen.datasets.ldm_io.import_unlabeled", "source": str(image_dir.resolve()),
                  "tile": int(tile), "scale": float(scale), "max_images": max_images}
@@ -406,7 +407,7 @@ def read_pairs_sample(path: str | PathLike, max_images: int | None = None) -> Tr
         n = ds.n
     if max_images is None or n <= max_images:
         return read_pairs(path)
-    return read_pairs(path, np.unique(np.linspace(0, n - 1, int(max_images)).round().astype(int)))
+    return read_pairs(path, spread_indices(n, int(max_images)))
 
 
 def copy_samples(output: str | PathLike, sources: Iterable[tuple[str | PathLike, Iterable[int] | None, str]], *,

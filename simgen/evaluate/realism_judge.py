@@ -45,6 +45,7 @@ from simgen.datasets.sources import open_source
 from simgen.errors import DataError, ParameterError
 from simgen.evaluate.blob_census import blob_census, census_distance
 from simgen.runtime import select_device, setup_threads
+from simgen.spread import spread_indices
 
 __all__ = ["JudgeSettings", "JudgeResult", "judge_realism", "rank_auc", "standardize_patches", "sheet_png",
            "report_markdown", "report_json", "write_report", "REPORT_FILES"]
@@ -219,13 +220,7 @@ def _load_images(path, limit: int | None = None) -> list[np.ndarray]:
     if path.is_dir() and (path / "images").is_dir():
         path = path / "images"
     with open_source(path) as src:
-        return [src.image(int(i)) for i in _spread(len(src), limit)]
-
-
-def _spread(n: int, limit: int | None) -> np.ndarray:
-    if limit is None or n <= limit:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, limit).round().astype(int))
+        return [src.image(int(i)) for i in spread_indices(len(src), limit)]
 
 
 def _as_images(images, side: str) -> list[np.ndarray]:

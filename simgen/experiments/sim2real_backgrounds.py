@@ -21,6 +21,7 @@ from simgen.experiments.sim2real_disjoint import as_grey, exclude_scored
 from simgen.experiments.sim2real_real import RealSet
 from simgen.simulate.tem import TemConfig, TemSampler
 from simgen.simulate.tem_backgrounds import BackgroundTemSampler, clear_blobs
+from simgen.spread import spread_indices
 from simgen.train.yolo.unlabeled import image_folder
 
 __all__ = ["Backgrounds", "load_backgrounds", "clear_backgrounds", "background_sampler"]
@@ -67,7 +68,7 @@ def clear_backgrounds(candidates, scored: dict[str, np.ndarray], cfg: Sim2RealCo
     if not kept:
         raise DataError(f"no usable background image{' in ' + source if source else ''} "
                         f"({len(left_out)} left out as scored images or near copies)")
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(kept) - 1, min(cfg.background_images, len(kept)))})
+    picks = spread_indices(len(kept), cfg.background_images).tolist()
     images, names, counts = [], [], []
     for i in picks:
         name, item = kept[i]

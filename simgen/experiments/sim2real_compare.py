@@ -19,6 +19,7 @@ from simgen.experiments.scoring import pooled_scores, pr_curve, relative_drop, s
 from simgen.experiments.sim2real_config import Sim2RealConfig
 from simgen.experiments.sim2real_real import RealPredictions, RealSet, detect_real
 from simgen.progress import ProgressLog
+from simgen.spread import spread_indices
 from simgen.train.baselines.log import (
     DEFAULT_GRID,
     QUICK_GRID,
@@ -93,7 +94,7 @@ def synthetic_log_baseline(real: RealSet, val_h5, cfg: Sim2RealConfig, *, max_im
     simgen's), then scored on the real images at the threshold chosen on the synthetic ones."""
     grid = QUICK_GRID if cfg.baseline_grid == "quick" else DEFAULT_GRID
     with open_source(val_h5) as src:
-        names = [src.name(k) for k in np.linspace(0, len(src) - 1, min(max_images, len(src))).round().astype(int)]
+        names = [src.name(int(k)) for k in spread_indices(len(src), max_images)]
     res = tune_log(val_h5, grid=grid, base=LogParams(threshold=0.03), cv=None, names=sorted(set(names)))
     pred = detect_real(res.params.replace(threshold=0.03), real)
     scores = score_predictions(pred, real.gt, res.params.threshold, len(real))

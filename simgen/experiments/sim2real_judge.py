@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from simgen.evaluate.realism_judge import REPORT_FILES, judge_realism, write_report
 from simgen.experiments.sim2real_config import Sim2RealConfig
 from simgen.experiments.sim2real_real import RealSet
 from simgen.experiments.sim2real_report import realism_line
 from simgen.progress import ProgressLog
+from simgen.spread import spread_indices
 
 __all__ = ["REALISM_DIR", "judge_synthetic", "realism_summary"]
 
@@ -59,7 +58,7 @@ def judge_synthetic(train, real: RealSet, out, cfg: Sim2RealConfig, *, threads: 
                       f"{MIN_PATCH} px patch minimum"]
     base = cfg.judge_config()
     settings = cfg.judge_config(threads=threads, folds=min(base.folds, fewest), patch=min(base.patch, smallest))
-    picks = np.unique(np.linspace(0, len(real) - 1, n_real).round().astype(int))
+    picks = spread_indices(len(real), n_real)
     real_images = [real.image(int(k)) for k in picks]  # pixels only: the labels stay in real.gt
     result = judge_realism(train, real_images, settings, log=log.message if log is not None else None)
     write_report(folder, result, str(train), str(real.path), overwrite=True)

@@ -92,6 +92,7 @@ from simgen.progress import ProgressLog, format_duration
 from simgen.runtime import default_threads, setup_threads
 from simgen.simulate.match import estimate
 from simgen.simulate.tem import ANNOTATOR_LABELS, KIND_SIZE, TemConfig, TemSampler, config_from_match
+from simgen.spread import spread_indices
 from simgen.train.yolo.trainer import train_yolo
 
 __all__ = [
@@ -222,7 +223,7 @@ def match_look(real: RealSet, cfg: Sim2RealConfig, log: ProgressLog | None = Non
     med = None
     if cfg.match:
         n = len(real)
-        picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(cfg.match_images, n))})
+        picks = spread_indices(n, cfg.match_images).tolist()
         med = _median_estimates([estimate(real.image(k)) for k in picks])
         if log is not None:
             log.message(f"matched the TEM look to {len(picks)} real image(s): " + ", ".join(

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from simgen.errors import ParameterError
-from simgen.train.yolo.count_threshold import count_matched_threshold, sample_indices, teacher_count_threshold
+from simgen.train.yolo.count_threshold import count_matched_threshold, teacher_count_threshold
 
 
 def test_count_matched_threshold_keeps_exactly_the_target_count():
@@ -21,14 +21,6 @@ def test_count_matched_threshold_keeps_exactly_the_target_count():
     assert count_matched_threshold(ties, 2, floor=0.0) == 0.5  # ties are kept together
     with pytest.raises(ParameterError):
         count_matched_threshold(scores, -1, floor=0.01)
-
-
-def test_sample_indices_spread_evenly():
-    assert sample_indices(5, 24) == [0, 1, 2, 3, 4]
-    picked = sample_indices(150, 24)
-    assert len(picked) == 24 and picked[0] == 0 and picked[-1] == 149
-    assert np.ptp(np.diff(picked)) <= 1
-    assert sample_indices(0, 3) == [] and sample_indices(4, 0) == []
 
 
 class _Images:

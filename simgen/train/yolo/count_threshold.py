@@ -26,8 +26,9 @@ import numpy as np
 
 from simgen.errors import ParameterError
 from simgen.progress import track
+from simgen.spread import spread_indices
 
-__all__ = ["STUDENT_THRESHOLDS", "check_student_conf", "count_matched_threshold", "sample_indices", "teacher_count_threshold"]
+__all__ = ["STUDENT_THRESHOLDS", "check_student_conf", "count_matched_threshold", "teacher_count_threshold"]
 
 #: How a self-trained student's threshold is chosen: ``teacher_count`` (here) or ``synthetic`` (its
 #: synthetic-validation ``conf_f1``, as any synthetic model's).
@@ -70,15 +71,6 @@ def count_matched_threshold(scores: Sequence[np.ndarray], target: int, floor: fl
     return float(max(flat[int(target) - 1], floor))
 
 
-def sample_indices(n: int, k: int) -> list[int]:
-    """``min(n, k)`` indices spread evenly over ``range(n)`` (first and last included)."""
-    if n <= 0 or k <= 0:
-        return []
-    if k >= n:
-        return list(range(n))
-    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
-
-
 def teacher_count_threshold(student, teacher, teacher_conf: float, images, *, n_images: int = 24,
                             progress: bool = False, cache: dict | None = None) -> dict:
     """The student's threshold that keeps the teacher's detection count on a sample of ``images``.
@@ -108,7 +100,7 @@ def teacher_count_threshold(student, teacher, teacher_conf: float, images, *, n_
     """
     if int(n_images) < 1:
         raise ParameterError(f"n_images must be >= 1, got {n_images}")
-    pick = sample_indices(len(images), int(n_images))
+    pick = spread_indices(len(images), int(n_images)).tolist()
     key = (tuple(pick), float(teacher_conf))
     known = cache is not None and cache.get("key") == key
     scores, target = [], int(cache["target"]) if known else 0

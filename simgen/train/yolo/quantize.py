@@ -23,6 +23,7 @@ import numpy as np
 from simgen.datasets.normalize import normalize_image, resize_image, to_uint8
 from simgen.simulate.film import FilmConfig, FilmSampler
 from simgen.simulate.tem import TemConfig, TemSampler
+from simgen.spread import spread_indices
 from simgen.train.tiling import pad_to, tile_windows
 
 __all__ = ["CALIBRATION", "calibration_tiles", "quantize_openvino"]
@@ -61,7 +62,7 @@ def calibration_tiles(imgsz: int, *, normalize: str = "percentile", scale: float
                 crop = win.crop(img)
                 crop = pad_to(crop, (max(crop.shape[0], imgsz), max(crop.shape[1], imgsz)))
                 tiles.append(to_uint8(crop[:imgsz, :imgsz]))
-    pick = np.unique(np.linspace(0, len(tiles) - 1, min(max_tiles, len(tiles))).round().astype(int))
+    pick = spread_indices(len(tiles), max_tiles)
     return [(tiles[i].astype(np.float32) / 255.0)[None, None] for i in pick]
 
 
