@@ -95,7 +95,8 @@ def import_command(root, output, images, a1, a2, pairing, crop, threshold, diame
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Pairs (MTDN) or frames (U-Net) per step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate (9.5e-4).")
 @click.option("--variants", default=None,
-              help="Models, comma list: unet, mtdn, mtdn-pre, mtdn-a1, mtdn-a2, mtdn-a1-pre, ... "
+              help="Models, comma list: unet, mtdn, mtdn-pre, mtdn-a1, mtdn-a2, mtdn-a1-pre, ...; -x2 (-xN) trains "
+                   "N times the epochs: unet-x2 has as many steps as mtdn-pre in all, its equal-budget baseline "
                    "(default unet,mtdn,mtdn-pre,mtdn-a1,mtdn-a2).")
 @click.option("--methods", default=None, help="Recovery methods: forward,backward,consecutive,ensemble (default all).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)

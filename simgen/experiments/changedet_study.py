@@ -12,10 +12,11 @@ Protocol (Niu et al., *MultiTaskDeltaNet*, Digital Discovery 2026, on simulated 
 * **Models** (``variants``) — ``unet``: the single-frame segmentation U-Net (baseline);
   ``mtdn``: MultiTaskDeltaNet from scratch; ``mtdn-pre``: its shared U-Net initialised
   from the fold's trained ``unet`` (the offline equivalent of the study's pretrained
-  weights); ``-a1`` / ``-a2``: single-task (one head) instead of multi-task.  Every model
-  gets the same budget: ``epochs x steps_per_epoch`` optimiser steps of ``batch_size``
-  samples (pairs or frames), the study's optimiser, schedule, loss and augmentation
-  (:data:`~simgen.train.changedet.config.PRESETS` ``"study"``).
+  weights); ``-a1`` / ``-a2``: single-task (one head) instead of multi-task; ``-xN``: N times
+  the epochs (``unet-x2``: as many steps as ``mtdn-pre`` gets in all, counting the ``unet`` it
+  starts from).  Every other model gets the same budget: ``epochs x steps_per_epoch`` optimiser
+  steps of ``batch_size`` samples (pairs or frames), the study's optimiser, schedule, loss and
+  augmentation (:data:`~simgen.train.changedet.config.PRESETS` ``"study"``).
 * **Scores** — per task: change maps (4-class macro-F1 and mean IoU over the test pairs)
   and per-frame masks (macro-F1 and foreground IoU, pooled over the test frames),
   recovered by every fusion method (:mod:`simgen.evaluate.changedet`) or, for the U-Net,
@@ -72,22 +73,27 @@ DEFAULT_VARIANTS = ("unet", "mtdn", "mtdn-pre", "mtdn-a1", "mtdn-a2")
 
 
 def parse_variant(name: str) -> dict:
-    """``"mtdn-a2-pre"`` → ``{"name", "model": "mtdn", "tasks": ("a2",), "init": "pretrained"}``.
+    """``"mtdn-a2-pre"`` → ``{"name", "model": "mtdn", "tasks": ("a2",), "init": "pretrained", "budget": 1}``.
 
     Grammar: ``unet`` or ``mtdn``, optionally ``-a1`` / ``-a2`` (single task; default both),
-    optionally ``-pre`` (``mtdn`` only: U-Net initialised from the fold's ``unet``).
+    optionally ``-pre`` (``mtdn`` only: U-Net initialised from the fold's ``unet``), optionally
+    ``-xN`` (N times the study's epochs, N = 2..10).  ``unet-x2`` is the U-Net with the optimiser
+    steps ``mtdn-pre`` gets in all (the ``unet`` it starts from, then its own): the equal-budget
+    baseline for a pretrained MTDN.
     """
     parts = str(name).strip().lower().split("-")
     model, rest = parts[0], parts[1:]
-    tasks, init = ("a1", "a2"), "scratch"
+    tasks, init, budget = ("a1", "a2"), "scratch", 1
     if rest and rest[0] in ("a1", "a2"):
         tasks, rest = (rest[0],), rest[1:]
-    if rest == ["pre"] and model == "mtdn":
-        init, rest = "pretrained", []
+    if rest and rest[0] == "pre" and model == "mtdn":
+        init, rest = "pretrained", rest[1:]
+    if rest and rest[0][:1] == "x" and rest[0][1:].isdigit() and 2 <= int(rest[0][1:]) <= 10:
+        budget, rest = int(rest[0][1:]), rest[1:]
     if model not in ("unet", "mtdn") or rest:
         raise ParameterError(f"unknown variant {name!r}: use unet or mtdn, optionally -a1/-a2, then -pre (mtdn), "
-                             "e.g. mtdn-a2-pre")
-    return {"name": "-".join(parts), "model": model, "tasks": tasks, "init": init}
+                             "then -x2..-x10 (times the epochs), e.g. mtdn-a2-pre or unet-x2")
+    return {"name": "-".join(parts), "model": model, "tasks": tasks, "init": init, "budget": budget}
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,8 @@ def _filament_config(c: StudyConfig, diameter: float) -> FilamentConfig:
 
 def _net_config(c: StudyConfig, variant: dict, init):
     net = dict(SCALES[c.scale]["net"])
-    net.update(epochs=int(c.epochs), steps_per_epoch=int(c.steps_per_epoch), batch_size=int(c.batch_size))
+    net.update(epochs=int(c.epochs) * int(variant.get("budget", 1)), steps_per_epoch=int(c.steps_per_epoch),
+               batch_size=int(c.batch_size))
     net["crop"] = min(net["crop"], int(c.size) - int(c.size) % 2 ** net["depth"])
     arch = "segunet" if variant["model"] == "unet" else "mtdn"
     return get_config("study", arch=arch, tasks=variant["tasks"], init=str(init) if init else "", lr=c.lr,
@@ -201,7 +208,9 @@ class StudyResult(ExperimentResult):
             return "no U-Net / multi-task MTDN pair to compare"
         return (f"A2 macro-F1: {t['mtdn']} {t['mtdn_a2']:.3f} vs unet {t['unet_a2']:.3f} ({t['a2_gain_pct']:+.1f} %); "
                 f"A1: {t['mtdn_a1']:.3f} vs {t['unet_a1']:.3f} ({t['a1_gain_pct']:+.1f} %); "
-                f"target {'met' if t['met'] else 'not met'}")
+                + (f"equal budget (unet-x2): A2 {t['equal_budget_a2_gain_pct']:+.1f} %, "
+                   f"A1 {t['equal_budget_a1_gain_pct']:+.1f} %; " if "equal_budget_met" in t else "")
+                + f"target {'met' if t['met'] else 'not met'}")
 
 
 class _Sequences:
@@ -422,13 +431,20 @@ def _target(results: pd.DataFrame) -> dict:
     m = _mean_over_folds(results, "mask", "f1_macro")
     mt = m.xs((head, "ensemble"), level=("variant", "method")) if "ensemble" in m.index.get_level_values("method") \
         else m.xs(head, level="variant")
-    un = m.xs(("unet", "direct"), level=("variant", "method"))
     out = {"mtdn": head, "fusion": "ensemble"}
-    for t in ("a1", "a2"):
-        a, b = float(mt[t].iloc[0]), float(un[t].iloc[0])
-        out[f"mtdn_{t}"], out[f"unet_{t}"] = a, b
-        out[f"{t}_gain_pct"] = 100.0 * (a - b) / b if b > 0 else float("nan")
-    out["met"] = bool(out["a2_gain_pct"] >= 5.0 and out["mtdn_a1"] >= out["unet_a1"] - 1e-9)
+    names = set(results["variant"])
+    # a pretrained MTDN has had the unet's steps and its own: its fair baseline is the U-Net with as many
+    for ref, key in (("unet", ""), ("unet-x2", "equal_budget_")):
+        if ref not in names or (key and not head.endswith("-pre")):
+            continue
+        un = m.xs((ref, "direct"), level=("variant", "method"))
+        for t in ("a1", "a2"):
+            a, b = float(mt[t].iloc[0]), float(un[t].iloc[0])
+            out[f"mtdn_{t}"], out[f"{key}unet_{t}"] = a, b
+            out[f"{key}{t}_gain_pct"] = 100.0 * (a - b) / b if b > 0 else float("nan")
+        out[f"{key}met"] = bool(out[f"{key}a2_gain_pct"] >= 5.0 and out["mtdn_a1"] >= out[f"{key}unet_a1"] - 1e-9)
+    out["baseline"] = "unet-x2" if "equal_budget_met" in out else "unet"
+    out["met"] = out.get("equal_budget_met", out["met"])  # the fair comparison decides when it was run
     return out
 
 
@@ -453,7 +469,8 @@ def study_report(c: StudyConfig, results: pd.DataFrame, confusion: dict, timing:
 
     for key in m_f1.index:
         variant, model, tasks, init, method = key
-        lines.append(f"| {'U-Net (single frame)' if model == 'unet' else 'MTDN'} | "
+        budget = parse_variant(variant)["budget"]
+        lines.append(f"| {'U-Net (single frame)' if model == 'unet' else 'MTDN'}{f', {budget}x epochs' if budget > 1 else ''} | "
                      f"{'multi' if '+' in tasks else tasks + ' only'} | {init} | "
                      f"{'— (direct)' if method == 'direct' else method} | {_fmt(g(m_f1, key, 'a1'))} | "
                      f"{_fmt(g(m_iou, key, 'a1'))} | {_fmt(g(m_f1, key, 'a2'))} | {_fmt(g(m_iou, key, 'a2'))} |")
@@ -484,6 +501,11 @@ def study_report(c: StudyConfig, results: pd.DataFrame, confusion: dict, timing:
                   f"{target['unet_a2']:.3f} ({target['a2_gain_pct']:+.1f} %), A1 {target['mtdn_a1']:.3f} vs "
                   f"{target['unet_a1']:.3f} ({target['a1_gain_pct']:+.1f} %): **target "
                   f"{'met' if target['met'] else 'not met'}**."]
+        if "equal_budget_met" in target:
+            lines += ["", f"Against the U-Net trained as many steps as {target['mtdn']} had in all (unet-x2; the "
+                      f"verdict above uses it): A2 {target['mtdn_a2']:.3f} vs {target['equal_budget_unet_a2']:.3f} "
+                      f"({target['equal_budget_a2_gain_pct']:+.1f} %), A1 {target['mtdn_a1']:.3f} vs "
+                      f"{target['equal_budget_unet_a1']:.3f} ({target['equal_budget_a1_gain_pct']:+.1f} %)."]
     for (v, t), cm in sorted(confusion.items()):
         if t != "a2" or v != head:
             continue

@@ -191,9 +191,12 @@ def test_segmenter_resume_matches_uninterrupted(allpairs, tmp_path):
 
 def test_variants_and_study_config():
     assert parse_variant("MTDN-a2-pre") == {"name": "mtdn-a2-pre", "model": "mtdn", "tasks": ("a2",),
-                                            "init": "pretrained"}
-    assert parse_variant("unet")["tasks"] == ("a1", "a2")
-    for bad in ("unet-pre", "mtdn-a3", "vit", "mtdn-pre-a1"):
+                                            "init": "pretrained", "budget": 1}
+    assert parse_variant("unet")["tasks"] == ("a1", "a2") and parse_variant("unet")["budget"] == 1
+    assert parse_variant("unet-x2") == {"name": "unet-x2", "model": "unet", "tasks": ("a1", "a2"), "init": "scratch",
+                                        "budget": 2}
+    assert parse_variant("mtdn-a1-pre-x3")["budget"] == 3
+    for bad in ("unet-pre", "mtdn-a3", "vit", "mtdn-pre-a1", "unet-x1", "unet-x11", "unet-x2-pre", "unet-xx"):
         with pytest.raises(ParameterError):
             parse_variant(bad)
     c = StudyConfig(scale="tiny", variants=("mtdn-pre",)).resolved()
@@ -233,6 +236,20 @@ def test_study_command_tiny(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "fold_d8" / "unet" / "scores.json").stat().st_mtime_ns == stamp
     assert pd.read_csv(out / "results.csv").equals(results)
+    # the equal-budget U-Net added later: twice the epochs, and the verdict for mtdn-pre uses it
+    res = run("changedet", "study", "--scale", "tiny", "--variants", "unet,unet-x2,mtdn-pre,mtdn-a2", "--no-progress",
+              "--resume", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert "equal budget (unet-x2)" in res.output
+    with open(out / "fold_d6" / "unet-x2" / "config.json") as f:
+        assert json.load(f)["config"]["epochs"] == 2 * StudyConfig(scale="tiny").resolved().epochs
+    summary = json.loads((out / "summary.json").read_text())["target"]
+    x2 = pd.read_csv(out / "results.csv")
+    x2 = x2[(x2["variant"] == "unet-x2") & (x2["kind"] == "mask") & (x2["task"] == "a2")]["f1_macro"].mean()
+    assert summary["baseline"] == "unet-x2" and summary["equal_budget_unet_a2"] == pytest.approx(x2)
+    assert summary["met"] == summary["equal_budget_met"]
+    report = (out / "report.md").read_text()
+    assert "U-Net (single frame), 2x epochs" in report and "as many steps as mtdn-pre had in all" in report
     # a later --resume may add or leave out variants (own rows on the same data and folds): no retraining
     res = run("changedet", "study", "--scale", "tiny", "--variants", "unet,mtdn-a2", "--no-progress", "--resume",
               "-o", out)
